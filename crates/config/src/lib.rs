@@ -1,0 +1,164 @@
+//! Configuration loading shared by every Carrier service.
+//!
+//! Each service owns a typed `Config` struct with documented defaults (`Default`). [`load`] layers,
+//! in order: the defaults, the TOML file named by `CARRIER_CONFIG_FILE` (if set), then every
+//! `CARRIER_<FIELD>` environment variable. Sections nest with a double underscore:
+//! `CARRIER_HTTP_ADDR` sets `http_addr`, `CARRIER_KAFKA__BROKERS` sets `brokers` of the
+//! `[kafka]` section. A value that does not parse ends start-up with a message naming the field,
+//! never a panic.
+#![forbid(unsafe_code)]
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Why a configuration could not be loaded or is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Load(#[source] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Loads `T` from its defaults, the optional `CARRIER_CONFIG_FILE` and `CARRIER_*` variables.
+pub fn load<T: Serialize + DeserializeOwned + Default>() -> Result<T, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Ok(path) = std::env::var("CARRIER_CONFIG_FILE") {
+        if !std::path::Path::new(&path).exists() {
+            return Err(ConfigError::Invalid(format!(
+                "CARRIER_CONFIG_FILE {path} does not exist"
+            )));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Env::prefixed("CARRIER_").split("__").ignore(&["config_file"]));
+    figment
+        .extract()
+        .map_err(|error| ConfigError::Load(Box::new(error)))
+}
+
+/// How a deployment behaves where safety and convenience pull apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Refuses to start without secrets; never allows loopback or private destinations.
+    #[default]
+    Production,
+    /// Local development and tests: default secrets, loopback destinations allowed.
+    Dev,
+}
+
+/// Settings every service that talks to Kafka shares: the `[kafka]` section
+/// (`CARRIER_KAFKA__BROKERS`, `CARRIER_KAFKA__TOPIC_PREFIX`, ...).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list of bootstrap brokers.
+    pub brokers: String,
+    /// Prefix of every topic name: `carrier.` gives `carrier.inbound`, `carrier.deliveries`, ...
+    pub topic_prefix: String,
+    /// Consumer group session timeout; a dead consumer's partitions move after this long.
+    pub session_timeout_ms: u32,
+    /// How long a produce may take (queueing, retries and the broker's ack) before it fails.
+    pub message_timeout_ms: u32,
+    /// Producer batching delay; small values favour latency.
+    pub linger_ms: u32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "carrier.".into(),
+            session_timeout_ms: 10_000,
+            message_timeout_ms: 10_000,
+            linger_ms: 2,
+        }
+    }
+}
+
+/// The environment a source or destination belongs to; it decides the retry rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Production,
+    Staging,
+    Development,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Staging => "staging",
+            Environment::Development => "development",
+        }
+    }
+}
+
+impl std::str::FromStr for Environment {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "production" => Ok(Environment::Production),
+            "staging" => Ok(Environment::Staging),
+            "development" => Ok(Environment::Development),
+            other => Err(format!(
+                "unknown environment '{other}' (expected production, staging or development)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Environment {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Sample {
+        http_addr: String,
+        kafka: KafkaSettings,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Self {
+                http_addr: "127.0.0.1:1".into(),
+                kafka: KafkaSettings::default(),
+            }
+        }
+    }
+
+    #[test]
+    fn env_overrides_defaults_and_bad_values_name_the_field() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CARRIER_HTTP_ADDR", "127.0.0.1:2");
+            jail.set_env("CARRIER_KAFKA__BROKERS", "b:1");
+            let sample: Sample = load().map_err(|e| e.to_string())?;
+            assert_eq!(sample.http_addr, "127.0.0.1:2");
+            assert_eq!(sample.kafka.brokers, "b:1");
+            assert_eq!(sample.kafka.topic_prefix, "carrier.");
+            jail.set_env("CARRIER_KAFKA__LINGER_MS", "soon");
+            let error = load::<Sample>().unwrap_err().to_string();
+            assert!(error.to_lowercase().contains("kafka.linger_ms"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environments_parse_strictly() {
+        assert_eq!("staging".parse::<Environment>(), Ok(Environment::Staging));
+        assert!("prod"
+            .parse::<Environment>()
+            .unwrap_err()
+            .contains("unknown environment 'prod'"));
+    }
+}

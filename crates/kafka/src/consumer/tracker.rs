@@ -1,0 +1,172 @@
+//! Per-partition bookkeeping: which offsets are unfinished, what may be committed, and how much
+//! work is in flight right now (what a revoke must wait for).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct State {
+    /// Offsets handed to the processor and not finished yet.
+    pending: BTreeSet<i64>,
+    /// One past the highest offset accepted.
+    next: Option<i64>,
+    /// Work that has started and must finish (or time out) before the partition is released.
+    active: usize,
+}
+
+/// The state of one assigned partition, shared between the consumer thread and the processor.
+pub struct OffsetTracker {
+    partition: i32,
+    state: Mutex<State>,
+    idle: Condvar,
+    released: CancellationToken,
+}
+
+impl OffsetTracker {
+    pub fn new(partition: i32) -> Self {
+        Self {
+            partition,
+            state: Mutex::default(),
+            idle: Condvar::new(),
+            released: CancellationToken::new(),
+        }
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// Records that `offset` was handed out. Returns false for an offset at or below one already
+    /// seen (librdkafka may return records again after a pause); such a record is skipped.
+    pub fn accept(&self, offset: i64) -> bool {
+        let mut state = self.state.lock().expect("tracker lock");
+        if state.next.is_some_and(|next| offset < next) {
+            return false;
+        }
+        state.pending.insert(offset);
+        state.next = Some(offset + 1);
+        true
+    }
+
+    /// The work of `offset` is final: it no longer holds the commit back.
+    pub fn finish(&self, offset: i64) {
+        self.state.lock().expect("tracker lock").pending.remove(&offset);
+    }
+
+    /// The offset to commit: the oldest unfinished one, or one past the last seen when all are
+    /// finished. `None` before the first record.
+    pub fn committable(&self) -> Option<i64> {
+        let state = self.state.lock().expect("tracker lock");
+        state.pending.first().copied().or(state.next)
+    }
+
+    /// How many handed-out records are unfinished.
+    pub fn pending(&self) -> usize {
+        self.state.lock().expect("tracker lock").pending.len()
+    }
+
+    /// How many pieces of in-flight work are running.
+    pub fn active(&self) -> usize {
+        self.state.lock().expect("tracker lock").active
+    }
+
+    /// Cancelled when the partition is revoked or the consumer stops: start no new work then.
+    pub fn released_token(&self) -> &CancellationToken {
+        &self.released
+    }
+
+    pub fn is_released(&self) -> bool {
+        self.released.is_cancelled()
+    }
+
+    pub(crate) fn release(&self) {
+        self.released.cancel();
+    }
+
+    /// Marks work in flight until the guard is dropped. A revoke waits for every guard.
+    pub fn activity(self: &Arc<Self>) -> ActivityGuard {
+        self.state.lock().expect("tracker lock").active += 1;
+        ActivityGuard {
+            tracker: self.clone(),
+        }
+    }
+
+    /// Waits until no work is in flight or `deadline` passes. True when idle.
+    pub(crate) fn wait_idle_until(&self, deadline: Instant) -> bool {
+        let mut state = self.state.lock().expect("tracker lock");
+        while state.active > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .idle
+                .wait_timeout(state, deadline - now)
+                .expect("tracker lock")
+                .0;
+        }
+        true
+    }
+}
+
+/// In-flight work of a partition; see [`OffsetTracker::activity`].
+pub struct ActivityGuard {
+    tracker: Arc<OffsetTracker>,
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        let mut state = self.tracker.state.lock().expect("tracker lock");
+        state.active -= 1;
+        if state.active == 0 {
+            self.tracker.idle.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn commits_stop_below_the_oldest_unfinished_offset() {
+        let tracker = OffsetTracker::new(0);
+        assert_eq!(tracker.committable(), None);
+        for offset in 10..15 {
+            assert!(tracker.accept(offset));
+        }
+        assert_eq!(tracker.committable(), Some(10));
+        tracker.finish(11);
+        tracker.finish(12);
+        assert_eq!(
+            tracker.committable(),
+            Some(10),
+            "10 is unfinished: nothing past it is committed"
+        );
+        tracker.finish(10);
+        assert_eq!(tracker.committable(), Some(13));
+        tracker.finish(14);
+        tracker.finish(13);
+        assert_eq!(tracker.committable(), Some(15));
+        assert!(!tracker.accept(12), "an offset seen before is skipped");
+        assert_eq!(tracker.pending(), 0);
+    }
+
+    #[test]
+    fn idle_wait_returns_when_the_last_guard_drops() {
+        let tracker = Arc::new(OffsetTracker::new(0));
+        let guard = tracker.activity();
+        assert!(!tracker.wait_idle_until(Instant::now() + Duration::from_millis(20)));
+        let waiter = {
+            let tracker = tracker.clone();
+            std::thread::spawn(move || tracker.wait_idle_until(Instant::now() + Duration::from_secs(10)))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        drop(guard);
+        assert!(waiter.join().unwrap());
+    }
+}

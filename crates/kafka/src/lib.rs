@@ -1,0 +1,46 @@
+//! Kafka as Carrier uses it.
+//!
+//! - [`Topics`]: the topic names, all under one configurable prefix.
+//! - [`producer`]: durable producers (`acks=all`, idempotence on) and the mapping of produce
+//!   failures to the statuses ingress answers with.
+//! - [`consumer`]: a consumer-group member that hands each assigned partition to a processor and
+//!   commits, per partition, only offsets below the oldest unfinished record
+//!   (see `consumer/design.md`).
+//! - [`admin`]: topic creation for tests and first start-up.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod consumer;
+pub mod producer;
+
+pub use rdkafka;
+
+use carrier_config::KafkaSettings;
+
+/// The names of Carrier's topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Accepted messages, keyed by source ID.
+    pub inbound: String,
+    /// One task per (message, destination), keyed by destination ID.
+    pub deliveries: String,
+    /// Log creation and attempt events, keyed by destination ID.
+    pub log_events: String,
+    /// Alerts for internal teams (JSON), keyed by destination ID.
+    pub notifications: String,
+}
+
+impl Topics {
+    pub fn new(settings: &KafkaSettings) -> Self {
+        let prefix = &settings.topic_prefix;
+        Self {
+            inbound: format!("{prefix}inbound"),
+            deliveries: format!("{prefix}deliveries"),
+            log_events: format!("{prefix}log-events"),
+            notifications: format!("{prefix}notifications"),
+        }
+    }
+}
+
+/// Records may carry bodies of up to 10 MiB plus envelope: every client allows this much.
+pub const MAX_RECORD_BYTES: usize = 12 * 1024 * 1024;

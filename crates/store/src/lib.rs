@@ -1,0 +1,66 @@
+//! Carrier's Postgres database: one schema, owned here, migrated by every service that uses it
+//! at start-up (sqlx takes an advisory lock, so replicas starting together are safe).
+//!
+//! Tables: `organizations`, `sources`, `destinations`, `subscriptions` (configuration, written by
+//! the router) and `logs`, `attempts` (the log store, written by the notifier, read by ingress).
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+pub use sqlx;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot reach or create the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Connects (creating the database if it does not exist) and applies pending migrations.
+/// Retries for up to `wait` while Postgres is not answering yet, then gives up.
+pub async fn connect_and_migrate(
+    url: &str,
+    max_connections: u32,
+    wait: Duration,
+) -> Result<PgPool, StoreError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match try_connect(url, max_connections).await {
+            Ok(pool) => {
+                MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
+                return Ok(pool);
+            }
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "postgres not reachable yet, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn try_connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    if !sqlx::Postgres::database_exists(url)
+        .await
+        .map_err(StoreError::Connect)?
+    {
+        // Two services may race to create it; the loser's error is harmless.
+        if let Err(error) = sqlx::Postgres::create_database(url).await {
+            if !sqlx::Postgres::database_exists(url).await.unwrap_or(false) {
+                return Err(StoreError::Connect(error));
+            }
+        }
+    }
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(StoreError::Connect)
+}

@@ -1,0 +1,58 @@
+//! Test and demo support. Everything here talks to real components: the broker, Postgres and
+//! HTTP receivers on loopback. Nothing is faked.
+//!
+//! - [`receiver`]: an HTTP receiving system that records what arrives and fails on command.
+//! - [`stack`]: the four services in one process (or delivery as a child process), isolated by a
+//!   random topic prefix, consumer groups and a database of their own.
+//! - [`client`]: the admin and Data Model API calls a user makes.
+//! - [`broker`]: a Tansu broker process of a test's own, for tests that stop the broker.
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod client;
+pub mod receiver;
+pub mod stack;
+
+/// Installs a test log subscriber once (`RUST_LOG` filters; default warnings only).
+pub fn init_test_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Bootstrap brokers of the tests (`CARRIER_TEST_BROKERS`, default `127.0.0.1:9092`).
+pub fn test_brokers() -> String {
+    std::env::var("CARRIER_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Postgres server URL of the tests, without a database (`CARRIER_TEST_POSTGRES`).
+pub fn test_postgres() -> String {
+    std::env::var("CARRIER_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A short random name part, for isolation.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

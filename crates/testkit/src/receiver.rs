@@ -1,0 +1,114 @@
+//! A receiving system on loopback: records every request in arrival order and answers what the
+//! test tells it to (200 with an empty `Meta.Errors` by default).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+struct ReceiverState {
+    received: Vec<Received>,
+    status: StatusCode,
+    body: String,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ReceiverState>>,
+}
+
+impl Receiver {
+    /// Starts a receiver on `127.0.0.1:0`; it runs until the runtime ends.
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Self {
+        let state = Arc::new(Mutex::new(ReceiverState {
+            received: Vec::new(),
+            status: StatusCode::OK,
+            body: r#"{"Meta":{"Errors":[]}}"#.into(),
+        }));
+        let app = Router::new()
+            .route("/{*path}", post(record))
+            .route("/", post(record))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("receiver binds");
+        let addr = listener.local_addr().expect("receiver address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, state }
+    }
+
+    /// The URL to register as a destination (`path` distinguishes destinations sharing it).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    /// Answer every following request with `status` and `body`.
+    pub fn respond_with(&self, status: u16, body: &str) {
+        let mut state = self.state.lock().expect("receiver lock");
+        state.status = StatusCode::from_u16(status).expect("valid status");
+        state.body = body.into();
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().expect("receiver lock").received.clone()
+    }
+
+    /// Requests that arrived on `path`, in arrival order.
+    pub fn received_on(&self, path: &str) -> Vec<Received> {
+        let path = format!("/{}", path.trim_start_matches('/'));
+        self.received()
+            .into_iter()
+            .filter(|request| request.path == path)
+            .collect()
+    }
+}
+
+async fn record(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let headers = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                value.to_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let mut state = state.lock().expect("receiver lock");
+    state.received.push(Received {
+        path: uri.path().to_string(),
+        headers,
+        body,
+    });
+    (
+        state.status,
+        [("content-type", "application/json")],
+        state.body.clone(),
+    )
+}

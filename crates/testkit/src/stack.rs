@@ -1,0 +1,272 @@
+//! The whole pipeline for one test: its own topics (random prefix), consumer groups and
+//! database, on the shared broker and Postgres. Services run in this process; delivery can also
+//! run as a child process, so a test can kill it with SIGKILL.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use carrier_config::{KafkaSettings, Profile};
+use carrier_store::sqlx::{self, Connection};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Api;
+
+/// Partitions of a test's topics (small: tests are about order and completeness, not scale).
+pub const TEST_PARTITIONS: i32 = 4;
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub brokers: String,
+    /// Start delivery in this process (otherwise the test starts it, e.g. as a child process).
+    pub delivery_in_process: bool,
+    pub retry: carrier_delivery::retry::RetryPolicy,
+    /// Partitions of `deliveries` (all other topics use [`TEST_PARTITIONS`]).
+    pub delivery_partitions: i32,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            brokers: crate::test_brokers(),
+            delivery_in_process: true,
+            retry: carrier_delivery::retry::RetryPolicy {
+                base_ms: 200,
+                cap_ms: 1_000,
+                jitter: 0.1,
+                non_production_retry_ms: 200,
+            },
+            delivery_partitions: TEST_PARTITIONS,
+        }
+    }
+}
+
+struct Service {
+    name: &'static str,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub struct Stack {
+    pub prefix: String,
+    pub kafka: KafkaSettings,
+    pub database_url: String,
+    pub router_url: String,
+    pub ingress_url: String,
+    pub api: Api,
+    pub options: StackOptions,
+    services: Vec<Service>,
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> Stack {
+        crate::init_test_logging();
+        let prefix = crate::unique("t");
+        let kafka = KafkaSettings {
+            brokers: options.brokers.clone(),
+            topic_prefix: format!("{prefix}."),
+            session_timeout_ms: 6_000,
+            message_timeout_ms: 5_000,
+            linger_ms: 2,
+        };
+        create_topics(&kafka, options.delivery_partitions).await;
+        let database_url = format!("{}/carrier_{prefix}", crate::test_postgres());
+
+        let mut services = Vec::new();
+        let router_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let router_grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let router_url = format!("http://{}", router_grpc.local_addr().expect("addr"));
+        let router_config = carrier_router::Config {
+            database_url: database_url.clone(),
+            kafka: kafka.clone(),
+            consumer_group: format!("{prefix}-router"),
+            ..Default::default()
+        };
+        let listeners = carrier_router::Listeners {
+            http: router_http,
+            grpc: router_grpc,
+        };
+        services.push(spawn("router", |shutdown| {
+            carrier_router::run(router_config, listeners, shutdown)
+        }));
+
+        let notifier_config = carrier_notifier::Config {
+            database_url: database_url.clone(),
+            kafka: kafka.clone(),
+            consumer_group: format!("{prefix}-notifier"),
+            ..Default::default()
+        };
+        let notifier_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        services.push(spawn("notifier", |shutdown| {
+            carrier_notifier::run(notifier_config, notifier_http, shutdown)
+        }));
+
+        let ingress_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let ingress_url = format!("http://{}", ingress_http.local_addr().expect("addr"));
+        let ingress_config = carrier_ingress::Config {
+            profile: Profile::Dev,
+            router_url: router_url.clone(),
+            database_url: database_url.clone(),
+            kafka: kafka.clone(),
+            ..Default::default()
+        };
+        services.push(spawn("ingress", |shutdown| {
+            carrier_ingress::run(ingress_config, ingress_http, shutdown)
+        }));
+
+        let mut stack = Stack {
+            api: Api::new(&ingress_url, carrier_ingress::DEV_ADMIN_TOKEN),
+            prefix,
+            kafka,
+            database_url,
+            router_url,
+            ingress_url,
+            options: options.clone(),
+            services,
+        };
+        if options.delivery_in_process {
+            stack.start_delivery().await;
+        }
+        stack.wait_ready().await;
+        stack
+    }
+
+    /// The configuration a delivery worker of this stack runs with.
+    pub fn delivery_config(&self) -> carrier_delivery::Config {
+        carrier_delivery::Config {
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            router_url: self.router_url.clone(),
+            kafka: self.kafka.clone(),
+            consumer_group: format!("{}-delivery", self.prefix),
+            drain_timeout_ms: 10_000,
+            retry: self.options.retry.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Starts a delivery worker in this process.
+    pub async fn start_delivery(&mut self) {
+        let config = self.delivery_config();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        self.services.push(spawn("delivery", |shutdown| {
+            carrier_delivery::run(config, listener, shutdown)
+        }));
+    }
+
+    /// Starts a delivery worker as a child process of the built `carrier-delivery` binary.
+    pub fn spawn_delivery_process(&self) -> tokio::process::Child {
+        let config = self.delivery_config();
+        let binary = binary_path("carrier-delivery");
+        tokio::process::Command::new(&binary)
+            .env("CARRIER_HTTP_ADDR", "127.0.0.1:0")
+            .env("CARRIER_ROUTER_URL", &config.router_url)
+            .env("CARRIER_KAFKA__BROKERS", &config.kafka.brokers)
+            .env("CARRIER_KAFKA__TOPIC_PREFIX", &config.kafka.topic_prefix)
+            .env(
+                "CARRIER_KAFKA__SESSION_TIMEOUT_MS",
+                config.kafka.session_timeout_ms.to_string(),
+            )
+            .env("CARRIER_CONSUMER_GROUP", &config.consumer_group)
+            .env("CARRIER_DRAIN_TIMEOUT_MS", config.drain_timeout_ms.to_string())
+            .env("CARRIER_RETRY__BASE_MS", config.retry.base_ms.to_string())
+            .env("CARRIER_RETRY__CAP_MS", config.retry.cap_ms.to_string())
+            .env(
+                "CARRIER_RETRY__NON_PRODUCTION_RETRY_MS",
+                config.retry.non_production_retry_ms.to_string(),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start {}: {error} (run `cargo build --bins` first; `make test` does)",
+                    binary.display()
+                )
+            })
+    }
+
+    async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        crate::eventually(Duration::from_secs(60), "ingress /readyz", || {
+            let http = http.clone();
+            let url = format!("{}/readyz", self.ingress_url);
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    /// Stops every in-process service (SIGTERM-like graceful shutdown) and drops the database.
+    pub async fn stop(self) {
+        for service in self.services.iter().rev() {
+            service.shutdown.cancel();
+        }
+        for service in self.services.into_iter().rev() {
+            match tokio::time::timeout(Duration::from_secs(60), service.task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => panic!("{} failed: {error:#}", service.name),
+                Ok(Err(error)) => panic!("{} panicked: {error}", service.name),
+                Err(_) => panic!("{} did not shut down within 60 s", service.name),
+            }
+        }
+        let admin_url = format!("{}/postgres", crate::test_postgres());
+        if let Ok(mut connection) = sqlx::PgConnection::connect(&admin_url).await {
+            let name = self
+                .database_url
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut connection)
+                .await;
+        }
+    }
+}
+
+fn spawn<F, Fut>(name: &'static str, run: F) -> Service
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(shutdown.clone()));
+    Service { name, shutdown, task }
+}
+
+/// Creates the stack's topics.
+pub async fn create_topics(kafka: &KafkaSettings, delivery_partitions: i32) {
+    let topics = carrier_kafka::Topics::new(kafka);
+    carrier_kafka::admin::ensure_topics(
+        kafka,
+        &[
+            (&topics.inbound, TEST_PARTITIONS),
+            (&topics.deliveries, delivery_partitions),
+            (&topics.log_events, TEST_PARTITIONS),
+            (&topics.notifications, 1),
+        ],
+    )
+    .await
+    .expect("test topics can be created");
+}
+
+/// The path of a workspace binary next to the running test executable
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
+pub fn binary_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    profile_dir.join(name)
+}

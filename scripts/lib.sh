@@ -1,0 +1,202 @@
+# shellcheck shell=bash
+# Shared helpers for Carrier's local/CI infrastructure (Postgres, Redis, Tansu).
+# Source it:  . "$(dirname "$0")/lib.sh"   — safe under `set -euo pipefail`.
+#
+# Progress lines go to stderr ("carrier: ..."), so functions that print a value
+# on stdout (carrier_tansu_bin) can be used in $(...).
+
+CARRIER_TANSU_ROOT="${CARRIER_TANSU_ROOT:-/var/cache/carrier/tansu}"
+CARRIER_TANSU_LOCK="${CARRIER_TANSU_LOCK:-/var/cache/carrier/tansu.lock}"
+
+carrier_log() { echo "carrier: $*" >&2; }
+# Callers write `... || { carrier_die "msg"; return 1; }` so a failure also
+# propagates when the function is called from an `if`/`||` (where set -e is off).
+carrier_die() { echo "carrier: ERROR: $*" >&2; return 1; }
+
+# True if something accepts TCP connections on 127.0.0.1:PORT.
+carrier_port_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# apt-get install, running `apt-get update` once per shell first.
+_carrier_apt_updated=""
+carrier_apt_install() {
+    if [ -z "$_carrier_apt_updated" ]; then
+        carrier_log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        _carrier_apt_updated=1
+    fi
+    carrier_log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+carrier_ensure_postgres() {
+    if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+        if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+            carrier_apt_install postgresql postgresql-client
+        fi
+        local ver
+        ver="$(ls /usr/lib/postgresql | sort -V | tail -n1)"
+        # The Debian package normally creates the "main" cluster; make sure.
+        if [ ! -d "/etc/postgresql/$ver/main" ]; then
+            carrier_log "creating PostgreSQL $ver cluster 'main'"
+            pg_createcluster "$ver" main >&2
+        fi
+        carrier_log "starting PostgreSQL $ver"
+        # No systemd here: bypass the systemctl redirect. "already running" is fine.
+        pg_ctlcluster --skip-systemctl-redirect "$ver" main start >&2 || true
+        local i
+        for i in $(seq 1 30); do
+            pg_isready -q -h 127.0.0.1 && break
+            sleep 1
+        done
+        pg_isready -q -h 127.0.0.1 || { carrier_die "PostgreSQL did not start on 127.0.0.1:5432"; return 1; }
+    fi
+
+    # Password-less TCP access for user postgres (Debian defaults to scram).
+    if ! psql -h 127.0.0.1 -U postgres -w -Atqc 'select 1' >/dev/null 2>&1; then
+        local hba
+        hba="$(su postgres -c "psql -Atqc 'show hba_file'")"
+        carrier_log "setting trust auth for 127.0.0.1/::1 in $hba"
+        sed -ri 's#^(host\s+\S+\s+\S+\s+(127\.0\.0\.1/32|::1/128)\s+)\S+#\1trust#' "$hba"
+        su postgres -c "psql -Atqc 'select pg_reload_conf()'" >/dev/null
+        sleep 1
+        psql -h 127.0.0.1 -U postgres -w -Atqc 'select 1' >/dev/null ||
+            { carrier_die "cannot connect: psql -h 127.0.0.1 -U postgres"; return 1; }
+    fi
+    carrier_log "PostgreSQL ready on 127.0.0.1:5432"
+}
+
+# --------------------------------------------------------------------- Redis
+
+carrier_ensure_redis() {
+    if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+        if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+            carrier_apt_install redis-server redis-tools
+        fi
+        # The package's postinst may already have started it.
+        if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+            carrier_log "starting Redis"
+            mkdir -p /var/lib/redis /var/log/redis
+            redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 \
+                --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log >&2
+        fi
+        local i
+        for i in $(seq 1 20); do
+            redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break
+            sleep 0.5
+        done
+        redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 ||
+            { carrier_die "Redis did not start (see /var/log/redis/ci.log)"; return 1; }
+    fi
+    carrier_log "Redis ready on 127.0.0.1:6379"
+}
+
+# --------------------------------------------------------------------- Tansu
+
+# Prints the path of a tansu binary, building it once if needed.
+carrier_tansu_bin() {
+    if [ -n "${CARRIER_TANSU_BIN:-}" ]; then echo "$CARRIER_TANSU_BIN"; return; fi
+    local bin="$CARRIER_TANSU_ROOT/bin/tansu"
+    if [ -x "$bin" ]; then echo "$bin"; return; fi
+    if command -v tansu >/dev/null 2>&1; then command -v tansu; return; fi
+
+    mkdir -p "$(dirname "$CARRIER_TANSU_LOCK")"
+    (
+        # Serialize concurrent callers; the loser finds the binary already built.
+        flock 9
+        if [ ! -x "$bin" ]; then
+            carrier_log "installing tansu into $CARRIER_TANSU_ROOT (takes ~20 minutes the first time)"
+            # --locked is required (it does not compile otherwise); libsql = sqlite storage.
+            cargo install tansu --locked --features libsql --root "$CARRIER_TANSU_ROOT" >&2
+        fi
+    ) 9>"$CARRIER_TANSU_LOCK"
+    [ -x "$bin" ] || { carrier_die "tansu install failed"; return 1; }
+    echo "$bin"
+}
+
+# carrier_start_tansu DIR PORT — durable (sqlite) single broker on 127.0.0.1:PORT.
+carrier_start_tansu() {
+    local dir="$1" port="$2" bin pid
+    mkdir -p "$dir"
+    dir="$(cd "$dir" && pwd)"
+    local pidfile="$dir/tansu.pid" log="$dir/tansu.log"
+
+    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && carrier_port_open "$port"; then
+        carrier_log "Tansu already running (pid $(cat "$pidfile")) on 127.0.0.1:$port"
+        return 0
+    fi
+    if carrier_port_open "$port"; then
+        carrier_die "port $port is already in use by something other than $pidfile"
+        return 1
+    fi
+
+    bin="$(carrier_tansu_bin)" || return 1
+    carrier_log "starting Tansu on 127.0.0.1:$port (data $dir/tansu.db, log $log)"
+    # Tansu resolves sqlite://NAME relative to its working directory, hence the cd.
+    # setsid: own session, so the broker outlives the calling job / terminal.
+    (
+        cd "$dir"
+        RUST_LOG="${RUST_LOG:-warn}" setsid "$bin" broker \
+            --listener-url "tcp://127.0.0.1:$port" \
+            --advertised-listener-url "tcp://127.0.0.1:$port" \
+            --storage-engine "sqlite://tansu.db" \
+            </dev/null >>"$log" 2>&1 &
+        echo $! >"$pidfile"
+    )
+    pid="$(cat "$pidfile")"
+
+    local i
+    for i in $(seq 1 60); do
+        carrier_port_open "$port" && { carrier_log "Tansu up (pid $pid)"; return 0; }
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    echo "carrier: ERROR: Tansu did not start on port $port; last log lines:" >&2
+    tail -n 30 "$log" >&2 || true
+    return 1
+}
+
+# carrier_create_topics BROKER_PORT [PREFIX] — idempotent.
+carrier_create_topics() {
+    local port="$1" prefix="${2-carrier.}" bin out spec name parts
+    bin="$(carrier_tansu_bin)" || return 1
+    # NOTE: ${prefix}deliveries must stay at 64 partitions forever: records are
+    # partitioned by key, so changing the count after creation re-maps keys to
+    # other partitions and breaks per-key ordering. Never alter or re-create it.
+    for spec in inbound:16 deliveries:64 log-events:16 notifications:4; do
+        name="${prefix}${spec%%:*}" parts="${spec##*:}"
+        if out="$("$bin" topic create --broker "tcp://127.0.0.1:$port" \
+            --partitions "$parts" "$name" 2>&1)"; then
+            carrier_log "created topic $name ($parts partitions)"
+        elif grep -q "already exists" <<<"$out"; then
+            carrier_log "topic $name already exists"
+        else
+            echo "$out" >&2
+            carrier_die "could not create topic $name"
+            return 1
+        fi
+    done
+}
+
+# carrier_stop_pidfile FILE — TERM, wait up to 10s, then KILL.
+carrier_stop_pidfile() {
+    local file="$1" pid i
+    [ -f "$file" ] || return 0
+    pid="$(cat "$file")"
+    if kill -0 "$pid" 2>/dev/null; then
+        carrier_log "stopping pid $pid ($file)"
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 1 20); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            carrier_log "pid $pid ignored TERM; sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$file"
+}

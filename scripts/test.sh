@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make test`: starts what the tests need (Postgres, Redis, a throwaway Tansu broker), builds the
+# binaries the fault tests launch, and runs every test with nextest.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+source "$REPO/scripts/lib.sh"
+cd "$REPO"
+
+RUN_DIR="${CARRIER_RUN_DIR:-$REPO/.run}"
+TEST_BROKER_DIR="$RUN_DIR/test-broker"
+TEST_BROKER_PORT="${CARRIER_TEST_BROKER_PORT:-19092}"
+
+carrier_ensure_postgres
+carrier_ensure_redis
+export CARRIER_TANSU_BIN="$(carrier_tansu_bin)"
+
+# A fresh broker per run: tests create topics of their own under random prefixes.
+carrier_stop_pidfile "$TEST_BROKER_DIR/tansu.pid"
+rm -rf "$TEST_BROKER_DIR"
+carrier_start_tansu "$TEST_BROKER_DIR" "$TEST_BROKER_PORT"
+trap 'carrier_stop_pidfile "$TEST_BROKER_DIR/tansu.pid"' EXIT
+
+export CARRIER_TEST_BROKERS="127.0.0.1:$TEST_BROKER_PORT"
+export CARRIER_TEST_POSTGRES="${CARRIER_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+    carrier_log "installing cargo-nextest"
+    cargo install cargo-nextest --locked
+fi
+
+carrier_log "building"
+cargo build --workspace --bins --tests
+profile=default
+[ "${CI:-}" = "true" ] && profile=ci
+carrier_log "running tests (nextest profile $profile)"
+cargo nextest run --workspace --profile "$profile" --no-fail-fast

@@ -1,0 +1,227 @@
+//! One HTTP attempt of a log, and whether it succeeded.
+//!
+//! Success is a 2xx whose body carries no non-empty `Meta.Errors` and no OperationOutcome issue
+//! of severity `error` or `fatal`. Anything else — another status, a redirect (never followed),
+//! a connect error, a timeout — is a failure.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use carrier_proto::config_v1::Destination;
+use carrier_proto::records_v1::DeliveryTask;
+use chrono::{SecondsFormat, TimeZone, Utc};
+use serde_json::Value;
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub success: bool,
+    /// 0 when no response arrived.
+    pub status_code: u16,
+    pub error: String,
+    pub response_excerpt: String,
+    pub started_at_ms: i64,
+    pub duration: Duration,
+}
+
+/// The HTTP client shared by every lane: pooled keep-alive connections, no redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .user_agent(concat!("Carrier/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client configuration is valid")
+}
+
+/// How much of a response is read to judge it; the rest is not read.
+const MAX_JUDGED_BYTES: usize = 256 * 1024;
+
+pub async fn send(
+    client: &reqwest::Client,
+    destination: &Destination,
+    task: &DeliveryTask,
+    attempt: u32,
+    excerpt_bytes: usize,
+) -> AttemptResult {
+    let started = Instant::now();
+    let started_at_ms = Utc::now().timestamp_millis();
+    let timestamp = started_at_ms / 1000;
+    let received_at = Utc
+        .timestamp_millis_opt(task.received_at_ms)
+        .single()
+        .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    let signature = carrier_signature::sign(&destination.signing_secret, &task.log_id, timestamp, &task.body)
+        .unwrap_or_default();
+    let content_type = if task.content_type.is_empty() {
+        "application/json"
+    } else {
+        task.content_type.as_str()
+    };
+    let request = client
+        .post(&destination.url)
+        .timeout(Duration::from_millis(u64::from(destination.timeout_ms.max(100))))
+        .header("content-type", content_type)
+        .header("verification-token", &destination.verification_token)
+        .header("carrier-message-id", &task.message_id)
+        .header("carrier-log-id", &task.log_id)
+        .header("carrier-attempt", attempt.to_string())
+        .header("carrier-received-at", received_at)
+        .header("carrier-test", if task.test { "true" } else { "false" })
+        .header("carrier-environment", &destination.environment)
+        .header("carrier-data-model", &task.data_model)
+        .header("carrier-event-type", &task.event_type)
+        .header("webhook-id", &task.log_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(Bytes::copy_from_slice(&task.body));
+    let outcome = request.send().await;
+    let mut result = AttemptResult {
+        success: false,
+        status_code: 0,
+        error: String::new(),
+        response_excerpt: String::new(),
+        started_at_ms,
+        duration: Duration::ZERO,
+    };
+    match outcome {
+        Err(error) => {
+            result.error = describe(&error);
+        }
+        Ok(mut response) => {
+            result.status_code = response.status().as_u16();
+            let mut body = Vec::new();
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        body.extend_from_slice(&chunk);
+                        if body.len() >= MAX_JUDGED_BYTES {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        result.error = format!("reading the response failed: {}", describe(&error));
+                        break;
+                    }
+                }
+            }
+            result.response_excerpt = excerpt(&body, excerpt_bytes);
+            if !response.status().is_success() {
+                result.error = format!("destination answered HTTP {}", result.status_code);
+            } else if result.error.is_empty() {
+                match body_errors(&body) {
+                    Some(text) => result.error = format!("destination answered 2xx with errors: {text}"),
+                    None => result.success = true,
+                }
+            }
+        }
+    }
+    result.duration = started.elapsed();
+    result
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out waiting for the destination".into()
+    } else if error.is_connect() {
+        format!("could not connect: {}", root_cause(error))
+    } else {
+        root_cause(error)
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// The first `limit` bytes of a response, as text (cut at a character boundary).
+fn excerpt(body: &[u8], limit: usize) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(limit)]);
+    text.trim_end_matches('\u{FFFD}').to_string()
+}
+
+/// The errors a 2xx body reports, if any: a non-empty `Meta.Errors`, or an OperationOutcome
+/// issue of severity `error` or `fatal`. A body that is not JSON reports none.
+pub fn body_errors(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    if let Some(errors) = value.pointer("/Meta/Errors").and_then(Value::as_array) {
+        if !errors.is_empty() {
+            let texts: Vec<String> = errors
+                .iter()
+                .map(|error| {
+                    error
+                        .get("Text")
+                        .and_then(Value::as_str)
+                        .unwrap_or("(no Text)")
+                        .to_string()
+                })
+                .collect();
+            return Some(texts.join("; "));
+        }
+    }
+    if value.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome") {
+        let issues = value.get("issue").and_then(Value::as_array)?;
+        let serious: Vec<String> = issues
+            .iter()
+            .filter(|issue| {
+                matches!(
+                    issue.get("severity").and_then(Value::as_str),
+                    Some("error" | "fatal")
+                )
+            })
+            .map(|issue| {
+                issue
+                    .pointer("/details/text")
+                    .or_else(|| issue.get("diagnostics"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no details)")
+                    .to_string()
+            })
+            .collect();
+        if !serious.is_empty() {
+            return Some(serious.join("; "));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_hundreds_with_errors_in_the_body_are_failures() {
+        assert_eq!(body_errors(br#"{"Meta": {"Errors": []}}"#), None);
+        assert_eq!(
+            body_errors(br#"{"Meta": {"Errors": [{"Text": "bad MRN"}]}}"#).as_deref(),
+            Some("bad MRN")
+        );
+        assert_eq!(body_errors(b"OK"), None);
+        assert_eq!(
+            body_errors(br#"{"resourceType": "OperationOutcome", "issue": []}"#),
+            None
+        );
+        assert_eq!(
+            body_errors(br#"{"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "details": {"text": "w"}}]}"#),
+            None
+        );
+        assert_eq!(
+            body_errors(br#"{"resourceType": "OperationOutcome", "issue": [{"severity": "fatal", "diagnostics": "down"}]}"#)
+                .as_deref(),
+            Some("down")
+        );
+    }
+
+    #[test]
+    fn excerpts_are_capped_at_a_character_boundary() {
+        assert_eq!(excerpt("héllo".as_bytes(), 2), "h");
+        assert_eq!(excerpt(b"hello", 100), "hello");
+    }
+}

@@ -1,0 +1,73 @@
+//! Destination settings, read from the router at send time and reused for a short while.
+//! A `PATCH /v1/destinations/{id}` (say, a fixed URL) reaches the next attempt within
+//! `destination_cache_ttl_ms`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use carrier_proto::config_v1::config_service_client::ConfigServiceClient;
+use carrier_proto::config_v1::{Destination, GetByIdRequest};
+use tonic::transport::Channel;
+
+/// Why settings could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The destination was deleted (or never existed): its tasks cannot be delivered.
+    #[error("destination {0} does not exist")]
+    Gone(String),
+    /// The router did not answer; try again later (this is not the destination's failure).
+    #[error("router unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub struct Destinations {
+    router: ConfigServiceClient<Channel>,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, Arc<Destination>)>>,
+}
+
+impl Destinations {
+    pub fn new(router_url: &str, ttl: Duration) -> anyhow::Result<Self> {
+        let channel = Channel::from_shared(router_url.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Self {
+            router: ConfigServiceClient::new(channel),
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Arc<Destination>, LookupError> {
+        if let Some((at, destination)) = self.cache.lock().expect("destination cache lock").get(id) {
+            if at.elapsed() < self.ttl {
+                return Ok(destination.clone());
+            }
+        }
+        match self
+            .router
+            .clone()
+            .get_destination(GetByIdRequest { id: id.to_string() })
+            .await
+        {
+            Ok(response) => {
+                let destination = Arc::new(response.into_inner());
+                let mut cache = self.cache.lock().expect("destination cache lock");
+                if cache.len() > 100_000 {
+                    cache.clear();
+                }
+                cache.insert(id.to_string(), (Instant::now(), destination.clone()));
+                Ok(destination)
+            }
+            Err(status)
+                if status.code() == tonic::Code::NotFound
+                    || status.code() == tonic::Code::InvalidArgument =>
+            {
+                Err(LookupError::Gone(id.to_string()))
+            }
+            Err(status) => Err(LookupError::Unavailable(status.message().to_string())),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Log events: one per attempt, written to `carrier.log-events` (keyed by destination).
+
+use carrier_config::KafkaSettings;
+use carrier_kafka::producer::{self, Ordering, ProduceError};
+use carrier_kafka::rdkafka::producer::FutureProducer;
+use carrier_kafka::Topics;
+use carrier_proto::records_v1::{Attempt, AttemptOutcome, DeliveryTask, LogEvent, LogStatus};
+use prost::Message;
+
+use crate::attempt::AttemptResult;
+
+#[derive(Clone)]
+pub struct LogEvents {
+    /// Strict: never gives up on an event, so a finished task's event is never lost while its
+    /// offset waits for it.
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl LogEvents {
+    pub fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            producer: producer::create(settings, "carrier-delivery", Ordering::Strict)?,
+            topic: Topics::new(settings).log_events,
+        })
+    }
+
+    /// Writes the event of one attempt and waits for the broker's acknowledgement.
+    pub async fn attempt(
+        &self,
+        task: &DeliveryTask,
+        environment: &str,
+        number: u32,
+        result: &AttemptResult,
+        status: LogStatus,
+    ) -> Result<(), ProduceError> {
+        let event = LogEvent {
+            log_id: task.log_id.clone(),
+            message_id: task.message_id.clone(),
+            destination_id: task.destination_id.clone(),
+            organization_id: task.organization_id.clone(),
+            source_id: task.source_id.clone(),
+            data_model: task.data_model.clone(),
+            event_type: task.event_type.clone(),
+            test: task.test,
+            received_at_ms: task.received_at_ms,
+            status: status as i32,
+            attempt: Some(Attempt {
+                number,
+                started_at_ms: result.started_at_ms,
+                duration_ms: result.duration.as_millis().min(u32::MAX as u128) as u32,
+                outcome: if result.success {
+                    AttemptOutcome::Success
+                } else {
+                    AttemptOutcome::Failure
+                } as i32,
+                status_code: u32::from(result.status_code),
+                error: result.error.clone(),
+                response_excerpt: result.response_excerpt.clone(),
+            }),
+            at_ms: result.started_at_ms + result.duration.as_millis() as i64,
+            environment: environment.to_string(),
+        };
+        producer::send(
+            &self.producer,
+            &self.topic,
+            &task.destination_id,
+            &event.encode_to_vec(),
+            None,
+            producer::WhenFull::Wait,
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! The admin REST API (operator token only). The router owns the configuration; these handlers
+//! check the caller, translate JSON to the router's gRPC requests and back.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use carrier_proto::config_v1 as pb;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::AppState;
+
+type Created = (StatusCode, Json<Value>);
+
+async fn operator_json<T: DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    auth::operator(headers, state.config.admin_token.as_deref().expect("validated"))?;
+    let body = super::read_body(body, 1024 * 1024).await?;
+    serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request(format!("Invalid request body: {error}")))
+}
+
+fn organization_json(organization: pb::Organization) -> Value {
+    json!({
+        "id": organization.id,
+        "name": organization.name,
+        "alert_emails": organization.alert_emails,
+        "slack_webhook_url": organization.slack_webhook_url,
+        "created_at_ms": organization.created_at_ms,
+    })
+}
+
+fn source_json(source: pb::Source) -> Value {
+    json!({
+        "id": source.id,
+        "organization_id": source.organization_id,
+        "name": source.name,
+        "environment": source.environment,
+        "client_id": source.client_id,
+        "enabled": source.enabled,
+        "created_at_ms": source.created_at_ms,
+    })
+}
+
+fn destination_json(destination: pb::Destination) -> Value {
+    json!({
+        "id": destination.id,
+        "organization_id": destination.organization_id,
+        "name": destination.name,
+        "url": destination.url,
+        "environment": destination.environment,
+        "verification_token": destination.verification_token,
+        "signing_secret": destination.signing_secret,
+        "timeout_ms": destination.timeout_ms,
+        "created_at_ms": destination.created_at_ms,
+        "updated_at_ms": destination.updated_at_ms,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrganization {
+    name: String,
+    #[serde(default)]
+    alert_emails: Vec<String>,
+    slack_webhook_url: Option<String>,
+}
+
+pub async fn create_organization(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Created, ApiError> {
+    let request: NewOrganization = operator_json(&state, &headers, body).await?;
+    let organization = state
+        .router
+        .clone()
+        .create_organization(pb::CreateOrganizationRequest {
+            name: request.name,
+            alert_emails: request.alert_emails,
+            slack_webhook_url: request.slack_webhook_url,
+        })
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(organization_json(organization))))
+}
+
+pub async fn get_organization(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth::operator(&headers, state.config.admin_token.as_deref().expect("validated"))?;
+    let organization = state
+        .router
+        .clone()
+        .get_organization(pb::GetByIdRequest { id })
+        .await?
+        .into_inner();
+    Ok(Json(organization_json(organization)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSource {
+    organization_id: String,
+    name: String,
+    environment: String,
+}
+
+pub async fn create_source(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Created, ApiError> {
+    let request: NewSource = operator_json(&state, &headers, body).await?;
+    let created = state
+        .router
+        .clone()
+        .create_source(pb::CreateSourceRequest {
+            organization_id: request.organization_id,
+            name: request.name,
+            environment: request.environment,
+        })
+        .await?
+        .into_inner();
+    let mut body = source_json(created.source.unwrap_or_default());
+    body["client_secret"] = json!(created.client_secret);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub async fn get_source(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth::operator(&headers, state.config.admin_token.as_deref().expect("validated"))?;
+    let source = state
+        .router
+        .clone()
+        .get_source(pb::GetByIdRequest { id })
+        .await?
+        .into_inner();
+    Ok(Json(source_json(source)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDestination {
+    organization_id: String,
+    name: String,
+    url: String,
+    environment: String,
+    verification_token: Option<String>,
+    timeout_ms: Option<u32>,
+}
+
+pub async fn create_destination(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Created, ApiError> {
+    let request: NewDestination = operator_json(&state, &headers, body).await?;
+    let destination = state
+        .router
+        .clone()
+        .create_destination(pb::CreateDestinationRequest {
+            organization_id: request.organization_id,
+            name: request.name,
+            url: request.url,
+            environment: request.environment,
+            verification_token: request.verification_token,
+            timeout_ms: request.timeout_ms,
+        })
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(destination_json(destination))))
+}
+
+pub async fn get_destination(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth::operator(&headers, state.config.admin_token.as_deref().expect("validated"))?;
+    let destination = state
+        .router
+        .clone()
+        .get_destination(pb::GetByIdRequest { id })
+        .await?
+        .into_inner();
+    Ok(Json(destination_json(destination)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationChanges {
+    name: Option<String>,
+    url: Option<String>,
+    verification_token: Option<String>,
+    timeout_ms: Option<u32>,
+}
+
+pub async fn update_destination(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let changes: DestinationChanges = operator_json(&state, &headers, body).await?;
+    let destination = state
+        .router
+        .clone()
+        .update_destination(pb::UpdateDestinationRequest {
+            id,
+            name: changes.name,
+            url: changes.url,
+            verification_token: changes.verification_token,
+            timeout_ms: changes.timeout_ms,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(destination_json(destination)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscription {
+    source_id: String,
+    destination_id: String,
+    data_model: String,
+    #[serde(default)]
+    event_types: Vec<String>,
+}
+
+pub async fn create_subscription(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Created, ApiError> {
+    let request: NewSubscription = operator_json(&state, &headers, body).await?;
+    let subscription = state
+        .router
+        .clone()
+        .create_subscription(pb::CreateSubscriptionRequest {
+            source_id: request.source_id,
+            destination_id: request.destination_id,
+            data_model: request.data_model,
+            event_types: request.event_types,
+        })
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": subscription.id,
+            "source_id": subscription.source_id,
+            "destination_id": subscription.destination_id,
+            "data_model": subscription.data_model,
+            "event_types": subscription.event_types,
+            "created_at_ms": subscription.created_at_ms,
+        })),
+    ))
+}

@@ -1,0 +1,81 @@
+//! The HTTP routes of ingress, one module per area.
+
+mod admin;
+mod endpoint;
+mod logs;
+mod oauth;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::routing::{get, patch, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/oauth/token", post(oauth::token))
+        .route("/endpoint", post(endpoint::post))
+        .route("/v1/logs/{id}", get(logs::get_one))
+        .route("/v1/organizations", post(admin::create_organization))
+        .route("/v1/organizations/{id}", get(admin::get_organization))
+        .route("/v1/sources", post(admin::create_source))
+        .route("/v1/sources/{id}", get(admin::get_source))
+        .route("/v1/destinations", post(admin::create_destination))
+        .route(
+            "/v1/destinations/{id}",
+            patch(admin::update_destination).get(admin::get_destination),
+        )
+        .route("/v1/subscriptions", post(admin::create_subscription))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "Unknown route {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed(request: Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({ "Meta": { "Errors": [ { "Text": format!("Method {} is not allowed on {}", request.method(), request.uri().path()) } ] } });
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+/// Reads a whole body of at most `limit` bytes. A larger body is refused as it streams in
+/// (413), without being buffered whole; a `Content-Length` over the limit is refused at once.
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let error = error.into_inner();
+        if error.is::<http_body_util::LengthLimitError>() {
+            ApiError::new(
+                carrier_proto::ErrorKind::PayloadTooLarge,
+                format!("Request body exceeds the limit of {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request(format!("Request body could not be read: {error}"))
+        }
+    })
+}
+
+/// Refuses a declared `Content-Length` over the limit before reading anything.
+pub(crate) fn check_declared_length(headers: &axum::http::HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => Err(ApiError::new(
+            carrier_proto::ErrorKind::PayloadTooLarge,
+            format!("Request body of {length} bytes exceeds the limit of {limit} bytes"),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,164 @@
+//! `POST /oauth/token`: the OAuth 2.0 client-credentials grant (RFC 6749 §4.4).
+//! Parameters come as a form (`application/x-www-form-urlencoded`) or as JSON.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use carrier_proto::config_v1::AuthenticateRequest;
+use carrier_proto::ErrorKind;
+use serde_json::{json, Value};
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// An OAuth error answer: `error` and `error_description` as RFC 6749 §5.2 names them, plus the
+/// Data Model API's `Meta.Errors` so every Carrier error reads the same.
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = json!({
+        "error": error,
+        "error_description": description,
+        "Meta": { "Errors": [ { "Text": description } ] },
+    });
+    (status, Json(body)).into_response()
+}
+
+fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, Response> {
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    let bad = |text: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", text);
+    if is_json {
+        let value: Value = serde_json::from_slice(body).map_err(|_| bad("Request body is not valid JSON"))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| bad("Request body must be a JSON object"))?;
+        Ok(object
+            .iter()
+            .filter_map(|(key, value)| value.as_str().map(|v| (key.clone(), v.to_string())))
+            .collect())
+    } else {
+        let text = std::str::from_utf8(body).map_err(|_| bad("Request body is not UTF-8"))?;
+        Ok(form_urlencoded(text))
+    }
+}
+
+/// Decodes `a=b&c=d` with `+` and `%XX` escapes.
+fn form_urlencoded(text: &str) -> HashMap<String, String> {
+    fn decode(part: &str) -> String {
+        let bytes = part.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut index = 0;
+        while index < bytes.len() {
+            match bytes[index] {
+                b'+' => out.push(b' '),
+                b'%' if index + 2 < bytes.len() => {
+                    let hex = |byte: u8| (byte as char).to_digit(16).map(|digit| digit as u8);
+                    match (hex(bytes[index + 1]), hex(bytes[index + 2])) {
+                        (Some(high), Some(low)) => {
+                            out.push(high * 16 + low);
+                            index += 2;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                byte => out.push(byte),
+            }
+            index += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let body = match super::read_body(body, 64 * 1024).await {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
+    };
+    let parameters = match parameters(&headers, &body) {
+        Ok(parameters) => parameters,
+        Err(response) => return response,
+    };
+    match parameters.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {}
+        Some(other) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                &format!("grant_type '{other}' is not supported (use client_credentials)"),
+            )
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Required field missing - grant_type",
+            )
+        }
+    }
+    let (Some(client_id), Some(client_secret)) =
+        (parameters.get("client_id"), parameters.get("client_secret"))
+    else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required field missing - client_id and client_secret",
+        );
+    };
+    let request = AuthenticateRequest {
+        client_id: client_id.clone(),
+        client_secret: client_secret.clone(),
+    };
+    match state.router.clone().authenticate(request).await {
+        Ok(source) => {
+            let source = source.into_inner();
+            let access_token = state
+                .tokens
+                .issue(&source.id, &source.organization_id, auth::now_unix());
+            Json(json!({
+                "access_token": access_token,
+                "token_type": "Bearer",
+                "expires_in": state.tokens.ttl_secs(),
+            }))
+            .into_response()
+        }
+        Err(status) => {
+            let error = ApiError::from(status);
+            if error.kind == ErrorKind::Unauthorized {
+                oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "Invalid client credentials",
+                )
+            } else {
+                error.into_response()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_urlencoded;
+
+    #[test]
+    fn form_bodies_decode_escapes() {
+        let parsed = form_urlencoded("grant_type=client_credentials&client_id=a%2Bb&client_secret=x+y%");
+        assert_eq!(parsed["grant_type"], "client_credentials");
+        assert_eq!(parsed["client_id"], "a+b");
+        assert_eq!(parsed["client_secret"], "x y%");
+    }
+}

@@ -1,0 +1,173 @@
+//! Access tokens and who a request comes from.
+//!
+//! An access token is `ct1.<payload>.<signature>`: the payload (base64url) is
+//! `source_id:organization_id:expires_unix`, the signature an HMAC-SHA256 of it under the
+//! shared `token_signing_key`. Checking one needs no database or peer call, so every ingress
+//! replica verifies tokens on its own; a disabled source is refused by the router at routing.
+
+use axum::http::HeaderMap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::error::ApiError;
+
+const PREFIX: &str = "ct1";
+
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Operator,
+    Source {
+        source_id: String,
+        organization_id: String,
+    },
+}
+
+pub struct TokenSigner {
+    key: Vec<u8>,
+    ttl_secs: u64,
+}
+
+impl TokenSigner {
+    pub fn new(key: &str, ttl_secs: u64) -> Self {
+        Self {
+            key: key.as_bytes().to_vec(),
+            ttl_secs,
+        }
+    }
+
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+
+    fn mac(&self, payload: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(PREFIX.as_bytes());
+        mac.update(b".");
+        mac.update(payload.as_bytes());
+        mac
+    }
+
+    /// A token for `source_id`, valid `ttl_secs` from `now_unix`.
+    pub fn issue(&self, source_id: &str, organization_id: &str, now_unix: u64) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(format!(
+            "{source_id}:{organization_id}:{}",
+            now_unix + self.ttl_secs
+        ));
+        let signature = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
+        format!("{PREFIX}.{payload}.{signature}")
+    }
+
+    /// The source a token was issued to, if its signature holds and it has not expired.
+    pub fn verify(&self, token: &str, now_unix: u64) -> Result<(String, String), ApiError> {
+        let invalid = || ApiError::unauthorized("Invalid access token");
+        let mut parts = token.split('.');
+        let (Some(PREFIX), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid())?;
+        self.mac(payload)
+            .verify_slice(&signature)
+            .map_err(|_| invalid())?;
+        let decoded = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+        let mut fields = decoded.split(':');
+        let (Some(source_id), Some(organization_id), Some(expires), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(invalid());
+        };
+        let expires: u64 = expires.parse().map_err(|_| invalid())?;
+        if now_unix >= expires {
+            return Err(ApiError::unauthorized(
+                "Access token expired; request a new one at /oauth/token",
+            ));
+        }
+        Ok((source_id.to_string(), organization_id.to_string()))
+    }
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("Missing Authorization header (expected 'Bearer <token>')"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("Malformed Authorization header"))?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("Authorization header must be 'Bearer <token>'"))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The caller of a request that accepts both the operator token and source tokens.
+pub fn caller(headers: &HeaderMap, signer: &TokenSigner, admin_token: &str) -> Result<Caller, ApiError> {
+    let token = bearer(headers)?;
+    if constant_time_eq(token.as_bytes(), admin_token.as_bytes()) {
+        return Ok(Caller::Operator);
+    }
+    let (source_id, organization_id) = signer.verify(token, now_unix())?;
+    Ok(Caller::Source {
+        source_id,
+        organization_id,
+    })
+}
+
+/// Only the operator token is accepted.
+pub fn operator(headers: &HeaderMap, admin_token: &str) -> Result<(), ApiError> {
+    let token = bearer(headers)?;
+    if constant_time_eq(token.as_bytes(), admin_token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            carrier_proto::ErrorKind::Forbidden,
+            "This route needs the operator token",
+        ))
+    }
+}
+
+/// Only a source token is accepted.
+pub fn source(headers: &HeaderMap, signer: &TokenSigner) -> Result<(String, String), ApiError> {
+    signer.verify(bearer(headers)?, now_unix())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_until_they_expire_and_reject_tampering() {
+        let signer = TokenSigner::new("k".repeat(32).as_str(), 300);
+        let token = signer.issue("src", "org", 1_000);
+        assert_eq!(
+            signer.verify(&token, 1_299).unwrap(),
+            ("src".into(), "org".into())
+        );
+        assert!(signer.verify(&token, 1_300).unwrap_err().text.contains("expired"));
+        let other = TokenSigner::new("x".repeat(32).as_str(), 300);
+        assert!(
+            other.verify(&token, 1_000).is_err(),
+            "another key's token is refused"
+        );
+        let mut forged = token.clone();
+        forged.replace_range(5..6, if &token[5..6] == "A" { "B" } else { "A" });
+        assert!(signer.verify(&forged, 1_000).is_err());
+        assert!(signer.verify("garbage", 1_000).is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! Ingress: where senders and operators talk to Carrier over HTTP.
+//!
+//! - `api::oauth`    `POST /oauth/token` — client credentials → short-lived Bearer token (`auth`).
+//! - `api::endpoint` `POST /endpoint` — the Data Model API: validate, ask the router where the
+//!   message goes (`routes`), write it to `carrier.inbound` and answer 200 only once the broker
+//!   acknowledged the write (acks=all).
+//! - `api::logs`     `GET /v1/logs/{id}` — read from the log store (Postgres).
+//! - `api::admin`    `/v1/organizations|sources|destinations|subscriptions` — forwarded to the
+//!   router, which owns the configuration.
+//!
+//! Every error answer has the Data Model API shape `{"Meta": {"Errors": [{"Text": ...}]}}`
+//! (`error::ApiError`).
+#![forbid(unsafe_code)]
+
+mod api;
+mod auth;
+mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use carrier_config::{ConfigError, KafkaSettings, Profile};
+use carrier_kafka::producer::{self, Ordering};
+use carrier_kafka::rdkafka::producer::FutureProducer;
+use carrier_kafka::Topics;
+use carrier_proto::config_v1::config_service_client::ConfigServiceClient;
+use carrier_store::sqlx::PgPool;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub use error::ApiError;
+
+/// The default operator token of the dev profile. Production refuses to start without its own.
+pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
+const DEV_TOKEN_SIGNING_KEY: &str = "dev-token-signing-key-not-for-production-use";
+
+/// Ingress configuration. Every field can be set as `CARRIER_<FIELD>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address of the public HTTP API (and `/healthz`, `/readyz`, `/metrics`).
+    pub http_addr: SocketAddr,
+    /// `production` (default) or `dev`.
+    pub profile: Profile,
+    /// Bearer token of the operator (admin API, every log). Required in production;
+    /// `dev-admin-token` in the dev profile when unset.
+    pub admin_token: Option<String>,
+    /// Key that signs access tokens (at least 32 bytes). Required in production; every ingress
+    /// replica must share it.
+    pub token_signing_key: Option<String>,
+    /// Lifetime of an access token.
+    pub token_ttl_secs: u64,
+    /// gRPC URL of the router (configuration and routing).
+    pub router_url: String,
+    /// Postgres URL of the log store.
+    pub database_url: String,
+    /// The `[kafka]` section (`CARRIER_KAFKA__*`).
+    pub kafka: KafkaSettings,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long routing answers are reused before the router is asked again.
+    pub route_cache_ttl_ms: u64,
+    /// Upper bound on waiting for the broker's acknowledgement before answering 504.
+    pub produce_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: "127.0.0.1:8080".parse().expect("valid address"),
+            profile: Profile::Production,
+            admin_token: None,
+            token_signing_key: None,
+            token_ttl_secs: 300,
+            router_url: "http://127.0.0.1:50051".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
+            kafka: KafkaSettings::default(),
+            max_body_bytes: 10 * 1024 * 1024,
+            route_cache_ttl_ms: 1_000,
+            produce_timeout_ms: 15_000,
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates; fills the dev profile's defaults for unset secrets.
+    pub fn load() -> Result<Self, ConfigError> {
+        carrier_config::load::<Config>()?.validated()
+    }
+
+    pub fn validated(mut self) -> Result<Self, ConfigError> {
+        if self.profile == Profile::Dev {
+            self.admin_token.get_or_insert_with(|| DEV_ADMIN_TOKEN.into());
+            self.token_signing_key
+                .get_or_insert_with(|| DEV_TOKEN_SIGNING_KEY.into());
+        }
+        match &self.admin_token {
+            None => {
+                return Err(ConfigError::Invalid(
+                    "admin_token (CARRIER_ADMIN_TOKEN) is required in production".into(),
+                ))
+            }
+            Some(token) if token.len() < 12 => {
+                return Err(ConfigError::Invalid(
+                    "admin_token must be at least 12 characters".into(),
+                ))
+            }
+            Some(_) => {}
+        }
+        match &self.token_signing_key {
+            None => {
+                return Err(ConfigError::Invalid(
+                    "token_signing_key (CARRIER_TOKEN_SIGNING_KEY) is required in production".into(),
+                ))
+            }
+            Some(key) if key.len() < 32 => {
+                return Err(ConfigError::Invalid(
+                    "token_signing_key must be at least 32 bytes".into(),
+                ))
+            }
+            Some(_) => {}
+        }
+        if self.token_ttl_secs == 0 {
+            return Err(ConfigError::Invalid("token_ttl_secs must be positive".into()));
+        }
+        Ok(self)
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub config: Config,
+    pub tokens: auth::TokenSigner,
+    pub router: ConfigServiceClient<Channel>,
+    pub routes: routes::RouteCache,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub log_store: PgPool,
+}
+
+/// Runs ingress on `listener` until `shutdown` is cancelled; in-flight requests finish first.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = config.validated()?;
+    let readiness = carrier_telemetry::Readiness::default();
+    let channel = Channel::from_shared(config.router_url.clone())
+        .context("router_url")?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    let log_store = carrier_store::connect_and_migrate(&config.database_url, 8, Duration::from_secs(30))
+        .await
+        .context("postgres")?;
+    let producer =
+        producer::create(&config.kafka, "carrier-ingress", Ordering::PerRequest).context("kafka producer")?;
+    let state = Arc::new(AppState {
+        tokens: auth::TokenSigner::new(
+            config.token_signing_key.as_deref().expect("validated"),
+            config.token_ttl_secs,
+        ),
+        router: ConfigServiceClient::new(channel),
+        routes: routes::RouteCache::new(Duration::from_millis(config.route_cache_ttl_ms)),
+        producer,
+        topics: Topics::new(&config.kafka),
+        log_store,
+        config,
+    });
+    let app = api::router(state.clone()).merge(carrier_telemetry::probes_router(readiness.clone()));
+    readiness.set_ready(true);
+    tracing::info!(addr = %listener.local_addr()?, "ingress ready");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("http server")?;
+    tracing::info!("ingress stopped");
+    Ok(())
+}

@@ -1,0 +1,456 @@
+//! The configuration in Postgres, and the routing question answered from it.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use carrier_config::Environment;
+use carrier_proto::config_v1 as pb;
+use carrier_proto::ErrorKind;
+use carrier_store::sqlx::types::chrono::{DateTime, Utc};
+use carrier_store::sqlx::{self, PgPool, Row};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Why a configuration request failed. Each variant maps to one [`ErrorKind`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("invalid client credentials")]
+    BadCredentials,
+    #[error("configuration store failed: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Invalid(_) => ErrorKind::BadRequest,
+            StoreError::NotFound(_) => ErrorKind::NotFound,
+            StoreError::Forbidden(_) => ErrorKind::Forbidden,
+            StoreError::BadCredentials => ErrorKind::Unauthorized,
+            StoreError::Database(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(error: StoreError) -> Self {
+        if let StoreError::Database(source) = &error {
+            tracing::warn!(error = %source, "configuration query failed");
+        }
+        error.kind().status(error.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn parse_id(what: &str, id: &str) -> Result<Uuid> {
+    Uuid::parse_str(id).map_err(|_| StoreError::Invalid(format!("{what} '{id}' is not a valid ID")))
+}
+
+fn parse_environment(value: &str) -> Result<Environment> {
+    value.parse().map_err(StoreError::Invalid)
+}
+
+fn check_url(url: &str) -> Result<()> {
+    match url::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => Ok(()),
+        _ => Err(StoreError::Invalid(format!(
+            "url '{url}' is not an absolute http(s) URL"
+        ))),
+    }
+}
+
+fn check_timeout(timeout_ms: u32) -> Result<u32> {
+    if (100..=60_000).contains(&timeout_ms) {
+        Ok(timeout_ms)
+    } else {
+        Err(StoreError::Invalid(format!(
+            "timeout_ms {timeout_ms} is outside 100..=60000"
+        )))
+    }
+}
+
+fn required(field: &str, value: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        Err(StoreError::Invalid(format!("Required field missing - {field}")))
+    } else {
+        Ok(())
+    }
+}
+
+fn random_token(bytes: usize) -> String {
+    let raw: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn secret_hash(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// The configuration store.
+pub struct ConfigStore {
+    pool: PgPool,
+    default_timeout_ms: u32,
+}
+
+impl ConfigStore {
+    pub fn new(pool: PgPool, default_timeout_ms: u32) -> Self {
+        Self {
+            pool,
+            default_timeout_ms,
+        }
+    }
+
+    pub async fn create_organization(
+        &self,
+        request: pb::CreateOrganizationRequest,
+    ) -> Result<pb::Organization> {
+        required("name", &request.name)?;
+        for email in &request.alert_emails {
+            if !email.contains('@') {
+                return Err(StoreError::Invalid(format!(
+                    "alert_emails: '{email}' is not an e-mail address"
+                )));
+            }
+        }
+        if let Some(url) = &request.slack_webhook_url {
+            check_url(url).map_err(|_| {
+                StoreError::Invalid(format!(
+                    "slack_webhook_url '{url}' is not an absolute http(s) URL"
+                ))
+            })?;
+        }
+        let row = sqlx::query(
+            "INSERT INTO organizations (id, name, alert_emails, slack_webhook_url) VALUES ($1, $2, $3, $4)
+             RETURNING id, name, alert_emails, slack_webhook_url, created_at",
+        )
+        .bind(Uuid::now_v7())
+        .bind(&request.name)
+        .bind(&request.alert_emails)
+        .bind(&request.slack_webhook_url)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(organization_from_row(&row))
+    }
+
+    pub async fn get_organization(&self, id: &str) -> Result<pb::Organization> {
+        let id = parse_id("organization", id)?;
+        let row = sqlx::query(
+            "SELECT id, name, alert_emails, slack_webhook_url, created_at FROM organizations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("organization {id} does not exist")))?;
+        Ok(organization_from_row(&row))
+    }
+
+    pub async fn create_source(&self, request: pb::CreateSourceRequest) -> Result<pb::CreatedSource> {
+        required("name", &request.name)?;
+        required("environment", &request.environment)?;
+        let environment = parse_environment(&request.environment)?;
+        let organization_id = parse_id("organization_id", &request.organization_id)?;
+        self.require_organization(organization_id).await?;
+        let client_id = format!("cl_{}", random_token(12));
+        let client_secret = format!("cs_{}", random_token(32));
+        let row = sqlx::query(
+            "INSERT INTO sources (id, organization_id, name, environment, client_id, client_secret_hash)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+        )
+        .bind(Uuid::now_v7())
+        .bind(organization_id)
+        .bind(&request.name)
+        .bind(environment.as_str())
+        .bind(&client_id)
+        .bind(secret_hash(&client_secret))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(pb::CreatedSource {
+            source: Some(source_from_row(&row)),
+            client_secret,
+        })
+    }
+
+    pub async fn get_source(&self, id: &str) -> Result<pb::Source> {
+        let id = parse_id("source", id)?;
+        let row = sqlx::query("SELECT * FROM sources WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("source {id} does not exist")))?;
+        Ok(source_from_row(&row))
+    }
+
+    /// Checks client credentials. Unknown client, wrong secret and disabled source all answer
+    /// the same error, so the answer reveals nothing about which was wrong.
+    pub async fn authenticate(&self, client_id: &str, client_secret: &str) -> Result<pb::Source> {
+        let row = sqlx::query("SELECT * FROM sources WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::BadCredentials)?;
+        let stored: Vec<u8> = row.get("client_secret_hash");
+        let enabled: bool = row.get("enabled");
+        if !enabled || stored != secret_hash(client_secret) {
+            return Err(StoreError::BadCredentials);
+        }
+        Ok(source_from_row(&row))
+    }
+
+    pub async fn create_destination(&self, request: pb::CreateDestinationRequest) -> Result<pb::Destination> {
+        required("name", &request.name)?;
+        required("url", &request.url)?;
+        required("environment", &request.environment)?;
+        check_url(&request.url)?;
+        let environment = parse_environment(&request.environment)?;
+        let organization_id = parse_id("organization_id", &request.organization_id)?;
+        self.require_organization(organization_id).await?;
+        let timeout_ms = check_timeout(request.timeout_ms.unwrap_or(self.default_timeout_ms))?;
+        let token = request.verification_token.unwrap_or_else(|| random_token(24));
+        let row = sqlx::query(
+            "INSERT INTO destinations (id, organization_id, name, url, environment, verification_token, signing_secret, timeout_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+        )
+        .bind(Uuid::now_v7())
+        .bind(organization_id)
+        .bind(&request.name)
+        .bind(&request.url)
+        .bind(environment.as_str())
+        .bind(&token)
+        .bind(carrier_signature::generate_secret())
+        .bind(timeout_ms as i32)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(destination_from_row(&row))
+    }
+
+    pub async fn get_destination(&self, id: &str) -> Result<pb::Destination> {
+        let id = parse_id("destination", id)?;
+        let row = sqlx::query("SELECT * FROM destinations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("destination {id} does not exist")))?;
+        Ok(destination_from_row(&row))
+    }
+
+    pub async fn update_destination(&self, request: pb::UpdateDestinationRequest) -> Result<pb::Destination> {
+        let id = parse_id("destination", &request.id)?;
+        if let Some(name) = &request.name {
+            required("name", name)?;
+        }
+        if let Some(url) = &request.url {
+            check_url(url)?;
+        }
+        if let Some(timeout_ms) = request.timeout_ms {
+            check_timeout(timeout_ms)?;
+        }
+        let row = sqlx::query(
+            "UPDATE destinations SET
+                name = COALESCE($2, name),
+                url = COALESCE($3, url),
+                verification_token = COALESCE($4, verification_token),
+                timeout_ms = COALESCE($5, timeout_ms),
+                updated_at = now()
+             WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .bind(&request.name)
+        .bind(&request.url)
+        .bind(&request.verification_token)
+        .bind(request.timeout_ms.map(|t| t as i32))
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("destination {id} does not exist")))?;
+        Ok(destination_from_row(&row))
+    }
+
+    pub async fn create_subscription(
+        &self,
+        request: pb::CreateSubscriptionRequest,
+    ) -> Result<pb::Subscription> {
+        required("data_model", &request.data_model)?;
+        let source = self
+            .get_source(&request.source_id)
+            .await
+            .map_err(not_found_is_invalid)?;
+        let destination = self
+            .get_destination(&request.destination_id)
+            .await
+            .map_err(not_found_is_invalid)?;
+        if source.organization_id != destination.organization_id {
+            return Err(StoreError::Invalid(format!(
+                "source {} and destination {} belong to different organizations",
+                source.id, destination.id
+            )));
+        }
+        if source.environment != destination.environment {
+            return Err(StoreError::Invalid(format!(
+                "source {} is in {} but destination {} is in {}: a subscription joins one environment",
+                source.id, source.environment, destination.id, destination.environment
+            )));
+        }
+        for event_type in &request.event_types {
+            required("event_types[]", event_type)?;
+        }
+        let row = sqlx::query(
+            "INSERT INTO subscriptions (id, source_id, destination_id, data_model, event_types)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (source_id, destination_id, data_model) DO UPDATE SET event_types = EXCLUDED.event_types
+             RETURNING *",
+        )
+        .bind(Uuid::now_v7())
+        .bind(parse_id("source_id", &source.id)?)
+        .bind(parse_id("destination_id", &destination.id)?)
+        .bind(&request.data_model)
+        .bind(&request.event_types)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(pb::Subscription {
+            id: row.get::<Uuid, _>("id").to_string(),
+            source_id: row.get::<Uuid, _>("source_id").to_string(),
+            destination_id: row.get::<Uuid, _>("destination_id").to_string(),
+            data_model: row.get("data_model"),
+            event_types: row.get("event_types"),
+            created_at_ms: millis(row.get("created_at")),
+        })
+    }
+
+    /// Where a message goes: the subscribed destinations of the source for this data model and
+    /// event type, narrowed to `destination_ids` when the sender named some.
+    pub async fn resolve(&self, request: &pb::ResolveRequest) -> Result<pb::ResolveResponse> {
+        let source_id = parse_id("source", &request.source_id)?;
+        let source = sqlx::query("SELECT organization_id, environment, enabled FROM sources WHERE id = $1")
+            .bind(source_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::BadCredentials)?;
+        if !source.get::<bool, _>("enabled") {
+            return Err(StoreError::Forbidden("source is disabled".into()));
+        }
+        let rows = sqlx::query(
+            "SELECT destination_id, event_types FROM subscriptions
+             WHERE source_id = $1 AND data_model = $2 ORDER BY created_at, id",
+        )
+        .bind(source_id)
+        .bind(&request.data_model)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound(format!(
+                "No destination is subscribed to data model {} from this source",
+                request.data_model
+            )));
+        }
+        let subscribed: Vec<String> = rows
+            .iter()
+            .filter(|row| {
+                let event_types: Vec<String> = row.get("event_types");
+                event_types.is_empty() || event_types.iter().any(|t| t == &request.event_type)
+            })
+            .map(|row| row.get::<Uuid, _>("destination_id").to_string())
+            .collect();
+        let destination_ids = if request.destination_ids.is_empty() {
+            if subscribed.is_empty() {
+                return Err(StoreError::NotFound(format!(
+                    "No destination is subscribed to event type {} of data model {}",
+                    request.event_type, request.data_model
+                )));
+            }
+            subscribed
+        } else {
+            let mut chosen = Vec::with_capacity(request.destination_ids.len());
+            for id in &request.destination_ids {
+                if chosen.contains(id) {
+                    continue;
+                }
+                if !subscribed.contains(id) {
+                    // Unknown destination: 404; known but not subscribed: 403.
+                    self.get_destination(id).await.map_err(|error| match error {
+                        StoreError::Invalid(_) => {
+                            StoreError::NotFound(format!("Destination {id} does not exist"))
+                        }
+                        other => other,
+                    })?;
+                    return Err(StoreError::Forbidden(format!(
+                        "Destination {id} is not subscribed to {} {} from this source",
+                        request.data_model, request.event_type
+                    )));
+                }
+                chosen.push(id.clone());
+            }
+            chosen
+        };
+        Ok(pb::ResolveResponse {
+            organization_id: source.get::<Uuid, _>("organization_id").to_string(),
+            environment: source.get("environment"),
+            destination_ids,
+        })
+    }
+
+    async fn require_organization(&self, id: Uuid) -> Result<()> {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(format!("organization {id} does not exist")))
+        }
+    }
+}
+
+/// A subscription naming a missing source or destination is a bad request, not a missing route.
+fn not_found_is_invalid(error: StoreError) -> StoreError {
+    match error {
+        StoreError::NotFound(text) => StoreError::Invalid(text),
+        other => other,
+    }
+}
+
+fn organization_from_row(row: &sqlx::postgres::PgRow) -> pb::Organization {
+    pb::Organization {
+        id: row.get::<Uuid, _>("id").to_string(),
+        name: row.get("name"),
+        alert_emails: row.get("alert_emails"),
+        slack_webhook_url: row.get("slack_webhook_url"),
+        created_at_ms: millis(row.get("created_at")),
+    }
+}
+
+fn source_from_row(row: &sqlx::postgres::PgRow) -> pb::Source {
+    pb::Source {
+        id: row.get::<Uuid, _>("id").to_string(),
+        organization_id: row.get::<Uuid, _>("organization_id").to_string(),
+        name: row.get("name"),
+        environment: row.get("environment"),
+        client_id: row.get("client_id"),
+        enabled: row.get("enabled"),
+        created_at_ms: millis(row.get("created_at")),
+    }
+}
+
+fn destination_from_row(row: &sqlx::postgres::PgRow) -> pb::Destination {
+    pb::Destination {
+        id: row.get::<Uuid, _>("id").to_string(),
+        organization_id: row.get::<Uuid, _>("organization_id").to_string(),
+        name: row.get("name"),
+        url: row.get("url"),
+        environment: row.get("environment"),
+        verification_token: row.get("verification_token"),
+        signing_secret: row.get("signing_secret"),
+        timeout_ms: row.get::<i32, _>("timeout_ms") as u32,
+        created_at_ms: millis(row.get("created_at")),
+        updated_at_ms: millis(row.get("updated_at")),
+    }
+}

@@ -1,0 +1,159 @@
+//! Fan-out: one inbound message becomes one delivery task per destination.
+//!
+//! Records of a partition are processed in offset order and their writes are issued in that
+//! order on a strict producer (one request in flight, never giving up), so the tasks of one
+//! destination land in `carrier.deliveries` in the order ingress accepted the messages. An inbound
+//! offset is finished once all its tasks and `queued` log events are acknowledged; a crash before
+//! that re-reads the message and writes its tasks again (same log IDs, which delivery dedupes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use carrier_kafka::consumer::{self, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
+use carrier_kafka::producer::{self, Ordering};
+use carrier_kafka::rdkafka::producer::FutureProducer;
+use carrier_kafka::Topics;
+use carrier_proto::records_v1::{DeliveryTask, InboundMessage, LogEvent, LogStatus};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+
+struct FanOut {
+    producer: FutureProducer,
+    topics: Topics,
+    runtime: tokio::runtime::Handle,
+}
+
+pub fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let topics = Topics::new(&config.kafka);
+    let producer = producer::create(&config.kafka, "carrier-router", Ordering::Strict)?;
+    let options = ConsumerOptions {
+        topic: topics.inbound.clone(),
+        group_id: config.consumer_group.clone(),
+        client_id: "carrier-router".into(),
+        max_pending_per_partition: config.max_pending_per_partition,
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        commit_interval: Duration::from_millis(200),
+    };
+    let processor = Arc::new(FanOut {
+        producer,
+        topics,
+        runtime: tokio::runtime::Handle::current(),
+    });
+    Ok(consumer::spawn(&config.kafka, options, processor, shutdown)?)
+}
+
+impl Processor for FanOut {
+    fn assign(&self, tracker: Arc<OffsetTracker>) -> Box<dyn PartitionProcessor> {
+        Box::new(PartitionFanOut {
+            producer: self.producer.clone(),
+            topics: self.topics.clone(),
+            runtime: self.runtime.clone(),
+            tracker,
+        })
+    }
+}
+
+struct PartitionFanOut {
+    producer: FutureProducer,
+    topics: Topics,
+    runtime: tokio::runtime::Handle,
+    tracker: Arc<OffsetTracker>,
+}
+
+fn metrics() -> &'static (carrier_telemetry::prometheus::IntCounterVec,) {
+    static METRICS: std::sync::OnceLock<(carrier_telemetry::prometheus::IntCounterVec,)> =
+        std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        (carrier_telemetry::counter_vec(
+            "carrier_router_records_total",
+            "Inbound records processed by the router, by outcome",
+            &["outcome"],
+        ),)
+    })
+}
+
+impl PartitionProcessor for PartitionFanOut {
+    fn process(&mut self, record: Record) {
+        let offset = record.offset;
+        let message = match InboundMessage::decode(record.payload.as_slice()) {
+            Ok(message) => message,
+            Err(error) => {
+                // Not ours (or corrupt): nothing can be delivered from it. Skipping keeps the
+                // partition moving; the log line is the operator's trace of it.
+                tracing::error!(%error, partition = record.partition, offset, "undecodable inbound record skipped");
+                metrics().0.with_label_values(&["undecodable"]).inc();
+                self.tracker.finish(offset);
+                return;
+            }
+        };
+        let guard = self.tracker.activity();
+        // Issue every write now, in order, on this (the consumer) thread: the producer queues
+        // them in call order. Only the waiting for acknowledgements happens in a task.
+        let mut acks = Vec::with_capacity(message.routes.len() * 2);
+        for route in &message.routes {
+            let task = DeliveryTask {
+                log_id: route.log_id.clone(),
+                message_id: message.message_id.clone(),
+                destination_id: route.destination_id.clone(),
+                organization_id: message.organization_id.clone(),
+                source_id: message.source_id.clone(),
+                data_model: message.data_model.clone(),
+                event_type: message.event_type.clone(),
+                test: message.test,
+                received_at_ms: message.received_at_ms,
+                content_type: message.content_type.clone(),
+                body: message.body.clone(),
+            };
+            let event = LogEvent {
+                log_id: route.log_id.clone(),
+                message_id: message.message_id.clone(),
+                destination_id: route.destination_id.clone(),
+                organization_id: message.organization_id.clone(),
+                source_id: message.source_id.clone(),
+                data_model: message.data_model.clone(),
+                event_type: message.event_type.clone(),
+                test: message.test,
+                received_at_ms: message.received_at_ms,
+                status: LogStatus::Queued as i32,
+                attempt: None,
+                at_ms: message.received_at_ms,
+                environment: message.environment.clone(),
+            };
+            acks.push(producer::enqueue(
+                &self.producer,
+                &self.topics.deliveries,
+                &route.destination_id,
+                &task.encode_to_vec(),
+            ));
+            acks.push(producer::enqueue(
+                &self.producer,
+                &self.topics.log_events,
+                &route.destination_id,
+                &event.encode_to_vec(),
+            ));
+        }
+        let tracker = self.tracker.clone();
+        let routes = message.routes.len();
+        self.runtime.spawn(async move {
+            let mut failed = false;
+            for ack in acks {
+                if let Err(error) = producer::acknowledged(ack).await {
+                    failed = true;
+                    tracing::error!(%error, offset, "writing a delivery task failed; the message will be routed again after a restart");
+                }
+            }
+            if failed {
+                // Leave the offset unfinished: the commit stays below it and the message is
+                // routed again by whoever consumes the partition next.
+                metrics().0.with_label_values(&["failed"]).inc();
+            } else {
+                metrics().0.with_label_values(&["routed"]).inc();
+                tracing::debug!(offset, routes, "message routed");
+                tracker.finish(offset);
+            }
+            drop(guard);
+        });
+    }
+}

@@ -1,0 +1,134 @@
+//! The router: the configuration owner and the fan-out stage.
+//!
+//! - `config_store` keeps organizations, sources, destinations and subscriptions in Postgres and
+//!   answers "where does this message go?" (`resolve`).
+//! - `grpc` serves that store to ingress (admin API, token checks, resolve) and delivery
+//!   (destination settings at send time).
+//! - `fanout` consumes `carrier.inbound` and writes one task per destination to
+//!   `carrier.deliveries`, keyed by destination, plus a `queued` log event for each.
+#![forbid(unsafe_code)]
+
+mod config_store;
+mod fanout;
+mod grpc;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use carrier_config::{ConfigError, KafkaSettings};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config_store::{ConfigStore, StoreError};
+
+/// The router's configuration. Every field can be set as `CARRIER_<FIELD>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    pub http_addr: SocketAddr,
+    /// Address of the gRPC configuration service.
+    pub grpc_addr: SocketAddr,
+    /// Postgres URL; the database is created if missing.
+    pub database_url: String,
+    /// The `[kafka]` section (`CARRIER_KAFKA__*`).
+    pub kafka: KafkaSettings,
+    /// Consumer group of the fan-out stage.
+    pub consumer_group: String,
+    /// Unfinished inbound records per partition before its fetching pauses.
+    pub max_pending_per_partition: usize,
+    /// How long a revoked partition waits for its in-flight writes.
+    pub drain_timeout_ms: u64,
+    /// Default timeout of a destination that does not set one.
+    pub default_destination_timeout_ms: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: "127.0.0.1:8081".parse().expect("valid address"),
+            grpc_addr: "127.0.0.1:50051".parse().expect("valid address"),
+            database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
+            kafka: KafkaSettings::default(),
+            consumer_group: "carrier-router".into(),
+            max_pending_per_partition: 10_000,
+            drain_timeout_ms: 15_000,
+            default_destination_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Self, ConfigError> {
+        let config: Config = carrier_config::load()?;
+        if config.max_pending_per_partition == 0 {
+            return Err(ConfigError::Invalid(
+                "max_pending_per_partition must be at least 1".into(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// The router's bound sockets (tests bind `127.0.0.1:0`).
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: TcpListener::bind(config.http_addr)
+                .await
+                .with_context(|| format!("binding {}", config.http_addr))?,
+            grpc: TcpListener::bind(config.grpc_addr)
+                .await
+                .with_context(|| format!("binding {}", config.grpc_addr))?,
+        })
+    }
+}
+
+/// Runs the router until `shutdown` is cancelled, then drains the fan-out and returns.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let readiness = carrier_telemetry::Readiness::default();
+    let probes = axum::serve(
+        listeners.http,
+        carrier_telemetry::probes_router(readiness.clone()),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let probes = tokio::spawn(async move { probes.await });
+
+    let pool = carrier_store::connect_and_migrate(&config.database_url, 16, Duration::from_secs(30))
+        .await
+        .context("postgres")?;
+    let store = Arc::new(ConfigStore::new(pool, config.default_destination_timeout_ms));
+
+    let grpc_service = grpc::service(store.clone());
+    let grpc_shutdown = shutdown.clone();
+    let grpc_incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+    let grpc = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(grpc_incoming, grpc_shutdown.cancelled_owned())
+            .await
+    });
+
+    let consumer = fanout::start(&config, shutdown.clone()).context("kafka")?;
+    readiness.set_ready(true);
+    tracing::info!(grpc_addr = %config.grpc_addr, "router ready");
+
+    shutdown.cancelled().await;
+    readiness.set_ready(false);
+    consumer.await.context("fan-out consumer")?;
+    grpc.await.context("grpc server task")?.context("grpc server")?;
+    probes
+        .await
+        .context("probe server task")?
+        .context("probe server")?;
+    tracing::info!("router stopped");
+    Ok(())
+}

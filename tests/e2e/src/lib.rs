@@ -1,0 +1,2 @@
+//! Cross-service scenarios live in `tests/it/`; this crate has no library code of its own.
+#![forbid(unsafe_code)]

@@ -1,0 +1,159 @@
+//! Faults: the broker stopping, a delivery worker killed mid-stream.
+
+use std::time::{Duration, Instant};
+
+use carrier_testkit::broker::Broker;
+use carrier_testkit::client::message;
+use carrier_testkit::receiver::Receiver;
+use carrier_testkit::stack::{Stack, StackOptions};
+
+use crate::{first_arrivals, sequences};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_200_while_the_broker_is_down_and_traffic_flows_once_it_is_back() {
+    let mut broker = Broker::start().await;
+    let stack = Stack::start(StackOptions {
+        brokers: broker.brokers(),
+        ..StackOptions::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let api = &stack.api;
+    let organization = api.create_organization("Outage Hospital").await;
+    let source = api.create_source(&organization, "production").await;
+    let destination = api
+        .create_destination(&organization, &receiver.url("d"), "production")
+        .await;
+    api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
+        .await;
+    let token = api.token(&source).await;
+
+    let (status, response) = api.send(&token, &message("Results", 0)).await;
+    assert_eq!(status, 200, "{response}");
+    carrier_testkit::eventually(Duration::from_secs(60), "the first delivery", || {
+        let count = receiver.received().len();
+        async move { (count >= 1).then_some(()) }
+    })
+    .await;
+
+    broker.kill().await;
+    let started = Instant::now();
+    let (status, response) = api.send(&token, &message("Results", 1)).await;
+    assert!(
+        matches!(status, 502 | 503 | 504),
+        "no 200 without the broker, got {status}: {response}"
+    );
+    assert!(response["Meta"]["Errors"][0]["Text"].is_string(), "{response}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the answer comes in bounded time"
+    );
+
+    broker.restart().await;
+    let mut accepted = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut sequence = 2;
+    while accepted.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "ingress accepts messages again after the broker returns"
+        );
+        let (status, _) = api.send(&token, &message("Results", sequence)).await;
+        if status == 200 {
+            accepted.push(sequence as u64);
+        } else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        sequence += 1;
+    }
+    carrier_testkit::eventually(Duration::from_secs(90), "deliveries after the restart", || {
+        let received = first_arrivals(&sequences(&receiver.received(), None));
+        let accepted = accepted.clone();
+        async move { accepted.iter().all(|s| received.contains(s)).then_some(()) }
+    })
+    .await;
+    let received = first_arrivals(&sequences(&receiver.received(), None));
+    assert_eq!(received[0], 0);
+    assert!(
+        !received.contains(&1),
+        "a message that was refused is never delivered"
+    );
+    let mut expected = vec![0];
+    expected.extend(&accepted);
+    let delivered_accepted: Vec<u64> = received
+        .iter()
+        .copied()
+        .filter(|s| expected.contains(s))
+        .collect();
+    assert_eq!(delivered_accepted, expected, "accepted messages arrive in order");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_delivery_worker_mid_stream_loses_nothing_and_keeps_order() {
+    const MESSAGES: usize = 300;
+    let stack = Stack::start(StackOptions {
+        delivery_in_process: false,
+        ..StackOptions::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let api = &stack.api;
+    let organization = api.create_organization("Crash Clinic").await;
+    let source = api.create_source(&organization, "production").await;
+    for path in ["a", "b"] {
+        let destination = api
+            .create_destination(&organization, &receiver.url(path), "production")
+            .await;
+        api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
+            .await;
+    }
+    let token = api.token(&source).await;
+    for sequence in 0..MESSAGES {
+        let (status, response) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200, "{response}");
+    }
+
+    let mut worker = stack.spawn_delivery_process();
+    carrier_testkit::eventually(Duration::from_secs(60), "deliveries to start", || {
+        let count = receiver.received().len();
+        async move { (count >= 40).then_some(()) }
+    })
+    .await;
+    worker.start_kill().expect("SIGKILL");
+    worker.wait().await.expect("worker exits");
+    let at_kill = receiver.received().len();
+    assert!(
+        at_kill < MESSAGES * 2,
+        "the worker was killed mid-stream ({at_kill} delivered)"
+    );
+
+    let mut replacement = stack.spawn_delivery_process();
+    let expected: Vec<u64> = (0..MESSAGES as u64).collect();
+    carrier_testkit::eventually(
+        Duration::from_secs(120),
+        "every message at both destinations",
+        || {
+            let done = ["a", "b"]
+                .iter()
+                .all(|path| first_arrivals(&sequences(&receiver.received_on(path), None)).len() == MESSAGES);
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    for path in ["a", "b"] {
+        let arrivals = sequences(&receiver.received_on(path), None);
+        assert_eq!(
+            first_arrivals(&arrivals),
+            expected,
+            "{path}: complete and in order"
+        );
+        let requests = receiver.received_on(path);
+        for request in &requests {
+            assert!(!request.header("webhook-id").is_empty());
+        }
+    }
+    let _ = replacement.start_kill();
+    let _ = replacement.wait().await;
+    stack.stop().await;
+}
