@@ -139,7 +139,8 @@ carrier_start_tansu() {
     # setsid: own session, so the broker outlives the calling job / terminal.
     (
         cd "$dir"
-        RUST_LOG="${RUST_LOG:-warn}" setsid "$bin" broker \
+        # NO_COLOR: plain log file.  Default log level is ERROR only.
+        NO_COLOR=1 RUST_LOG="${RUST_LOG:-warn}" setsid "$bin" broker \
             --listener-url "tcp://127.0.0.1:$port" \
             --advertised-listener-url "tcp://127.0.0.1:$port" \
             --storage-engine "sqlite://tansu.db" \
@@ -160,18 +161,27 @@ carrier_start_tansu() {
 }
 
 # carrier_create_topics BROKER_PORT [PREFIX] — idempotent.
+# Never delete topics on Tansu 0.6 sqlite: DeleteTopics of ONE topic drops ALL
+# topics of the cluster. Tests should use their own PREFIX instead.
 carrier_create_topics() {
-    local port="$1" prefix="${2-carrier.}" bin out spec name parts
+    local port="$1" prefix="${2-carrier.}" bin existing out spec name parts
+    local broker="tcp://127.0.0.1:$port"
     bin="$(carrier_tansu_bin)" || return 1
+    # `topic list` prints JSON metadata; checking first keeps "already exists"
+    # ERROR lines out of the broker log.
+    existing="$(NO_COLOR=1 "$bin" topic list --broker "$broker" 2>&1)" ||
+        { echo "$existing" >&2; carrier_die "cannot list topics on $broker"; return 1; }
     # NOTE: ${prefix}deliveries must stay at 64 partitions forever: records are
     # partitioned by key, so changing the count after creation re-maps keys to
     # other partitions and breaks per-key ordering. Never alter or re-create it.
     for spec in inbound:16 deliveries:64 log-events:16 notifications:4; do
         name="${prefix}${spec%%:*}" parts="${spec##*:}"
-        if out="$("$bin" topic create --broker "tcp://127.0.0.1:$port" \
+        if grep -qF "\"name\":\"$name\"" <<<"$existing"; then
+            carrier_log "topic $name already exists"
+        elif out="$(NO_COLOR=1 "$bin" topic create --broker "$broker" \
             --partitions "$parts" "$name" 2>&1)"; then
             carrier_log "created topic $name ($parts partitions)"
-        elif grep -q "already exists" <<<"$out"; then
+        elif grep -q "already exists" <<<"$out"; then # lost a race with another caller
             carrier_log "topic $name already exists"
         else
             echo "$out" >&2

@@ -11,6 +11,7 @@ LOG_DIR="$RUN_DIR/logs"
 PID_DIR="$RUN_DIR/pids"
 mkdir -p "$LOG_DIR" "$PID_DIR"
 
+command -v curl >/dev/null || carrier_apt_install curl
 bash "$REPO/scripts/infra-up.sh"
 
 carrier_log "building Carrier (first build takes a few minutes)"
@@ -19,6 +20,8 @@ BIN="${CARGO_TARGET_DIR:-$REPO/target}/debug"
 
 export CARRIER_PROFILE=dev
 export CARRIER_KAFKA__BROKERS="127.0.0.1:${CARRIER_KAFKA_PORT:-9092}"
+# Tansu 0.6 panics on idempotent producers that outlive a broker restart (see KafkaSettings).
+export CARRIER_KAFKA__ENABLE_IDEMPOTENCE=false
 export CARRIER_DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}"
 
 # start NAME PORT COMMAND...: starts a background process unless its pid is alive.

@@ -64,6 +64,10 @@ pub struct KafkaSettings {
     pub message_timeout_ms: u32,
     /// Producer batching delay; small values favour latency.
     pub linger_ms: u32,
+    /// Idempotent producers (`enable.idempotence`). Keep it on with Apache Kafka, Redpanda or
+    /// MSK. Turn it off against Tansu 0.6: its SQLite engine panics when an idempotent producer
+    /// that outlived a broker restart writes again (Carrier's ordering does not depend on it).
+    pub enable_idempotence: bool,
 }
 
 impl Default for KafkaSettings {
@@ -74,6 +78,7 @@ impl Default for KafkaSettings {
             session_timeout_ms: 10_000,
             message_timeout_ms: 10_000,
             linger_ms: 2,
+            enable_idempotence: true,
         }
     }
 }

@@ -23,7 +23,7 @@ pub enum Ordering {
     Strict,
 }
 
-/// A producer with `acks=all` and idempotence on. Errors are returned, never panics.
+/// A producer with `acks=all` (and idempotence, unless the settings turn it off).
 pub fn create(
     settings: &KafkaSettings,
     client_id: &str,
@@ -39,7 +39,7 @@ pub fn create(
         .set("bootstrap.servers", &settings.brokers)
         .set("client.id", client_id)
         .set("acks", "all")
-        .set("enable.idempotence", "true")
+        .set("enable.idempotence", settings.enable_idempotence.to_string())
         .set("max.in.flight.requests.per.connection", in_flight)
         .set("linger.ms", settings.linger_ms.to_string())
         .set("message.timeout.ms", message_timeout_ms.to_string())

@@ -90,6 +90,10 @@ impl Drop for Broker {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            eprintln!("test broker data and log kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

@@ -24,6 +24,8 @@ pub struct StackOptions {
     pub retry: carrier_delivery::retry::RetryPolicy,
     /// Partitions of `deliveries` (all other topics use [`TEST_PARTITIONS`]).
     pub delivery_partitions: i32,
+    /// Idempotent producers; off for tests that restart Tansu (see `KafkaSettings`).
+    pub enable_idempotence: bool,
 }
 
 impl Default for StackOptions {
@@ -38,6 +40,7 @@ impl Default for StackOptions {
                 non_production_retry_ms: 200,
             },
             delivery_partitions: TEST_PARTITIONS,
+            enable_idempotence: true,
         }
     }
 }
@@ -69,6 +72,7 @@ impl Stack {
             session_timeout_ms: 6_000,
             message_timeout_ms: 5_000,
             linger_ms: 2,
+            enable_idempotence: options.enable_idempotence,
         };
         create_topics(&kafka, options.delivery_partitions).await;
         let database_url = format!("{}/carrier_{prefix}", crate::test_postgres());
@@ -207,11 +211,11 @@ impl Stack {
     }
 
     /// Stops every in-process service (SIGTERM-like graceful shutdown) and drops the database.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         for service in self.services.iter().rev() {
             service.shutdown.cancel();
         }
-        for service in self.services.into_iter().rev() {
+        for service in std::mem::take(&mut self.services).into_iter().rev() {
             match tokio::time::timeout(Duration::from_secs(60), service.task).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(error))) => panic!("{} failed: {error:#}", service.name),
@@ -230,6 +234,16 @@ impl Stack {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                 .execute(&mut connection)
                 .await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    /// A test that panics never reaches `stop`: cancel the services anyway, so their consumer
+    /// threads end and the test's runtime can shut down.
+    fn drop(&mut self) {
+        for service in &self.services {
+            service.shutdown.cancel();
         }
     }
 }

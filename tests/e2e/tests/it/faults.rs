@@ -12,8 +12,10 @@ use crate::{first_arrivals, sequences};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_200_while_the_broker_is_down_and_traffic_flows_once_it_is_back() {
     let mut broker = Broker::start().await;
+    // Idempotence off: Tansu 0.6 panics when an idempotent producer writes after a restart.
     let stack = Stack::start(StackOptions {
         brokers: broker.brokers(),
+        enable_idempotence: false,
         ..StackOptions::default()
     })
     .await;
