@@ -14,9 +14,15 @@ mkdir -p "$LOG_DIR" "$PID_DIR"
 command -v curl >/dev/null || carrier_apt_install curl
 bash "$REPO/scripts/infra-up.sh"
 
-carrier_log "building Carrier (first build takes a few minutes)"
-cargo build --workspace --bins
-BIN="${CARGO_TARGET_DIR:-$REPO/target}/debug"
+# CARRIER_BUILD=release (used by `make bench`) runs optimised builds.
+BUILD="${CARRIER_BUILD:-debug}"
+carrier_log "building Carrier ($BUILD; the first build takes a few minutes)"
+if [ "$BUILD" = release ]; then
+    cargo build --release --workspace --bins
+else
+    cargo build --workspace --bins
+fi
+BIN="${CARGO_TARGET_DIR:-$REPO/target}/$BUILD"
 
 export CARRIER_PROFILE=dev
 export CARRIER_KAFKA__BROKERS="127.0.0.1:${CARRIER_KAFKA_PORT:-9092}"

@@ -64,6 +64,9 @@ pub struct KafkaSettings {
     pub message_timeout_ms: u32,
     /// Producer batching delay; small values favour latency.
     pub linger_ms: u32,
+    /// Longest a consumer's fetch waits at the broker for new records. Small values cut
+    /// end-to-end latency (each hop of the pipeline waits up to this long on a quiet topic).
+    pub fetch_wait_max_ms: u32,
     /// Idempotent producers (`enable.idempotence`). Keep it on with Apache Kafka, Redpanda or
     /// MSK. Turn it off against Tansu 0.6: its SQLite engine panics when an idempotent producer
     /// that outlived a broker restart writes again (Carrier's ordering does not depend on it).
@@ -78,6 +81,7 @@ impl Default for KafkaSettings {
             session_timeout_ms: 10_000,
             message_timeout_ms: 10_000,
             linger_ms: 2,
+            fetch_wait_max_ms: 10,
             enable_idempotence: true,
         }
     }

@@ -72,6 +72,7 @@ impl Stack {
             session_timeout_ms: 6_000,
             message_timeout_ms: 5_000,
             linger_ms: 2,
+            fetch_wait_max_ms: 10,
             enable_idempotence: options.enable_idempotence,
         };
         create_topics(&kafka, options.delivery_partitions).await;

@@ -255,6 +255,7 @@ pub fn spawn(
             (options.drain_timeout.as_millis() as u64 * 2 + 60_000).to_string(),
         )
         .set("partition.assignment.strategy", "range")
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
         .set("fetch.message.max.bytes", crate::MAX_RECORD_BYTES.to_string())
         .set("fetch.max.bytes", (crate::MAX_RECORD_BYTES * 4).to_string())
         .set("queued.max.messages.kbytes", "65536")

@@ -1,0 +1,379 @@
+//! `carrier-bench`: measures a running Carrier (`make bench` starts one from release builds).
+//!
+//! 1. Ingress: `connections` concurrent senders POST a 1 KiB Data Model API message for
+//!    `seconds`; accepted msgs/s and p50/p99 of the durable 200 (auth and routing on).
+//! 2. The same load against the reference ceiling (`../shared/bench/ceiling`: axum → rdkafka
+//!    acks=all → 200, nothing else), started here on the same broker, in the same run.
+//! 3. End to end: one destination, messages paced at `e2e_rate` msg/s; p50/p99 from the send to
+//!    the receiver's arrival (same machine clock).
+//!
+//! Results go to stdout and to `CARRIER_BENCH_OUT` (default `.run/bench/results.md`), with the
+//! ratio to the ceiling computed in the run.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::routing::post;
+use carrier_testkit::client::Api;
+use serde_json::{json, Value};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Debug, Clone)]
+struct LoadResult {
+    label: String,
+    accepted: usize,
+    failed: usize,
+    seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl LoadResult {
+    fn rate(&self) -> f64 {
+        self.accepted as f64 / self.seconds
+    }
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+/// A 1 KiB Data Model API message.
+fn kilobyte_message() -> Vec<u8> {
+    let mut message = json!({
+        "Meta": { "DataModel": "Results", "EventType": "New", "Test": false },
+        "Patient": { "Identifiers": [ { "ID": "MRN-0000001", "IDType": "MR" } ] },
+        "Padding": "",
+    });
+    let size = serde_json::to_vec(&message).expect("json").len();
+    message["Padding"] = json!("x".repeat(1024usize.saturating_sub(size)));
+    serde_json::to_vec(&message).expect("json")
+}
+
+/// `connections` closed-loop senders for `seconds` after a warm-up.
+async fn load(
+    label: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+    connections: usize,
+    seconds: u64,
+) -> LoadResult {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .expect("client");
+    let warmup = Duration::from_secs(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let body = Bytes::from(body);
+    let mut workers = Vec::new();
+    for _ in 0..connections {
+        let client = client.clone();
+        let url = url.to_string();
+        let token = token.map(str::to_string);
+        let body = body.clone();
+        let stop = stop.clone();
+        let measuring = measuring.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let mut request = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                let ok = match request.send().await {
+                    Ok(response) => {
+                        let ok = response.status().is_success();
+                        let _ = response.bytes().await;
+                        ok
+                    }
+                    Err(_) => false,
+                };
+                if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    if ok {
+                        latencies.push(started.elapsed());
+                    } else {
+                        failed += 1;
+                    }
+                }
+            }
+            (latencies, failed)
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for worker in workers {
+        let (worker_latencies, worker_failed) = worker.await.expect("worker");
+        latencies.extend(worker_latencies);
+        failed += worker_failed;
+    }
+    latencies.sort();
+    LoadResult {
+        label: label.to_string(),
+        accepted: latencies.len(),
+        failed,
+        seconds: elapsed,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+    }
+}
+
+/// Starts the ceiling binary on the same broker and waits until it answers.
+async fn start_ceiling(
+    binary: &str,
+    brokers: &str,
+    topic: &str,
+    addr: &str,
+) -> anyhow::Result<tokio::process::Child> {
+    let child = tokio::process::Command::new(binary)
+        .env("BROKERS", brokers)
+        .env("TOPIC", topic)
+        .env("ADDR", addr)
+        .env("LINGER_MS", "2")
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting the ceiling at {binary}"))?;
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client
+            .post(format!("http://{addr}/plain"))
+            .body("{}")
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the ceiling did not start on {addr}")
+}
+
+struct Arrivals {
+    latencies: Mutex<Vec<Duration>>,
+}
+
+fn unix_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Sends `rate` msg/s for `seconds` to a destination served by an in-process receiver and
+/// measures send → arrival.
+async fn end_to_end(
+    api: &Api,
+    token: &str,
+    arrivals: Arc<Arrivals>,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<(usize, usize, f64, f64)> {
+    let total = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = Vec::with_capacity(total);
+    for sequence in 0..total {
+        ticker.tick().await;
+        let api = api.clone();
+        let token = token.to_string();
+        sends.push(tokio::spawn(async move {
+            let body = json!({
+                "Meta": { "DataModel": "Latency", "EventType": "New" },
+                "Sequence": sequence,
+                "SentMicros": unix_micros(),
+            });
+            api.send(&token, &body).await.0
+        }));
+    }
+    let mut accepted = 0;
+    for send in sends {
+        if send.await? == 200 {
+            accepted += 1;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrivals.latencies.lock().expect("lock").len() < accepted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut latencies = arrivals.latencies.lock().expect("lock").clone();
+    latencies.sort();
+    Ok((
+        accepted,
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+    ))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let ingress = env_or("CARRIER_URL", "http://127.0.0.1:8080");
+    let admin_token = env_or("CARRIER_ADMIN_TOKEN", "dev-admin-token");
+    let brokers = env_or("CARRIER_BENCH_BROKERS", "127.0.0.1:9092");
+    let ceiling_binary = env_or(
+        "CARRIER_CEILING_BIN",
+        "/var/cache/carrier/ceiling-target/release/ceiling",
+    );
+    let connections: usize = env_number("CARRIER_BENCH_CONNECTIONS", 64);
+    let seconds: u64 = env_number("CARRIER_BENCH_SECONDS", 15);
+    let e2e_rate: u64 = env_number("CARRIER_BENCH_E2E_RATE", 500);
+    let e2e_seconds: u64 = env_number("CARRIER_BENCH_E2E_SECONDS", 10);
+    let output = env_or("CARRIER_BENCH_OUT", ".run/bench/results.md");
+
+    // A receiver in this process, for the destinations of the run.
+    let arrivals = Arc::new(Arrivals {
+        latencies: Mutex::new(Vec::new()),
+    });
+    let receiver_arrivals = arrivals.clone();
+    let app = axum::Router::new().route(
+        "/{*path}",
+        post(move |body: Bytes| {
+            let arrivals = receiver_arrivals.clone();
+            async move {
+                if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                    if let Some(sent) = value["SentMicros"].as_i64() {
+                        let micros = (unix_micros() - sent).max(0) as u64;
+                        arrivals
+                            .latencies
+                            .lock()
+                            .expect("lock")
+                            .push(Duration::from_micros(micros));
+                    }
+                }
+                r#"{"Meta":{"Errors":[]}}"#
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let receiver_addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let api = Api::new(&ingress, &admin_token);
+    let organization = api.create_organization("Benchmark").await;
+    let source = api.create_source(&organization, "production").await;
+    let load_destination = api
+        .create_destination(
+            &organization,
+            &format!("http://{receiver_addr}/load"),
+            "production",
+        )
+        .await;
+    api.subscribe(
+        &source.id,
+        load_destination["id"].as_str().unwrap_or_default(),
+        "Results",
+    )
+    .await;
+    let latency_destination = api
+        .create_destination(
+            &organization,
+            &format!("http://{receiver_addr}/latency"),
+            "production",
+        )
+        .await;
+    api.subscribe(
+        &source.id,
+        latency_destination["id"].as_str().unwrap_or_default(),
+        "Latency",
+    )
+    .await;
+    let token = api.token(&source).await;
+
+    // The ceiling's topic, on the same broker.
+    let settings = carrier_config::KafkaSettings {
+        brokers: brokers.clone(),
+        ..Default::default()
+    };
+    carrier_kafka::admin::ensure_topics(&settings, &[("bench.ceiling", 16)]).await?;
+    let ceiling_addr = "127.0.0.1:18080";
+    let mut ceiling = start_ceiling(&ceiling_binary, &brokers, "bench.ceiling", ceiling_addr).await?;
+
+    let body = kilobyte_message();
+    println!("measuring the ceiling ({connections} connections, {seconds} s)");
+    let ceiling_result = load(
+        "ceiling /endpoint",
+        &format!("http://{ceiling_addr}/endpoint"),
+        None,
+        body.clone(),
+        connections,
+        seconds,
+    )
+    .await;
+    let _ = ceiling.start_kill();
+    let _ = ceiling.wait().await;
+    println!("measuring Carrier ingress ({connections} connections, {seconds} s)");
+    let carrier_result = load(
+        "carrier /endpoint",
+        &format!("{ingress}/endpoint"),
+        Some(&token),
+        body,
+        connections,
+        seconds,
+    )
+    .await;
+    // Let the load's deliveries drain before measuring latency.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("measuring end-to-end latency ({e2e_rate} msg/s, {e2e_seconds} s)");
+    let (e2e_accepted, e2e_arrived, e2e_p50, e2e_p99) =
+        end_to_end(&api, &token, arrivals, e2e_rate, e2e_seconds).await?;
+
+    let ratio = carrier_result.rate() / ceiling_result.rate();
+    let mut report = String::new();
+    report.push_str(&format!(
+        "# Carrier benchmark — {}\n\nbroker {brokers}, {connections} connections, {seconds} s per run, 1 KiB body\n\n",
+        chrono::Utc::now().to_rfc3339()
+    ));
+    report.push_str("| run | accepted msg/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|\n");
+    for result in [&ceiling_result, &carrier_result] {
+        report.push_str(&format!(
+            "| {} | {:.0} | {:.2} | {:.2} | {} |\n",
+            result.label,
+            result.rate(),
+            result.p50_ms,
+            result.p99_ms,
+            result.failed
+        ));
+    }
+    report.push_str(&format!(
+        "\ningress / ceiling throughput ratio: **{ratio:.2}** (target ≥ 0.80)\n"
+    ));
+    report.push_str(&format!(
+        "\nend to end, one destination at {e2e_rate} msg/s for {e2e_seconds} s: {e2e_accepted} accepted, {e2e_arrived} arrived, p50 {e2e_p50:.1} ms, p99 {e2e_p99:.1} ms (target p99 ≤ 25 ms)\n"
+    ));
+    println!("\n{report}");
+    if let Some(parent) = std::path::Path::new(&output).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&output, &report)?;
+    println!("written to {output}");
+    Ok(())
+}
