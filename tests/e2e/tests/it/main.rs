@@ -3,6 +3,7 @@
 
 mod faults;
 mod pipeline;
+mod retries;
 
 use std::collections::HashSet;
 
