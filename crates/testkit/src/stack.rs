@@ -26,6 +26,8 @@ pub struct StackOptions {
     pub delivery_partitions: i32,
     /// Idempotent producers; off for tests that restart Tansu (see `KafkaSettings`).
     pub enable_idempotence: bool,
+    /// Delivery's in-memory cap per partition (small values show that parking keeps it moving).
+    pub delivery_max_pending: usize,
 }
 
 impl Default for StackOptions {
@@ -41,6 +43,7 @@ impl Default for StackOptions {
             },
             delivery_partitions: TEST_PARTITIONS,
             enable_idempotence: true,
+            delivery_max_pending: 10_000,
         }
     }
 }
@@ -142,9 +145,11 @@ impl Stack {
         carrier_delivery::Config {
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             router_url: self.router_url.clone(),
+            database_url: self.database_url.clone(),
             kafka: self.kafka.clone(),
             consumer_group: format!("{}-delivery", self.prefix),
             drain_timeout_ms: 10_000,
+            max_pending_per_partition: self.options.delivery_max_pending,
             retry: self.options.retry.clone(),
             ..Default::default()
         }
@@ -166,6 +171,7 @@ impl Stack {
         tokio::process::Command::new(&binary)
             .env("CARRIER_HTTP_ADDR", "127.0.0.1:0")
             .env("CARRIER_ROUTER_URL", &config.router_url)
+            .env("CARRIER_DATABASE_URL", &config.database_url)
             .env("CARRIER_KAFKA__BROKERS", &config.kafka.brokers)
             .env("CARRIER_KAFKA__TOPIC_PREFIX", &config.kafka.topic_prefix)
             .env(
@@ -174,6 +180,10 @@ impl Stack {
             )
             .env("CARRIER_CONSUMER_GROUP", &config.consumer_group)
             .env("CARRIER_DRAIN_TIMEOUT_MS", config.drain_timeout_ms.to_string())
+            .env(
+                "CARRIER_MAX_PENDING_PER_PARTITION",
+                config.max_pending_per_partition.to_string(),
+            )
             .env("CARRIER_RETRY__BASE_MS", config.retry.base_ms.to_string())
             .env("CARRIER_RETRY__CAP_MS", config.retry.cap_ms.to_string())
             .env(
@@ -209,6 +219,17 @@ impl Stack {
             }
         })
         .await;
+    }
+
+    /// Runs one SQL query returning a count on the stack's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let mut connection = sqlx::PgConnection::connect(&self.database_url)
+            .await
+            .expect("database");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut connection)
+            .await
+            .expect("count query")
     }
 
     /// Stops every in-process service (SIGTERM-like graceful shutdown) and drops the database.

@@ -9,12 +9,14 @@
 //! - `retry`: what happens after a failure, by environment and test flag (backoff maths).
 //! - `destinations`: destination settings, read from the router at send time.
 //! - `events`: one log event per attempt to `carrier.log-events`.
+//! - `parking`: the backlog of a held destination, in Postgres, out of worker memory.
 #![forbid(unsafe_code)]
 
 mod attempt;
 mod destinations;
 mod events;
 mod lanes;
+mod parking;
 pub mod retry;
 
 use std::net::SocketAddr;
@@ -35,6 +37,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// gRPC URL of the router (destination settings).
     pub router_url: String,
+    /// Postgres URL of the parking store; the database is created if missing.
+    pub database_url: String,
     /// The `[kafka]` section (`CARRIER_KAFKA__*`).
     pub kafka: KafkaSettings,
     /// Consumer group of the delivery workers; every replica uses the same one.
@@ -57,6 +61,7 @@ impl Default for Config {
         Self {
             http_addr: "127.0.0.1:8082".parse().expect("valid address"),
             router_url: "http://127.0.0.1:50051".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
             kafka: KafkaSettings::default(),
             consumer_group: "carrier-delivery".into(),
             max_pending_per_partition: 10_000,
@@ -94,7 +99,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         Duration::from_millis(config.destination_cache_ttl_ms),
     )?);
     let events = events::LogEvents::new(&config.kafka).context("kafka producer")?;
-    let consumer = lanes::start(&config, destinations, events, shutdown.clone()).context("kafka consumer")?;
+    let pool = carrier_store::connect_and_migrate(&config.database_url, 8, Duration::from_secs(30))
+        .await
+        .context("postgres")?;
+    let parking = parking::ParkingStore::new(pool);
+    let consumer =
+        lanes::start(&config, destinations, events, parking, shutdown.clone()).context("kafka consumer")?;
     readiness.set_ready(true);
     tracing::info!("delivery ready");
 

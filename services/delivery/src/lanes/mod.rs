@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::attempt::{self, AttemptResult};
 use crate::destinations::{Destinations, LookupError};
 use crate::events::LogEvents;
+use crate::parking::{ParkingStore, ToPark};
 use crate::retry::{Decision, RetryPolicy};
 use crate::Config;
 
@@ -29,6 +30,7 @@ struct Metrics {
     attempt_seconds: HistogramVec,
     lanes: IntGaugeVec,
     finished: IntCounterVec,
+    parked: IntCounterVec,
 }
 
 fn metrics() -> &'static Metrics {
@@ -49,6 +51,11 @@ fn metrics() -> &'static Metrics {
             "Destination lanes with queued work",
             &[],
         ),
+        parked: carrier_telemetry::counter_vec(
+            "carrier_delivery_tasks_parked_total",
+            "Tasks written to the parking store (backlog of held destinations)",
+            &[],
+        ),
         finished: carrier_telemetry::counter_vec(
             "carrier_delivery_logs_finished_total",
             "Logs that reached a final status, by status",
@@ -60,6 +67,7 @@ fn metrics() -> &'static Metrics {
 /// What every lane shares.
 struct Shared {
     client: reqwest::Client,
+    parking: ParkingStore,
     destinations: Arc<Destinations>,
     events: LogEvents,
     policy: RetryPolicy,
@@ -71,10 +79,12 @@ pub fn start(
     config: &Config,
     destinations: Arc<Destinations>,
     events: LogEvents,
+    parking: ParkingStore,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let shared = Arc::new(Shared {
         client: attempt::client(),
+        parking,
         destinations,
         events,
         policy: config.retry.clone(),
@@ -103,29 +113,126 @@ struct LaneProcessor {
 
 impl Processor for LaneProcessor {
     fn assign(&self, tracker: Arc<OffsetTracker>) -> Box<dyn PartitionProcessor> {
+        let partition = Arc::new(PartitionState {
+            tracker: tracker.clone(),
+            lanes: Mutex::new(HashMap::new()),
+            finished_logs: Mutex::new(RecentLogs::default()),
+            to_park: Mutex::new(Vec::new()),
+            park_wakeup: tokio::sync::Notify::new(),
+        });
+        // Destinations with parked tasks start in parked mode before any record of this
+        // partition is dispatched, so a live task never overtakes a parked one (invariant 2).
+        // This runs on the consumer thread (not a runtime worker), where blocking is allowed.
+        let parked = self.shared.runtime.block_on(load_parked(&self.shared, &tracker));
+        for destination_id in parked {
+            let mut lanes = partition.lanes.lock().expect("lanes lock");
+            lanes.insert(destination_id.clone(), Lane::parked());
+            spawn_lane(&self.shared, &partition, destination_id);
+        }
+        self.shared
+            .runtime
+            .spawn(run_parker(self.shared.clone(), partition.clone()));
         Box::new(PartitionLanes {
             shared: self.shared.clone(),
-            partition: Arc::new(PartitionState {
-                tracker,
-                lanes: Mutex::new(HashMap::new()),
-                finished_logs: Mutex::new(RecentLogs::default()),
-            }),
+            partition,
         })
     }
 }
 
-/// A task waiting in its lane, with the offset that finishes when it does.
+/// The destinations of a newly assigned partition that have parked tasks. Postgres must answer:
+/// without it, order cannot be kept, so this retries (and logs) until it does or the
+/// partition is released.
+async fn load_parked(shared: &Shared, tracker: &OffsetTracker) -> Vec<String> {
+    let mut failures = 0u32;
+    loop {
+        match shared.parking.parked_destinations(tracker.partition()).await {
+            Ok(destinations) => {
+                if !destinations.is_empty() {
+                    tracing::info!(
+                        partition = tracker.partition(),
+                        destinations = destinations.len(),
+                        "resuming parked destinations"
+                    );
+                }
+                return destinations;
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::error!(%error, partition = tracker.partition(), failures, "cannot read the parking store; partition waits");
+                if !sleep_unless_released(tracker.released_token(), Duration::from_secs(1)).await {
+                    return Vec::new();
+                }
+            }
+        }
+    }
+}
+
+/// A task waiting in its lane, with where it came from.
 struct Queued {
     offset: i64,
     task: DeliveryTask,
+    origin: Origin,
+}
+
+/// Where a task's completion is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// Read from the partition and not parked: finishing it lets its offset be committed.
+    Live,
+    /// Stored in the parking store (its offset is already finished): finishing it removes it.
+    Parked,
+}
+
+/// One destination's line within a partition.
+struct Lane {
+    /// Live tasks waiting in memory, oldest first (empty in parked mode).
+    queue: VecDeque<Queued>,
+    /// Parked mode: the destination's line continues in the parking store; new tasks of this
+    /// destination are parked too, until the store has none left for it.
+    parked: bool,
+    /// Bumped each time tasks of this destination are written to the parking store, so the
+    /// lane can tell that none arrived while it found the store empty.
+    park_generation: u64,
+    /// Tasks of this destination taken by the parker and not yet written.
+    parking_in_flight: usize,
+}
+
+impl Lane {
+    fn live(first: Queued) -> Self {
+        Self {
+            queue: VecDeque::from([first]),
+            parked: false,
+            park_generation: 0,
+            parking_in_flight: 0,
+        }
+    }
+
+    fn parked() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            parked: true,
+            park_generation: 0,
+            parking_in_flight: 0,
+        }
+    }
 }
 
 struct PartitionState {
     tracker: Arc<OffsetTracker>,
-    /// Destination ID → its waiting tasks, oldest first. A destination has an entry exactly
-    /// while a lane task runs for it; the lane removes the entry when it finds it empty.
-    lanes: Mutex<HashMap<String, VecDeque<Queued>>>,
+    /// Destination ID → its lane. A destination has an entry exactly while a lane task runs for
+    /// it; the lane task removes the entry when it finds nothing left to do.
+    lanes: Mutex<HashMap<String, Lane>>,
     finished_logs: Mutex<RecentLogs>,
+    /// Tasks waiting to be written to the parking store by this partition's parker.
+    to_park: Mutex<Vec<Queued>>,
+    park_wakeup: tokio::sync::Notify,
+}
+
+impl PartitionState {
+    fn park(&self, queued: Queued) {
+        self.to_park.lock().expect("park lock").push(queued);
+        self.park_wakeup.notify_one();
+    }
 }
 
 struct PartitionLanes {
@@ -147,69 +254,297 @@ impl PartitionProcessor for PartitionLanes {
         let queued = Queued {
             offset: record.offset,
             task,
+            origin: Origin::Live,
         };
         let mut lanes = self.partition.lanes.lock().expect("lanes lock");
         match lanes.get_mut(&destination_id) {
-            Some(lane) => lane.push_back(queued),
+            Some(lane) if lane.parked => {
+                drop(lanes);
+                self.partition.park(queued);
+            }
+            Some(lane) => lane.queue.push_back(queued),
             None => {
-                lanes.insert(destination_id.clone(), VecDeque::from([queued]));
-                metrics().lanes.with_label_values(NO_LABELS).inc();
-                let shared = self.shared.clone();
-                let partition = self.partition.clone();
-                self.shared
-                    .runtime
-                    .spawn(run_lane(shared, partition, destination_id));
+                lanes.insert(destination_id.clone(), Lane::live(queued));
+                drop(lanes);
+                spawn_lane(&self.shared, &self.partition, destination_id);
             }
         }
     }
 }
 
+fn spawn_lane(shared: &Arc<Shared>, partition: &Arc<PartitionState>, destination_id: String) {
+    metrics().lanes.with_label_values(NO_LABELS).inc();
+    shared
+        .runtime
+        .spawn(run_lane(shared.clone(), partition.clone(), destination_id));
+}
+
+/// Writes parked tasks to Postgres in batches; only then are their offsets finished
+/// (invariant 4: parked is durable before it is committed).
+async fn run_parker(shared: Arc<Shared>, partition: Arc<PartitionState>) {
+    let released = partition.tracker.released_token().clone();
+    loop {
+        tokio::select! {
+            _ = partition.park_wakeup.notified() => {}
+            _ = released.cancelled() => return,
+        }
+        loop {
+            let batch: Vec<Queued> = {
+                let mut lanes = partition.lanes.lock().expect("lanes lock");
+                let batch = std::mem::take(&mut *partition.to_park.lock().expect("park lock"));
+                for queued in &batch {
+                    if let Some(lane) = lanes.get_mut(&queued.task.destination_id) {
+                        lane.parking_in_flight += 1;
+                    }
+                }
+                batch
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let _activity = partition.tracker.activity();
+            let rows: Vec<ToPark> = batch
+                .iter()
+                .map(|queued| ToPark {
+                    offset: queued.offset,
+                    task: queued.task.clone(),
+                })
+                .collect();
+            let mut failures = 0u32;
+            while let Err(error) = shared.parking.park(partition.tracker.partition(), &rows).await {
+                failures += 1;
+                tracing::error!(%error, tasks = rows.len(), failures, "parking tasks failed; their offsets stay uncommitted, retrying");
+                if !sleep_unless_released(
+                    &released,
+                    Duration::from_millis(200 * u64::from(failures.min(25))),
+                )
+                .await
+                {
+                    return;
+                }
+            }
+            metrics()
+                .parked
+                .with_label_values(NO_LABELS)
+                .inc_by(rows.len() as u64);
+            {
+                let mut lanes = partition.lanes.lock().expect("lanes lock");
+                for queued in &batch {
+                    if let Some(lane) = lanes.get_mut(&queued.task.destination_id) {
+                        lane.park_generation += 1;
+                        lane.parking_in_flight -= 1;
+                    }
+                }
+            }
+            for queued in &batch {
+                if queued.origin == Origin::Live {
+                    partition.tracker.finish(queued.offset);
+                }
+            }
+        }
+    }
+}
+
+/// What a lane does next.
+enum Next {
+    Deliver(Queued),
+    /// Parked mode: read the next tasks from the parking store.
+    ReadParked {
+        generation: u64,
+    },
+    Done,
+}
+
 /// Works through one destination's tasks in offset order, one at a time, until none is left
-/// or the partition is released.
+/// or the partition is released. In parked mode it reads its tasks from the parking store.
 async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destination_id: String) {
+    // Parked tasks already taken from the store (offsets up to this one).
+    let mut parked_cursor = -1i64;
+    let mut parked_batch: VecDeque<Queued> = VecDeque::new();
     loop {
         if partition.tracker.is_released() {
             break;
         }
-        let next = {
-            let mut lanes = partition.lanes.lock().expect("lanes lock");
-            match lanes.get_mut(&destination_id).and_then(VecDeque::pop_front) {
-                Some(queued) => queued,
-                None => {
-                    lanes.remove(&destination_id);
-                    break;
+        let next = match parked_batch.pop_front() {
+            Some(queued) => Next::Deliver(queued),
+            None => {
+                let mut lanes = partition.lanes.lock().expect("lanes lock");
+                match lanes.get_mut(&destination_id) {
+                    Some(lane) if lane.parked => Next::ReadParked {
+                        generation: lane.park_generation,
+                    },
+                    Some(lane) => match lane.queue.pop_front() {
+                        Some(queued) => Next::Deliver(queued),
+                        None => {
+                            lanes.remove(&destination_id);
+                            Next::Done
+                        }
+                    },
+                    None => Next::Done,
                 }
             }
         };
-        if partition
-            .finished_logs
-            .lock()
-            .expect("finished logs lock")
-            .contains(&next.task.log_id)
-        {
-            tracing::debug!(log_id = %next.task.log_id, "duplicate task of a finished log skipped");
-            partition.tracker.finish(next.offset);
-            continue;
+        match next {
+            Next::Done => break,
+            Next::ReadParked { generation } => {
+                match shared
+                    .parking
+                    .next(&destination_id, parked_cursor, PARKED_BATCH)
+                    .await
+                {
+                    Ok(tasks) if tasks.is_empty() => {
+                        if leave_parked_mode(&partition, &destination_id, generation) {
+                            tracing::info!(
+                                destination_id,
+                                "parked backlog drained; destination back to live traffic"
+                            );
+                        } else {
+                            // Tasks are on their way into the store; look again shortly.
+                            if !sleep_unless_released(
+                                partition.tracker.released_token(),
+                                Duration::from_millis(20),
+                            )
+                            .await
+                            {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(tasks) => {
+                        for parked in tasks {
+                            parked_cursor = parked.offset;
+                            parked_batch.push_back(Queued {
+                                offset: parked.offset,
+                                task: parked.task,
+                                origin: Origin::Parked,
+                            });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, destination_id, "cannot read parked tasks; retrying");
+                        if !sleep_unless_released(partition.tracker.released_token(), Duration::from_secs(1))
+                            .await
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            Next::Deliver(queued) => {
+                if partition
+                    .finished_logs
+                    .lock()
+                    .expect("finished logs lock")
+                    .contains(&queued.task.log_id)
+                {
+                    tracing::debug!(log_id = %queued.task.log_id, "duplicate task of a finished log skipped");
+                    complete(&shared, &partition, &queued);
+                    continue;
+                }
+                // A task parked while it was the head is past the cursor now.
+                if let Some(offset) = deliver(&shared, &partition, queued).await {
+                    parked_cursor = parked_cursor.max(offset);
+                }
+            }
         }
-        deliver(&shared, &partition, next).await;
     }
     metrics().lanes.with_label_values(NO_LABELS).dec();
 }
 
+/// Parked tasks read from the store per query.
+const PARKED_BATCH: i64 = 100;
+
+/// Back to live mode, if nothing was parked for the destination since the lane found the store
+/// empty and nothing is waiting to be parked. The check and the switch happen under the lanes
+/// lock, which `process` also takes: a new task either was parked before the switch (and the
+/// generation moved) or arrives after it and joins the live queue.
+fn leave_parked_mode(partition: &PartitionState, destination_id: &str, generation: u64) -> bool {
+    let mut lanes = partition.lanes.lock().expect("lanes lock");
+    let waiting = partition
+        .to_park
+        .lock()
+        .expect("park lock")
+        .iter()
+        .any(|q| q.task.destination_id == destination_id);
+    match lanes.get_mut(destination_id) {
+        Some(lane) if lane.park_generation == generation && lane.parking_in_flight == 0 && !waiting => {
+            lane.parked = false;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Records that a task needs nothing more (a duplicate skipped): its offset is finished, or its
+/// parked row removed.
+fn complete(shared: &Arc<Shared>, partition: &Arc<PartitionState>, queued: &Queued) {
+    match queued.origin {
+        Origin::Live => partition.tracker.finish(queued.offset),
+        Origin::Parked => {
+            let parking = shared.parking.clone();
+            let destination_id = queued.task.destination_id.clone();
+            let offset = queued.offset;
+            shared.runtime.spawn(async move {
+                if let Err(error) = parking.remove(&destination_id, offset).await {
+                    tracing::warn!(%error, destination_id, offset, "parked task could not be removed; it may be sent again after a restart");
+                }
+            });
+        }
+    }
+}
+
+/// Moves a live destination whose head is failing into parked mode: the head is written to the
+/// parking store at once (so its offset can be committed while it keeps failing), and every task
+/// queued behind it follows through the partition's parker, so the partition's commits move on
+/// and memory stays bounded however long the destination stays down. The head stays this lane's
+/// head: the lane goes on retrying it and removes its row once it is final.
+async fn enter_parked_mode(shared: &Arc<Shared>, partition: &Arc<PartitionState>, head: &mut Queued) {
+    if head.origin == Origin::Parked {
+        return;
+    }
+    let row = ToPark {
+        offset: head.offset,
+        task: head.task.clone(),
+    };
+    if let Err(error) = shared
+        .parking
+        .park(partition.tracker.partition(), std::slice::from_ref(&row))
+        .await
+    {
+        tracing::error!(%error, destination_id = %head.task.destination_id, "cannot park a failing destination; its backlog stays in memory");
+        return;
+    }
+    partition.tracker.finish(head.offset);
+    head.origin = Origin::Parked;
+    let mut lanes = partition.lanes.lock().expect("lanes lock");
+    let Some(lane) = lanes.get_mut(&head.task.destination_id) else {
+        return;
+    };
+    lane.parked = true;
+    let queued: Vec<Queued> = lane.queue.drain(..).collect();
+    drop(lanes);
+    tracing::warn!(destination_id = %head.task.destination_id, backlog = queued.len() + 1, "destination held by a failing head; parking its backlog");
+    metrics().parked.with_label_values(NO_LABELS).inc();
+    for queued in queued {
+        partition.park(queued);
+    }
+}
+
 /// Attempts one task until its log is final (or the partition is released, in which case the
 /// task stays unfinished and whoever owns the partition next delivers it).
-async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, queued: Queued) {
+async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queued: Queued) -> Option<i64> {
     let tracker = &partition.tracker;
     let released = tracker.released_token().clone();
-    let task = queued.task;
     let mut number: u32 = 1;
     loop {
         // Held across the attempt and its event: a revoke waits for it, so no request of this
         // partition is still in flight once another worker may own it.
         let activity = tracker.activity();
         if released.is_cancelled() {
-            return;
+            return None;
         }
+        let parked_offset = (queued.origin == Origin::Parked).then_some(queued.offset);
+        let task = &queued.task;
         let destination = match shared.destinations.get(&task.destination_id).await {
             Ok(destination) => destination,
             Err(LookupError::Unavailable(error)) => {
@@ -218,7 +553,7 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, queued: 
                 if sleep_unless_released(&released, Duration::from_secs(1)).await {
                     continue;
                 }
-                return;
+                return None;
             }
             Err(LookupError::Gone(id)) => {
                 tracing::warn!(destination_id = %id, log_id = %task.log_id, "destination no longer exists; log cancelled");
@@ -233,18 +568,17 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, queued: 
                 finish(
                     shared,
                     partition,
-                    queued.offset,
-                    task,
+                    queued,
                     String::new(),
                     number,
                     result,
                     LogStatus::Cancelled,
                     activity,
                 );
-                return;
+                return parked_offset;
             }
         };
-        let result = attempt::send(&shared.client, &destination, &task, number, shared.excerpt_bytes).await;
+        let result = attempt::send(&shared.client, &destination, task, number, shared.excerpt_bytes).await;
         metrics()
             .attempts
             .with_label_values(&[if result.success { "success" } else { "failure" }])
@@ -275,15 +609,14 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, queued: 
                 finish(
                     shared,
                     partition,
-                    queued.offset,
-                    task,
+                    queued,
                     destination.environment.clone(),
                     number,
                     result,
                     status,
                     activity,
                 );
-                return;
+                return parked_offset;
             }
             Decision::RetryAfter(delay) => {
                 tracing::warn!(
@@ -297,6 +630,7 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, queued: 
                 // The attempt's event is written in the background; the log stays queued.
                 let events = shared.events.clone();
                 let event_task = task.clone();
+                let production = environment == Environment::Production;
                 let environment = destination.environment.clone();
                 shared.runtime.spawn(async move {
                     if let Err(error) = events.attempt(&event_task, &environment, number, &result, LogStatus::Queued).await {
@@ -304,8 +638,11 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, queued: 
                     }
                     drop(activity);
                 });
+                if production {
+                    enter_parked_mode(shared, partition, &mut queued).await;
+                }
                 if !sleep_unless_released(&released, delay).await {
-                    return;
+                    return None;
                 }
                 number += 1;
             }
@@ -313,14 +650,13 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, queued: 
     }
 }
 
-/// The log is final: write its event, and only once the broker has it, let the offset go.
-/// The lane moves on to the next task meanwhile.
+/// The log is final: write its event, and only once the broker has it, let the task go (its
+/// offset finished, or its parked row removed). The lane moves on to the next task meanwhile.
 #[allow(clippy::too_many_arguments)]
 fn finish(
     shared: &Arc<Shared>,
     partition: &Arc<PartitionState>,
-    offset: i64,
-    task: DeliveryTask,
+    queued: Queued,
     environment: String,
     number: u32,
     result: AttemptResult,
@@ -332,16 +668,16 @@ fn finish(
         .finished_logs
         .lock()
         .expect("finished logs lock")
-        .insert(task.log_id.clone());
-    let events = shared.events.clone();
+        .insert(queued.task.log_id.clone());
+    let shared_for_task = shared.clone();
     let partition = partition.clone();
     shared.runtime.spawn(async move {
-        match events.attempt(&task, &environment, number, &result, status).await {
-            Ok(()) => partition.tracker.finish(offset),
+        match shared_for_task.events.attempt(&queued.task, &environment, number, &result, status).await {
+            Ok(()) => complete(&shared_for_task, &partition, &queued),
             Err(error) => {
-                // The offset stays unfinished: after a restart the task is attempted again and
-                // its event written then. Commits of this partition wait until then.
-                tracing::error!(%error, log_id = %task.log_id, offset, "final log event could not be written; the partition's commits are held");
+                // The task stays unfinished: after a restart it is attempted again and its
+                // event written then. Commits of this partition wait until then.
+                tracing::error!(%error, log_id = %queued.task.log_id, offset = queued.offset, "final log event could not be written; the partition's commits are held");
             }
         }
         drop(activity);

@@ -1,0 +1,110 @@
+//! The parking store (Postgres): a held destination's backlog, in offset order.
+//! See `lanes/design.md` for when tasks are parked and how they drain.
+
+use carrier_proto::records_v1::DeliveryTask;
+use carrier_store::sqlx::{self, PgPool, Row};
+use prost::Message;
+use uuid::Uuid;
+
+/// A task to park: its offset in `carrier.deliveries` and the task itself.
+pub struct ToPark {
+    pub offset: i64,
+    pub task: DeliveryTask,
+}
+
+#[derive(Clone)]
+pub struct ParkingStore {
+    pool: PgPool,
+}
+
+fn uuid(text: &str) -> Uuid {
+    Uuid::parse_str(text).unwrap_or_default()
+}
+
+impl ParkingStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Stores `tasks` (of any destinations of `partition`) in one transaction. Storing a task
+    /// that is already parked changes nothing.
+    pub async fn park(&self, partition: i32, tasks: &[ToPark]) -> Result<(), sqlx::Error> {
+        let mut destinations = Vec::with_capacity(tasks.len());
+        let mut offsets = Vec::with_capacity(tasks.len());
+        let mut log_ids = Vec::with_capacity(tasks.len());
+        let mut bodies = Vec::with_capacity(tasks.len());
+        for parked in tasks {
+            destinations.push(uuid(&parked.task.destination_id));
+            offsets.push(parked.offset);
+            log_ids.push(uuid(&parked.task.log_id));
+            bodies.push(parked.task.encode_to_vec());
+        }
+        sqlx::query(
+            "INSERT INTO parked_tasks (destination_id, task_offset, partition, log_id, task)
+             SELECT d, o, $3, l, t FROM UNNEST($1::uuid[], $2::bigint[], $4::uuid[], $5::bytea[]) AS u(d, o, l, t)
+             ON CONFLICT (destination_id, task_offset) DO NOTHING",
+        )
+        .bind(&destinations)
+        .bind(&offsets)
+        .bind(partition)
+        .bind(&log_ids)
+        .bind(&bodies)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The next `limit` parked tasks of a destination after `after_offset`, oldest first.
+    pub async fn next(
+        &self,
+        destination_id: &str,
+        after_offset: i64,
+        limit: i64,
+    ) -> Result<Vec<ToPark>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT task_offset, task FROM parked_tasks
+             WHERE destination_id = $1 AND task_offset > $2 ORDER BY task_offset LIMIT $3",
+        )
+        .bind(uuid(destination_id))
+        .bind(after_offset)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut tasks = Vec::with_capacity(rows.len());
+        for row in rows {
+            let bytes: Vec<u8> = row.get("task");
+            match DeliveryTask::decode(bytes.as_slice()) {
+                Ok(task) => tasks.push(ToPark {
+                    offset: row.get("task_offset"),
+                    task,
+                }),
+                Err(error) => {
+                    tracing::error!(%error, destination_id, "undecodable parked task left in place")
+                }
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// Removes a task whose log is final.
+    pub async fn remove(&self, destination_id: &str, offset: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM parked_tasks WHERE destination_id = $1 AND task_offset = $2")
+            .bind(uuid(destination_id))
+            .bind(offset)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Destinations of `partition` with parked tasks: their lanes start in parked mode.
+    pub async fn parked_destinations(&self, partition: i32) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query("SELECT DISTINCT destination_id FROM parked_tasks WHERE partition = $1")
+            .bind(partition)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.get::<Uuid, _>("destination_id").to_string())
+            .collect())
+    }
+}

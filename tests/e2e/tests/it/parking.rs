@@ -1,0 +1,154 @@
+//! Parking: a held destination's backlog leaves worker memory for Postgres, the partition keeps
+//! moving for everyone else, and the backlog drains first, in order, when the destination
+//! recovers — also after the worker that parked it was killed.
+
+use std::time::Duration;
+
+use carrier_testkit::client::message;
+use carrier_testkit::receiver::Receiver;
+use carrier_testkit::stack::{Stack, StackOptions};
+
+use crate::{first_arrivals, sequences};
+
+const PARKED_ROWS: &str = "SELECT count(*) FROM parked_tasks";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_destination_is_parked_so_its_partition_keeps_moving_and_it_drains_in_order() {
+    const MESSAGES: usize = 200;
+    // One partition and a memory cap far below the backlog: without parking, the failing
+    // destination's backlog would pause the partition and starve the healthy one.
+    let options = StackOptions {
+        delivery_partitions: 1,
+        delivery_max_pending: 20,
+        ..StackOptions::default()
+    };
+    let stack = Stack::start(options).await;
+    let api = &stack.api;
+    let failing = Receiver::start().await;
+    failing.respond_with(500, "down");
+    let healthy = Receiver::start().await;
+    let organization = api.create_organization("Parking Hospital").await;
+    let source = api.create_source(&organization, "production").await;
+    for url in [failing.url("a"), healthy.url("b")] {
+        let destination = api.create_destination(&organization, &url, "production").await;
+        api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
+            .await;
+    }
+    let token = api.token(&source).await;
+    for sequence in 0..MESSAGES {
+        let (status, response) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200, "{response}");
+    }
+
+    carrier_testkit::eventually(
+        Duration::from_secs(90),
+        "the healthy destination to get everything",
+        || {
+            let count = healthy.received().len();
+            async move { (count >= MESSAGES).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        sequences(&healthy.received(), None),
+        (0..MESSAGES as u64).collect::<Vec<_>>()
+    );
+    let parked = carrier_testkit::eventually(Duration::from_secs(30), "the backlog to be parked", || {
+        let stack = &stack;
+        async move {
+            let parked = stack.count(PARKED_ROWS).await;
+            (parked == MESSAGES as i64).then_some(parked)
+        }
+    })
+    .await;
+    assert_eq!(
+        parked, MESSAGES as i64,
+        "the failing head and everything behind it are parked"
+    );
+    assert!(sequences(&failing.received(), None).iter().all(|s| *s == 0));
+
+    failing.respond_with(200, r#"{"Meta":{"Errors":[]}}"#);
+    carrier_testkit::eventually(Duration::from_secs(90), "the parked backlog to drain", || {
+        let arrivals = first_arrivals(&sequences(&failing.received(), None));
+        async move { (arrivals.len() >= MESSAGES).then_some(()) }
+    })
+    .await;
+    let arrivals = sequences(&failing.received(), None);
+    let successes: Vec<u64> = arrivals.iter().copied().skip_while(|s| *s == 0).collect();
+    assert_eq!(
+        successes,
+        (1..MESSAGES as u64).collect::<Vec<_>>(),
+        "after the head, the backlog in order, once each"
+    );
+
+    // Live traffic after the drain goes straight through.
+    let (status, _) = api.send(&token, &message("Results", MESSAGES)).await;
+    assert_eq!(status, 200);
+    carrier_testkit::eventually(Duration::from_secs(30), "a live message after the drain", || {
+        let last = sequences(&failing.received(), None).last().copied();
+        async move { (last == Some(MESSAGES as u64)).then_some(()) }
+    })
+    .await;
+    carrier_testkit::eventually(Duration::from_secs(30), "parked rows to be removed", || {
+        let stack = &stack;
+        async move { (stack.count(PARKED_ROWS).await == 0).then_some(()) }
+    })
+    .await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parked_backlog_survives_a_killed_worker_and_new_traffic_waits_behind_it() {
+    const MESSAGES: usize = 100;
+    let options = StackOptions {
+        delivery_in_process: false,
+        ..StackOptions::default()
+    };
+    let stack = Stack::start(options).await;
+    let api = &stack.api;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(503, "down");
+    let organization = api.create_organization("Restart Hospital").await;
+    let source = api.create_source(&organization, "production").await;
+    let destination = api
+        .create_destination(&organization, &receiver.url("a"), "production")
+        .await;
+    api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
+        .await;
+    let token = api.token(&source).await;
+    for sequence in 0..MESSAGES {
+        let (status, _) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200);
+    }
+
+    let mut worker = stack.spawn_delivery_process();
+    carrier_testkit::eventually(Duration::from_secs(60), "the backlog to be parked", || {
+        let stack = &stack;
+        async move { (stack.count(PARKED_ROWS).await == MESSAGES as i64).then_some(()) }
+    })
+    .await;
+    worker.start_kill().expect("SIGKILL");
+    worker.wait().await.expect("exit");
+
+    // New traffic arrives while no worker runs; the destination recovers.
+    for sequence in MESSAGES..MESSAGES + 20 {
+        let (status, _) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200);
+    }
+    receiver.respond_with(200, r#"{"Meta":{"Errors":[]}}"#);
+    let mut replacement = stack.spawn_delivery_process();
+    carrier_testkit::eventually(Duration::from_secs(90), "every message delivered", || {
+        let arrivals = first_arrivals(&sequences(&receiver.received(), None));
+        async move { (arrivals.len() >= MESSAGES + 20).then_some(()) }
+    })
+    .await;
+    let arrivals = first_arrivals(&sequences(&receiver.received(), None));
+    assert_eq!(
+        arrivals,
+        (0..(MESSAGES + 20) as u64).collect::<Vec<_>>(),
+        "parked first, in order, then the new ones"
+    );
+    let _ = replacement.start_kill();
+    let _ = replacement.wait().await;
+    stack.stop().await;
+}
