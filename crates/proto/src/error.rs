@@ -13,6 +13,8 @@ pub enum ErrorKind {
     Forbidden,
     /// No such route, data model, destination or log (404).
     NotFound,
+    /// The request does not fit the current state (409), e.g. skipping a queue with no head.
+    Conflict,
     /// The body is over the size limit (413).
     PayloadTooLarge,
     /// Too many requests from one client (429).
@@ -34,6 +36,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => 401,
             ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::RateLimited => 429,
             ErrorKind::Internal => 500,
@@ -49,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => tonic::Code::Unauthenticated,
             ErrorKind::Forbidden => tonic::Code::PermissionDenied,
             ErrorKind::NotFound => tonic::Code::NotFound,
+            ErrorKind::Conflict => tonic::Code::FailedPrecondition,
             ErrorKind::PayloadTooLarge => tonic::Code::OutOfRange,
             ErrorKind::RateLimited | ErrorKind::Overloaded => tonic::Code::ResourceExhausted,
             ErrorKind::Internal => tonic::Code::Internal,
@@ -61,9 +65,8 @@ impl ErrorKind {
     /// (`Unavailable`, `Unknown` transport errors) is a 502 to the caller.
     pub fn from_grpc_code(code: tonic::Code) -> ErrorKind {
         match code {
-            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => {
-                ErrorKind::BadRequest
-            }
+            tonic::Code::InvalidArgument | tonic::Code::AlreadyExists => ErrorKind::BadRequest,
+            tonic::Code::FailedPrecondition => ErrorKind::Conflict,
             tonic::Code::Unauthenticated => ErrorKind::Unauthorized,
             tonic::Code::PermissionDenied => ErrorKind::Forbidden,
             tonic::Code::NotFound => ErrorKind::NotFound,
@@ -94,6 +97,7 @@ mod tests {
             ErrorKind::Unauthorized,
             ErrorKind::Forbidden,
             ErrorKind::NotFound,
+            ErrorKind::Conflict,
             ErrorKind::PayloadTooLarge,
             ErrorKind::Internal,
             ErrorKind::QueueRejected,

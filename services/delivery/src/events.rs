@@ -25,6 +25,46 @@ impl LogEvents {
         })
     }
 
+    /// The head was skipped by an operator: the log is cancelled without another attempt.
+    /// `sequence` is above every attempt number of the log, so the status moves forward.
+    pub async fn skipped(
+        &self,
+        task: &DeliveryTask,
+        environment: &str,
+        sequence: u32,
+    ) -> Result<(), ProduceError> {
+        let event = LogEvent {
+            log_id: task.log_id.clone(),
+            message_id: task.message_id.clone(),
+            destination_id: task.destination_id.clone(),
+            organization_id: task.organization_id.clone(),
+            source_id: task.source_id.clone(),
+            data_model: task.data_model.clone(),
+            event_type: task.event_type.clone(),
+            test: task.test,
+            received_at_ms: task.received_at_ms,
+            status: LogStatus::Cancelled as i32,
+            attempt: None,
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            environment: environment.to_string(),
+            sequence,
+        };
+        self.write(&event).await
+    }
+
+    async fn write(&self, event: &LogEvent) -> Result<(), ProduceError> {
+        producer::send(
+            &self.producer,
+            &self.topic,
+            &event.destination_id,
+            &event.encode_to_vec(),
+            None,
+            producer::WhenFull::Wait,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Writes the event of one attempt and waits for the broker's acknowledgement.
     pub async fn attempt(
         &self,
@@ -60,16 +100,8 @@ impl LogEvents {
             }),
             at_ms: result.started_at_ms + result.duration.as_millis() as i64,
             environment: environment.to_string(),
+            sequence: 0,
         };
-        producer::send(
-            &self.producer,
-            &self.topic,
-            &task.destination_id,
-            &event.encode_to_vec(),
-            None,
-            producer::WhenFull::Wait,
-        )
-        .await?;
-        Ok(())
+        self.write(&event).await
     }
 }

@@ -1,4 +1,5 @@
-//! The parking store (Postgres): a held destination's backlog, in offset order.
+//! The parking store (Postgres): a held destination's backlog, in offset order, and the state
+//! of held queues that `GET /v1/destinations/{id}/queue` shows.
 //! See `lanes/design.md` for when tasks are parked and how they drain.
 
 use carrier_proto::records_v1::DeliveryTask;
@@ -106,5 +107,65 @@ impl ParkingStore {
             .iter()
             .map(|row| row.get::<Uuid, _>("destination_id").to_string())
             .collect())
+    }
+}
+
+/// Why a destination's queue is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldReason {
+    Failing,
+    Operator,
+}
+
+impl HeldReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            HeldReason::Failing => "failing",
+            HeldReason::Operator => "operator",
+        }
+    }
+}
+
+/// The head of a held queue, as the operator sees it.
+pub struct HeldHead<'a> {
+    pub destination_id: &'a str,
+    pub reason: HeldReason,
+    pub log_id: &'a str,
+    pub attempts: u32,
+    pub next_attempt_at_ms: Option<i64>,
+    pub last_error: &'a str,
+}
+
+impl ParkingStore {
+    /// Records (or refreshes) a held queue; `held_since` keeps its first value.
+    pub async fn record_held(&self, head: &HeldHead<'_>) -> Result<(), sqlx::Error> {
+        let next_attempt_at = head
+            .next_attempt_at_ms
+            .and_then(carrier_store::sqlx::types::chrono::DateTime::from_timestamp_millis);
+        sqlx::query(
+            "INSERT INTO destination_queues (destination_id, reason, held_since, head_log_id, head_attempts, next_attempt_at, last_error)
+             VALUES ($1, $2, now(), $3, $4, $5, $6)
+             ON CONFLICT (destination_id) DO UPDATE SET
+                reason = EXCLUDED.reason, head_log_id = EXCLUDED.head_log_id, head_attempts = EXCLUDED.head_attempts,
+                next_attempt_at = EXCLUDED.next_attempt_at, last_error = EXCLUDED.last_error, updated_at = now()",
+        )
+        .bind(uuid(head.destination_id))
+        .bind(head.reason.as_str())
+        .bind(uuid(head.log_id))
+        .bind(head.attempts as i32)
+        .bind(next_attempt_at)
+        .bind((!head.last_error.is_empty()).then_some(head.last_error))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The destination flows again.
+    pub async fn clear_held(&self, destination_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM destination_queues WHERE destination_id = $1")
+            .bind(uuid(destination_id))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -25,8 +25,17 @@ struct LogRow<'a> {
     updated_at_ms: i64,
 }
 
-/// The sequence of an event: 0 for creation, the attempt number for an attempt.
+/// The sequence of an event: its explicit `sequence` (an operator's skip), else the attempt
+/// number for an attempt, else 0 (creation).
 fn sequence(event: &LogEvent) -> i32 {
+    if event.sequence != 0 {
+        return event.sequence as i32;
+    }
+    attempt_number(event)
+}
+
+/// The attempt number an event records, 0 when it records none.
+fn attempt_number(event: &LogEvent) -> i32 {
     event
         .attempt
         .as_ref()
@@ -47,14 +56,14 @@ pub async fn write(pool: &PgPool, events: &[&LogEvent]) -> Result<(), sqlx::Erro
                     row.status_seq = seq;
                     row.event = event;
                 }
-                row.attempts = row.attempts.max(seq);
+                row.attempts = row.attempts.max(attempt_number(event));
                 row.updated_at_ms = row.updated_at_ms.max(event.at_ms);
             })
             .or_insert(LogRow {
                 event,
                 status,
                 status_seq: seq,
-                attempts: seq,
+                attempts: attempt_number(event),
                 updated_at_ms: event.at_ms,
             });
     }

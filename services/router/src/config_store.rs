@@ -274,6 +274,39 @@ impl ConfigStore {
         Ok(destination_from_row(&row))
     }
 
+    /// Holds (or releases) a destination's queue by operator decision.
+    pub async fn set_destination_paused(&self, id: &str, paused: bool) -> Result<pb::Destination> {
+        let id = parse_id("destination", id)?;
+        let row = sqlx::query(
+            "UPDATE destinations SET
+                paused_by_operator = $2,
+                paused_at = CASE WHEN $2 THEN COALESCE(paused_at, now()) ELSE NULL END,
+                updated_at = now()
+             WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .bind(paused)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("destination {id} does not exist")))?;
+        Ok(destination_from_row(&row))
+    }
+
+    /// Asks delivery to cancel the destination's head log `log_id`.
+    pub async fn skip_head(&self, id: &str, log_id: &str) -> Result<pb::Destination> {
+        let id = parse_id("destination", id)?;
+        let log_id = parse_id("log", log_id)?;
+        let row = sqlx::query(
+            "UPDATE destinations SET skip_log_id = $2, updated_at = now() WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .bind(log_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("destination {id} does not exist")))?;
+        Ok(destination_from_row(&row))
+    }
+
     pub async fn create_subscription(
         &self,
         request: pb::CreateSubscriptionRequest,
@@ -452,5 +485,14 @@ fn destination_from_row(row: &sqlx::postgres::PgRow) -> pb::Destination {
         timeout_ms: row.get::<i32, _>("timeout_ms") as u32,
         created_at_ms: millis(row.get("created_at")),
         updated_at_ms: millis(row.get("updated_at")),
+        paused_by_operator: row.get("paused_by_operator"),
+        paused_at_ms: row
+            .get::<Option<DateTime<Utc>>, _>("paused_at")
+            .map(millis)
+            .unwrap_or(0),
+        skip_log_id: row
+            .get::<Option<Uuid>, _>("skip_log_id")
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
     }
 }

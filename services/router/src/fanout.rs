@@ -119,6 +119,7 @@ impl PartitionProcessor for PartitionFanOut {
                 status: LogStatus::Queued as i32,
                 attempt: None,
                 at_ms: message.received_at_ms,
+                sequence: 0,
                 environment: message.environment.clone(),
             };
             acks.push(producer::enqueue(

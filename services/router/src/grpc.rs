@@ -103,4 +103,26 @@ impl ConfigService for Service {
             self.store.create_subscription(request.into_inner()).await?,
         ))
     }
+
+    async fn set_destination_paused(
+        &self,
+        request: Request<pb::SetDestinationPausedRequest>,
+    ) -> Result<Response<pb::Destination>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.store
+                .set_destination_paused(&request.id, request.paused)
+                .await?,
+        ))
+    }
+
+    async fn skip_head(
+        &self,
+        request: Request<pb::SkipHeadRequest>,
+    ) -> Result<Response<pb::Destination>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.store.skip_head(&request.id, &request.log_id).await?,
+        ))
+    }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::attempt::{self, AttemptResult};
 use crate::destinations::{Destinations, LookupError};
 use crate::events::LogEvents;
-use crate::parking::{ParkingStore, ToPark};
+use crate::parking::{HeldHead, HeldReason, ParkingStore, ToPark};
 use crate::retry::{Decision, RetryPolicy};
 use crate::Config;
 
@@ -535,7 +535,13 @@ async fn enter_parked_mode(shared: &Arc<Shared>, partition: &Arc<PartitionState>
 async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queued: Queued) -> Option<i64> {
     let tracker = &partition.tracker;
     let released = tracker.released_token().clone();
+    let destination_id = queued.task.destination_id.clone();
     let mut number: u32 = 1;
+    // Whether this head wrote a held-queue row (which must go when the head is final), whether
+    // an operator pause holds it now, and the last attempt's error.
+    let mut held = false;
+    let mut held_by_operator = false;
+    let mut last_error = String::new();
     loop {
         // Held across the attempt and its event: a revoke waits for it, so no request of this
         // partition is still in flight once another worker may own it.
@@ -565,19 +571,52 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
                     started_at_ms: chrono::Utc::now().timestamp_millis(),
                     duration: Duration::ZERO,
                 };
-                finish(
-                    shared,
-                    partition,
-                    queued,
-                    String::new(),
+                let ending = Ending::Attempted {
                     number,
                     result,
-                    LogStatus::Cancelled,
-                    activity,
-                );
+                    status: LogStatus::Cancelled,
+                };
+                finish(shared, partition, queued, String::new(), ending, activity);
+                release_hold(shared, &mut held, &destination_id).await;
                 return parked_offset;
             }
         };
+        if !destination.skip_log_id.is_empty() && destination.skip_log_id == task.log_id {
+            tracing::info!(destination_id = %task.destination_id, log_id = %task.log_id, "head skipped by an operator; log cancelled");
+            let environment = destination.environment.clone();
+            finish(
+                shared,
+                partition,
+                queued,
+                environment,
+                Ending::Skipped { sequence: number },
+                activity,
+            );
+            release_hold(shared, &mut held, &destination_id).await;
+            return parked_offset;
+        }
+        if destination.paused_by_operator {
+            drop(activity);
+            if !held_by_operator {
+                tracing::info!(destination_id = %task.destination_id, "destination paused by an operator");
+                enter_parked_mode(shared, partition, &mut queued).await;
+                held_by_operator = true;
+            }
+            let head = HeldHead {
+                destination_id: &destination_id,
+                reason: HeldReason::Operator,
+                log_id: &queued.task.log_id,
+                attempts: number - 1,
+                next_attempt_at_ms: None,
+                last_error: &last_error,
+            };
+            record_hold(shared, &mut held, &head).await;
+            if sleep_unless_released(&released, OPERATOR_PAUSE_RECHECK).await {
+                continue;
+            }
+            return None;
+        }
+        held_by_operator = false;
         let result = attempt::send(&shared.client, &destination, task, number, shared.excerpt_bytes).await;
         metrics()
             .attempts
@@ -606,16 +645,20 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
                         "delivery failed; log is final and the destination's next message proceeds"
                     );
                 }
+                let environment = destination.environment.clone();
                 finish(
                     shared,
                     partition,
                     queued,
-                    destination.environment.clone(),
-                    number,
-                    result,
-                    status,
+                    environment,
+                    Ending::Attempted {
+                        number,
+                        result,
+                        status,
+                    },
                     activity,
                 );
+                release_hold(shared, &mut held, &destination_id).await;
                 return parked_offset;
             }
             Decision::RetryAfter(delay) => {
@@ -627,6 +670,20 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
                     error = %result.error,
                     "delivery attempt failed, will retry"
                 );
+                if environment == Environment::Production {
+                    last_error = result.error.clone();
+                    let head = HeldHead {
+                        destination_id: &destination_id,
+                        reason: HeldReason::Failing,
+                        log_id: &task.log_id,
+                        attempts: number,
+                        next_attempt_at_ms: Some(
+                            chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64,
+                        ),
+                        last_error: &last_error,
+                    };
+                    record_hold(shared, &mut held, &head).await;
+                }
                 // The attempt's event is written in the background; the log stays queued.
                 let events = shared.events.clone();
                 let event_task = task.clone();
@@ -650,19 +707,57 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
     }
 }
 
+/// How often a destination paused by an operator checks whether it was resumed.
+const OPERATOR_PAUSE_RECHECK: Duration = Duration::from_millis(500);
+
+/// Shows a held queue to operators (`GET /v1/destinations/{id}/queue`). A failure to record it
+/// is logged, never fatal: it is a view, not the queue.
+async fn record_hold(shared: &Shared, held: &mut bool, head: &HeldHead<'_>) {
+    match shared.parking.record_held(head).await {
+        Ok(()) => *held = true,
+        Err(error) => {
+            tracing::warn!(%error, destination_id = head.destination_id, "could not record the held queue state")
+        }
+    }
+}
+
+/// The head is final: its queue is no longer held by it.
+async fn release_hold(shared: &Shared, held: &mut bool, destination_id: &str) {
+    if !*held {
+        return;
+    }
+    match shared.parking.clear_held(destination_id).await {
+        Ok(()) => *held = false,
+        Err(error) => tracing::warn!(%error, destination_id, "could not clear the held queue state"),
+    }
+}
+
+/// How a log became final.
+enum Ending {
+    /// After attempt `number`, with this status.
+    Attempted {
+        number: u32,
+        result: AttemptResult,
+        status: LogStatus,
+    },
+    /// An operator skipped it (cancelled) before attempt `sequence`.
+    Skipped { sequence: u32 },
+}
+
 /// The log is final: write its event, and only once the broker has it, let the task go (its
 /// offset finished, or its parked row removed). The lane moves on to the next task meanwhile.
-#[allow(clippy::too_many_arguments)]
 fn finish(
     shared: &Arc<Shared>,
     partition: &Arc<PartitionState>,
     queued: Queued,
     environment: String,
-    number: u32,
-    result: AttemptResult,
-    status: LogStatus,
+    ending: Ending,
     activity: consumer::ActivityGuard,
 ) {
+    let status = match &ending {
+        Ending::Attempted { status, .. } => *status,
+        Ending::Skipped { .. } => LogStatus::Cancelled,
+    };
     metrics().finished.with_label_values(&[status.as_api_str()]).inc();
     partition
         .finished_logs
@@ -672,7 +767,14 @@ fn finish(
     let shared_for_task = shared.clone();
     let partition = partition.clone();
     shared.runtime.spawn(async move {
-        match shared_for_task.events.attempt(&queued.task, &environment, number, &result, status).await {
+        let events = &shared_for_task.events;
+        let written = match &ending {
+            Ending::Attempted { number, result, status } => {
+                events.attempt(&queued.task, &environment, *number, result, *status).await
+            }
+            Ending::Skipped { sequence } => events.skipped(&queued.task, &environment, *sequence).await,
+        };
+        match written {
             Ok(()) => complete(&shared_for_task, &partition, &queued),
             Err(error) => {
                 // The task stays unfinished: after a restart it is attempted again and its

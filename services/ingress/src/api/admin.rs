@@ -61,6 +61,7 @@ fn destination_json(destination: pb::Destination) -> Value {
         "verification_token": destination.verification_token,
         "signing_secret": destination.signing_secret,
         "timeout_ms": destination.timeout_ms,
+        "paused_by_operator": destination.paused_by_operator,
         "created_at_ms": destination.created_at_ms,
         "updated_at_ms": destination.updated_at_ms,
     })

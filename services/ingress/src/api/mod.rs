@@ -4,6 +4,7 @@ mod admin;
 mod endpoint;
 mod logs;
 mod oauth;
+mod queues;
 
 use std::sync::Arc;
 
@@ -29,6 +30,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/destinations/{id}",
             patch(admin::update_destination).get(admin::get_destination),
         )
+        .route("/v1/destinations/{id}/queue", get(queues::get))
+        .route("/v1/destinations/{id}/pause", post(queues::pause))
+        .route("/v1/destinations/{id}/resume", post(queues::resume))
+        .route("/v1/destinations/{id}/skip", post(queues::skip))
         .route("/v1/subscriptions", post(admin::create_subscription))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,0 +1,151 @@
+//! Operator control of a destination's queue through the REST API: queue state, skip, pause,
+//! resume.
+
+use std::time::Duration;
+
+use carrier_testkit::client::{message, Api};
+use carrier_testkit::receiver::Receiver;
+use carrier_testkit::stack::{Stack, StackOptions};
+use serde_json::Value;
+
+use crate::sequences;
+
+async fn queue(api: &Api, destination_id: &str) -> Value {
+    let (status, body) = api
+        .admin(
+            reqwest::Method::GET,
+            &format!("/v1/destinations/{destination_id}/queue"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn queue_until(api: &Api, destination_id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    carrier_testkit::eventually(Duration::from_secs(30), what, || {
+        let api = api.clone();
+        let destination_id = destination_id.to_string();
+        let check = &check;
+        async move {
+            let state = queue(&api, &destination_id).await;
+            check(&state).then_some(state)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let api = &stack.api;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(500, r#"{"Meta":{"Errors":[{"Text":"interface engine down"}]}}"#);
+    let organization = api.create_organization("Operated Hospital").await;
+    let source = api.create_source(&organization, "production").await;
+    let destination = api
+        .create_destination(&organization, &receiver.url("d"), "production")
+        .await;
+    let destination_id = destination["id"].as_str().unwrap().to_string();
+    api.subscribe(&source.id, &destination_id, "Results").await;
+    let token = api.token(&source).await;
+
+    let state = queue(api, &destination_id).await;
+    assert_eq!(state["paused"], false, "{state}");
+    let (status, body) = api
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/destinations/{destination_id}/skip"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "nothing to skip on a flowing queue: {body}");
+
+    let mut log_ids = Vec::new();
+    for sequence in 0..5 {
+        let (status, response) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200);
+        log_ids.push(response["Meta"]["Logs"][0]["ID"].as_str().unwrap().to_string());
+    }
+    let state = queue_until(
+        api,
+        &destination_id,
+        "a failing, held queue with its backlog",
+        |state| state["paused_reason"] == "failing" && state["depth"] == 5,
+    )
+    .await;
+    assert_eq!(state["paused"], true);
+    assert_eq!(state["head_log_id"], log_ids[0].as_str());
+    assert!(state["head_attempts"].as_i64().unwrap() >= 1);
+    assert!(state["last_error"].as_str().unwrap().contains("500"), "{state}");
+    assert!(
+        state["paused_since"].is_string() && state["next_attempt_at"].is_string(),
+        "{state}"
+    );
+
+    // Skip the failing head: it is cancelled and the next message becomes the head.
+    let (status, body) = api
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/destinations/{destination_id}/skip"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["skipped_log_id"], log_ids[0].as_str());
+    queue_until(api, &destination_id, "the next message to be the head", |state| {
+        state["head_log_id"] == log_ids[1].as_str()
+    })
+    .await;
+    let (_, log) = api.log(&token, &log_ids[0]).await;
+    assert_eq!(log["status"], "cancelled", "{log}");
+
+    // Pause: no attempts while paused, even once the receiver is healthy again.
+    let (status, state) = api
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/destinations/{destination_id}/pause"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(state["paused_reason"], "operator", "{state}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    receiver.respond_with(200, r#"{"Meta":{"Errors":[]}}"#);
+    let before = receiver.received().len();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        before,
+        "an operator pause stops attempts"
+    );
+
+    let (status, _) = api
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/destinations/{destination_id}/resume"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    carrier_testkit::eventually(Duration::from_secs(30), "the rest delivered after resume", || {
+        let last = sequences(&receiver.received(), None).last().copied();
+        async move { (last == Some(4)).then_some(()) }
+    })
+    .await;
+    let successes: Vec<u64> = sequences(&receiver.received(), None)
+        .into_iter()
+        .skip(before)
+        .collect();
+    assert_eq!(
+        successes,
+        vec![1, 2, 3, 4],
+        "resumed in order, the skipped one never delivered"
+    );
+    let state = queue_until(api, &destination_id, "a flowing queue", |state| {
+        state["paused"] == false && state["depth"] == 0
+    })
+    .await;
+    assert!(state["head_log_id"].is_null(), "{state}");
+    stack.stop().await;
+}
