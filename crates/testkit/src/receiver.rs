@@ -29,6 +29,11 @@ struct ReceiverState {
     received: Vec<Received>,
     status: StatusCode,
     body: String,
+    /// How long each answer takes (keeps requests in flight, to catch overlaps).
+    delay: std::time::Duration,
+    /// Requests in flight and the most ever seen at once, per path.
+    in_flight: HashMap<String, usize>,
+    max_in_flight: HashMap<String, usize>,
 }
 
 #[derive(Clone)]
@@ -48,6 +53,9 @@ impl Receiver {
             received: Vec::new(),
             status: StatusCode::OK,
             body: r#"{"Meta":{"Errors":[]}}"#.into(),
+            delay: std::time::Duration::ZERO,
+            in_flight: HashMap::new(),
+            max_in_flight: HashMap::new(),
         }));
         let app = Router::new()
             .route("/{*path}", post(record))
@@ -69,6 +77,23 @@ impl Receiver {
         let mut state = self.state.lock().expect("receiver lock");
         state.status = StatusCode::from_u16(status).expect("valid status");
         state.body = body.into();
+    }
+
+    /// Take `delay` to answer each following request.
+    pub fn respond_after(&self, delay: std::time::Duration) {
+        self.state.lock().expect("receiver lock").delay = delay;
+    }
+
+    /// The most requests that were ever in flight at once on `path`.
+    pub fn max_in_flight(&self, path: &str) -> usize {
+        let path = format!("/{}", path.trim_start_matches('/'));
+        self.state
+            .lock()
+            .expect("receiver lock")
+            .max_in_flight
+            .get(&path)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -100,12 +125,26 @@ async fn record(
             )
         })
         .collect();
+    let path = uri.path().to_string();
+    let delay = {
+        let mut state = state.lock().expect("receiver lock");
+        let in_flight = {
+            let count = state.in_flight.entry(path.clone()).or_insert(0);
+            *count += 1;
+            *count
+        };
+        let max = state.max_in_flight.entry(path.clone()).or_insert(0);
+        *max = (*max).max(in_flight);
+        state.delay
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut state = state.lock().expect("receiver lock");
-    state.received.push(Received {
-        path: uri.path().to_string(),
-        headers,
-        body,
-    });
+    if let Some(count) = state.in_flight.get_mut(&path) {
+        *count -= 1;
+    }
+    state.received.push(Received { path, headers, body });
     (
         state.status,
         [("content-type", "application/json")],

@@ -48,6 +48,9 @@ pub struct Config {
     /// How long a revoked partition waits for in-flight requests before it is released. Must
     /// exceed the largest destination timeout (30 s), so a request never outlives its partition.
     pub drain_timeout_ms: u64,
+    /// How long a revoked partition keeps working through the tasks it already accepted before
+    /// it stops (finishing them avoids duplicates when partitions move at a clean rebalance).
+    pub handover_timeout_ms: u64,
     /// How long destination settings are reused before the router is asked again.
     pub destination_cache_ttl_ms: u64,
     /// Bytes of a destination's response kept in the log.
@@ -66,6 +69,7 @@ impl Default for Config {
             consumer_group: "carrier-delivery".into(),
             max_pending_per_partition: 10_000,
             drain_timeout_ms: 35_000,
+            handover_timeout_ms: 10_000,
             destination_cache_ttl_ms: 1_000,
             response_excerpt_bytes: 1_024,
             retry: retry::RetryPolicy::default(),

@@ -33,6 +33,7 @@ pub fn start(
         group_id: config.consumer_group.clone(),
         client_id: "carrier-notifier".into(),
         max_pending_per_partition: config.batch_size * 20,
+        handover_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(10),
         commit_interval: Duration::from_millis(500),
     };

@@ -33,6 +33,7 @@ pub fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<tok
         group_id: config.consumer_group.clone(),
         client_id: "carrier-router".into(),
         max_pending_per_partition: config.max_pending_per_partition,
+        handover_timeout: Duration::from_millis(config.handover_timeout_ms),
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         commit_interval: Duration::from_millis(200),
     };

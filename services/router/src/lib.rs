@@ -42,6 +42,9 @@ pub struct Config {
     pub max_pending_per_partition: usize,
     /// How long a revoked partition waits for its in-flight writes.
     pub drain_timeout_ms: u64,
+    /// How long a revoked partition keeps working through the tasks it already accepted before
+    /// it stops (finishing them avoids duplicates when partitions move at a clean rebalance).
+    pub handover_timeout_ms: u64,
     /// Default timeout of a destination that does not set one.
     pub default_destination_timeout_ms: u32,
 }
@@ -56,6 +59,7 @@ impl Default for Config {
             consumer_group: "carrier-router".into(),
             max_pending_per_partition: 10_000,
             drain_timeout_ms: 15_000,
+            handover_timeout_ms: 10_000,
             default_destination_timeout_ms: 10_000,
         }
     }

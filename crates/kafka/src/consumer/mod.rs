@@ -53,7 +53,11 @@ pub struct ConsumerOptions {
     pub client_id: String,
     /// Past this many unfinished records in one partition, its fetching pauses until half drain.
     pub max_pending_per_partition: usize,
-    /// How long a revoke (or shutdown) waits for in-flight work before releasing the partition.
+    /// How long a revoked (or shut down) partition keeps working through the records it already
+    /// accepted before it stops starting new work. Finishing them avoids handing the next owner
+    /// records whose work was done but not committed (duplicates at a clean rebalance).
+    pub handover_timeout: Duration,
+    /// Then, how long it waits for work in flight before releasing the partition anyway.
     pub drain_timeout: Duration,
     /// How often finished offsets are committed.
     pub commit_interval: Duration,
@@ -128,6 +132,19 @@ impl Shared {
                 .filter_map(|p| slots.remove(p).map(|slot| (*p, slot)))
                 .collect()
         };
+        // 1. Hand-over: nothing new is dispatched (the slots are gone); accepted work goes on.
+        let handover_deadline = Instant::now() + self.options.handover_timeout;
+        for (partition, slot) in &released {
+            if !slot.tracker.wait_drained_until(handover_deadline) {
+                tracing::info!(
+                    topic = %self.options.topic,
+                    partition,
+                    unfinished = slot.tracker.pending(),
+                    "accepted records not finished within the hand-over timeout; the next owner reads them again"
+                );
+            }
+        }
+        // 2. Stop starting work; wait for what is in flight (the late-request trap).
         for (_, slot) in &released {
             slot.tracker.release();
         }

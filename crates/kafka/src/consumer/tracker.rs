@@ -53,7 +53,11 @@ impl OffsetTracker {
 
     /// The work of `offset` is final: it no longer holds the commit back.
     pub fn finish(&self, offset: i64) {
-        self.state.lock().expect("tracker lock").pending.remove(&offset);
+        let mut state = self.state.lock().expect("tracker lock");
+        state.pending.remove(&offset);
+        if state.pending.is_empty() && state.active == 0 {
+            self.idle.notify_all();
+        }
     }
 
     /// The offset to commit: the oldest unfinished one, or one past the last seen when all are
@@ -94,6 +98,24 @@ impl OffsetTracker {
         }
     }
 
+    /// Waits until every accepted record is finished and nothing is in flight, or `deadline`
+    /// passes. True when drained.
+    pub(crate) fn wait_drained_until(&self, deadline: Instant) -> bool {
+        let mut state = self.state.lock().expect("tracker lock");
+        while !state.pending.is_empty() || state.active > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .idle
+                .wait_timeout(state, deadline - now)
+                .expect("tracker lock")
+                .0;
+        }
+        true
+    }
+
     /// Waits until no work is in flight or `deadline` passes. True when idle.
     pub(crate) fn wait_idle_until(&self, deadline: Instant) -> bool {
         let mut state = self.state.lock().expect("tracker lock");
@@ -122,6 +144,7 @@ impl Drop for ActivityGuard {
         let mut state = self.tracker.state.lock().expect("tracker lock");
         state.active -= 1;
         if state.active == 0 {
+            // Wakes both waits: for idleness, and (when nothing is pending) for a drain.
             self.tracker.idle.notify_all();
         }
     }

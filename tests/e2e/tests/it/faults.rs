@@ -159,3 +159,97 @@ async fn killing_the_delivery_worker_mid_stream_loses_nothing_and_keeps_order() 
     let _ = replacement.wait().await;
     stack.stop().await;
 }
+
+/// SIGTERM: the worker drains its in-flight requests, commits, and leaves the group.
+async fn terminate(child: &mut tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("graceful exit in time");
+    assert!(
+        exit.expect("exit status").success(),
+        "a SIGTERM'd worker exits cleanly"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_joining_and_leaving_keep_one_request_in_flight_per_destination_and_order() {
+    const MESSAGES: usize = 150;
+    const DESTINATIONS: usize = 4;
+    let stack = Stack::start(StackOptions {
+        delivery_in_process: false,
+        ..StackOptions::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    // Slow answers keep requests in flight while partitions move.
+    receiver.respond_after(Duration::from_millis(30));
+    let api = &stack.api;
+    let organization = api.create_organization("Scaling Hospital").await;
+    let source = api.create_source(&organization, "production").await;
+    for index in 0..DESTINATIONS {
+        let destination = api
+            .create_destination(&organization, &receiver.url(&format!("d{index}")), "production")
+            .await;
+        api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
+            .await;
+    }
+    let token = api.token(&source).await;
+    for sequence in 0..MESSAGES {
+        let (status, _) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200);
+    }
+
+    let mut first = stack.spawn_delivery_process();
+    carrier_testkit::eventually(Duration::from_secs(60), "deliveries to start", || {
+        let count = receiver.received().len();
+        async move { (count >= 40).then_some(()) }
+    })
+    .await;
+    // A second worker joins: partitions are split between the two mid-stream.
+    let mut second = stack.spawn_delivery_process();
+    carrier_testkit::eventually(Duration::from_secs(60), "progress with two workers", || {
+        let count = receiver.received().len();
+        async move { (count >= 250).then_some(()) }
+    })
+    .await;
+    // The first leaves: the second takes every partition.
+    terminate(&mut first).await;
+
+    let expected: Vec<u64> = (0..MESSAGES as u64).collect();
+    carrier_testkit::eventually(
+        Duration::from_secs(120),
+        "every message at every destination",
+        || {
+            let done = (0..DESTINATIONS).all(|index| {
+                first_arrivals(&sequences(&receiver.received_on(&format!("d{index}")), None)).len()
+                    == MESSAGES
+            });
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    for index in 0..DESTINATIONS {
+        let path = format!("d{index}");
+        let arrivals = sequences(&receiver.received_on(&path), None);
+        assert_eq!(
+            first_arrivals(&arrivals),
+            expected,
+            "{path}: complete and in order"
+        );
+        assert_eq!(arrivals.len(), MESSAGES, "{path}: no duplicates without a crash");
+        assert_eq!(
+            receiver.max_in_flight(&path),
+            1,
+            "{path}: never two requests at once"
+        );
+    }
+    terminate(&mut second).await;
+    stack.stop().await;
+}

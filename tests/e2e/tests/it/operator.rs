@@ -97,8 +97,16 @@ async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
         state["head_log_id"] == log_ids[1].as_str()
     })
     .await;
-    let (_, log) = api.log(&token, &log_ids[0]).await;
-    assert_eq!(log["status"], "cancelled", "{log}");
+    carrier_testkit::eventually(Duration::from_secs(30), "the skipped log to be cancelled", || {
+        let api = api.clone();
+        let token = token.clone();
+        let log_id = log_ids[0].clone();
+        async move {
+            let (_, log) = api.log(&token, &log_id).await;
+            (log["status"] == "cancelled").then_some(())
+        }
+    })
+    .await;
 
     // Pause: no attempts while paused, even once the receiver is healthy again.
     let (status, state) = api
