@@ -33,3 +33,48 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[(&str, i32)]) -> 
     }
     Ok(())
 }
+
+/// Reads the record at `offset` of `topic`/`partition`, without joining a group. `None` when it
+/// no longer exists (retention) or did not arrive within `timeout`.
+pub async fn fetch_one(
+    settings: &KafkaSettings,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", "carrier-fetch-one")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+        .set("fetch.message.max.bytes", crate::MAX_RECORD_BYTES.to_string())
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&assignment)?;
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) if message.offset() == offset => {
+                    return Ok(Some(message.payload().unwrap_or_default().to_vec()))
+                }
+                Some(Ok(message)) if message.offset() > offset => return Ok(None),
+                Some(Ok(_)) | None => {}
+                Some(Err(error)) => {
+                    tracing::debug!(%error, offset, "fetching one record failed");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .unwrap_or(Ok(None))
+}

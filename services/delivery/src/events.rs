@@ -48,6 +48,8 @@ impl LogEvents {
             at_ms: chrono::Utc::now().timestamp_millis(),
             environment: environment.to_string(),
             sequence,
+            task_partition: None,
+            task_offset: None,
         };
         self.write(&event).await
     }
@@ -101,6 +103,8 @@ impl LogEvents {
             at_ms: result.started_at_ms + result.duration.as_millis() as i64,
             environment: environment.to_string(),
             sequence: 0,
+            task_partition: None,
+            task_offset: None,
         };
         self.write(&event).await
     }

@@ -23,6 +23,12 @@ struct LogRow<'a> {
     status_seq: i32,
     attempts: i32,
     updated_at_ms: i64,
+    /// Where the log's delivery task is (from its creation event).
+    task_position: Option<(i32, i64)>,
+}
+
+fn task_position(event: &LogEvent) -> Option<(i32, i64)> {
+    Some((event.task_partition?, event.task_offset?))
 }
 
 /// The sequence of an event: its explicit `sequence` (an operator's skip), else the attempt
@@ -57,6 +63,7 @@ pub async fn write(pool: &PgPool, events: &[&LogEvent]) -> Result<(), sqlx::Erro
                     row.event = event;
                 }
                 row.attempts = row.attempts.max(attempt_number(event));
+                row.task_position = row.task_position.or(task_position(event));
                 row.updated_at_ms = row.updated_at_ms.max(event.at_ms);
             })
             .or_insert(LogRow {
@@ -65,6 +72,7 @@ pub async fn write(pool: &PgPool, events: &[&LogEvent]) -> Result<(), sqlx::Erro
                 status_seq: seq,
                 attempts: attempt_number(event),
                 updated_at_ms: event.at_ms,
+                task_position: task_position(event),
             });
     }
 
@@ -82,7 +90,11 @@ pub async fn write(pool: &PgPool, events: &[&LogEvent]) -> Result<(), sqlx::Erro
     let mut attempt_counts = Vec::with_capacity(rows.len());
     let mut received = Vec::with_capacity(rows.len());
     let mut updated = Vec::with_capacity(rows.len());
+    let mut task_partitions = Vec::with_capacity(rows.len());
+    let mut task_offsets = Vec::with_capacity(rows.len());
     for row in rows.values() {
+        task_partitions.push(row.task_position.map(|(partition, _)| partition));
+        task_offsets.push(row.task_position.map(|(_, offset)| offset));
         let event = row.event;
         ids.push(uuid(&event.log_id));
         message_ids.push(uuid(&event.message_id));
@@ -124,16 +136,19 @@ pub async fn write(pool: &PgPool, events: &[&LogEvent]) -> Result<(), sqlx::Erro
     let mut transaction = pool.begin().await?;
     sqlx::query(
         "INSERT INTO logs (id, message_id, destination_id, organization_id, source_id, data_model, event_type,
-                           environment, test, status, status_seq, attempts, received_at, updated_at)
+                           environment, test, status, status_seq, attempts, received_at, updated_at,
+                           task_partition, task_offset)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
                               $8::text[], $9::bool[], $10::text[], $11::int[], $12::int[], $13::timestamptz[],
-                              $14::timestamptz[])
+                              $14::timestamptz[], $15::int[], $16::bigint[])
          ON CONFLICT (id) DO UPDATE SET
             status = CASE WHEN EXCLUDED.status_seq >= logs.status_seq THEN EXCLUDED.status ELSE logs.status END,
             status_seq = GREATEST(logs.status_seq, EXCLUDED.status_seq),
             attempts = GREATEST(logs.attempts, EXCLUDED.attempts),
             environment = CASE WHEN logs.environment = '' THEN EXCLUDED.environment ELSE logs.environment END,
-            updated_at = GREATEST(logs.updated_at, EXCLUDED.updated_at)",
+            updated_at = GREATEST(logs.updated_at, EXCLUDED.updated_at),
+            task_partition = COALESCE(logs.task_partition, EXCLUDED.task_partition),
+            task_offset = COALESCE(logs.task_offset, EXCLUDED.task_offset)",
     )
     .bind(&ids)
     .bind(&message_ids)
@@ -149,6 +164,8 @@ pub async fn write(pool: &PgPool, events: &[&LogEvent]) -> Result<(), sqlx::Erro
     .bind(&attempt_counts)
     .bind(&received)
     .bind(&updated)
+    .bind(&task_partitions)
+    .bind(&task_offsets)
     .execute(&mut *transaction)
     .await?;
     if !attempt_logs.is_empty() {

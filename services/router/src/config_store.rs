@@ -307,6 +307,22 @@ impl ConfigStore {
         Ok(destination_from_row(&row))
     }
 
+    /// Asks delivery to attempt the held head `log_id` now.
+    pub async fn retry_head_now(&self, id: &str, log_id: &str) -> Result<pb::Destination> {
+        let id = parse_id("destination", id)?;
+        let log_id = parse_id("log", log_id)?;
+        let row = sqlx::query(
+            "UPDATE destinations SET retry_log_id = $2, retry_requested_at = now(), updated_at = now()
+             WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .bind(log_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("destination {id} does not exist")))?;
+        Ok(destination_from_row(&row))
+    }
+
     pub async fn create_subscription(
         &self,
         request: pb::CreateSubscriptionRequest,
@@ -494,5 +510,13 @@ fn destination_from_row(row: &sqlx::postgres::PgRow) -> pb::Destination {
             .get::<Option<Uuid>, _>("skip_log_id")
             .map(|id| id.to_string())
             .unwrap_or_default(),
+        retry_log_id: row
+            .get::<Option<Uuid>, _>("retry_log_id")
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        retry_requested_at_ms: row
+            .get::<Option<DateTime<Utc>>, _>("retry_requested_at")
+            .map(millis)
+            .unwrap_or(0),
     }
 }

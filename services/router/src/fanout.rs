@@ -13,7 +13,7 @@ use carrier_kafka::consumer::{self, ConsumerOptions, OffsetTracker, PartitionPro
 use carrier_kafka::producer::{self, Ordering};
 use carrier_kafka::rdkafka::producer::FutureProducer;
 use carrier_kafka::Topics;
-use carrier_proto::records_v1::{DeliveryTask, InboundMessage, LogEvent, LogStatus};
+use carrier_proto::records_v1::{DeliveryTask, InboundMessage, LogEvent, LogStatus, Route};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -90,9 +90,9 @@ impl PartitionProcessor for PartitionFanOut {
             }
         };
         let guard = self.tracker.activity();
-        // Issue every write now, in order, on this (the consumer) thread: the producer queues
-        // them in call order. Only the waiting for acknowledgements happens in a task.
-        let mut acks = Vec::with_capacity(message.routes.len() * 2);
+        // Issue every task write now, in order, on this (the consumer) thread: the producer
+        // queues them in call order. Waiting for acknowledgements happens in a task.
+        let mut task_acks = Vec::with_capacity(message.routes.len());
         for route in &message.routes {
             let task = DeliveryTask {
                 log_id: route.log_id.clone(),
@@ -106,44 +106,43 @@ impl PartitionProcessor for PartitionFanOut {
                 received_at_ms: message.received_at_ms,
                 content_type: message.content_type.clone(),
                 body: message.body.clone(),
+                previous_attempts: 0,
+                retry_id: String::new(),
             };
-            let event = LogEvent {
-                log_id: route.log_id.clone(),
-                message_id: message.message_id.clone(),
-                destination_id: route.destination_id.clone(),
-                organization_id: message.organization_id.clone(),
-                source_id: message.source_id.clone(),
-                data_model: message.data_model.clone(),
-                event_type: message.event_type.clone(),
-                test: message.test,
-                received_at_ms: message.received_at_ms,
-                status: LogStatus::Queued as i32,
-                attempt: None,
-                at_ms: message.received_at_ms,
-                sequence: 0,
-                environment: message.environment.clone(),
-            };
-            acks.push(producer::enqueue(
+            task_acks.push(producer::enqueue(
                 &self.producer,
                 &self.topics.deliveries,
                 &route.destination_id,
                 &task.encode_to_vec(),
             ));
-            acks.push(producer::enqueue(
-                &self.producer,
-                &self.topics.log_events,
-                &route.destination_id,
-                &event.encode_to_vec(),
-            ));
         }
+        let producer = self.producer.clone();
+        let log_events = self.topics.log_events.clone();
         let tracker = self.tracker.clone();
-        let routes = message.routes.len();
         self.runtime.spawn(async move {
             let mut failed = false;
-            for ack in acks {
-                if let Err(error) = producer::acknowledged(ack).await {
+            // Each log's `queued` event says where its task landed (for manual retries); the
+            // events' order does not matter (a status only moves forward).
+            let mut events = Vec::with_capacity(message.routes.len());
+            for (route, ack) in message.routes.iter().zip(task_acks) {
+                match producer::acknowledged(ack).await {
+                    Ok((partition, task_offset)) => {
+                        let event = queued_event(&message, route, partition, task_offset);
+                        events.push((route.destination_id.as_str(), event.encode_to_vec()));
+                    }
+                    Err(error) => {
+                        failed = true;
+                        tracing::error!(%error, offset, "writing a delivery task failed; the message will be routed again after a restart");
+                    }
+                }
+            }
+            let event_acks = events.iter().map(|(key, payload)| {
+                producer::send(&producer, &log_events, key, payload, None, producer::WhenFull::Wait)
+            });
+            for result in futures::future::join_all(event_acks).await {
+                if let Err(error) = result {
                     failed = true;
-                    tracing::error!(%error, offset, "writing a delivery task failed; the message will be routed again after a restart");
+                    tracing::error!(%error, offset, "writing a queued log event failed; the message will be routed again after a restart");
                 }
             }
             if failed {
@@ -152,10 +151,32 @@ impl PartitionProcessor for PartitionFanOut {
                 metrics().0.with_label_values(&["failed"]).inc();
             } else {
                 metrics().0.with_label_values(&["routed"]).inc();
-                tracing::debug!(offset, routes, "message routed");
+                tracing::debug!(offset, routes = message.routes.len(), "message routed");
                 tracker.finish(offset);
             }
             drop(guard);
         });
+    }
+}
+
+/// The creation event of one log: status `queued`, with where its task landed.
+fn queued_event(message: &InboundMessage, route: &Route, task_partition: i32, task_offset: i64) -> LogEvent {
+    LogEvent {
+        log_id: route.log_id.clone(),
+        message_id: message.message_id.clone(),
+        destination_id: route.destination_id.clone(),
+        organization_id: message.organization_id.clone(),
+        source_id: message.source_id.clone(),
+        data_model: message.data_model.clone(),
+        event_type: message.event_type.clone(),
+        test: message.test,
+        received_at_ms: message.received_at_ms,
+        status: LogStatus::Queued as i32,
+        attempt: None,
+        at_ms: message.received_at_ms,
+        environment: message.environment.clone(),
+        sequence: 0,
+        task_partition: Some(task_partition),
+        task_offset: Some(task_offset),
     }
 }

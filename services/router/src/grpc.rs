@@ -125,4 +125,14 @@ impl ConfigService for Service {
             self.store.skip_head(&request.id, &request.log_id).await?,
         ))
     }
+
+    async fn retry_head_now(
+        &self,
+        request: Request<pb::SkipHeadRequest>,
+    ) -> Result<Response<pb::Destination>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.store.retry_head_now(&request.id, &request.log_id).await?,
+        ))
+    }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use carrier_config::Environment;
 use carrier_kafka::consumer::{self, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
 use carrier_kafka::Topics;
+use carrier_proto::config_v1::Destination;
 use carrier_proto::records_v1::{DeliveryTask, LogStatus};
 use carrier_telemetry::prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
 use prost::Message;
@@ -436,7 +437,7 @@ async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destinati
                     .finished_logs
                     .lock()
                     .expect("finished logs lock")
-                    .contains(&queued.task.log_id)
+                    .contains(&finished_key(&queued.task))
                 {
                     tracing::debug!(log_id = %queued.task.log_id, "duplicate task of a finished log skipped");
                     complete(&shared, &partition, &queued);
@@ -450,6 +451,16 @@ async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destinati
         }
     }
     metrics().lanes.with_label_values(NO_LABELS).dec();
+}
+
+/// What identifies a finished task for duplicate detection: its log, and for a manual retry
+/// also the retry (a log may be retried, and each retry is a task of its own).
+fn finished_key(task: &DeliveryTask) -> String {
+    if task.retry_id.is_empty() {
+        task.log_id.clone()
+    } else {
+        format!("{}/{}", task.log_id, task.retry_id)
+    }
 }
 
 /// Parked tasks read from the store per query.
@@ -537,7 +548,12 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
     let tracker = &partition.tracker;
     let released = tracker.released_token().clone();
     let destination_id = queued.task.destination_id.clone();
-    let mut number: u32 = 1;
+    // A manual retry numbers its attempts after the log's earlier ones; the retry rules count
+    // from its own first attempt.
+    let previous_attempts = queued.task.previous_attempts;
+    let mut number: u32 = previous_attempts + 1;
+    // When the last attempt started: a manual "retry now" newer than this wakes the head.
+    let mut last_attempt_ms: i64 = 0;
     // Whether this head wrote a held-queue row (which must go when the head is final), whether
     // an operator pause holds it now, and the last attempt's error.
     let mut held = false;
@@ -596,7 +612,8 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
             release_hold(shared, &mut held, &destination_id).await;
             return parked_offset;
         }
-        if destination.paused_by_operator {
+        let retry_now = retry_requested(&destination, &queued.task.log_id, last_attempt_ms);
+        if destination.paused_by_operator && !retry_now {
             drop(activity);
             if !held_by_operator {
                 tracing::info!(destination_id = %task.destination_id, "destination paused by an operator");
@@ -617,7 +634,8 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
             }
             return None;
         }
-        held_by_operator = false;
+        held_by_operator = held_by_operator && destination.paused_by_operator;
+        last_attempt_ms = chrono::Utc::now().timestamp_millis();
         let result = attempt::send(&shared.client, &destination, task, number, shared.excerpt_bytes).await;
         metrics()
             .attempts
@@ -628,10 +646,11 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
             .with_label_values(NO_LABELS)
             .observe(result.duration.as_secs_f64());
         let environment = destination.environment.parse().unwrap_or(Environment::Production);
+        let nth_try = number - previous_attempts;
         match shared.policy.decide(
             environment,
             task.test,
-            number,
+            nth_try,
             result.success,
             rand::random::<f64>(),
         ) {
@@ -699,10 +718,57 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
                 if production {
                     enter_parked_mode(shared, partition, &mut queued).await;
                 }
-                if !sleep_unless_released(&released, delay).await {
+                if !sleep_until_retry(
+                    shared,
+                    &released,
+                    delay,
+                    &destination_id,
+                    &queued.task.log_id,
+                    last_attempt_ms,
+                )
+                .await
+                {
                     return None;
                 }
                 number += 1;
+            }
+        }
+    }
+}
+
+/// Whether a manual retry asked to attempt `log_id` now, after the attempt started at
+/// `last_attempt_ms`.
+fn retry_requested(destination: &Destination, log_id: &str, last_attempt_ms: i64) -> bool {
+    destination.retry_log_id == log_id && destination.retry_requested_at_ms > last_attempt_ms
+}
+
+/// The backoff before the next attempt of a held head: sleeps `delay`, but wakes early when a
+/// manual retry asks for the head now. False when the partition was released first.
+async fn sleep_until_retry(
+    shared: &Shared,
+    released: &CancellationToken,
+    delay: Duration,
+    destination_id: &str,
+    log_id: &str,
+    last_attempt_ms: i64,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        if !sleep_unless_released(released, (deadline - now).min(OPERATOR_PAUSE_RECHECK)).await {
+            return false;
+        }
+        if let Ok(destination) = shared.destinations.get(destination_id).await {
+            if retry_requested(&destination, log_id, last_attempt_ms) {
+                tracing::info!(
+                    destination_id,
+                    log_id,
+                    "manual retry: attempting the held head now"
+                );
+                return true;
             }
         }
     }
@@ -764,7 +830,7 @@ fn finish(
         .finished_logs
         .lock()
         .expect("finished logs lock")
-        .insert(queued.task.log_id.clone());
+        .insert(finished_key(&queued.task));
     let shared_for_task = shared.clone();
     let partition = partition.clone();
     shared.runtime.spawn(async move {

@@ -5,6 +5,7 @@ mod endpoint;
 mod logs;
 mod oauth;
 mod queues;
+mod retry;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/oauth/token", post(oauth::token))
         .route("/endpoint", post(endpoint::post))
         .route("/v1/logs/{id}", get(logs::get_one))
+        .route("/v1/logs/{id}/retry", post(retry::retry))
         .route("/v1/organizations", post(admin::create_organization))
         .route("/v1/organizations/{id}", get(admin::get_organization))
         .route("/v1/sources", post(admin::create_source))

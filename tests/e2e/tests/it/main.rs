@@ -2,6 +2,7 @@
 //! `make test` starts the infrastructure; `CARRIER_TEST_BROKERS` points at the broker.
 
 mod faults;
+mod manual_retry;
 mod operator;
 mod parking;
 mod pipeline;

@@ -1,0 +1,125 @@
+//! `POST /v1/logs/{id}/retry`: a new attempt on an existing log (delivered, failed, test or
+//! cancelled), queued behind the destination's waiting messages; the held head of a queue is
+//! attempted now instead.
+//!
+//! The message is read again from its delivery task in `carrier.deliveries` (the log records
+//! where it is), so a retry is possible as long as that topic retains it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use carrier_proto::config_v1::SkipHeadRequest;
+use carrier_proto::records_v1::DeliveryTask;
+use carrier_proto::ErrorKind;
+use carrier_store::sqlx::{self, Row};
+use prost::Message;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::auth::{self, Caller};
+use crate::error::ApiError;
+use crate::AppState;
+
+pub async fn retry(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let caller = auth::caller(
+        &headers,
+        &state.tokens,
+        state.config.admin_token.as_deref().expect("validated"),
+    )?;
+    let not_found = || ApiError::not_found(format!("Log {id} not found"));
+    let log_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let row = sqlx::query("SELECT destination_id, organization_id, attempts, task_partition, task_offset FROM logs WHERE id = $1")
+        .bind(log_id)
+        .fetch_optional(&state.log_store)
+        .await?
+        .ok_or_else(not_found)?;
+    let organization_id: Uuid = row.get("organization_id");
+    if let Caller::Source {
+        organization_id: caller_organization,
+        ..
+    } = &caller
+    {
+        if caller_organization != &organization_id.to_string() {
+            return Err(not_found());
+        }
+    }
+    let destination_id: Uuid = row.get("destination_id");
+
+    let head: Option<Uuid> =
+        sqlx::query_scalar("SELECT head_log_id FROM destination_queues WHERE destination_id = $1")
+            .bind(destination_id)
+            .fetch_optional(&state.log_store)
+            .await?
+            .flatten();
+    if head == Some(log_id) {
+        let request = SkipHeadRequest {
+            id: destination_id.to_string(),
+            log_id: log_id.to_string(),
+        };
+        state.router.clone().retry_head_now(request).await?;
+        tracing::info!(%log_id, %destination_id, "manual retry of a held head: attempting now");
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "log_id": id, "attempting_now": true })),
+        ));
+    }
+
+    let (Some(partition), Some(offset)) = (
+        row.get::<Option<i32>, _>("task_partition"),
+        row.get::<Option<i64>, _>("task_offset"),
+    ) else {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("Log {id} is not ready for a retry yet; try again shortly"),
+        ));
+    };
+    let payload = carrier_kafka::admin::fetch_one(
+        &state.config.kafka,
+        &state.topics.deliveries,
+        partition,
+        offset,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|error| {
+        tracing::warn!(%error, %log_id, "reading a delivery task for a manual retry failed");
+        ApiError::new(
+            ErrorKind::QueueRejected,
+            "The message could not be read from the queue; retry later",
+        )
+    })?
+    .ok_or_else(|| ApiError::not_found(format!("The message of log {id} is no longer retained")))?;
+    let mut task = DeliveryTask::decode(payload.as_slice())
+        .map_err(|_| ApiError::internal(format!("The stored message of log {id} is unreadable")))?;
+    if task.log_id != log_id.to_string() {
+        return Err(ApiError::internal(format!(
+            "The queue position recorded for log {id} holds another log"
+        )));
+    }
+    task.previous_attempts = row.get::<i32, _>("attempts").max(0) as u32;
+    let retry_id = Uuid::now_v7().to_string();
+    task.retry_id = retry_id.clone();
+    let payload = task.encode_to_vec();
+    carrier_kafka::producer::send(
+        &state.producer,
+        &state.topics.deliveries,
+        &task.destination_id,
+        &payload,
+        None,
+        carrier_kafka::producer::WhenFull::Fail,
+    )
+    .await
+    .map_err(|error| ApiError::new(error.kind(), "The retry could not be queued; nothing changed"))?;
+    tracing::info!(%log_id, retry_id, "manual retry queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "log_id": id, "retry_id": retry_id, "attempting_now": false })),
+    ))
+}
