@@ -35,6 +35,8 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
 #[derive(Debug, Clone)]
 struct LoadResult {
     label: String,
+    /// Every 200, warm-up included.
+    total_ok: usize,
     accepted: usize,
     failed: usize,
     seconds: f64,
@@ -96,6 +98,7 @@ async fn load(
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut failed = 0usize;
+            let mut total_ok = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let mut request = client
@@ -113,6 +116,7 @@ async fn load(
                     }
                     Err(_) => false,
                 };
+                total_ok += usize::from(ok);
                 if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                     if ok {
                         latencies.push(started.elapsed());
@@ -121,7 +125,7 @@ async fn load(
                     }
                 }
             }
-            (latencies, failed)
+            (latencies, failed, total_ok)
         }));
     }
     tokio::time::sleep(warmup).await;
@@ -132,14 +136,17 @@ async fn load(
     let elapsed = started.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     let mut failed = 0;
+    let mut total_ok = 0;
     for worker in workers {
-        let (worker_latencies, worker_failed) = worker.await.expect("worker");
+        let (worker_latencies, worker_failed, worker_ok) = worker.await.expect("worker");
         latencies.extend(worker_latencies);
         failed += worker_failed;
+        total_ok += worker_ok;
     }
     latencies.sort();
     LoadResult {
         label: label.to_string(),
+        total_ok,
         accepted: latencies.len(),
         failed,
         seconds: elapsed,
@@ -180,7 +187,10 @@ async fn start_ceiling(
 }
 
 struct Arrivals {
+    /// Send → arrival of the latency run's messages.
     latencies: Mutex<Vec<Duration>>,
+    /// How many of the load run's messages arrived.
+    load: std::sync::atomic::AtomicUsize,
 }
 
 fn unix_micros() -> i64 {
@@ -250,15 +260,16 @@ async fn main() -> anyhow::Result<()> {
     let output = env_or("CARRIER_BENCH_OUT", ".run/bench/results.md");
 
     // A receiver in this process, for the destinations of the run.
-    let arrivals = Arc::new(Arrivals {
-        latencies: Mutex::new(Vec::new()),
-    });
+    let arrivals = Arc::new(Arrivals { latencies: Mutex::new(Vec::new()), load: Default::default() });
     let receiver_arrivals = arrivals.clone();
     let app = axum::Router::new().route(
         "/{*path}",
-        post(move |body: Bytes| {
+        post(move |uri: axum::http::Uri, body: Bytes| {
             let arrivals = receiver_arrivals.clone();
             async move {
+                if uri.path() == "/load" {
+                    arrivals.load.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Ok(value) = serde_json::from_slice::<Value>(&body) {
                     if let Some(sent) = value["SentMicros"].as_i64() {
                         let micros = (unix_micros() - sent).max(0) as u64;
@@ -331,6 +342,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = ceiling.start_kill();
     let _ = ceiling.wait().await;
     println!("measuring Carrier ingress ({connections} connections, {seconds} s)");
+    let load_started = Instant::now();
     let carrier_result = load(
         "carrier /endpoint",
         &format!("{ingress}/endpoint"),
@@ -340,8 +352,26 @@ async fn main() -> anyhow::Result<()> {
         seconds,
     )
     .await;
-    // Let the load's deliveries drain before measuring latency.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The load's deliveries (one destination, strictly in order) drain before latency is
+    // measured; how fast they drain is the single-destination delivery rate.
+    let drain_deadline = Instant::now() + Duration::from_secs(300);
+    let mut last_count = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let count = arrivals.load.load(Ordering::Relaxed);
+        if count >= carrier_result.total_ok || Instant::now() > drain_deadline {
+            break;
+        }
+        if count != last_count {
+            last_count = count;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered_after_load = arrivals.load.load(Ordering::Relaxed);
+    let drain_seconds = last_progress.duration_since(load_started).as_secs_f64();
     println!("measuring end-to-end latency ({e2e_rate} msg/s, {e2e_seconds} s)");
     let (e2e_accepted, e2e_arrived, e2e_p50, e2e_p99) =
         end_to_end(&api, &token, arrivals, e2e_rate, e2e_seconds).await?;
@@ -368,6 +398,11 @@ async fn main() -> anyhow::Result<()> {
     ));
     report.push_str(&format!(
         "\nend to end, one destination at {e2e_rate} msg/s for {e2e_seconds} s: {e2e_accepted} accepted, {e2e_arrived} arrived, p50 {e2e_p50:.1} ms, p99 {e2e_p99:.1} ms (target p99 ≤ 25 ms)\n"
+    ));
+    report.push_str(&format!(
+        "\none destination, strictly in order: {delivered_after_load} of {} accepted load-run messages delivered, the last {drain_seconds:.1} s after the load began ({:.0} deliveries/s)\n",
+        carrier_result.total_ok,
+        delivered_after_load as f64 / drain_seconds
     ));
     println!("\n{report}");
     if let Some(parent) = std::path::Path::new(&output).parent() {
