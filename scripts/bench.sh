@@ -16,4 +16,6 @@ CARGO_TARGET_DIR="$CEILING_TARGET" cargo build --release --manifest-path "$CEILI
 bash "$REPO/scripts/down.sh"
 CARRIER_BUILD=release bash "$REPO/scripts/up.sh"
 cargo build --release -p carrier-bench
+RUN_DIR="${CARRIER_RUN_DIR:-$REPO/.run}"
+export CARRIER_BENCH_PAUSE_PIDS="$(cat "$RUN_DIR/pids/delivery.pid" "$RUN_DIR/pids/notifier.pid")"
 CARRIER_CEILING_BIN="$CEILING_TARGET/release/ceiling" "${CARGO_TARGET_DIR:-$REPO/target}/release/carrier-bench"

@@ -171,10 +171,11 @@ carrier_create_topics() {
     # ERROR lines out of the broker log.
     existing="$(NO_COLOR=1 "$bin" topic list --broker "$broker" 2>&1)" ||
         { echo "$existing" >&2; carrier_die "cannot list topics on $broker"; return 1; }
-    # NOTE: ${prefix}deliveries must stay at 64 partitions forever: records are
+    # NOTE: ${prefix}deliveries keeps its partition count forever: records are
     # partitioned by key, so changing the count after creation re-maps keys to
     # other partitions and breaks per-key ordering. Never alter or re-create it.
-    for spec in inbound:16 deliveries:64 log-events:16 notifications:4; do
+    # CARRIER_PARTITIONS overrides the counts (name:count pairs).
+    for spec in ${CARRIER_PARTITIONS:-inbound:16 deliveries:64 log-events:16 notifications:4}; do
         name="${prefix}${spec%%:*}" parts="${spec##*:}"
         if grep -qF "\"name\":\"$name\"" <<<"$existing"; then
             carrier_log "topic $name already exists"

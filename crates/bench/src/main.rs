@@ -244,6 +244,16 @@ async fn end_to_end(
     ))
 }
 
+/// Sends a signal (`-STOP`, `-CONT`) to space-separated process IDs.
+async fn signal(pids: &str, signal: &str) {
+    for pid in pids.split_whitespace() {
+        let _ = tokio::process::Command::new("kill")
+            .args([signal, pid])
+            .status()
+            .await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let ingress = env_or("CARRIER_URL", "http://127.0.0.1:8080");
@@ -260,7 +270,10 @@ async fn main() -> anyhow::Result<()> {
     let output = env_or("CARRIER_BENCH_OUT", ".run/bench/results.md");
 
     // A receiver in this process, for the destinations of the run.
-    let arrivals = Arc::new(Arrivals { latencies: Mutex::new(Vec::new()), load: Default::default() });
+    let arrivals = Arc::new(Arrivals {
+        latencies: Mutex::new(Vec::new()),
+        load: Default::default(),
+    });
     let receiver_arrivals = arrivals.clone();
     let app = axum::Router::new().route(
         "/{*path}",
@@ -344,14 +357,35 @@ async fn main() -> anyhow::Result<()> {
     println!("measuring Carrier ingress ({connections} connections, {seconds} s)");
     let load_started = Instant::now();
     let carrier_result = load(
-        "carrier /endpoint",
+        "carrier /endpoint, whole pipeline running",
         &format!("{ingress}/endpoint"),
         Some(&token),
-        body,
+        body.clone(),
         connections,
         seconds,
     )
     .await;
+    // Ingress on its own: delivery and notifier are stopped (SIGSTOP) so that only ingress, the
+    // router and the broker share the machine, as the ceiling had it; they catch up afterwards.
+    let paused_result = match std::env::var("CARRIER_BENCH_PAUSE_PIDS") {
+        Ok(pids) if !pids.trim().is_empty() => {
+            println!("measuring Carrier ingress with delivery and notifier stopped");
+            signal(&pids, "-STOP").await;
+            let result = load(
+                "carrier /endpoint, delivery and notifier stopped",
+                &format!("{ingress}/endpoint"),
+                Some(&token),
+                body,
+                connections,
+                seconds,
+            )
+            .await;
+            signal(&pids, "-CONT").await;
+            Some(result)
+        }
+        _ => None,
+    };
+    let total_accepted = carrier_result.total_ok + paused_result.as_ref().map(|r| r.total_ok).unwrap_or(0);
     // The load's deliveries (one destination, strictly in order) drain before latency is
     // measured; how fast they drain is the single-destination delivery rate.
     let drain_deadline = Instant::now() + Duration::from_secs(300);
@@ -359,7 +393,7 @@ async fn main() -> anyhow::Result<()> {
     let mut last_progress = Instant::now();
     loop {
         let count = arrivals.load.load(Ordering::Relaxed);
-        if count >= carrier_result.total_ok || Instant::now() > drain_deadline {
+        if count >= total_accepted || Instant::now() > drain_deadline {
             break;
         }
         if count != last_count {
@@ -383,7 +417,10 @@ async fn main() -> anyhow::Result<()> {
         chrono::Utc::now().to_rfc3339()
     ));
     report.push_str("| run | accepted msg/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|\n");
-    for result in [&ceiling_result, &carrier_result] {
+    for result in std::iter::once(&ceiling_result)
+        .chain([&carrier_result])
+        .chain(paused_result.iter())
+    {
         report.push_str(&format!(
             "| {} | {:.0} | {:.2} | {:.2} | {} |\n",
             result.label,
@@ -400,8 +437,7 @@ async fn main() -> anyhow::Result<()> {
         "\nend to end, one destination at {e2e_rate} msg/s for {e2e_seconds} s: {e2e_accepted} accepted, {e2e_arrived} arrived, p50 {e2e_p50:.1} ms, p99 {e2e_p99:.1} ms (target p99 ≤ 25 ms)\n"
     ));
     report.push_str(&format!(
-        "\none destination, strictly in order: {delivered_after_load} of {} accepted load-run messages delivered, the last {drain_seconds:.1} s after the load began ({:.0} deliveries/s)\n",
-        carrier_result.total_ok,
+        "\none destination, strictly in order: {delivered_after_load} of {total_accepted} accepted load-run messages delivered, the last {drain_seconds:.1} s after the load began ({:.0} deliveries/s)\n",
         delivered_after_load as f64 / drain_seconds
     ));
     println!("\n{report}");
