@@ -9,7 +9,11 @@
 //!
 //! Results go to stdout and to `CARRIER_BENCH_OUT` (default `.run/bench/results.md`), with the
 //! ratio to the ceiling computed in the run.
+//!
+//! `carrier-bench delivery` measures isolation, drain rate and memory instead (`delivery.rs`).
 #![forbid(unsafe_code)]
+
+mod delivery;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -268,6 +272,12 @@ async fn main() -> anyhow::Result<()> {
     let e2e_rate: u64 = env_number("CARRIER_BENCH_E2E_RATE", 500);
     let e2e_seconds: u64 = env_number("CARRIER_BENCH_E2E_SECONDS", 10);
     let output = env_or("CARRIER_BENCH_OUT", ".run/bench/results.md");
+    if std::env::args().nth(1).as_deref() == Some("delivery") {
+        let delivery_pid =
+            std::env::var("CARRIER_BENCH_DELIVERY_PID").context("CARRIER_BENCH_DELIVERY_PID")?;
+        let output = env_or("CARRIER_BENCH_OUT", ".run/bench/delivery.md");
+        return delivery::run(&ingress, &admin_token, &brokers, &delivery_pid, &output).await;
+    }
 
     // A receiver in this process, for the destinations of the run.
     let arrivals = Arc::new(Arrivals {
@@ -341,6 +351,12 @@ async fn main() -> anyhow::Result<()> {
     let ceiling_addr = "127.0.0.1:18080";
     let mut ceiling = start_ceiling(&ceiling_binary, &brokers, "bench.ceiling", ceiling_addr).await?;
 
+    // Latency first, on a quiet pipeline: the load runs leave backlogs (deliveries, log
+    // writes) that would otherwise be measured instead.
+    println!("measuring end-to-end latency ({e2e_rate} msg/s, {e2e_seconds} s)");
+    let (e2e_accepted, e2e_arrived, e2e_p50, e2e_p99) =
+        end_to_end(&api, &token, arrivals.clone(), e2e_rate, e2e_seconds).await?;
+
     let body = kilobyte_message();
     println!("measuring the ceiling ({connections} connections, {seconds} s)");
     let ceiling_result = load(
@@ -406,9 +422,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let delivered_after_load = arrivals.load.load(Ordering::Relaxed);
     let drain_seconds = last_progress.duration_since(load_started).as_secs_f64();
-    println!("measuring end-to-end latency ({e2e_rate} msg/s, {e2e_seconds} s)");
-    let (e2e_accepted, e2e_arrived, e2e_p50, e2e_p99) =
-        end_to_end(&api, &token, arrivals, e2e_rate, e2e_seconds).await?;
 
     let ratio = carrier_result.rate() / ceiling_result.rate();
     let mut report = String::new();
@@ -431,8 +444,14 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     report.push_str(&format!(
-        "\ningress / ceiling throughput ratio: **{ratio:.2}** (target ≥ 0.80)\n"
+        "\ningress / ceiling throughput ratio, whole pipeline running: **{ratio:.2}** (target ≥ 0.80)\n"
     ));
+    if let Some(paused) = &paused_result {
+        report.push_str(&format!(
+            "ingress / ceiling throughput ratio, delivery and notifier stopped: **{:.2}**\n",
+            paused.rate() / ceiling_result.rate()
+        ));
+    }
     report.push_str(&format!(
         "\nend to end, one destination at {e2e_rate} msg/s for {e2e_seconds} s: {e2e_accepted} accepted, {e2e_arrived} arrived, p50 {e2e_p50:.1} ms, p99 {e2e_p99:.1} ms (target p99 ≤ 25 ms)\n"
     ));

@@ -78,3 +78,22 @@ pub async fn fetch_one(
     .await
     .unwrap_or(Ok(None))
 }
+
+/// The number of partitions of `topic`.
+pub async fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<usize, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        Ok(metadata
+            .topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .unwrap_or(0))
+    })
+    .await
+    .unwrap_or(Ok(0))
+}
