@@ -179,3 +179,29 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     tracing::info!("ingress stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_refuses_to_start_without_its_secrets() {
+        let error = Config::default().validated().unwrap_err().to_string();
+        assert!(error.contains("admin_token"), "{error}");
+        let error = Config {
+            admin_token: Some("operator-token-123".into()),
+            ..Config::default()
+        }
+        .validated()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("token_signing_key"), "{error}");
+        let dev = Config {
+            profile: Profile::Dev,
+            ..Config::default()
+        }
+        .validated()
+        .unwrap();
+        assert_eq!(dev.admin_token.as_deref(), Some(DEV_ADMIN_TOKEN));
+    }
+}

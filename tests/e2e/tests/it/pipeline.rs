@@ -116,6 +116,40 @@ async fn one_message_reaches_three_destinations_with_its_headers_and_logs() {
     // Another organization's source cannot see these logs.
     let other_organization = api.create_organization("Elsewhere Clinic").await;
     let other_source = api.create_source(&other_organization, "production").await;
+    // ... nor subscribe to this organization's destinations, and environments do not mix.
+    let (status, body) = api
+        .admin(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(&json!({ "source_id": other_source.id, "destination_id": destinations[0]["id"], "data_model": "PatientAdmin" })),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["Meta"]["Errors"][0]["Text"]
+            .as_str()
+            .unwrap()
+            .contains("different organizations"),
+        "{body}"
+    );
+    let staging = api
+        .create_destination(&organization, &receiver.url("staging"), "staging")
+        .await;
+    let (status, body) = api
+        .admin(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(&json!({ "source_id": source.id, "destination_id": staging["id"], "data_model": "PatientAdmin" })),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["Meta"]["Errors"][0]["Text"]
+            .as_str()
+            .unwrap()
+            .contains("staging"),
+        "{body}"
+    );
     let other_token = api.token(&other_source).await;
     let (status, body) = api.log(&other_token, log_of.values().next().unwrap()).await;
     assert_eq!(status, 404, "{body}");
