@@ -142,6 +142,13 @@ pub async fn run(
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let healthy_messages = 5_000;
+    // How long the receiver takes per request (0: as fast as loopback allows).
+    let receiver_delay = Duration::from_millis(
+        std::env::var("CARRIER_BENCH_RECEIVER_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     let counters = Arc::new(Counters::default());
     let receiver_counters = counters.clone();
     let app = axum::Router::new().route(
@@ -149,6 +156,9 @@ pub async fn run(
         post(move |uri: axum::http::Uri, _body: Bytes| {
             let counter = receiver_counters.path(uri.path());
             async move {
+                if !receiver_delay.is_zero() {
+                    tokio::time::sleep(receiver_delay).await;
+                }
                 counter.count.fetch_add(1, Ordering::Relaxed);
                 *counter.last.lock().expect("lock") = Some(Instant::now());
                 r#"{"Meta":{"Errors":[]}}"#
@@ -281,7 +291,7 @@ pub async fn run(
     let peak_kib = memory_kib(delivery_pid, "VmHWM:");
 
     let report = format!(
-        "# Carrier delivery benchmark — {}\n\n\
+        "# Carrier delivery benchmark — {} (receiver delay {} ms)\n\n\
          | measure | value |\n|---|---|\n\
          | healthy deliveries/s, no held destination | {baseline:.0} |\n\
          | healthy deliveries/s, {queued} parked behind a paused destination in the same partition | {with_backlog:.0} |\n\
@@ -292,6 +302,7 @@ pub async fn run(
          | delivery RSS idle / with backlog parked / peak (MiB) | {:.1} / {:.1} / {:.1} |\n\
          | peak ÷ idle (target ≤ 2) | **{:.2}** |\n",
         chrono::Utc::now().to_rfc3339(),
+        receiver_delay.as_millis(),
         with_backlog / baseline,
         drain_rate / plain_rate,
         idle_kib as f64 / 1024.0,

@@ -87,11 +87,11 @@ impl ParkingStore {
         Ok(tasks)
     }
 
-    /// Removes a task whose log is final.
-    pub async fn remove(&self, destination_id: &str, offset: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM parked_tasks WHERE destination_id = $1 AND task_offset = $2")
+    /// Removes tasks whose logs are final.
+    pub async fn remove_many(&self, destination_id: &str, offsets: &[i64]) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM parked_tasks WHERE destination_id = $1 AND task_offset = ANY($2)")
             .bind(uuid(destination_id))
-            .bind(offset)
+            .bind(offsets)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -197,6 +197,10 @@ struct Lane {
     park_generation: u64,
     /// Tasks of this destination taken by the parker and not yet written.
     parking_in_flight: usize,
+    /// Parked tasks this lane took to deliver whose outcome is not recorded yet.
+    parked_unfinished: usize,
+    /// Offsets of parked tasks that are final: their rows are removed in one statement.
+    parked_done: Vec<i64>,
 }
 
 impl Lane {
@@ -206,6 +210,8 @@ impl Lane {
             parked: false,
             park_generation: 0,
             parking_in_flight: 0,
+            parked_unfinished: 0,
+            parked_done: Vec::new(),
         }
     }
 
@@ -215,6 +221,8 @@ impl Lane {
             parked: true,
             park_generation: 0,
             parking_in_flight: 0,
+            parked_unfinished: 0,
+            parked_done: Vec::new(),
         }
     }
 }
@@ -389,6 +397,7 @@ async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destinati
         match next {
             Next::Done => break,
             Next::ReadParked { generation } => {
+                remove_done_rows(&shared, &partition, &destination_id).await;
                 match shared
                     .parking
                     .next(&destination_id, parked_cursor, PARKED_BATCH)
@@ -413,6 +422,14 @@ async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destinati
                         }
                     }
                     Ok(tasks) => {
+                        if let Some(lane) = partition
+                            .lanes
+                            .lock()
+                            .expect("lanes lock")
+                            .get_mut(&destination_id)
+                        {
+                            lane.parked_unfinished += tasks.len();
+                        }
                         for parked in tasks {
                             parked_cursor = parked.offset;
                             parked_batch.push_back(Queued {
@@ -440,7 +457,7 @@ async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destinati
                     .contains(&finished_key(&queued.task))
                 {
                     tracing::debug!(log_id = %queued.task.log_id, "duplicate task of a finished log skipped");
-                    complete(&shared, &partition, &queued);
+                    complete(&partition, &queued);
                     continue;
                 }
                 // A task parked while it was the head is past the cursor now.
@@ -479,7 +496,13 @@ fn leave_parked_mode(partition: &PartitionState, destination_id: &str, generatio
         .iter()
         .any(|q| q.task.destination_id == destination_id);
     match lanes.get_mut(destination_id) {
-        Some(lane) if lane.park_generation == generation && lane.parking_in_flight == 0 && !waiting => {
+        Some(lane)
+            if lane.park_generation == generation
+                && lane.parking_in_flight == 0
+                && lane.parked_unfinished == 0
+                && lane.parked_done.is_empty()
+                && !waiting =>
+        {
             lane.parked = false;
             true
         }
@@ -489,18 +512,59 @@ fn leave_parked_mode(partition: &PartitionState, destination_id: &str, generatio
 
 /// Records that a task needs nothing more (a duplicate skipped): its offset is finished, or its
 /// parked row removed.
-fn complete(shared: &Arc<Shared>, partition: &Arc<PartitionState>, queued: &Queued) {
+fn complete(partition: &PartitionState, queued: &Queued) {
     match queued.origin {
         Origin::Live => partition.tracker.finish(queued.offset),
         Origin::Parked => {
-            let parking = shared.parking.clone();
-            let destination_id = queued.task.destination_id.clone();
-            let offset = queued.offset;
-            shared.runtime.spawn(async move {
-                if let Err(error) = parking.remove(&destination_id, offset).await {
-                    tracing::warn!(%error, destination_id, offset, "parked task could not be removed; it may be sent again after a restart");
-                }
-            });
+            // The lane removes final rows in batches (before it reads the next ones, and before
+            // it leaves parked mode); a lane that is gone (partition released) removes nothing:
+            // the row stays, and the next owner skips or redoes it.
+            let mut lanes = partition.lanes.lock().expect("lanes lock");
+            if let Some(lane) = lanes.get_mut(&queued.task.destination_id) {
+                lane.parked_unfinished = lane.parked_unfinished.saturating_sub(1);
+                lane.parked_done.push(queued.offset);
+            }
+        }
+    }
+}
+
+/// A parked task whose final event could not be written: its row stays (a restart redoes it).
+fn abandon_parked(partition: &PartitionState, queued: &Queued) {
+    if queued.origin == Origin::Parked {
+        if let Some(lane) = partition
+            .lanes
+            .lock()
+            .expect("lanes lock")
+            .get_mut(&queued.task.destination_id)
+        {
+            lane.parked_unfinished = lane.parked_unfinished.saturating_sub(1);
+        }
+    }
+}
+
+/// Removes the rows of the lane's final parked tasks in one statement.
+async fn remove_done_rows(shared: &Shared, partition: &PartitionState, destination_id: &str) {
+    let done = match partition
+        .lanes
+        .lock()
+        .expect("lanes lock")
+        .get_mut(destination_id)
+    {
+        Some(lane) => std::mem::take(&mut lane.parked_done),
+        None => return,
+    };
+    if done.is_empty() {
+        return;
+    }
+    if let Err(error) = shared.parking.remove_many(destination_id, &done).await {
+        tracing::warn!(%error, destination_id, rows = done.len(), "final parked tasks could not be removed yet; retrying");
+        if let Some(lane) = partition
+            .lanes
+            .lock()
+            .expect("lanes lock")
+            .get_mut(destination_id)
+        {
+            lane.parked_done.extend(done);
         }
     }
 }
@@ -533,6 +597,7 @@ async fn enter_parked_mode(shared: &Arc<Shared>, partition: &Arc<PartitionState>
         return;
     };
     lane.parked = true;
+    lane.parked_unfinished += 1;
     let queued: Vec<Queued> = lane.queue.drain(..).collect();
     drop(lanes);
     tracing::warn!(destination_id = %head.task.destination_id, backlog = queued.len() + 1, "destination held by a failing head; parking its backlog");
@@ -842,11 +907,12 @@ fn finish(
             Ending::Skipped { sequence } => events.skipped(&queued.task, &environment, *sequence).await,
         };
         match written {
-            Ok(()) => complete(&shared_for_task, &partition, &queued),
+            Ok(()) => complete(&partition, &queued),
             Err(error) => {
                 // The task stays unfinished: after a restart it is attempted again and its
                 // event written then. Commits of this partition wait until then.
                 tracing::error!(%error, log_id = %queued.task.log_id, offset = queued.offset, "final log event could not be written; the partition's commits are held");
+                abandon_parked(&partition, &queued);
             }
         }
         drop(activity);
