@@ -67,7 +67,7 @@ impl Default for Config {
             database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
             kafka: KafkaSettings::default(),
             consumer_group: "carrier-delivery".into(),
-            max_pending_per_partition: 10_000,
+            max_pending_per_partition: 2_000,
             drain_timeout_ms: 35_000,
             handover_timeout_ms: 10_000,
             destination_cache_ttl_ms: 1_000,
