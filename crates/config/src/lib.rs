@@ -147,6 +147,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
     fn env_overrides_defaults_and_bad_values_name_the_field() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CARRIER_HTTP_ADDR", "127.0.0.1:2");

@@ -1,4 +1,5 @@
-//! Log events: one per attempt, written to `carrier.log-events` (keyed by destination).
+//! Log events: one per attempt (and one per operator skip), written to `carrier.log-events`
+//! (keyed by destination).
 
 use carrier_config::KafkaSettings;
 use carrier_kafka::producer::{self, Ordering, ProduceError};
@@ -33,38 +34,14 @@ impl LogEvents {
         environment: &str,
         sequence: u32,
     ) -> Result<(), ProduceError> {
-        let event = LogEvent {
-            log_id: task.log_id.clone(),
-            message_id: task.message_id.clone(),
-            destination_id: task.destination_id.clone(),
-            organization_id: task.organization_id.clone(),
-            source_id: task.source_id.clone(),
-            data_model: task.data_model.clone(),
-            event_type: task.event_type.clone(),
-            test: task.test,
-            received_at_ms: task.received_at_ms,
-            status: LogStatus::Cancelled as i32,
-            attempt: None,
-            at_ms: chrono::Utc::now().timestamp_millis(),
-            environment: environment.to_string(),
-            sequence,
-            task_partition: None,
-            task_offset: None,
-        };
+        let mut event = event_of(
+            task,
+            environment,
+            LogStatus::Cancelled,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        event.sequence = sequence;
         self.write(&event).await
-    }
-
-    async fn write(&self, event: &LogEvent) -> Result<(), ProduceError> {
-        producer::send(
-            &self.producer,
-            &self.topic,
-            &event.destination_id,
-            &event.encode_to_vec(),
-            None,
-            producer::WhenFull::Wait,
-        )
-        .await?;
-        Ok(())
     }
 
     /// Writes the event of one attempt and waits for the broker's acknowledgement.
@@ -76,36 +53,58 @@ impl LogEvents {
         result: &AttemptResult,
         status: LogStatus,
     ) -> Result<(), ProduceError> {
-        let event = LogEvent {
-            log_id: task.log_id.clone(),
-            message_id: task.message_id.clone(),
-            destination_id: task.destination_id.clone(),
-            organization_id: task.organization_id.clone(),
-            source_id: task.source_id.clone(),
-            data_model: task.data_model.clone(),
-            event_type: task.event_type.clone(),
-            test: task.test,
-            received_at_ms: task.received_at_ms,
-            status: status as i32,
-            attempt: Some(Attempt {
-                number,
-                started_at_ms: result.started_at_ms,
-                duration_ms: result.duration.as_millis().min(u32::MAX as u128) as u32,
-                outcome: if result.success {
-                    AttemptOutcome::Success
-                } else {
-                    AttemptOutcome::Failure
-                } as i32,
-                status_code: u32::from(result.status_code),
-                error: result.error.clone(),
-                response_excerpt: result.response_excerpt.clone(),
-            }),
-            at_ms: result.started_at_ms + result.duration.as_millis() as i64,
-            environment: environment.to_string(),
-            sequence: 0,
-            task_partition: None,
-            task_offset: None,
-        };
+        let finished_at_ms = result.started_at_ms + result.duration.as_millis() as i64;
+        let mut event = event_of(task, environment, status, finished_at_ms);
+        event.attempt = Some(Attempt {
+            number,
+            started_at_ms: result.started_at_ms,
+            duration_ms: result.duration.as_millis().min(u32::MAX as u128) as u32,
+            outcome: if result.success {
+                AttemptOutcome::Success
+            } else {
+                AttemptOutcome::Failure
+            } as i32,
+            status_code: u32::from(result.status_code),
+            error: result.error.clone(),
+            response_excerpt: result.response_excerpt.clone(),
+        });
         self.write(&event).await
+    }
+
+    async fn write(&self, event: &LogEvent) -> Result<(), ProduceError> {
+        let payload = event.encode_to_vec();
+        let when_full = producer::WhenFull::Wait;
+        producer::send(
+            &self.producer,
+            &self.topic,
+            &event.destination_id,
+            &payload,
+            None,
+            when_full,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A log event for `task`, with no attempt, sequence or task position yet.
+fn event_of(task: &DeliveryTask, environment: &str, status: LogStatus, at_ms: i64) -> LogEvent {
+    LogEvent {
+        log_id: task.log_id.clone(),
+        message_id: task.message_id.clone(),
+        destination_id: task.destination_id.clone(),
+        organization_id: task.organization_id.clone(),
+        source_id: task.source_id.clone(),
+        data_model: task.data_model.clone(),
+        event_type: task.event_type.clone(),
+        test: task.test,
+        received_at_ms: task.received_at_ms,
+        status: status as i32,
+        attempt: None,
+        at_ms,
+        environment: environment.to_string(),
+        sequence: 0,
+        task_partition: None,
+        task_offset: None,
     }
 }

@@ -276,50 +276,43 @@ impl ConfigStore {
 
     /// Holds (or releases) a destination's queue by operator decision.
     pub async fn set_destination_paused(&self, id: &str, paused: bool) -> Result<pb::Destination> {
-        let id = parse_id("destination", id)?;
-        let row = sqlx::query(
-            "UPDATE destinations SET
+        let sql = "UPDATE destinations SET
                 paused_by_operator = $2,
                 paused_at = CASE WHEN $2 THEN COALESCE(paused_at, now()) ELSE NULL END,
                 updated_at = now()
-             WHERE id = $1 RETURNING *",
-        )
-        .bind(id)
-        .bind(paused)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("destination {id} does not exist")))?;
-        Ok(destination_from_row(&row))
+             WHERE id = $1 RETURNING *";
+        let id = parse_id("destination", id)?;
+        self.update_destination_row(id, sqlx::query(sql).bind(id).bind(paused))
+            .await
     }
 
     /// Asks delivery to cancel the destination's head log `log_id`.
     pub async fn skip_head(&self, id: &str, log_id: &str) -> Result<pb::Destination> {
-        let id = parse_id("destination", id)?;
-        let log_id = parse_id("log", log_id)?;
-        let row = sqlx::query(
-            "UPDATE destinations SET skip_log_id = $2, updated_at = now() WHERE id = $1 RETURNING *",
-        )
-        .bind(id)
-        .bind(log_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("destination {id} does not exist")))?;
-        Ok(destination_from_row(&row))
+        let sql = "UPDATE destinations SET skip_log_id = $2, updated_at = now() WHERE id = $1 RETURNING *";
+        let (id, log_id) = (parse_id("destination", id)?, parse_id("log", log_id)?);
+        self.update_destination_row(id, sqlx::query(sql).bind(id).bind(log_id))
+            .await
     }
 
     /// Asks delivery to attempt the held head `log_id` now.
     pub async fn retry_head_now(&self, id: &str, log_id: &str) -> Result<pb::Destination> {
-        let id = parse_id("destination", id)?;
-        let log_id = parse_id("log", log_id)?;
-        let row = sqlx::query(
-            "UPDATE destinations SET retry_log_id = $2, retry_requested_at = now(), updated_at = now()
-             WHERE id = $1 RETURNING *",
-        )
-        .bind(id)
-        .bind(log_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("destination {id} does not exist")))?;
+        let sql = "UPDATE destinations SET retry_log_id = $2, retry_requested_at = now(), updated_at = now()
+             WHERE id = $1 RETURNING *";
+        let (id, log_id) = (parse_id("destination", id)?, parse_id("log", log_id)?);
+        self.update_destination_row(id, sqlx::query(sql).bind(id).bind(log_id))
+            .await
+    }
+
+    /// Runs an `UPDATE destinations ... RETURNING *` of destination `id`.
+    async fn update_destination_row(
+        &self,
+        id: Uuid,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<pb::Destination> {
+        let row = query
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("destination {id} does not exist")))?;
         Ok(destination_from_row(&row))
     }
 

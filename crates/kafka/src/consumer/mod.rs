@@ -276,7 +276,10 @@ pub fn spawn(
         .set("fetch.message.max.bytes", crate::MAX_RECORD_BYTES.to_string())
         // Prefetch is memory the worker holds beyond its own caps: keep it to about one
         // largest record per fetch and 16 MiB queued in librdkafka.
-        .set("fetch.max.bytes", (crate::MAX_RECORD_BYTES + 1024 * 1024).to_string())
+        .set(
+            "fetch.max.bytes",
+            (crate::MAX_RECORD_BYTES + 1024 * 1024).to_string(),
+        )
         .set("queued.max.messages.kbytes", "16384")
         .set("topic.metadata.refresh.interval.ms", "10000")
         .create_with_context(CarrierContext {
@@ -318,13 +321,12 @@ fn poll_until_shutdown(
                 drop(message);
                 shared.dispatch(record);
             }
-            Some(Err(error)) => {
-                // A broker outage produces one error per poll; say it once every few seconds.
-                if last_error_log.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
-                    tracing::warn!(%error, topic = %shared.options.topic, "consumer error");
-                    last_error_log = Some(Instant::now());
-                }
+            // A broker outage produces one error per poll; say it once every few seconds.
+            Some(Err(error)) if last_error_log.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) => {
+                tracing::warn!(%error, topic = %shared.options.topic, "consumer error");
+                last_error_log = Some(Instant::now());
             }
+            Some(Err(_)) => {}
         }
         shared.apply_backpressure(&consumer);
         if last_commit.elapsed() >= shared.options.commit_interval {

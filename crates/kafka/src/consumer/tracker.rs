@@ -101,25 +101,17 @@ impl OffsetTracker {
     /// Waits until every accepted record is finished and nothing is in flight, or `deadline`
     /// passes. True when drained.
     pub(crate) fn wait_drained_until(&self, deadline: Instant) -> bool {
-        let mut state = self.state.lock().expect("tracker lock");
-        while !state.pending.is_empty() || state.active > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            state = self
-                .idle
-                .wait_timeout(state, deadline - now)
-                .expect("tracker lock")
-                .0;
-        }
-        true
+        self.wait_until(deadline, |state| state.pending.is_empty() && state.active == 0)
     }
 
     /// Waits until no work is in flight or `deadline` passes. True when idle.
     pub(crate) fn wait_idle_until(&self, deadline: Instant) -> bool {
+        self.wait_until(deadline, |state| state.active == 0)
+    }
+
+    fn wait_until(&self, deadline: Instant, done: impl Fn(&State) -> bool) -> bool {
         let mut state = self.state.lock().expect("tracker lock");
-        while state.active > 0 {
+        while !done(&state) {
             let now = Instant::now();
             if now >= deadline {
                 return false;

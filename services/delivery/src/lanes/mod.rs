@@ -357,7 +357,7 @@ async fn run_parker(shared: Arc<Shared>, partition: Arc<PartitionState>) {
 
 /// What a lane does next.
 enum Next {
-    Deliver(Queued),
+    Deliver(Box<Queued>),
     /// Parked mode: read the next tasks from the parking store.
     ReadParked {
         generation: u64,
@@ -376,7 +376,7 @@ async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destinati
             break;
         }
         let next = match parked_batch.pop_front() {
-            Some(queued) => Next::Deliver(queued),
+            Some(queued) => Next::Deliver(Box::new(queued)),
             None => {
                 let mut lanes = partition.lanes.lock().expect("lanes lock");
                 match lanes.get_mut(&destination_id) {
@@ -384,7 +384,7 @@ async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destinati
                         generation: lane.park_generation,
                     },
                     Some(lane) => match lane.queue.pop_front() {
-                        Some(queued) => Next::Deliver(queued),
+                        Some(queued) => Next::Deliver(Box::new(queued)),
                         None => {
                             lanes.remove(&destination_id);
                             Next::Done
@@ -450,6 +450,7 @@ async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destinati
                 }
             }
             Next::Deliver(queued) => {
+                let queued = *queued;
                 if partition
                     .finished_logs
                     .lock()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
+use carrier_store::sqlx::postgres::PgRow;
 use carrier_store::sqlx::{self, Row};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -20,33 +21,40 @@ fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The log `id` if the caller may see it: the operator sees every log, a source only its
+/// organization's (others get the same 404 as a log that does not exist).
+pub(crate) async fn visible_log(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Uuid, PgRow), ApiError> {
+    let caller = auth::caller(
+        headers,
+        &state.tokens,
+        state.config.admin_token.as_deref().expect("validated"),
+    )?;
+    let not_found = || ApiError::not_found(format!("Log {id} not found"));
+    let log_id = Uuid::parse_str(id).map_err(|_| not_found())?;
+    let row = sqlx::query("SELECT * FROM logs WHERE id = $1")
+        .bind(log_id)
+        .fetch_optional(&state.log_store)
+        .await?
+        .ok_or_else(not_found)?;
+    if let Caller::Source { organization_id, .. } = &caller {
+        if organization_id != &row.get::<Uuid, _>("organization_id").to_string() {
+            return Err(not_found());
+        }
+    }
+    Ok((log_id, row))
+}
+
 pub async fn get_one(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = auth::caller(
-        &headers,
-        &state.tokens,
-        state.config.admin_token.as_deref().expect("validated"),
-    )?;
-    let not_found = || ApiError::not_found(format!("Log {id} not found"));
-    let log_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let row = sqlx::query("SELECT * FROM logs WHERE id = $1")
-        .bind(log_id)
-        .fetch_optional(&state.log_store)
-        .await?;
-    let row = row.ok_or_else(not_found)?;
+    let (log_id, row) = visible_log(&state, &headers, &id).await?;
     let organization_id: Uuid = row.get("organization_id");
-    if let Caller::Source {
-        organization_id: caller_organization,
-        ..
-    } = &caller
-    {
-        if caller_organization != &organization_id.to_string() {
-            return Err(not_found());
-        }
-    }
     let attempts = sqlx::query("SELECT * FROM attempts WHERE log_id = $1 ORDER BY number")
         .bind(log_id)
         .fetch_all(&state.log_store)

@@ -28,6 +28,8 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The grant's parameters, or the answer that refuses them.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer itself, built once per request
 fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, Response> {
     let is_json = headers
         .get(axum::http::header::CONTENT_TYPE)

@@ -19,7 +19,6 @@ use prost::Message;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -28,28 +27,7 @@ pub async fn retry(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let caller = auth::caller(
-        &headers,
-        &state.tokens,
-        state.config.admin_token.as_deref().expect("validated"),
-    )?;
-    let not_found = || ApiError::not_found(format!("Log {id} not found"));
-    let log_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let row = sqlx::query("SELECT destination_id, organization_id, attempts, task_partition, task_offset FROM logs WHERE id = $1")
-        .bind(log_id)
-        .fetch_optional(&state.log_store)
-        .await?
-        .ok_or_else(not_found)?;
-    let organization_id: Uuid = row.get("organization_id");
-    if let Caller::Source {
-        organization_id: caller_organization,
-        ..
-    } = &caller
-    {
-        if caller_organization != &organization_id.to_string() {
-            return Err(not_found());
-        }
-    }
+    let (log_id, row) = super::logs::visible_log(&state, &headers, &id).await?;
     let destination_id: Uuid = row.get("destination_id");
 
     let head: Option<Uuid> =

@@ -42,7 +42,7 @@ async fn no_200_while_the_broker_is_down_and_traffic_flows_once_it_is_back() {
     let started = Instant::now();
     let (status, response) = api.send(&token, &message("Results", 1)).await;
     assert!(
-        matches!(status, 502 | 503 | 504),
+        (502..=504).contains(&status),
         "no 200 without the broker, got {status}: {response}"
     );
     assert!(response["Meta"]["Errors"][0]["Text"].is_string(), "{response}");
