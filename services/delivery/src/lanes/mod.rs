@@ -951,3 +951,60 @@ impl RecentLogs {
         self.set.contains(log_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_sleeps_run_on_the_tokio_clock_and_end_when_the_partition_is_released() {
+        let released = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        assert!(sleep_unless_released(&released, Duration::from_secs(120)).await);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(120),
+            "the full backoff, on the paused clock"
+        );
+
+        let started = tokio::time::Instant::now();
+        let releaser = released.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            releaser.cancel();
+        });
+        assert!(
+            !sleep_unless_released(&released, Duration::from_secs(120)).await,
+            "released: no retry"
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "a revoke ends the wait at once"
+        );
+    }
+
+    #[test]
+    fn a_manual_retry_is_a_task_of_its_own_for_duplicate_detection() {
+        let task = DeliveryTask {
+            log_id: "log".into(),
+            ..Default::default()
+        };
+        let retry = DeliveryTask {
+            log_id: "log".into(),
+            retry_id: "r1".into(),
+            ..Default::default()
+        };
+        assert_eq!(finished_key(&task), "log");
+        assert_ne!(finished_key(&task), finished_key(&retry));
+        let mut recent = RecentLogs::default();
+        for index in 0..=REMEMBERED_LOGS {
+            recent.insert(format!("log-{index}"));
+        }
+        assert!(
+            !recent.contains("log-0"),
+            "the oldest is forgotten past the bound"
+        );
+        assert!(recent.contains(&format!("log-{REMEMBERED_LOGS}")));
+    }
+}
