@@ -113,6 +113,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let grpc_service = grpc::service(store.clone());
     let grpc_shutdown = shutdown.clone();
+    let grpc_addr = listeners.grpc.local_addr().context("grpc listener")?;
     let grpc_incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
     let grpc = tokio::spawn(async move {
         tonic::transport::Server::builder()
@@ -123,7 +124,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let consumer = fanout::start(&config, shutdown.clone()).context("kafka")?;
     readiness.set_ready(true);
-    tracing::info!(grpc_addr = %config.grpc_addr, "router ready");
+    tracing::info!(%grpc_addr, "router ready");
 
     shutdown.cancelled().await;
     readiness.set_ready(false);
