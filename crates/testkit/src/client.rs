@@ -104,6 +104,25 @@ impl Api {
         .await;
     }
 
+    /// A destination of `organization_id` at `url`, subscribed to by `source` for `data_model`.
+    pub async fn subscribed_destination(
+        &self,
+        organization_id: &str,
+        source: &SourceCredentials,
+        url: &str,
+        environment: &str,
+        data_model: &str,
+    ) -> Value {
+        let destination = self.create_destination(organization_id, url, environment).await;
+        self.subscribe(
+            &source.id,
+            destination["id"].as_str().expect("destination id"),
+            data_model,
+        )
+        .await;
+        destination
+    }
+
     /// A Bearer token for `source` (client-credentials grant, form-encoded).
     pub async fn token(&self, source: &SourceCredentials) -> String {
         let response = self

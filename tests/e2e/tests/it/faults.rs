@@ -23,11 +23,14 @@ async fn no_200_while_the_broker_is_down_and_traffic_flows_once_it_is_back() {
     let api = &stack.api;
     let organization = api.create_organization("Outage Hospital").await;
     let source = api.create_source(&organization, "production").await;
-    let destination = api
-        .create_destination(&organization, &receiver.url("d"), "production")
-        .await;
-    api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
-        .await;
+    api.subscribed_destination(
+        &organization,
+        &source,
+        &receiver.url("d"),
+        "production",
+        "Results",
+    )
+    .await;
     let token = api.token(&source).await;
 
     let (status, response) = api.send(&token, &message("Results", 0)).await;
@@ -104,11 +107,14 @@ async fn killing_the_delivery_worker_mid_stream_loses_nothing_and_keeps_order() 
     let organization = api.create_organization("Crash Clinic").await;
     let source = api.create_source(&organization, "production").await;
     for path in ["a", "b"] {
-        let destination = api
-            .create_destination(&organization, &receiver.url(path), "production")
-            .await;
-        api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
-            .await;
+        api.subscribed_destination(
+            &organization,
+            &source,
+            &receiver.url(path),
+            "production",
+            "Results",
+        )
+        .await;
     }
     let token = api.token(&source).await;
     for sequence in 0..MESSAGES {
@@ -194,11 +200,14 @@ async fn workers_joining_and_leaving_keep_one_request_in_flight_per_destination_
     let organization = api.create_organization("Scaling Hospital").await;
     let source = api.create_source(&organization, "production").await;
     for index in 0..DESTINATIONS {
-        let destination = api
-            .create_destination(&organization, &receiver.url(&format!("d{index}")), "production")
-            .await;
-        api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
-            .await;
+        api.subscribed_destination(
+            &organization,
+            &source,
+            &receiver.url(&format!("d{index}")),
+            "production",
+            "Results",
+        )
+        .await;
     }
     let token = api.token(&source).await;
     for sequence in 0..MESSAGES {

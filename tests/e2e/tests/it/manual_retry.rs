@@ -60,9 +60,13 @@ async fn retrying_logs_sends_them_again_behind_the_queue_and_a_held_head_at_once
     let organization = api.create_organization("Retry Clinic").await;
     let source = api.create_source(&organization, "production").await;
     let destination = api
-        .create_destination(&organization, &receiver.url("d"), "production")
-        .await;
-    api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
+        .subscribed_destination(
+            &organization,
+            &source,
+            &receiver.url("d"),
+            "production",
+            "Results",
+        )
         .await;
     let token = api.token(&source).await;
 

@@ -30,8 +30,7 @@ async fn a_held_destination_is_parked_so_its_partition_keeps_moving_and_it_drain
     let organization = api.create_organization("Parking Hospital").await;
     let source = api.create_source(&organization, "production").await;
     for url in [failing.url("a"), healthy.url("b")] {
-        let destination = api.create_destination(&organization, &url, "production").await;
-        api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
+        api.subscribed_destination(&organization, &source, &url, "production", "Results")
             .await;
     }
     let token = api.token(&source).await;
@@ -110,11 +109,14 @@ async fn a_parked_backlog_survives_a_killed_worker_and_new_traffic_waits_behind_
     receiver.respond_with(503, "down");
     let organization = api.create_organization("Restart Hospital").await;
     let source = api.create_source(&organization, "production").await;
-    let destination = api
-        .create_destination(&organization, &receiver.url("a"), "production")
-        .await;
-    api.subscribe(&source.id, destination["id"].as_str().unwrap(), "Results")
-        .await;
+    api.subscribed_destination(
+        &organization,
+        &source,
+        &receiver.url("a"),
+        "production",
+        "Results",
+    )
+    .await;
     let token = api.token(&source).await;
     for sequence in 0..MESSAGES {
         let (status, _) = api.send(&token, &message("Results", sequence)).await;

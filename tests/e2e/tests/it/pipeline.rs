@@ -20,9 +20,13 @@ async fn one_message_reaches_three_destinations_with_its_headers_and_logs() {
     let mut destinations: Vec<Value> = Vec::new();
     for index in 0..3 {
         let destination = api
-            .create_destination(&organization, &receiver.url(&format!("d{index}")), "production")
-            .await;
-        api.subscribe(&source.id, destination["id"].as_str().unwrap(), "PatientAdmin")
+            .subscribed_destination(
+                &organization,
+                &source,
+                &receiver.url(&format!("d{index}")),
+                "production",
+                "PatientAdmin",
+            )
             .await;
         destinations.push(destination);
     }
