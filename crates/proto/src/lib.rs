@@ -20,6 +20,37 @@ pub use config::v1 as config_v1;
 pub use error::ErrorKind;
 pub use records::v1 as records_v1;
 
+impl records_v1::LogEvent {
+    /// An event about the log of `task`, with `status`, and no attempt, sequence or task
+    /// position yet (the writer sets what applies). Router (creation) and delivery (attempts,
+    /// skips) both start from here, so a log's identifying fields are copied in one place.
+    pub fn for_task(
+        task: &records_v1::DeliveryTask,
+        environment: &str,
+        status: records_v1::LogStatus,
+        at_ms: i64,
+    ) -> Self {
+        Self {
+            log_id: task.log_id.clone(),
+            message_id: task.message_id.clone(),
+            destination_id: task.destination_id.clone(),
+            organization_id: task.organization_id.clone(),
+            source_id: task.source_id.clone(),
+            data_model: task.data_model.clone(),
+            event_type: task.event_type.clone(),
+            test: task.test,
+            received_at_ms: task.received_at_ms,
+            status: status as i32,
+            attempt: None,
+            at_ms,
+            environment: environment.to_string(),
+            sequence: 0,
+            task_partition: None,
+            task_offset: None,
+        }
+    }
+}
+
 impl records_v1::LogStatus {
     /// The name used in the REST API and the log store.
     pub fn as_api_str(self) -> &'static str {

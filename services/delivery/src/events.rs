@@ -34,7 +34,7 @@ impl LogEvents {
         environment: &str,
         sequence: u32,
     ) -> Result<(), ProduceError> {
-        let mut event = event_of(
+        let mut event = LogEvent::for_task(
             task,
             environment,
             LogStatus::Cancelled,
@@ -54,7 +54,7 @@ impl LogEvents {
         status: LogStatus,
     ) -> Result<(), ProduceError> {
         let finished_at_ms = result.started_at_ms + result.duration.as_millis() as i64;
-        let mut event = event_of(task, environment, status, finished_at_ms);
+        let mut event = LogEvent::for_task(task, environment, status, finished_at_ms);
         event.attempt = Some(Attempt {
             number,
             started_at_ms: result.started_at_ms,
@@ -84,27 +84,5 @@ impl LogEvents {
         )
         .await?;
         Ok(())
-    }
-}
-
-/// A log event for `task`, with no attempt, sequence or task position yet.
-fn event_of(task: &DeliveryTask, environment: &str, status: LogStatus, at_ms: i64) -> LogEvent {
-    LogEvent {
-        log_id: task.log_id.clone(),
-        message_id: task.message_id.clone(),
-        destination_id: task.destination_id.clone(),
-        organization_id: task.organization_id.clone(),
-        source_id: task.source_id.clone(),
-        data_model: task.data_model.clone(),
-        event_type: task.event_type.clone(),
-        test: task.test,
-        received_at_ms: task.received_at_ms,
-        status: status as i32,
-        attempt: None,
-        at_ms,
-        environment: environment.to_string(),
-        sequence: 0,
-        task_partition: None,
-        task_offset: None,
     }
 }

@@ -13,7 +13,7 @@ use carrier_kafka::consumer::{self, ConsumerOptions, OffsetTracker, PartitionPro
 use carrier_kafka::producer::{self, Ordering};
 use carrier_kafka::rdkafka::producer::FutureProducer;
 use carrier_kafka::Topics;
-use carrier_proto::records_v1::{DeliveryTask, InboundMessage, LogEvent, LogStatus, Route};
+use carrier_proto::records_v1::{DeliveryTask, InboundMessage, LogEvent, LogStatus};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -92,6 +92,7 @@ impl PartitionProcessor for PartitionFanOut {
         let guard = self.tracker.activity();
         // Issue every task write now, in order, on this (the consumer) thread: the producer
         // queues them in call order. Waiting for acknowledgements happens in a task.
+        // Each task goes with its log's creation event, written once the task's position is known.
         let mut task_acks = Vec::with_capacity(message.routes.len());
         for route in &message.routes {
             let task = DeliveryTask {
@@ -109,12 +110,19 @@ impl PartitionProcessor for PartitionFanOut {
                 previous_attempts: 0,
                 retry_id: String::new(),
             };
-            task_acks.push(producer::enqueue(
+            let created = LogEvent::for_task(
+                &task,
+                &message.environment,
+                LogStatus::Queued,
+                message.received_at_ms,
+            );
+            let ack = producer::enqueue(
                 &self.producer,
                 &self.topics.deliveries,
                 &route.destination_id,
                 &task.encode_to_vec(),
-            ));
+            );
+            task_acks.push((created, ack));
         }
         let producer = self.producer.clone();
         let log_events = self.topics.log_events.clone();
@@ -123,12 +131,14 @@ impl PartitionProcessor for PartitionFanOut {
             let mut failed = false;
             // Each log's `queued` event says where its task landed (for manual retries); the
             // events' order does not matter (a status only moves forward).
-            let mut events = Vec::with_capacity(message.routes.len());
-            for (route, ack) in message.routes.iter().zip(task_acks) {
+            let mut events = Vec::with_capacity(task_acks.len());
+            for (mut event, ack) in task_acks {
                 match producer::acknowledged(ack).await {
                     Ok((partition, task_offset)) => {
-                        let event = queued_event(&message, route, partition, task_offset);
-                        events.push((route.destination_id.as_str(), event.encode_to_vec()));
+                        event.task_partition = Some(partition);
+                        event.task_offset = Some(task_offset);
+                        let payload = event.encode_to_vec();
+                        events.push((event.destination_id, payload));
                     }
                     Err(error) => {
                         failed = true;
@@ -156,27 +166,5 @@ impl PartitionProcessor for PartitionFanOut {
             }
             drop(guard);
         });
-    }
-}
-
-/// The creation event of one log: status `queued`, with where its task landed.
-fn queued_event(message: &InboundMessage, route: &Route, task_partition: i32, task_offset: i64) -> LogEvent {
-    LogEvent {
-        log_id: route.log_id.clone(),
-        message_id: message.message_id.clone(),
-        destination_id: route.destination_id.clone(),
-        organization_id: message.organization_id.clone(),
-        source_id: message.source_id.clone(),
-        data_model: message.data_model.clone(),
-        event_type: message.event_type.clone(),
-        test: message.test,
-        received_at_ms: message.received_at_ms,
-        status: LogStatus::Queued as i32,
-        attempt: None,
-        at_ms: message.received_at_ms,
-        environment: message.environment.clone(),
-        sequence: 0,
-        task_partition: Some(task_partition),
-        task_offset: Some(task_offset),
     }
 }

@@ -22,6 +22,16 @@ async fn queue(api: &Api, destination_id: &str) -> Value {
     body
 }
 
+/// `POST /v1/destinations/{id}/{action}` (pause, resume, skip) with the operator token.
+async fn control(api: &Api, destination_id: &str, action: &str) -> (u16, Value) {
+    api.admin(
+        reqwest::Method::POST,
+        &format!("/v1/destinations/{destination_id}/{action}"),
+        None,
+    )
+    .await
+}
+
 async fn queue_until(api: &Api, destination_id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     carrier_testkit::eventually(Duration::from_secs(30), what, || {
         let api = api.clone();
@@ -52,13 +62,7 @@ async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
 
     let state = queue(api, &destination_id).await;
     assert_eq!(state["paused"], false, "{state}");
-    let (status, body) = api
-        .admin(
-            reqwest::Method::POST,
-            &format!("/v1/destinations/{destination_id}/skip"),
-            None,
-        )
-        .await;
+    let (status, body) = control(api, &destination_id, "skip").await;
     assert_eq!(status, 409, "nothing to skip on a flowing queue: {body}");
 
     let mut log_ids = Vec::new();
@@ -84,13 +88,7 @@ async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
     );
 
     // Skip the failing head: it is cancelled and the next message becomes the head.
-    let (status, body) = api
-        .admin(
-            reqwest::Method::POST,
-            &format!("/v1/destinations/{destination_id}/skip"),
-            None,
-        )
-        .await;
+    let (status, body) = control(api, &destination_id, "skip").await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["skipped_log_id"], log_ids[0].as_str());
     queue_until(api, &destination_id, "the next message to be the head", |state| {
@@ -109,13 +107,7 @@ async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
     .await;
 
     // Pause: no attempts while paused, even once the receiver is healthy again.
-    let (status, state) = api
-        .admin(
-            reqwest::Method::POST,
-            &format!("/v1/destinations/{destination_id}/pause"),
-            None,
-        )
-        .await;
+    let (status, state) = control(api, &destination_id, "pause").await;
     assert_eq!(status, 200);
     assert_eq!(state["paused_reason"], "operator", "{state}");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -128,13 +120,7 @@ async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
         "an operator pause stops attempts"
     );
 
-    let (status, _) = api
-        .admin(
-            reqwest::Method::POST,
-            &format!("/v1/destinations/{destination_id}/resume"),
-            None,
-        )
-        .await;
+    let (status, _) = control(api, &destination_id, "resume").await;
     assert_eq!(status, 200);
     carrier_testkit::eventually(Duration::from_secs(30), "the rest delivered after resume", || {
         let last = sequences(&receiver.received(), None).last().copied();
