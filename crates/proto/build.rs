@@ -6,10 +6,11 @@ fn main() {
     let files = [
         root.join("carrier/config/v1/config.proto"),
         root.join("carrier/records/v1/records.proto"),
+        root.join("carrier/delivery/v1/control.proto"),
     ];
-    for file in &files {
-        println!("cargo:rerun-if-changed={}", file.display());
-    }
+    // The whole directory: a new .proto file (listed above) must also re-run this script.
+    println!("cargo:rerun-if-changed={}", root.display());
+    println!("cargo:rerun-if-changed=build.rs");
     tonic_prost_build::configure()
         .compile_protos(&files, &[root])
         .expect("proto files compile");

@@ -184,8 +184,8 @@ pub async fn run(
     let partitions = carrier_kafka::admin::partition_count(&settings, &topic)
         .await?
         .max(1);
-    // librdkafka's default partitioner puts a keyed record in crc32(key) % partitions.
-    let partition_of = |id: &str| crc32fast::hash(id.as_bytes()) as usize % partitions;
+    // The producers' own mapping of a destination (the task key) to its partition.
+    let partition_of = |id: &str| carrier_kafka::partitioner::partition_for(id.as_bytes(), partitions as i32);
 
     let paused = api
         .create_destination(&organization, &format!("http://{receiver}/p"), "production")

@@ -7,10 +7,12 @@
 //!   commits, per partition, only offsets below the oldest unfinished record
 //!   (see `consumer/design.md`).
 //! - [`admin`]: topic creation for tests and first start-up.
+//! - [`partitioner`]: which partition a key lands in (the producers' own mapping).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod consumer;
+pub mod partitioner;
 pub mod producer;
 
 pub use rdkafka;

@@ -39,6 +39,8 @@ pub fn create(
         .set("bootstrap.servers", &settings.brokers)
         .set("client.id", client_id)
         .set("acks", "all")
+        // Java-compatible key hashing; `partitioner::partition_for` computes the same mapping.
+        .set("partitioner", "murmur2_random")
         .set("enable.idempotence", settings.enable_idempotence.to_string())
         .set("max.in.flight.requests.per.connection", in_flight)
         .set("linger.ms", settings.linger_ms.to_string())

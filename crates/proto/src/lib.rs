@@ -8,6 +8,12 @@ pub mod config {
     }
 }
 
+pub mod delivery {
+    pub mod v1 {
+        tonic::include_proto!("carrier.delivery.v1");
+    }
+}
+
 pub mod records {
     pub mod v1 {
         tonic::include_proto!("carrier.records.v1");
@@ -17,6 +23,7 @@ pub mod records {
 pub mod error;
 
 pub use config::v1 as config_v1;
+pub use delivery::v1 as delivery_v1;
 pub use error::ErrorKind;
 pub use records::v1 as records_v1;
 

@@ -2,7 +2,9 @@
 //! at start-up (sqlx takes an advisory lock, so replicas starting together are safe).
 //!
 //! Tables: `organizations`, `sources`, `destinations`, `subscriptions` (configuration, written by
-//! the router) and `logs`, `attempts` (the log store, written by the notifier, read by ingress).
+//! the router) and `logs`, `attempts` (the log store, written by the notifier, read by ingress);
+//! `parked_tasks`, `destination_queues` (held backlogs and their state) and `delivery_workers`
+//! (which worker owns which partitions), written by delivery.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -11,6 +13,10 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 pub use sqlx;
+
+/// A delivery worker whose `delivery_workers` row is older than this is taken for gone (rows
+/// are refreshed every 2 s).
+pub const LIVE_WORKER_SECS: i64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

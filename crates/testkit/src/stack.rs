@@ -158,9 +158,12 @@ impl Stack {
     /// Starts a delivery worker in this process.
     pub async fn start_delivery(&mut self) {
         let config = self.delivery_config();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listeners = carrier_delivery::Listeners {
+            http: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            control: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        };
         self.services.push(spawn("delivery", |shutdown| {
-            carrier_delivery::run(config, listener, shutdown)
+            carrier_delivery::run(config, listeners, shutdown)
         }));
     }
 
@@ -170,6 +173,7 @@ impl Stack {
         let binary = binary_path("carrier-delivery");
         tokio::process::Command::new(&binary)
             .env("CARRIER_HTTP_ADDR", "127.0.0.1:0")
+            .env("CARRIER_CONTROL_ADDR", "127.0.0.1:0")
             .env("CARRIER_ROUTER_URL", &config.router_url)
             .env("CARRIER_DATABASE_URL", &config.database_url)
             .env("CARRIER_KAFKA__BROKERS", &config.kafka.brokers)

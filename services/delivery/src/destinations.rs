@@ -46,21 +46,18 @@ impl Destinations {
                 return Ok(destination.clone());
             }
         }
+        self.fresh(id).await
+    }
+
+    /// Asks the router now, and keeps the answer for the next `get`s.
+    pub async fn fresh(&self, id: &str) -> Result<Arc<Destination>, LookupError> {
         match self
             .router
             .clone()
             .get_destination(GetByIdRequest { id: id.to_string() })
             .await
         {
-            Ok(response) => {
-                let destination = Arc::new(response.into_inner());
-                let mut cache = self.cache.lock().expect("destination cache lock");
-                if cache.len() > 100_000 {
-                    cache.clear();
-                }
-                cache.insert(id.to_string(), (Instant::now(), destination.clone()));
-                Ok(destination)
-            }
+            Ok(response) => Ok(self.put(response.into_inner())),
             Err(status)
                 if status.code() == tonic::Code::NotFound
                     || status.code() == tonic::Code::InvalidArgument =>
@@ -69,5 +66,22 @@ impl Destinations {
             }
             Err(status) => Err(LookupError::Unavailable(status.message().to_string())),
         }
+    }
+
+    /// Replaces the cached settings of a destination (the router just answered a change with
+    /// them), so this worker's lanes act on the change at once.
+    pub fn put(&self, destination: Destination) -> Arc<Destination> {
+        let destination = Arc::new(destination);
+        let mut cache = self.cache.lock().expect("destination cache lock");
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(destination.id.clone(), (Instant::now(), destination.clone()));
+        destination
+    }
+
+    /// The router, for the control service's writes (configuration is the router's).
+    pub fn router(&self) -> ConfigServiceClient<Channel> {
+        self.router.clone()
     }
 }

@@ -10,13 +10,18 @@
 //! - `destinations`: destination settings, read from the router at send time.
 //! - `events`: one log event per attempt to `carrier.log-events`.
 //! - `parking`: the backlog of a held destination, in Postgres, out of worker memory.
+//! - `control`: the gRPC service operators reach through ingress (pause, resume, skip, retry
+//!   now, queue state), answered from the live lanes.
+//! - `registry`: which partitions this worker owns and where its control service listens.
 #![forbid(unsafe_code)]
 
 mod attempt;
+mod control;
 mod destinations;
 mod events;
 mod lanes;
 mod parking;
+mod registry;
 pub mod retry;
 
 use std::net::SocketAddr;
@@ -35,6 +40,13 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub http_addr: SocketAddr,
+    /// Address of the control service (gRPC `carrier.delivery.v1.DeliveryControl`).
+    pub control_addr: SocketAddr,
+    /// The URL other services reach this worker's control service at, e.g.
+    /// `http://$(POD_IP):50052` on Kubernetes. Defaults to `http://<control_addr>` (with the
+    /// bound port when `control_addr` has port 0); required when `control_addr` listens on all
+    /// interfaces.
+    pub control_advertise_url: Option<String>,
     /// gRPC URL of the router (destination settings).
     pub router_url: String,
     /// Postgres URL of the parking store; the database is created if missing.
@@ -63,6 +75,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             http_addr: "127.0.0.1:8082".parse().expect("valid address"),
+            control_addr: "127.0.0.1:50052".parse().expect("valid address"),
+            control_advertise_url: None,
             router_url: "http://127.0.0.1:50051".into(),
             database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
             kafka: KafkaSettings::default(),
@@ -86,16 +100,43 @@ impl Config {
                 "max_pending_per_partition must be at least 1".into(),
             ));
         }
+        if config.control_addr.ip().is_unspecified() && config.control_advertise_url.is_none() {
+            return Err(ConfigError::Invalid(
+                "control_advertise_url (CARRIER_CONTROL_ADVERTISE_URL) is required when control_addr listens on all interfaces".into(),
+            ));
+        }
         Ok(config)
+    }
+}
+
+/// Delivery's bound sockets (tests bind `127.0.0.1:0`).
+pub struct Listeners {
+    pub http: TcpListener,
+    pub control: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: TcpListener::bind(config.http_addr)
+                .await
+                .with_context(|| format!("binding {}", config.http_addr))?,
+            control: TcpListener::bind(config.control_addr)
+                .await
+                .with_context(|| format!("binding {}", config.control_addr))?,
+        })
     }
 }
 
 /// Runs delivery until `shutdown` is cancelled; in-flight requests finish and their offsets are
 /// committed before it returns.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let readiness = carrier_telemetry::Readiness::default();
-    let probes = axum::serve(listener, carrier_telemetry::probes_router(readiness.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let probes = axum::serve(
+        listeners.http,
+        carrier_telemetry::probes_router(readiness.clone()),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let probes = tokio::spawn(async move { probes.await });
 
     let destinations = Arc::new(destinations::Destinations::new(
@@ -106,15 +147,62 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let pool = carrier_store::connect_and_migrate(&config.database_url, 8, Duration::from_secs(30))
         .await
         .context("postgres")?;
-    let parking = parking::ParkingStore::new(pool);
-    let consumer =
-        lanes::start(&config, destinations, events, parking, shutdown.clone()).context("kafka consumer")?;
+    let parking = parking::ParkingStore::new(pool.clone());
+    let directory = Arc::new(lanes::LaneDirectory::default());
+    let partition_count = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let worker_id = registry::worker_id();
+
+    let control_addr = listeners.control.local_addr().context("control listener")?;
+    let control_url = config
+        .control_advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{control_addr}"));
+    let control = control::server(control::ControlService {
+        worker_id: worker_id.clone(),
+        destinations: destinations.clone(),
+        parking: parking.clone(),
+        directory: directory.clone(),
+        partition_count: partition_count.clone(),
+    });
+    let control_incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.control);
+    let control_shutdown = shutdown.clone();
+    let control = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(control)
+            .serve_with_incoming_shutdown(control_incoming, control_shutdown.cancelled_owned())
+            .await
+    });
+
+    let consumer = lanes::start(
+        &config,
+        destinations,
+        events,
+        parking,
+        directory.clone(),
+        shutdown.clone(),
+    )
+    .context("kafka consumer")?;
+    let registry = registry::Registry {
+        pool,
+        worker_id: worker_id.clone(),
+        control_url: control_url.clone(),
+        directory,
+        partition_count,
+        kafka: config.kafka.clone(),
+        deliveries_topic: carrier_kafka::Topics::new(&config.kafka).deliveries,
+    };
+    let registry = tokio::spawn(registry.run(shutdown.clone()));
     readiness.set_ready(true);
-    tracing::info!("delivery ready");
+    tracing::info!(%worker_id, %control_url, "delivery ready");
 
     shutdown.cancelled().await;
     readiness.set_ready(false);
     consumer.await.context("delivery consumer")?;
+    registry.await.context("registry task")?;
+    control
+        .await
+        .context("control server task")?
+        .context("control server")?;
     probes
         .await
         .context("probe server task")?

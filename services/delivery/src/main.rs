@@ -1,4 +1,4 @@
-//! `carrier-delivery`: loads its configuration, binds its socket and runs until SIGTERM.
+//! `carrier-delivery`: loads its configuration, binds its sockets and runs until SIGTERM.
 #![forbid(unsafe_code)]
 
 #[tokio::main]
@@ -11,6 +11,6 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
-    carrier_delivery::run(config, listener, carrier_telemetry::shutdown_on_signal()).await
+    let listeners = carrier_delivery::Listeners::bind(&config).await?;
+    carrier_delivery::run(config, listeners, carrier_telemetry::shutdown_on_signal()).await
 }

@@ -111,53 +111,99 @@ impl ParkingStore {
 }
 
 /// Why a destination's queue is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum HeldReason {
+    #[default]
     Failing,
     Operator,
 }
 
 impl HeldReason {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             HeldReason::Failing => "failing",
             HeldReason::Operator => "operator",
         }
     }
+
+    fn parse(text: &str) -> Self {
+        if text == "operator" {
+            HeldReason::Operator
+        } else {
+            HeldReason::Failing
+        }
+    }
 }
 
-/// The head of a held queue, as the operator sees it.
-pub struct HeldHead<'a> {
-    pub destination_id: &'a str,
+/// The head of a held queue, as the operator sees it. The owning worker keeps it in its lane
+/// (the live view) and in `destination_queues` (what survives it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldHead {
+    pub destination_id: String,
     pub reason: HeldReason,
-    pub log_id: &'a str,
+    /// When the queue became held (kept while the same incident goes on).
+    pub since_ms: i64,
+    pub log_id: String,
     pub attempts: u32,
     pub next_attempt_at_ms: Option<i64>,
-    pub last_error: &'a str,
+    pub last_error: String,
 }
 
 impl ParkingStore {
     /// Records (or refreshes) a held queue; `held_since` keeps its first value.
-    pub async fn record_held(&self, head: &HeldHead<'_>) -> Result<(), sqlx::Error> {
-        let next_attempt_at = head
-            .next_attempt_at_ms
-            .and_then(carrier_store::sqlx::types::chrono::DateTime::from_timestamp_millis);
+    pub async fn record_held(&self, head: &HeldHead) -> Result<(), sqlx::Error> {
+        use carrier_store::sqlx::types::chrono::DateTime;
         sqlx::query(
             "INSERT INTO destination_queues (destination_id, reason, held_since, head_log_id, head_attempts, next_attempt_at, last_error)
-             VALUES ($1, $2, now(), $3, $4, $5, $6)
+             VALUES ($1, $2, $7, $3, $4, $5, $6)
              ON CONFLICT (destination_id) DO UPDATE SET
                 reason = EXCLUDED.reason, head_log_id = EXCLUDED.head_log_id, head_attempts = EXCLUDED.head_attempts,
                 next_attempt_at = EXCLUDED.next_attempt_at, last_error = EXCLUDED.last_error, updated_at = now()",
         )
-        .bind(uuid(head.destination_id))
+        .bind(uuid(&head.destination_id))
         .bind(head.reason.as_str())
-        .bind(uuid(head.log_id))
+        .bind(uuid(&head.log_id))
         .bind(head.attempts as i32)
-        .bind(next_attempt_at)
-        .bind((!head.last_error.is_empty()).then_some(head.last_error))
+        .bind(head.next_attempt_at_ms.and_then(DateTime::from_timestamp_millis))
+        .bind((!head.last_error.is_empty()).then_some(head.last_error.as_str()))
+        .bind(DateTime::from_timestamp_millis(head.since_ms))
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The stored state of a held queue (written by whichever worker held it last).
+    pub async fn held(&self, destination_id: &str) -> Result<Option<HeldHead>, sqlx::Error> {
+        use carrier_store::sqlx::types::chrono::{DateTime, Utc};
+        let row = sqlx::query(
+            "SELECT reason, held_since, head_log_id, head_attempts, next_attempt_at, last_error
+             FROM destination_queues WHERE destination_id = $1",
+        )
+        .bind(uuid(destination_id))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| HeldHead {
+            destination_id: destination_id.to_string(),
+            reason: HeldReason::parse(row.get("reason")),
+            since_ms: row.get::<DateTime<Utc>, _>("held_since").timestamp_millis(),
+            log_id: row
+                .get::<Option<Uuid>, _>("head_log_id")
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            attempts: row.get::<i32, _>("head_attempts").max(0) as u32,
+            next_attempt_at_ms: row
+                .get::<Option<DateTime<Utc>>, _>("next_attempt_at")
+                .map(|at| at.timestamp_millis()),
+            last_error: row.get::<Option<String>, _>("last_error").unwrap_or_default(),
+        }))
+    }
+
+    /// How many tasks of a destination are parked.
+    pub async fn parked_count(&self, destination_id: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM parked_tasks WHERE destination_id = $1")
+            .bind(uuid(destination_id))
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// The destination flows again.

@@ -14,6 +14,7 @@
 
 mod api;
 mod auth;
+mod delivery_control;
 mod error;
 mod routes;
 
@@ -141,6 +142,7 @@ pub(crate) struct AppState {
     pub producer: FutureProducer,
     pub topics: Topics,
     pub log_store: PgPool,
+    pub delivery_control: delivery_control::DeliveryControl,
 }
 
 /// Runs ingress on `listener` until `shutdown` is cancelled; in-flight requests finish first.
@@ -167,6 +169,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         producer,
         topics: Topics::new(&config.kafka),
         log_store,
+        delivery_control: Default::default(),
         config,
     });
     let app = api::router(state.clone()).merge(carrier_telemetry::probes_router(readiness.clone()));

@@ -67,6 +67,8 @@ fn metrics() -> &'static Metrics {
 
 /// What every lane shares.
 struct Shared {
+    directory: Arc<LaneDirectory>,
+    shutdown: CancellationToken,
     client: reqwest::Client,
     parking: ParkingStore,
     destinations: Arc<Destinations>,
@@ -76,14 +78,18 @@ struct Shared {
     runtime: tokio::runtime::Handle,
 }
 
+/// Starts the consumer; the lanes it runs are visible through `directory`.
 pub fn start(
     config: &Config,
     destinations: Arc<Destinations>,
     events: LogEvents,
     parking: ParkingStore,
+    directory: Arc<LaneDirectory>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let shared = Arc::new(Shared {
+        directory,
+        shutdown: shutdown.clone(),
         client: attempt::client(),
         parking,
         destinations,
@@ -125,7 +131,15 @@ impl Processor for LaneProcessor {
         // Destinations with parked tasks start in parked mode before any record of this
         // partition is dispatched, so a live task never overtakes a parked one (invariant 2).
         // This runs on the consumer thread (not a runtime worker), where blocking is allowed.
-        let parked = self.shared.runtime.block_on(load_parked(&self.shared, &tracker));
+        let Some(parked) = self.shared.runtime.block_on(load_parked(&self.shared, &tracker)) else {
+            // Released or shutting down before Postgres answered: this partition dispatches
+            // nothing (its records stay uncommitted for the next owner).
+            return Box::new(PartitionLanes {
+                shared: self.shared.clone(),
+                partition,
+                dispatching: false,
+            });
+        };
         for destination_id in parked {
             let mut lanes = partition.lanes.lock().expect("lanes lock");
             lanes.insert(destination_id.clone(), Lane::parked());
@@ -134,17 +148,19 @@ impl Processor for LaneProcessor {
         self.shared
             .runtime
             .spawn(run_parker(self.shared.clone(), partition.clone()));
+        self.shared.directory.insert(partition.clone());
         Box::new(PartitionLanes {
             shared: self.shared.clone(),
             partition,
+            dispatching: true,
         })
     }
 }
 
 /// The destinations of a newly assigned partition that have parked tasks. Postgres must answer:
-/// without it, order cannot be kept, so this retries (and logs) until it does or the
-/// partition is released.
-async fn load_parked(shared: &Shared, tracker: &OffsetTracker) -> Vec<String> {
+/// without it, order cannot be kept, so this retries (and logs) until it does; `None` when the
+/// partition is released or the worker shuts down first.
+async fn load_parked(shared: &Shared, tracker: &OffsetTracker) -> Option<Vec<String>> {
     let mut failures = 0u32;
     loop {
         match shared.parking.parked_destinations(tracker.partition()).await {
@@ -156,13 +172,15 @@ async fn load_parked(shared: &Shared, tracker: &OffsetTracker) -> Vec<String> {
                         "resuming parked destinations"
                     );
                 }
-                return destinations;
+                return Some(destinations);
             }
             Err(error) => {
                 failures += 1;
                 tracing::error!(%error, partition = tracker.partition(), failures, "cannot read the parking store; partition waits");
-                if !sleep_unless_released(tracker.released_token(), Duration::from_secs(1)).await {
-                    return Vec::new();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tracker.released_token().cancelled() => return None,
+                    _ = shared.shutdown.cancelled() => return None,
                 }
             }
         }
@@ -201,29 +219,32 @@ struct Lane {
     parked_unfinished: usize,
     /// Offsets of parked tasks that are final: their rows are removed in one statement.
     parked_done: Vec<i64>,
+    /// The held head, while one is (the live view operators get through the control service).
+    held: Option<HeldHead>,
+    /// Ends the lane's current wait (backoff, operator pause) at once: an operator acted.
+    wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl Lane {
-    fn live(first: Queued) -> Self {
+    fn new(queue: VecDeque<Queued>, parked: bool) -> Self {
         Self {
-            queue: VecDeque::from([first]),
-            parked: false,
+            queue,
+            parked,
             park_generation: 0,
             parking_in_flight: 0,
             parked_unfinished: 0,
             parked_done: Vec::new(),
+            held: None,
+            wakeup: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
+    fn live(first: Queued) -> Self {
+        Self::new(VecDeque::from([first]), false)
+    }
+
     fn parked() -> Self {
-        Self {
-            queue: VecDeque::new(),
-            parked: true,
-            park_generation: 0,
-            parking_in_flight: 0,
-            parked_unfinished: 0,
-            parked_done: Vec::new(),
-        }
+        Self::new(VecDeque::new(), true)
     }
 }
 
@@ -248,10 +269,16 @@ impl PartitionState {
 struct PartitionLanes {
     shared: Arc<Shared>,
     partition: Arc<PartitionState>,
+    /// False when the partition could not be set up (see `assign`): records are left
+    /// unfinished, so their offsets are never committed here.
+    dispatching: bool,
 }
 
 impl PartitionProcessor for PartitionLanes {
     fn process(&mut self, record: Record) {
+        if !self.dispatching {
+            return;
+        }
         let task = match DeliveryTask::decode(record.payload.as_slice()) {
             Ok(task) => task,
             Err(error) => {
@@ -370,6 +397,8 @@ enum Next {
 async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destination_id: String) {
     // Parked tasks already taken from the store (offsets up to this one).
     let mut parked_cursor = -1i64;
+    // The first parked task this lane delivers may be a head an earlier owner was retrying.
+    let mut first_parked = true;
     let mut parked_batch: VecDeque<Queued> = VecDeque::new();
     loop {
         if partition.tracker.is_released() {
@@ -461,8 +490,10 @@ async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destinati
                     complete(&partition, &queued);
                     continue;
                 }
+                let resume_held = first_parked && queued.origin == Origin::Parked;
+                first_parked = first_parked && !resume_held;
                 // A task parked while it was the head is past the cursor now.
-                if let Some(offset) = deliver(&shared, &partition, queued).await {
+                if let Some(offset) = deliver(&shared, &partition, queued, resume_held).await {
                     parked_cursor = parked_cursor.max(offset);
                 }
             }
@@ -610,21 +641,59 @@ async fn enter_parked_mode(shared: &Arc<Shared>, partition: &Arc<PartitionState>
 
 /// Attempts one task until its log is final (or the partition is released, in which case the
 /// task stays unfinished and whoever owns the partition next delivers it).
-async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queued: Queued) -> Option<i64> {
+///
+/// `resume_held`: the task is the first one a lane takes from a parked backlog, so it may be a
+/// head that an earlier owner of the partition was retrying (before a crash or a rebalance).
+/// Its attempt numbers, last error and next attempt time then continue from what that owner
+/// stored, instead of starting over (a crash loop must not reset the backoff).
+async fn deliver(
+    shared: &Arc<Shared>,
+    partition: &Arc<PartitionState>,
+    mut queued: Queued,
+    resume_held: bool,
+) -> Option<i64> {
     let tracker = &partition.tracker;
     let released = tracker.released_token().clone();
     let destination_id = queued.task.destination_id.clone();
+    let wakeup = lane_wakeup(partition, &destination_id);
     // A manual retry numbers its attempts after the log's earlier ones; the retry rules count
     // from its own first attempt.
     let previous_attempts = queued.task.previous_attempts;
     let mut number: u32 = previous_attempts + 1;
     // When the last attempt started: a manual "retry now" newer than this wakes the head.
     let mut last_attempt_ms: i64 = 0;
-    // Whether this head wrote a held-queue row (which must go when the head is final), whether
-    // an operator pause holds it now, and the last attempt's error.
-    let mut held = false;
+    // What operators see of this head while it holds the queue.
+    let mut hold = Hold::new(&destination_id);
     let mut held_by_operator = false;
-    let mut last_error = String::new();
+    if resume_held {
+        if let Some(stored) = stored_head(shared, &queued.task).await {
+            number = number.max(stored.attempts + 1);
+            tracing::info!(
+                destination_id,
+                log_id = %stored.log_id,
+                attempts = stored.attempts,
+                "resuming a held head where the partition's previous owner left it"
+            );
+            let wait_ms = stored
+                .next_attempt_at_ms
+                .map_or(0, |at| at - chrono::Utc::now().timestamp_millis());
+            hold.resume(partition, stored);
+            if wait_ms > 0
+                && !sleep_until_retry(
+                    shared,
+                    &released,
+                    &wakeup,
+                    Duration::from_millis(wait_ms as u64),
+                    &destination_id,
+                    &queued.task.log_id,
+                    last_attempt_ms,
+                )
+                .await
+            {
+                return None;
+            }
+        }
+    }
     loop {
         // Held across the attempt and its event: a revoke waits for it, so no request of this
         // partition is still in flight once another worker may own it.
@@ -660,11 +729,11 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
                     status: LogStatus::Cancelled,
                 };
                 finish(shared, partition, queued, String::new(), ending, activity);
-                release_hold(shared, &mut held, &destination_id).await;
+                hold.release(shared, partition).await;
                 return parked_offset;
             }
         };
-        if !destination.skip_log_id.is_empty() && destination.skip_log_id == task.log_id {
+        if skip_requested(&destination, &task.log_id) {
             tracing::info!(destination_id = %task.destination_id, log_id = %task.log_id, "head skipped by an operator; log cancelled");
             let environment = destination.environment.clone();
             finish(
@@ -675,7 +744,7 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
                 Ending::Skipped { sequence: number },
                 activity,
             );
-            release_hold(shared, &mut held, &destination_id).await;
+            hold.release(shared, partition).await;
             return parked_offset;
         }
         let retry_now = retry_requested(&destination, &queued.task.log_id, last_attempt_ms);
@@ -686,16 +755,16 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
                 enter_parked_mode(shared, partition, &mut queued).await;
                 held_by_operator = true;
             }
-            let head = HeldHead {
-                destination_id: &destination_id,
-                reason: HeldReason::Operator,
-                log_id: &queued.task.log_id,
-                attempts: number - 1,
-                next_attempt_at_ms: None,
-                last_error: &last_error,
-            };
-            record_hold(shared, &mut held, &head).await;
-            if sleep_unless_released(&released, OPERATOR_PAUSE_RECHECK).await {
+            hold.record(
+                shared,
+                partition,
+                HeldReason::Operator,
+                &queued.task.log_id,
+                number - 1,
+                None,
+            )
+            .await;
+            if wait_or_wakeup(&released, &wakeup, OPERATOR_PAUSE_RECHECK).await {
                 continue;
             }
             return None;
@@ -744,7 +813,7 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
                     },
                     activity,
                 );
-                release_hold(shared, &mut held, &destination_id).await;
+                hold.release(shared, partition).await;
                 return parked_offset;
             }
             Decision::RetryAfter(delay) => {
@@ -757,18 +826,17 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
                     "delivery attempt failed, will retry"
                 );
                 if environment == Environment::Production {
-                    last_error = result.error.clone();
-                    let head = HeldHead {
-                        destination_id: &destination_id,
-                        reason: HeldReason::Failing,
-                        log_id: &task.log_id,
-                        attempts: number,
-                        next_attempt_at_ms: Some(
-                            chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64,
-                        ),
-                        last_error: &last_error,
-                    };
-                    record_hold(shared, &mut held, &head).await;
+                    hold.last_error = result.error.clone();
+                    let next_attempt_at_ms = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
+                    hold.record(
+                        shared,
+                        partition,
+                        HeldReason::Failing,
+                        &task.log_id,
+                        number,
+                        Some(next_attempt_at_ms),
+                    )
+                    .await;
                 }
                 // The attempt's event is written in the background; the log stays queued.
                 let events = shared.events.clone();
@@ -787,6 +855,7 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
                 if !sleep_until_retry(
                     shared,
                     &released,
+                    &wakeup,
                     delay,
                     &destination_id,
                     &queued.task.log_id,
@@ -802,17 +871,48 @@ async fn deliver(shared: &Arc<Shared>, partition: &Arc<PartitionState>, mut queu
     }
 }
 
+/// The head an earlier owner stored for `task`'s destination, if it is this task.
+async fn stored_head(shared: &Shared, task: &DeliveryTask) -> Option<HeldHead> {
+    match shared.parking.held(&task.destination_id).await {
+        Ok(stored) => stored.filter(|head| head.log_id == task.log_id),
+        Err(error) => {
+            // Not fatal: the head is attempted with fresh numbering, as before a crash.
+            tracing::warn!(%error, destination_id = %task.destination_id, "cannot read the stored held head; its attempt count starts over");
+            None
+        }
+    }
+}
+
+/// The lane's wake-up handle (a fresh one if the lane is gone, which nothing will wake).
+fn lane_wakeup(partition: &PartitionState, destination_id: &str) -> Arc<tokio::sync::Notify> {
+    partition
+        .lanes
+        .lock()
+        .expect("lanes lock")
+        .get(destination_id)
+        .map(|lane| lane.wakeup.clone())
+        .unwrap_or_default()
+}
+
 /// Whether a manual retry asked to attempt `log_id` now, after the attempt started at
 /// `last_attempt_ms`.
 fn retry_requested(destination: &Destination, log_id: &str, last_attempt_ms: i64) -> bool {
     destination.retry_log_id == log_id && destination.retry_requested_at_ms > last_attempt_ms
 }
 
-/// The backoff before the next attempt of a held head: sleeps `delay`, but wakes early when a
-/// manual retry asks for the head now. False when the partition was released first.
+/// Whether an operator skipped `log_id`.
+fn skip_requested(destination: &Destination, log_id: &str) -> bool {
+    !destination.skip_log_id.is_empty() && destination.skip_log_id == log_id
+}
+
+/// The backoff before the next attempt of a held head: sleeps `delay`, but ends early when an
+/// operator acts on the head (retry now, skip, pause). Operators' requests reach the owning
+/// worker through the control service, which wakes the lane at once; a request stored by
+/// another worker is seen at the next periodic look. False when the partition was released.
 async fn sleep_until_retry(
     shared: &Shared,
     released: &CancellationToken,
+    wakeup: &tokio::sync::Notify,
     delay: Duration,
     destination_id: &str,
     log_id: &str,
@@ -824,7 +924,7 @@ async fn sleep_until_retry(
         if now >= deadline {
             return true;
         }
-        if !sleep_unless_released(released, (deadline - now).min(OPERATOR_PAUSE_RECHECK)).await {
+        if !wait_or_wakeup(released, wakeup, (deadline - now).min(OPERATOR_PAUSE_RECHECK)).await {
             return false;
         }
         if let Ok(destination) = shared.destinations.get(destination_id).await {
@@ -836,32 +936,197 @@ async fn sleep_until_retry(
                 );
                 return true;
             }
+            if skip_requested(&destination, log_id) || destination.paused_by_operator {
+                return true;
+            }
         }
     }
 }
 
-/// How often a destination paused by an operator checks whether it was resumed.
+/// Sleeps for `delay`, ending early when an operator acts on the lane; false when the partition
+/// was released first.
+async fn wait_or_wakeup(released: &CancellationToken, wakeup: &tokio::sync::Notify, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = wakeup.notified() => true,
+        _ = released.cancelled() => false,
+    }
+}
+
+/// How often a destination paused by an operator checks whether it was resumed (a resume sent
+/// to the owning worker wakes it at once).
 const OPERATOR_PAUSE_RECHECK: Duration = Duration::from_millis(500);
 
-/// Shows a held queue to operators (`GET /v1/destinations/{id}/queue`). A failure to record it
-/// is logged, never fatal: it is a view, not the queue.
-async fn record_hold(shared: &Shared, held: &mut bool, head: &HeldHead<'_>) {
-    match shared.parking.record_held(head).await {
-        Ok(()) => *held = true,
-        Err(error) => {
-            tracing::warn!(%error, destination_id = head.destination_id, "could not record the held queue state")
+/// The state of a head that holds its queue: kept in the lane (the owner's live view for the
+/// control service) and in `destination_queues` (what outlives this worker). A failure to store
+/// it is logged, never fatal: it is a view, not the queue.
+struct Hold {
+    destination_id: String,
+    /// Whether a `destination_queues` row was written (and must go when the head is final).
+    stored: bool,
+    since_ms: Option<i64>,
+    last_error: String,
+}
+
+impl Hold {
+    fn new(destination_id: &str) -> Self {
+        Self {
+            destination_id: destination_id.to_string(),
+            stored: false,
+            since_ms: None,
+            last_error: String::new(),
+        }
+    }
+
+    /// Continues from the state an earlier owner stored.
+    fn resume(&mut self, partition: &PartitionState, stored: HeldHead) {
+        self.stored = true;
+        self.since_ms = Some(stored.since_ms);
+        self.last_error = stored.last_error.clone();
+        set_lane_head(partition, &self.destination_id, Some(stored));
+    }
+
+    async fn record(
+        &mut self,
+        shared: &Shared,
+        partition: &PartitionState,
+        reason: HeldReason,
+        log_id: &str,
+        attempts: u32,
+        next_attempt_at_ms: Option<i64>,
+    ) {
+        let head = HeldHead {
+            destination_id: self.destination_id.clone(),
+            reason,
+            since_ms: *self
+                .since_ms
+                .get_or_insert_with(|| chrono::Utc::now().timestamp_millis()),
+            log_id: log_id.to_string(),
+            attempts,
+            next_attempt_at_ms,
+            last_error: self.last_error.clone(),
+        };
+        let unchanged = partition
+            .lanes
+            .lock()
+            .expect("lanes lock")
+            .get(&self.destination_id)
+            .and_then(|lane| lane.held.as_ref())
+            == Some(&head);
+        if unchanged && self.stored {
+            return;
+        }
+        set_lane_head(partition, &self.destination_id, Some(head.clone()));
+        match shared.parking.record_held(&head).await {
+            Ok(()) => self.stored = true,
+            Err(error) => {
+                tracing::warn!(%error, destination_id = %head.destination_id, "could not record the held queue state")
+            }
+        }
+    }
+
+    /// The head is final: its queue is no longer held by it.
+    async fn release(&mut self, shared: &Shared, partition: &PartitionState) {
+        set_lane_head(partition, &self.destination_id, None);
+        if !self.stored {
+            return;
+        }
+        match shared.parking.clear_held(&self.destination_id).await {
+            Ok(()) => self.stored = false,
+            Err(error) => {
+                tracing::warn!(%error, destination_id = %self.destination_id, "could not clear the held queue state")
+            }
         }
     }
 }
 
-/// The head is final: its queue is no longer held by it.
-async fn release_hold(shared: &Shared, held: &mut bool, destination_id: &str) {
-    if !*held {
-        return;
+fn set_lane_head(partition: &PartitionState, destination_id: &str, head: Option<HeldHead>) {
+    if let Some(lane) = partition
+        .lanes
+        .lock()
+        .expect("lanes lock")
+        .get_mut(destination_id)
+    {
+        lane.held = head;
     }
-    match shared.parking.clear_held(destination_id).await {
-        Ok(()) => *held = false,
-        Err(error) => tracing::warn!(%error, destination_id, "could not clear the held queue state"),
+}
+
+/// The partitions this worker owns and their lanes: what the control service reads (live queue
+/// state) and wakes (an operator acted).
+#[derive(Default)]
+pub struct LaneDirectory {
+    partitions: Mutex<HashMap<i32, Arc<PartitionState>>>,
+}
+
+/// A destination's lane as its owner sees it.
+#[derive(Debug, Default)]
+pub struct LaneView {
+    /// Tasks waiting in memory (not yet parked), not counting the one being attempted.
+    pub queued_in_memory: usize,
+    /// The held head, if the queue is held.
+    pub held: Option<HeldHead>,
+}
+
+impl LaneDirectory {
+    fn insert(&self, partition: Arc<PartitionState>) {
+        let mut partitions = self.partitions.lock().expect("directory lock");
+        partitions.retain(|_, state| !state.tracker.is_released());
+        partitions.insert(partition.tracker.partition(), partition);
+    }
+
+    fn owned(&self, partition: i32) -> Option<Arc<PartitionState>> {
+        self.partitions
+            .lock()
+            .expect("directory lock")
+            .get(&partition)
+            .filter(|state| !state.tracker.is_released())
+            .cloned()
+    }
+
+    /// The partitions this worker owns now, in order.
+    pub fn owned_partitions(&self) -> Vec<i32> {
+        let mut owned: Vec<i32> = self
+            .partitions
+            .lock()
+            .expect("directory lock")
+            .iter()
+            .filter(|(_, state)| !state.tracker.is_released())
+            .map(|(partition, _)| *partition)
+            .collect();
+        owned.sort_unstable();
+        owned
+    }
+
+    /// The destination's lane; `None` when this worker does not own `partition`.
+    pub fn view(&self, partition: i32, destination_id: &str) -> Option<LaneView> {
+        let state = self.owned(partition)?;
+        let waiting_to_park = state
+            .to_park
+            .lock()
+            .expect("park lock")
+            .iter()
+            .filter(|queued| queued.task.destination_id == destination_id)
+            .count();
+        let lanes = state.lanes.lock().expect("lanes lock");
+        Some(match lanes.get(destination_id) {
+            Some(lane) => LaneView {
+                queued_in_memory: lane.queue.len() + waiting_to_park,
+                held: lane.held.clone(),
+            },
+            None => LaneView {
+                queued_in_memory: waiting_to_park,
+                held: None,
+            },
+        })
+    }
+
+    /// Ends the current wait of the destination's lane, so it looks at its settings again now.
+    pub fn wake(&self, partition: i32, destination_id: &str) {
+        if let Some(state) = self.owned(partition) {
+            if let Some(lane) = state.lanes.lock().expect("lanes lock").get(destination_id) {
+                lane.wakeup.notify_one();
+            }
+        }
     }
 }
 
@@ -982,6 +1247,75 @@ mod tests {
             Duration::from_secs(5),
             "a revoke ends the wait at once"
         );
+    }
+
+    /// When a head that keeps failing is attempted, on the paused clock: the retry rules decide
+    /// the delay and the lane's own wait sleeps it (jitter off, so the times are exact).
+    async fn attempt_times(
+        policy: &RetryPolicy,
+        environment: Environment,
+        test: bool,
+        failures: u32,
+        wakeup: &tokio::sync::Notify,
+    ) -> (Vec<Duration>, Option<LogStatus>) {
+        let released = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let mut times = Vec::new();
+        for attempt in 1.. {
+            times.push(started.elapsed());
+            let success = attempt > failures;
+            match policy.decide(environment, test, attempt, success, 0.5) {
+                Decision::Final(status) => return (times, Some(status)),
+                Decision::RetryAfter(delay) => {
+                    assert!(wait_or_wakeup(&released, wakeup, delay).await);
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_head_is_retried_on_the_backoff_schedule_by_environment() {
+        let policy = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        let idle = tokio::sync::Notify::new();
+        let secs = |list: &[u64]| list.iter().map(|s| Duration::from_secs(*s)).collect::<Vec<_>>();
+
+        // Production: 2 s, doubling, settling at the 120 s cap; delivered on the 10th attempt.
+        let (times, status) = attempt_times(&policy, Environment::Production, false, 9, &idle).await;
+        assert_eq!(
+            times,
+            secs(&[0, 2, 6, 14, 30, 62, 126, 246, 366, 486]),
+            "2, 4, 8, 16, 32, 64 s, then 120 s apart"
+        );
+        assert_eq!(status, Some(LogStatus::Delivered));
+
+        // Staging and development: one retry after 5 s, then failed (the queue moves on).
+        for environment in [Environment::Staging, Environment::Development] {
+            let (times, status) = attempt_times(&policy, environment, false, 5, &idle).await;
+            assert_eq!(times, secs(&[0, 5]), "{environment:?}");
+            assert_eq!(status, Some(LogStatus::Failed));
+        }
+
+        // Test messages: one attempt, in every environment.
+        for environment in [Environment::Production, Environment::Staging] {
+            let (times, status) = attempt_times(&policy, environment, true, 5, &idle).await;
+            assert_eq!(times, secs(&[0]), "{environment:?}");
+            assert_eq!(status, Some(LogStatus::Failed));
+        }
+
+        // An operator's "retry now" (the control service wakes the lane) ends the wait at once.
+        let wakeup = std::sync::Arc::new(tokio::sync::Notify::new());
+        let operator = wakeup.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            operator.notify_one();
+        });
+        let started = tokio::time::Instant::now();
+        assert!(wait_or_wakeup(&CancellationToken::new(), &wakeup, Duration::from_secs(120)).await);
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 
     #[test]

@@ -1,83 +1,73 @@
 //! Operator control of a destination's queue:
 //! `GET /v1/destinations/{id}/queue`, `POST /v1/destinations/{id}/{pause,resume,skip}`.
 //!
-//! Pause and skip are stored with the destination by the router (the configuration owner), and
-//! the delivery worker that owns the destination reads them at send time, so they hold across
-//! rebalances and restarts without ingress knowing which worker that is. The queue state comes
-//! from what that worker records for held queues, and from the parking store.
+//! Each request goes over gRPC to the delivery worker that owns the destination's lane
+//! (`delivery_control`), which answers from the live lane and acts at once.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use carrier_proto::config_v1::{GetByIdRequest, SetDestinationPausedRequest, SkipHeadRequest};
-use carrier_proto::ErrorKind;
-use carrier_store::sqlx::{self, Row};
-use chrono::{DateTime, SecondsFormat, Utc};
+use carrier_proto::delivery_v1::{HeadRequest, QueueRequest, QueueState};
+use chrono::{DateTime, SecondsFormat};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::auth;
 use crate::error::ApiError;
 use crate::AppState;
 
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+fn rfc3339(ms: i64) -> Value {
+    match DateTime::from_timestamp_millis(ms).filter(|_| ms > 0) {
+        Some(at) => json!(at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        None => Value::Null,
+    }
 }
 
-async fn queue_state(state: &AppState, id: &str) -> Result<Value, ApiError> {
-    let destination = state
-        .router
-        .clone()
-        .get_destination(GetByIdRequest { id: id.to_string() })
-        .await?
-        .into_inner();
-    let destination_id =
-        Uuid::parse_str(&destination.id).map_err(|_| ApiError::not_found("Unknown destination"))?;
-    let held = sqlx::query("SELECT * FROM destination_queues WHERE destination_id = $1")
-        .bind(destination_id)
-        .fetch_optional(&state.log_store)
-        .await?;
-    let depth: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_tasks WHERE destination_id = $1")
-        .bind(destination_id)
-        .fetch_one(&state.log_store)
-        .await?;
-    let operator_since =
-        DateTime::from_timestamp_millis(destination.paused_at_ms).filter(|_| destination.paused_at_ms > 0);
-    let (paused_reason, paused_since) = if destination.paused_by_operator {
-        (Some("operator"), operator_since.map(rfc3339))
-    } else if let Some(row) = &held {
-        (Some("failing"), Some(rfc3339(row.get("held_since"))))
+fn text(value: &str) -> Value {
+    if value.is_empty() {
+        Value::Null
     } else {
-        (None, None)
-    };
-    let field = |name: &str| -> Value {
-        match &held {
-            None => Value::Null,
-            Some(row) => match name {
-                "head_log_id" => json!(row.get::<Option<Uuid>, _>(name).map(|id| id.to_string())),
-                "head_attempts" => json!(row.get::<i32, _>(name)),
-                "next_attempt_at" => json!(row.get::<Option<DateTime<Utc>>, _>(name).map(rfc3339)),
-                _ => json!(row.get::<Option<String>, _>(name)),
-            },
-        }
-    };
-    Ok(json!({
-        "destination_id": destination.id,
-        "paused": paused_reason.is_some(),
-        "paused_reason": paused_reason,
-        "paused_since": paused_since,
-        "depth": depth,
-        "head_log_id": field("head_log_id"),
-        "head_attempts": field("head_attempts"),
-        "next_attempt_at": field("next_attempt_at"),
-        "last_error": field("last_error"),
-    }))
+        json!(value)
+    }
+}
+
+/// The REST shape of a queue's state.
+pub(crate) fn queue_json(queue: &QueueState) -> Value {
+    let held = !queue.head_log_id.is_empty();
+    json!({
+        "destination_id": queue.destination_id,
+        "paused": queue.paused,
+        "paused_reason": text(&queue.paused_reason),
+        "paused_since": rfc3339(queue.paused_since_ms),
+        "depth": queue.depth,
+        "head_log_id": text(&queue.head_log_id),
+        "head_attempts": if held { json!(queue.head_attempts) } else { Value::Null },
+        "next_attempt_at": rfc3339(queue.next_attempt_at_ms),
+        "last_error": text(&queue.last_error),
+        "partition": queue.partition,
+        "owner_worker_id": text(&queue.owner_worker_id),
+    })
 }
 
 fn admin_token(state: &AppState) -> &str {
     state.config.admin_token.as_deref().expect("validated")
+}
+
+fn queue_request(id: &str) -> QueueRequest {
+    QueueRequest {
+        destination_id: id.to_string(),
+    }
+}
+
+/// The queue's state from the delivery worker that owns it.
+pub(crate) async fn queue_state(state: &AppState, id: &str) -> Result<QueueState, ApiError> {
+    state
+        .delivery_control
+        .call(&state.log_store, id, |mut client| async move {
+            client.get_queue(queue_request(id)).await
+        })
+        .await
 }
 
 pub async fn get(
@@ -86,7 +76,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     auth::operator(&headers, admin_token(&state))?;
-    Ok(Json(queue_state(&state, &id).await?))
+    Ok(Json(queue_json(&queue_state(&state, &id).await?)))
 }
 
 async fn set_paused(
@@ -96,16 +86,20 @@ async fn set_paused(
     paused: bool,
 ) -> Result<Json<Value>, ApiError> {
     auth::operator(headers, admin_token(state))?;
-    state
-        .router
-        .clone()
-        .set_destination_paused(SetDestinationPausedRequest {
-            id: id.clone(),
-            paused,
+    let queue = state
+        .delivery_control
+        .call(&state.log_store, &id, |mut client| {
+            let request = queue_request(&id);
+            async move {
+                if paused {
+                    client.pause(request).await
+                } else {
+                    client.resume(request).await
+                }
+            }
         })
         .await?;
-    tracing::info!(destination_id = %id, paused, "operator changed a destination's pause");
-    Ok(Json(queue_state(state, &id).await?))
+    Ok(Json(queue_json(&queue)))
 }
 
 pub async fn pause(
@@ -132,24 +126,18 @@ pub async fn skip(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     auth::operator(&headers, admin_token(&state))?;
-    let queue = queue_state(&state, &id).await?;
-    let Some(head) = queue["head_log_id"].as_str().map(str::to_string) else {
-        return Err(ApiError::new(
-            ErrorKind::Conflict,
-            format!("Destination {id} has no held message to skip"),
-        ));
-    };
-    state
-        .router
-        .clone()
-        .skip_head(SkipHeadRequest {
-            id: id.clone(),
-            log_id: head.clone(),
+    let reply = state
+        .delivery_control
+        .call(&state.log_store, &id, |mut client| {
+            let request = HeadRequest {
+                destination_id: id.clone(),
+                log_id: String::new(),
+            };
+            async move { client.skip(request).await }
         })
         .await?;
-    tracing::info!(destination_id = %id, log_id = %head, "operator skipped a destination's head");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "destination_id": id, "skipped_log_id": head })),
+        Json(json!({ "destination_id": id, "skipped_log_id": reply.log_id })),
     ))
 }

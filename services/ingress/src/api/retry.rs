@@ -11,10 +11,10 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use carrier_proto::config_v1::SkipHeadRequest;
+use carrier_proto::delivery_v1::HeadRequest;
 use carrier_proto::records_v1::DeliveryTask;
 use carrier_proto::ErrorKind;
-use carrier_store::sqlx::{self, Row};
+use carrier_store::sqlx::Row;
 use prost::Message;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -30,19 +30,19 @@ pub async fn retry(
     let (log_id, row) = super::logs::visible_log(&state, &headers, &id).await?;
     let destination_id: Uuid = row.get("destination_id");
 
-    let head: Option<Uuid> =
-        sqlx::query_scalar("SELECT head_log_id FROM destination_queues WHERE destination_id = $1")
-            .bind(destination_id)
-            .fetch_optional(&state.log_store)
-            .await?
-            .flatten();
-    if head == Some(log_id) {
-        let request = SkipHeadRequest {
-            id: destination_id.to_string(),
-            log_id: log_id.to_string(),
-        };
-        state.router.clone().retry_head_now(request).await?;
-        tracing::info!(%log_id, %destination_id, "manual retry of a held head: attempting now");
+    let destination = destination_id.to_string();
+    let queue = super::queues::queue_state(&state, &destination).await?;
+    if queue.head_log_id == log_id.to_string() {
+        state
+            .delivery_control
+            .call(&state.log_store, &destination, |mut client| {
+                let request = HeadRequest {
+                    destination_id: destination.clone(),
+                    log_id: log_id.to_string(),
+                };
+                async move { client.retry_now(request).await }
+            })
+            .await?;
         return Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "log_id": id, "attempting_now": true })),

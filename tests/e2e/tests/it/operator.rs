@@ -86,6 +86,22 @@ async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
         state["paused_since"].is_string() && state["next_attempt_at"].is_string(),
         "{state}"
     );
+    assert!(
+        state["owner_worker_id"].is_string(),
+        "the worker owning the lane answered: {state}"
+    );
+    // Ingress found that worker by computing the destination's partition; the broker put the
+    // destination's tasks in that same partition (the log records where its task is).
+    let recorded = carrier_testkit::eventually(Duration::from_secs(30), "the head's task position", || {
+        let stack = &stack;
+        let sql = format!(
+            "SELECT COALESCE(task_partition, -1)::bigint FROM logs WHERE id = '{}'",
+            log_ids[0]
+        );
+        async move { Some(stack.count(&sql).await).filter(|partition| *partition >= 0) }
+    })
+    .await;
+    assert_eq!(state["partition"].as_i64(), Some(recorded), "{state}");
 
     // Skip the failing head: it is cancelled and the next message becomes the head.
     let (status, body) = control(api, &destination_id, "skip").await;
@@ -141,5 +157,80 @@ async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
     })
     .await;
     assert!(state["head_log_id"].is_null(), "{state}");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_control_reaches_the_worker_that_owns_the_destination() {
+    let mut stack = Stack::start(StackOptions::default()).await;
+    stack.start_delivery().await;
+    carrier_testkit::eventually(
+        Duration::from_secs(60),
+        "two workers sharing the partitions",
+        || {
+            let stack = &stack;
+            async move {
+                let sql = "SELECT count(*) FROM delivery_workers WHERE cardinality(partitions) > 0";
+                (stack.count(sql).await == 2).then_some(())
+            }
+        },
+    )
+    .await;
+    let api = &stack.api;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(503, "down");
+    let organization = api.create_organization("Two Workers Hospital").await;
+    let source = api.create_source(&organization, "production").await;
+    let mut destinations = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        let destination = api
+            .subscribed_destination(
+                &organization,
+                &source,
+                &receiver.url(name),
+                "production",
+                "Results",
+            )
+            .await;
+        destinations.push(destination["id"].as_str().unwrap().to_string());
+    }
+    let token = api.token(&source).await;
+    let (status, _) = api.send(&token, &message("Results", 0)).await;
+    assert_eq!(status, 200);
+
+    let mut owners = std::collections::HashSet::new();
+    for destination_id in &destinations {
+        let state = queue_until(api, destination_id, "a held queue", |state| {
+            state["paused_reason"] == "failing" && state["owner_worker_id"].is_string()
+        })
+        .await;
+        let owner = state["owner_worker_id"].as_str().unwrap().to_string();
+        let partition = state["partition"].as_i64().unwrap();
+        let sql = format!(
+            "SELECT count(*) FROM delivery_workers WHERE worker_id = '{owner}' AND {partition} = ANY(partitions)"
+        );
+        assert_eq!(stack.count(&sql).await, 1, "{owner} owns partition {partition}");
+
+        // The owner acts on it at once: a pause answers with the operator's reason.
+        let (status, state) = control(api, destination_id, "pause").await;
+        assert_eq!(status, 200, "{state}");
+        assert_eq!(state["paused_reason"], "operator", "{state}");
+        assert_eq!(state["owner_worker_id"].as_str(), Some(owner.as_str()), "{state}");
+        owners.insert(owner);
+    }
+    println!("destinations answered by {} worker(s)", owners.len());
+
+    // Resumed and healthy: every queue flows again.
+    receiver.respond_with(200, r#"{"Meta":{"Errors":[]}}"#);
+    for destination_id in &destinations {
+        let (status, _) = control(api, destination_id, "resume").await;
+        assert_eq!(status, 200);
+    }
+    for destination_id in &destinations {
+        queue_until(api, destination_id, "a flowing queue", |state| {
+            state["paused"] == false && state["depth"] == 0
+        })
+        .await;
+    }
     stack.stop().await;
 }

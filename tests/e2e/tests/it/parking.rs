@@ -129,8 +129,16 @@ async fn a_parked_backlog_survives_a_killed_worker_and_new_traffic_waits_behind_
         async move { (stack.count(PARKED_ROWS).await == MESSAGES as i64).then_some(()) }
     })
     .await;
+    // The head has been retried a few times when the worker dies.
+    let attempts_before = carrier_testkit::eventually(Duration::from_secs(60), "the head retried", || {
+        let attempts = max_attempt(&receiver.received());
+        async move { attempts.filter(|attempts| *attempts >= 3) }
+    })
+    .await;
     worker.start_kill().expect("SIGKILL");
     worker.wait().await.expect("exit");
+    let attempts_before = attempts_before.max(max_attempt(&receiver.received()).unwrap_or(0));
+    let requests_before = receiver.received().len();
 
     // New traffic arrives while no worker runs; the destination recovers.
     for sequence in MESSAGES..MESSAGES + 20 {
@@ -150,7 +158,23 @@ async fn a_parked_backlog_survives_a_killed_worker_and_new_traffic_waits_behind_
         (0..(MESSAGES + 20) as u64).collect::<Vec<_>>(),
         "parked first, in order, then the new ones"
     );
+    // The new owner went on with the head's attempts where the killed one left them (the last
+    // attempt may be repeated if the worker died before storing it), not from 1 again.
+    let resumed = &receiver.received()[requests_before];
+    let resumed_attempt: u32 = resumed.header("carrier-attempt").parse().unwrap();
+    assert!(
+        resumed_attempt >= attempts_before && resumed_attempt > 1,
+        "attempt {resumed_attempt} after the restart; {attempts_before} before it"
+    );
     let _ = replacement.start_kill();
     let _ = replacement.wait().await;
     stack.stop().await;
+}
+
+/// The highest `carrier-attempt` among `requests`.
+fn max_attempt(requests: &[carrier_testkit::receiver::Received]) -> Option<u32> {
+    requests
+        .iter()
+        .filter_map(|request| request.header("carrier-attempt").parse().ok())
+        .max()
 }
