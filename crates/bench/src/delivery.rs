@@ -52,6 +52,37 @@ fn memory_kib(pid: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) a process has used so far.
+fn process_cpu(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|index| fields.get(*index)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+/// Busy and total CPU time of the whole machine so far (from /proc/stat).
+fn machine_cpu() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let values: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    let total: u64 = values.iter().sum();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
 async fn signal(pid: &str, signal: &str) {
     let _ = tokio::process::Command::new("kill")
         .args([signal, pid])
@@ -257,6 +288,8 @@ pub async fn run(
     println!("resuming: draining {queued} messages");
     let p = counters.path("/p");
     let resumed = Instant::now();
+    let drain_cpu_before = process_cpu(delivery_pid);
+    let machine_before = machine_cpu();
     let (status, _) = api
         .admin(
             reqwest::Method::POST,
@@ -269,6 +302,12 @@ pub async fn run(
     let drain_rate = drained
         .map(|last| queued as f64 / last.duration_since(resumed).as_secs_f64())
         .unwrap_or(f64::NAN);
+    // Where the drain's time goes: the worker's own CPU per message, and how busy the machine
+    // (broker, notifier, Postgres, this receiver) was meanwhile.
+    let drain_cpu_us = (process_cpu(delivery_pid) - drain_cpu_before).as_secs_f64() * 1e6 / queued as f64;
+    let machine_after = machine_cpu();
+    let machine_busy = (machine_after.0 - machine_before.0) as f64
+        / (machine_after.1 - machine_before.1).max(1) as f64;
 
     // The reference: one keep-alive connection posting the same body in sequence.
     let client = reqwest::Client::new();
@@ -299,12 +338,14 @@ pub async fn run(
          | drain after resume, one destination (deliveries/s) | {drain_rate:.0} |\n\
          | plain sequential keep-alive client, same receiver (requests/s) | {plain_rate:.0} |\n\
          | drain ratio (target ≥ 0.80) | **{:.2}** |\n\
+         | delivery CPU per drained message (µs) / machine busy during the drain | {drain_cpu_us:.0} / {:.0} % |\n\
          | delivery RSS idle / with backlog parked / peak (MiB) | {:.1} / {:.1} / {:.1} |\n\
          | peak ÷ idle (target ≤ 2) | **{:.2}** |\n",
         chrono::Utc::now().to_rfc3339(),
         receiver_delay.as_millis(),
         with_backlog / baseline,
         drain_rate / plain_rate,
+        machine_busy * 100.0,
         idle_kib as f64 / 1024.0,
         parked_rss_kib as f64 / 1024.0,
         peak_kib as f64 / 1024.0,

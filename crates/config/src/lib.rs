@@ -71,6 +71,10 @@ pub struct KafkaSettings {
     /// MSK. Turn it off against Tansu 0.6: its SQLite engine panics when an idempotent producer
     /// that outlived a broker restart writes again (Carrier's ordering does not depend on it).
     pub enable_idempotence: bool,
+    /// Records a consumer prefetches, in KiB (`queued.max.messages.kbytes`). This is memory a
+    /// worker holds beyond its own caps; a few MiB keep the fetch pipeline full at thousands of
+    /// records per second.
+    pub consumer_queue_kbytes: u32,
 }
 
 impl Default for KafkaSettings {
@@ -83,6 +87,7 @@ impl Default for KafkaSettings {
             linger_ms: 2,
             fetch_wait_max_ms: 10,
             enable_idempotence: true,
+            consumer_queue_kbytes: 4_096,
         }
     }
 }

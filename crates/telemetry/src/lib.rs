@@ -35,6 +35,13 @@ pub fn init_tracing(service: &'static str) {
 }
 
 /// A cancellation token cancelled on SIGTERM or Ctrl-C.
+/// Binds a service's socket; the error names the address (a taken port is the usual cause).
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| std::io::Error::new(error.kind(), format!("binding {addr}: {error}")))
+}
+
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();

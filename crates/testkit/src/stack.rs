@@ -77,6 +77,7 @@ impl Stack {
             linger_ms: 2,
             fetch_wait_max_ms: 10,
             enable_idempotence: options.enable_idempotence,
+            ..KafkaSettings::default()
         };
         create_topics(&kafka, options.delivery_partitions).await;
         let database_url = format!("{}/carrier_{prefix}", crate::test_postgres());

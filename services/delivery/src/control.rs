@@ -143,6 +143,34 @@ impl ControlService {
     }
 }
 
+/// What an operator asks of a held head.
+#[derive(Debug, Clone, Copy)]
+enum HeadAction {
+    Skip,
+    RetryNow,
+}
+
+impl ControlService {
+    async fn act_on_head(&self, request: HeadRequest, action: HeadAction) -> Result<HeadReply, Status> {
+        let (destination, log_id) = self.held_head(&request).await?;
+        let request = SkipHeadRequest {
+            id: destination.id.clone(),
+            log_id: log_id.clone(),
+        };
+        let mut router = self.destinations.router();
+        let stored = match action {
+            HeadAction::Skip => router.skip_head(request).await?,
+            HeadAction::RetryNow => router.retry_head_now(request).await?,
+        }
+        .into_inner();
+        tracing::info!(destination_id = %destination.id, %log_id, ?action, "operator acted on a held head");
+        Ok(HeadReply {
+            log_id,
+            queue: Some(self.changed(stored).await?),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl DeliveryControl for ControlService {
     async fn get_queue(&self, request: Request<QueueRequest>) -> Result<Response<QueueState>, Status> {
@@ -159,40 +187,10 @@ impl DeliveryControl for ControlService {
     }
 
     async fn skip(&self, request: Request<HeadRequest>) -> Result<Response<HeadReply>, Status> {
-        let (destination, log_id) = self.held_head(&request.into_inner()).await?;
-        let stored = self
-            .destinations
-            .router()
-            .skip_head(SkipHeadRequest {
-                id: destination.id.clone(),
-                log_id: log_id.clone(),
-            })
-            .await?
-            .into_inner();
-        tracing::info!(destination_id = %destination.id, %log_id, "operator skipped a destination's head");
-        let queue = self.changed(stored).await?;
-        Ok(Response::new(HeadReply {
-            log_id,
-            queue: Some(queue),
-        }))
+        Ok(Response::new(self.act_on_head(request.into_inner(), HeadAction::Skip).await?))
     }
 
     async fn retry_now(&self, request: Request<HeadRequest>) -> Result<Response<HeadReply>, Status> {
-        let (destination, log_id) = self.held_head(&request.into_inner()).await?;
-        let stored = self
-            .destinations
-            .router()
-            .retry_head_now(SkipHeadRequest {
-                id: destination.id.clone(),
-                log_id: log_id.clone(),
-            })
-            .await?
-            .into_inner();
-        tracing::info!(destination_id = %destination.id, %log_id, "manual retry of a held head: attempting now");
-        let queue = self.changed(stored).await?;
-        Ok(Response::new(HeadReply {
-            log_id,
-            queue: Some(queue),
-        }))
+        Ok(Response::new(self.act_on_head(request.into_inner(), HeadAction::RetryNow).await?))
     }
 }

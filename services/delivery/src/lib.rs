@@ -116,14 +116,10 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
         Ok(Self {
-            http: TcpListener::bind(config.http_addr)
-                .await
-                .with_context(|| format!("binding {}", config.http_addr))?,
-            control: TcpListener::bind(config.control_addr)
-                .await
-                .with_context(|| format!("binding {}", config.control_addr))?,
+            http: carrier_telemetry::bind(config.http_addr).await?,
+            control: carrier_telemetry::bind(config.control_addr).await?,
         })
     }
 }

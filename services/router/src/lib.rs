@@ -84,14 +84,10 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
         Ok(Self {
-            http: TcpListener::bind(config.http_addr)
-                .await
-                .with_context(|| format!("binding {}", config.http_addr))?,
-            grpc: TcpListener::bind(config.grpc_addr)
-                .await
-                .with_context(|| format!("binding {}", config.grpc_addr))?,
+            http: carrier_telemetry::bind(config.http_addr).await?,
+            grpc: carrier_telemetry::bind(config.grpc_addr).await?,
         })
     }
 }

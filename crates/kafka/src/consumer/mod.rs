@@ -275,12 +275,15 @@ pub fn spawn(
         .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
         .set("fetch.message.max.bytes", crate::MAX_RECORD_BYTES.to_string())
         // Prefetch is memory the worker holds beyond its own caps: keep it to about one
-        // largest record per fetch and 16 MiB queued in librdkafka.
+        // largest record per fetch and a few MiB queued in librdkafka.
         .set(
             "fetch.max.bytes",
             (crate::MAX_RECORD_BYTES + 1024 * 1024).to_string(),
         )
-        .set("queued.max.messages.kbytes", "16384")
+        .set(
+            "queued.max.messages.kbytes",
+            settings.consumer_queue_kbytes.to_string(),
+        )
         .set("topic.metadata.refresh.interval.ms", "10000")
         .create_with_context(CarrierContext {
             shared: shared.clone(),
