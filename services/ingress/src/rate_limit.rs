@@ -377,9 +377,7 @@ pub async fn enforce(State(limiter): State<Arc<RateLimiter>>, request: Request, 
             .headers()
             .get_all("x-forwarded-for")
             .iter()
-            .map(|value| value.as_bytes())
-            .collect::<Vec<_>>()
-            .into_iter(),
+            .map(|value| value.as_bytes()),
         &limiter.trusted_proxies,
     );
     match limiter.check(client).await {
