@@ -15,7 +15,9 @@
 //!   slower than `timeout_ms`, the request goes through: the limit protects capacity, the
 //!   durable path (Kafka) never depends on it, and losing Redis must never refuse or lose a
 //!   message. Such requests are counted in `carrier_ingress_rate_limit_unavailable_total`, and a
-//!   warning is logged at most every [`WARN_INTERVAL`]. Ingress starts without Redis; the
+//!   warning is logged at most every [`WARN_INTERVAL`]. After a timeout or an error, requests
+//!   skip Redis for [`SKIP_AFTER_FAILURE`] (through at once instead of each waiting out
+//!   `timeout_ms`), then the next one tries it again. Ingress starts without Redis; the
 //!   connection is made in the background and remade by itself after Redis returns.
 //! - **Client IP**: the TCP peer, or from `X-Forwarded-For` when the peer is a trusted proxy
 //!   (`client_ip`).
@@ -43,6 +45,9 @@ pub use client_ip::{client_ip, parse_trusted_proxy};
 
 /// Shortest interval between two "rate-limit store unavailable" warnings.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// After Redis timed out or failed, how long requests go through without asking it.
+pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// The `[rate_limit]` section of ingress (`CARRIER_RATE_LIMIT__*`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -163,6 +168,7 @@ pub struct RateLimiter {
     sequence: AtomicU64,
     warnings: WarnThrottle,
     degraded: AtomicBool,
+    skip: SkipAfterFailure,
     metrics: Metrics,
 }
 
@@ -187,6 +193,7 @@ impl RateLimiter {
             sequence: AtomicU64::new(0),
             warnings: WarnThrottle::new(WARN_INTERVAL),
             degraded: AtomicBool::new(false),
+            skip: SkipAfterFailure::new(SKIP_AFTER_FAILURE),
             metrics: Metrics {
                 limited: carrier_telemetry::counter_vec(
                     "carrier_ingress_rate_limited_total",
@@ -233,6 +240,9 @@ impl RateLimiter {
         let Some(connection) = self.connection.get() else {
             return self.unavailable("not_connected", None);
         };
+        if self.skip.is_skipping(Instant::now()) {
+            return self.unavailable("skipped_after_failure", None);
+        }
         let mut connection = connection.clone();
         let key = format!("{}rl:{client}", self.settings.key_prefix);
         let member = format!(
@@ -258,8 +268,14 @@ impl RateLimiter {
             Ok(Ok((_, _, retry_ms))) => Decision::Limited {
                 retry_after_secs: retry_after_secs(retry_ms),
             },
-            Ok(Err(error)) => return self.unavailable("error", Some(&error)),
-            Err(_) => return self.unavailable("timeout", None),
+            Ok(Err(error)) => {
+                self.skip.failed(Instant::now());
+                return self.unavailable("error", Some(&error));
+            }
+            Err(_) => {
+                self.skip.failed(Instant::now());
+                return self.unavailable("timeout", None);
+            }
         };
         if self.degraded.swap(false, Ordering::Relaxed) {
             tracing::info!("rate-limit store reachable again; counting requests");
@@ -331,6 +347,38 @@ fn redact(url: &str) -> String {
             None => format!("***@{host}"),
         },
         None => url.to_string(),
+    }
+}
+
+/// After a failure, tells requests to leave Redis alone for a while: while it is down or hung,
+/// one request per interval waits on it instead of every one.
+struct SkipAfterFailure {
+    epoch: Instant,
+    interval: Duration,
+    /// Milliseconds after `epoch` until which requests skip Redis.
+    until_ms: AtomicU64,
+}
+
+impl SkipAfterFailure {
+    fn new(interval: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            interval,
+            until_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn millis(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn is_skipping(&self, now: Instant) -> bool {
+        self.millis(now) < self.until_ms.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, now: Instant) {
+        let until = self.millis(now) + self.interval.as_millis() as u64;
+        self.until_ms.fetch_max(until, Ordering::Relaxed);
     }
 }
 
@@ -425,6 +473,22 @@ mod tests {
         assert_eq!(throttle.should_warn(start + Duration::from_secs(5)), Some(3));
         assert_eq!(throttle.should_warn(start + Duration::from_secs(6)), None);
         assert_eq!(throttle.should_warn(start + Duration::from_secs(11)), Some(1));
+    }
+
+    #[test]
+    fn after_a_failure_redis_is_skipped_for_one_interval_then_tried_again() {
+        let skip = SkipAfterFailure::new(Duration::from_secs(1));
+        let start = skip.epoch;
+        assert!(!skip.is_skipping(start));
+        skip.failed(start + Duration::from_millis(100));
+        assert!(skip.is_skipping(start + Duration::from_millis(100)));
+        assert!(skip.is_skipping(start + Duration::from_millis(1_099)));
+        assert!(!skip.is_skipping(start + Duration::from_millis(1_100)));
+        // A late report of an older failure does not shorten a newer skip.
+        skip.failed(start + Duration::from_millis(2_000));
+        skip.failed(start + Duration::from_millis(1_500));
+        assert!(skip.is_skipping(start + Duration::from_millis(2_999)));
+        assert!(!skip.is_skipping(start + Duration::from_millis(3_000)));
     }
 
     #[test]
