@@ -29,6 +29,45 @@ impl Api {
         }
     }
 
+    /// The same API called from another local address (e.g. `127.0.0.2`): a client of its own
+    /// for per-client limits.
+    pub fn from_local_address(&self, address: std::net::IpAddr) -> Api {
+        Api {
+            base_url: self.base_url.clone(),
+            admin_token: self.admin_token.clone(),
+            http: reqwest::Client::builder()
+                .local_address(address)
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("client builds"),
+        }
+    }
+
+    /// `POST /endpoint` with a Data Model API message; returns status, headers and JSON body.
+    pub async fn post_message(
+        &self,
+        token: &str,
+        message: &Value,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let response = self
+            .http
+            .post(format!("{}/endpoint", self.base_url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(message).expect("json"))
+            .send()
+            .await
+            .expect("ingress answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap_or_default();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
     /// Sends `method path` with an optional JSON body and bearer token; returns status and JSON
     /// body (`Value::Null` when the body is not JSON).
     pub async fn call(

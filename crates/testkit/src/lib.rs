@@ -6,11 +6,13 @@
 //!   random topic prefix, consumer groups and a database of their own.
 //! - [`client`]: the admin and Data Model API calls a user makes.
 //! - [`broker`]: a Tansu broker process of a test's own, for tests that stop the broker.
+//! - [`redis`]: a `redis-server` process of a test's own, for tests that kill or freeze Redis.
 #![forbid(unsafe_code)]
 
 pub mod broker;
 pub mod client;
 pub mod receiver;
+pub mod redis;
 pub mod stack;
 
 /// Installs a test log subscriber once (`RUST_LOG` filters; default warnings only).
@@ -32,6 +34,12 @@ pub fn test_brokers() -> String {
 /// Postgres server URL of the tests, without a database (`CARRIER_TEST_POSTGRES`).
 pub fn test_postgres() -> String {
     std::env::var("CARRIER_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Redis of the tests (`CARRIER_TEST_REDIS`, default `redis://127.0.0.1:6379`); tests isolate
+/// themselves by key prefix.
+pub fn test_redis() -> String {
+    std::env::var("CARRIER_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// A short random name part, for isolation.

@@ -28,6 +28,9 @@ pub struct StackOptions {
     pub enable_idempotence: bool,
     /// Delivery's in-memory cap per partition (small values show that parking keeps it moving).
     pub delivery_max_pending: usize,
+    /// Ingress rate limit: by default a limit no test reaches, on the shared test Redis under a
+    /// key prefix of the stack's own.
+    pub rate_limit: carrier_ingress::RateLimitSettings,
 }
 
 impl Default for StackOptions {
@@ -44,6 +47,12 @@ impl Default for StackOptions {
             delivery_partitions: TEST_PARTITIONS,
             enable_idempotence: true,
             delivery_max_pending: 10_000,
+            rate_limit: carrier_ingress::RateLimitSettings {
+                redis_url: crate::test_redis(),
+                limit: 1_000_000,
+                key_prefix: format!("{}:", crate::unique("carrier-test-")),
+                ..Default::default()
+            },
         }
     }
 }
@@ -118,6 +127,7 @@ impl Stack {
             router_url: router_url.clone(),
             database_url: database_url.clone(),
             kafka: kafka.clone(),
+            rate_limit: options.rate_limit.clone(),
             ..Default::default()
         };
         services.push(spawn("ingress", |shutdown| {
@@ -209,6 +219,26 @@ impl Stack {
             })
     }
 
+    /// Starts one more ingress replica in this process, with the same router, topics, database
+    /// and rate-limit settings as the first; returns its URL once it is ready.
+    pub async fn start_extra_ingress(&mut self) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let config = carrier_ingress::Config {
+            profile: Profile::Dev,
+            router_url: self.router_url.clone(),
+            database_url: self.database_url.clone(),
+            kafka: self.kafka.clone(),
+            rate_limit: self.options.rate_limit.clone(),
+            ..Default::default()
+        };
+        self.services.push(spawn("ingress", |shutdown| {
+            carrier_ingress::run(config, listener, shutdown)
+        }));
+        ingress_ready(&url).await;
+        url
+    }
+
     async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         crate::eventually(Duration::from_secs(60), "ingress /readyz", || {
@@ -273,6 +303,24 @@ impl Drop for Stack {
             service.shutdown.cancel();
         }
     }
+}
+
+/// Waits until the ingress at `base_url` answers `/readyz` (an extra replica's `wait_ready`).
+async fn ingress_ready(base_url: &str) {
+    let http = reqwest::Client::new();
+    crate::eventually(Duration::from_secs(60), "ingress /readyz", || {
+        let http = http.clone();
+        let url = format!("{base_url}/readyz");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
+    })
+    .await;
 }
 
 fn spawn<F, Fut>(name: &'static str, run: F) -> Service

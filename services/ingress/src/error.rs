@@ -27,6 +27,12 @@ impl ApiError {
         }
     }
 
+    /// Sets `Retry-After` (seconds) on a 429 or 503.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_secs = Some(seconds);
+        self
+    }
+
     pub fn bad_request(text: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadRequest, text)
     }

@@ -7,6 +7,9 @@
 //! - `api::logs`     `GET /v1/logs/{id}` — read from the log store (Postgres).
 //! - `api::admin`    `/v1/organizations|sources|destinations|subscriptions` — forwarded to the
 //!   router, which owns the configuration.
+//! - `rate_limit`    every public route: at most `limit` requests per client IP in any rolling
+//!   window, counted in Redis and shared by all replicas; 429 with `Retry-After` past it. Fails
+//!   open when Redis is away (Redis holds only what may be lost).
 //!
 //! Every error answer has the Data Model API shape `{"Meta": {"Errors": [{"Text": ...}]}}`
 //! (`error::ApiError`).
@@ -16,6 +19,7 @@ mod api;
 mod auth;
 mod delivery_control;
 mod error;
+pub mod rate_limit;
 mod routes;
 
 use std::net::SocketAddr;
@@ -35,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub use error::ApiError;
+pub use rate_limit::RateLimitSettings;
 
 /// The default operator token of the dev profile. Production refuses to start without its own.
 pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
@@ -68,6 +73,8 @@ pub struct Config {
     pub route_cache_ttl_ms: u64,
     /// Upper bound on waiting for the broker's acknowledgement before answering 504.
     pub produce_timeout_ms: u64,
+    /// The `[rate_limit]` section (`CARRIER_RATE_LIMIT__*`): per-client-IP limit in Redis.
+    pub rate_limit: RateLimitSettings,
 }
 
 impl Default for Config {
@@ -84,6 +91,7 @@ impl Default for Config {
             max_body_bytes: 10 * 1024 * 1024,
             route_cache_ttl_ms: 1_000,
             produce_timeout_ms: 15_000,
+            rate_limit: RateLimitSettings::default(),
         }
     }
 }
@@ -129,6 +137,7 @@ impl Config {
         if self.token_ttl_secs == 0 {
             return Err(ConfigError::Invalid("token_ttl_secs must be positive".into()));
         }
+        self.rate_limit.validate()?;
         Ok(self)
     }
 }
@@ -143,6 +152,8 @@ pub(crate) struct AppState {
     pub topics: Topics,
     pub log_store: PgPool,
     pub delivery_control: delivery_control::DeliveryControl,
+    /// `None` when `rate_limit.enabled` is off.
+    pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
 }
 
 /// Runs ingress on `listener` until `shutdown` is cancelled; in-flight requests finish first.
@@ -159,6 +170,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .context("postgres")?;
     let producer =
         producer::create(&config.kafka, "carrier-ingress", Ordering::PerRequest).context("kafka producer")?;
+    // Connects in the background: ingress starts and serves (unlimited) while Redis is away.
+    let rate_limiter = if config.rate_limit.enabled {
+        Some(rate_limit::RateLimiter::start(
+            config.rate_limit.clone(),
+            shutdown.clone(),
+        )?)
+    } else {
+        tracing::warn!("rate limit disabled (rate_limit.enabled = false)");
+        None
+    };
     let state = Arc::new(AppState {
         tokens: auth::TokenSigner::new(
             config.token_signing_key.as_deref().expect("validated"),
@@ -170,6 +191,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         topics: Topics::new(&config.kafka),
         log_store,
         delivery_control: Default::default(),
+        rate_limiter,
         config,
     });
     let app = api::router(state.clone()).merge(carrier_telemetry::probes_router(readiness.clone()));
@@ -206,5 +228,61 @@ mod tests {
         .validated()
         .unwrap();
         assert_eq!(dev.admin_token.as_deref(), Some(DEV_ADMIN_TOKEN));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn rate_limit_settings_come_from_the_environment_and_bad_ones_name_the_field() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CARRIER_PROFILE", "dev");
+            let defaults = Config::load().map_err(|e| e.to_string())?.rate_limit;
+            assert_eq!(defaults, RateLimitSettings::default());
+            assert!(defaults.enabled);
+            assert_eq!((defaults.limit, defaults.window_secs), (7_500, 300));
+            assert_eq!(defaults.redis_url, "redis://127.0.0.1:6379");
+            assert_eq!(defaults.key_prefix, "carrier:");
+            assert!(defaults.trusted_proxies.is_empty());
+
+            jail.set_env("CARRIER_RATE_LIMIT__LIMIT", "100");
+            jail.set_env("CARRIER_RATE_LIMIT__WINDOW_SECS", "60");
+            jail.set_env("CARRIER_RATE_LIMIT__TIMEOUT_MS", "50");
+            jail.set_env("CARRIER_RATE_LIMIT__KEY_PREFIX", "edge:");
+            jail.set_env("CARRIER_RATE_LIMIT__TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1");
+            let settings = Config::load().map_err(|e| e.to_string())?.rate_limit;
+            assert_eq!(
+                (settings.limit, settings.window_secs, settings.timeout_ms),
+                (100, 60, 50)
+            );
+            assert_eq!(settings.key_prefix, "edge:");
+            assert_eq!(settings.trusted_proxies, vec!["10.0.0.0/8", "192.0.2.1"]);
+
+            jail.create_file(
+                "ingress.toml",
+                "[rate_limit]\nenabled = false\ntrusted_proxies = [\"fd00::/8\", \"::1\"]\n",
+            )?;
+            jail.set_env("CARRIER_CONFIG_FILE", "ingress.toml");
+            jail.set_env("CARRIER_RATE_LIMIT__TRUSTED_PROXIES", "");
+            let settings = Config::load().map_err(|e| e.to_string())?.rate_limit;
+            assert!(!settings.enabled);
+            assert!(
+                settings.trusted_proxies.is_empty(),
+                "the environment overrides the file"
+            );
+
+            jail.set_env("CARRIER_RATE_LIMIT__LIMIT", "0");
+            let error = Config::load().unwrap_err().to_string();
+            assert!(error.contains("rate_limit.limit"), "{error}");
+            jail.set_env("CARRIER_RATE_LIMIT__LIMIT", "lots");
+            let error = Config::load().unwrap_err().to_string().to_lowercase();
+            assert!(error.contains("rate_limit.limit"), "{error}");
+            jail.set_env("CARRIER_RATE_LIMIT__LIMIT", "10");
+            jail.set_env("CARRIER_RATE_LIMIT__TRUSTED_PROXIES", "10.0.0.0/8,10.0.0.0/99");
+            let error = Config::load().unwrap_err().to_string();
+            assert!(
+                error.contains("rate_limit.trusted_proxies: '10.0.0.0/99'"),
+                "{error}"
+            );
+            Ok(())
+        });
     }
 }

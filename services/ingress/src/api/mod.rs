@@ -17,7 +17,20 @@ use axum::Router;
 use crate::error::ApiError;
 use crate::AppState;
 
+/// Every public route, behind the per-client rate limit when it is on. The probes are merged
+/// in by the caller, outside the limit.
 pub fn router(state: Arc<AppState>) -> Router {
+    let routes = public_routes(state.clone());
+    match &state.rate_limiter {
+        Some(limiter) => routes.layer(axum::middleware::from_fn_with_state(
+            limiter.clone(),
+            crate::rate_limit::enforce,
+        )),
+        None => routes,
+    }
+}
+
+fn public_routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/oauth/token", post(oauth::token))
         .route("/endpoint", post(endpoint::post))

@@ -6,6 +6,7 @@ mod manual_retry;
 mod operator;
 mod parking;
 mod pipeline;
+mod rate_limit;
 mod retries;
 
 use std::collections::HashSet;
