@@ -1,24 +1,46 @@
 #!/usr/bin/env bash
-# `make bench`: restarts the stack from release builds, builds the reference ceiling
-# (../shared/bench/ceiling) outside the repo, and runs carrier-bench against both on the same
-# broker, then `carrier-bench delivery` (isolation, drain rate, memory).
+# `make bench`: builds the reference ceiling (../shared/bench/ceiling) outside the repo, restarts
+# the stack from release builds and runs carrier-bench against both on the same broker; then
+# restarts the stack again and runs `carrier-bench delivery` (isolation, drain rate, memory;
+# CARRIER_BENCH_BACKLOG sets the parked backlog, 100,000 by default).
 # Results: .run/bench/results.md and .run/bench/delivery.md.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
 cd "$REPO"
 
-CEILING_DIR="${CARRIER_CEILING_DIR:-$REPO/../shared/bench/ceiling}"
-CEILING_TARGET=/var/cache/carrier/ceiling-target
-[ -f "$CEILING_DIR/Cargo.toml" ] || carrier_die "reference ceiling not found at $CEILING_DIR (set CARRIER_CEILING_DIR)"
-carrier_log "building the reference ceiling"
-CARGO_TARGET_DIR="$CEILING_TARGET" cargo build --release --manifest-path "$CEILING_DIR/Cargo.toml"
-
-bash "$REPO/scripts/down.sh"
-CARRIER_BUILD=release bash "$REPO/scripts/up.sh"
-cargo build --release -p carrier-bench
+# `make bench` runs both parts; `bash scripts/bench.sh delivery` only the delivery part.
+PARTS="${1:-ingress delivery}"
 RUN_DIR="${CARRIER_RUN_DIR:-$REPO/.run}"
-export CARRIER_BENCH_PAUSE_PIDS="$(cat "$RUN_DIR/pids/delivery.pid" "$RUN_DIR/pids/notifier.pid")"
-CARRIER_CEILING_BIN="$CEILING_TARGET/release/ceiling" "${CARGO_TARGET_DIR:-$REPO/target}/release/carrier-bench"
-CARRIER_BENCH_DELIVERY_PID="$(cat "$RUN_DIR/pids/delivery.pid")" \
-    "${CARGO_TARGET_DIR:-$REPO/target}/release/carrier-bench" delivery
+BENCH_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/carrier-bench"
+# The benchmark client is one IP sending millions of requests: the limiter stays on (its Redis
+# round trip is part of what is measured) with a limit it never reaches.
+export CARRIER_RATE_LIMIT__LIMIT="${CARRIER_RATE_LIMIT__LIMIT:-1000000000}"
+
+# Each part starts from a freshly started stack, so one part's load (and the memory a worker
+# keeps from it) does not carry into the next: delivery's "idle" memory is a fresh worker's.
+fresh_stack() {
+    bash "$REPO/scripts/down.sh"
+    CARRIER_BUILD=release bash "$REPO/scripts/up.sh"
+}
+
+cargo build --release -p carrier-bench
+for part in $PARTS; do
+    case "$part" in
+    ingress)
+        CEILING_DIR="${CARRIER_CEILING_DIR:-$REPO/../shared/bench/ceiling}"
+        CEILING_TARGET=/var/cache/carrier/ceiling-target
+        [ -f "$CEILING_DIR/Cargo.toml" ] || carrier_die "reference ceiling not found at $CEILING_DIR (set CARRIER_CEILING_DIR)"
+        carrier_log "building the reference ceiling"
+        CARGO_TARGET_DIR="$CEILING_TARGET" cargo build --release --manifest-path "$CEILING_DIR/Cargo.toml"
+        fresh_stack
+        CARRIER_BENCH_PAUSE_PIDS="$(cat "$RUN_DIR/pids/delivery.pid" "$RUN_DIR/pids/notifier.pid")" \
+            CARRIER_CEILING_BIN="$CEILING_TARGET/release/ceiling" "$BENCH_BIN"
+        ;;
+    delivery)
+        fresh_stack
+        CARRIER_BENCH_DELIVERY_PID="$(cat "$RUN_DIR/pids/delivery.pid")" "$BENCH_BIN" delivery
+        ;;
+    *) carrier_die "unknown benchmark part '$part' (ingress, delivery)" ;;
+    esac
+done

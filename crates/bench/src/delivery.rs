@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::routing::post;
-use carrier_testkit::client::Api;
+use carrier_testkit::client::{Api, SourceCredentials};
 use serde_json::json;
 
 #[derive(Default)]
@@ -90,26 +90,39 @@ async fn signal(pid: &str, signal: &str) {
         .await;
 }
 
-/// Sends `count` messages of `data_model` with `senders` concurrent senders.
-async fn send_many(api: &Api, token: &str, data_model: &str, count: usize, senders: usize) -> usize {
+/// Sends `count` messages of `data_model` with `senders` concurrent senders; returns how many
+/// were accepted. Each sender takes a fresh access token when its token expires (tokens live
+/// five minutes; a large backlog takes longer to send). Refusals are counted by status and
+/// printed: a benchmark that silently sent less would measure something else.
+async fn send_many(api: &Api, source: &SourceCredentials, data_model: &str, count: usize, senders: usize) -> usize {
     let next = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicUsize::new(0));
+    let refused: Arc<Mutex<HashMap<u16, usize>>> = Arc::default();
     let mut tasks = Vec::new();
     for _ in 0..senders {
         let api = api.clone();
-        let token = token.to_string();
+        let source = source.clone();
         let data_model = data_model.to_string();
         let next = next.clone();
         let accepted = accepted.clone();
+        let refused = refused.clone();
         tasks.push(tokio::spawn(async move {
+            let mut token = api.token(&source).await;
             loop {
                 let sequence = next.fetch_add(1, Ordering::Relaxed);
                 if sequence >= count {
                     break;
                 }
                 let body = json!({ "Meta": { "DataModel": data_model, "EventType": "New" }, "Sequence": sequence, "Padding": "x".repeat(900) });
-                if api.send(&token, &body).await.0 == 200 {
+                let mut status = api.send(&token, &body).await.0;
+                if status == 401 {
+                    token = api.token(&source).await;
+                    status = api.send(&token, &body).await.0;
+                }
+                if status == 200 {
                     accepted.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    *refused.lock().expect("lock").entry(status).or_default() += 1;
                 }
             }
         }));
@@ -117,10 +130,13 @@ async fn send_many(api: &Api, token: &str, data_model: &str, count: usize, sende
     for task in tasks {
         let _ = task.await;
     }
+    let refused = refused.lock().expect("lock").clone();
+    if !refused.is_empty() {
+        println!("refused while sending {data_model}: {refused:?} (status: count)");
+    }
     accepted.load(Ordering::Relaxed)
 }
 
-/// Waits until `counters` on `paths` together reach `total`; returns when the last one arrived.
 async fn wait_for(counters: &[Arc<PathCounter>], total: usize, timeout: Duration) -> Option<Instant> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -141,14 +157,14 @@ async fn wait_for(counters: &[Arc<PathCounter>], total: usize, timeout: Duration
 /// Healthy deliveries/s: delivery stopped, messages queued, delivery resumed, all delivered.
 async fn healthy_rate(
     api: &Api,
-    token: &str,
+    source: &SourceCredentials,
     delivery_pid: &str,
     healthy: &[Arc<PathCounter>],
     messages: usize,
 ) -> f64 {
     let before: usize = healthy.iter().map(|c| c.count.load(Ordering::Relaxed)).sum();
     signal(delivery_pid, "-STOP").await;
-    let accepted = send_many(api, token, "Healthy", messages, 32).await;
+    let accepted = send_many(api, source, "Healthy", messages, 32).await;
     // Let the router write the tasks while delivery is stopped (briefly: a stopped worker
     // misses heartbeats, and past the session timeout its group would rebalance).
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -203,7 +219,6 @@ pub async fn run(
     let api = Api::new(ingress, admin_token);
     let organization = api.create_organization("Isolation benchmark").await;
     let source = api.create_source(&organization, "production").await;
-    let token = api.token(&source).await;
     let topic = format!(
         "{}deliveries",
         std::env::var("CARRIER_KAFKA__TOPIC_PREFIX").unwrap_or_else(|_| "carrier.".into())
@@ -254,7 +269,7 @@ pub async fn run(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_kib = memory_kib(delivery_pid, "VmRSS:");
     println!("healthy throughput without a held destination");
-    let baseline = healthy_rate(&api, &token, delivery_pid, &healthy, healthy_messages).await;
+    let baseline = healthy_rate(&api, &source, delivery_pid, &healthy, healthy_messages).await;
 
     println!("pausing one destination and queueing {backlog} messages for it");
     let (status, _) = api
@@ -265,7 +280,7 @@ pub async fn run(
         )
         .await;
     anyhow::ensure!(status == 200, "pause refused: {status}");
-    let queued = send_many(&api, &token, "Backlog", backlog, 32).await;
+    let queued = send_many(&api, &source, "Backlog", backlog, 32).await;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let (_, queue) = api
@@ -283,7 +298,7 @@ pub async fn run(
     }
     let parked_rss_kib = memory_kib(delivery_pid, "VmRSS:");
     println!("healthy throughput with {queued} parked behind a paused destination in the same partition");
-    let with_backlog = healthy_rate(&api, &token, delivery_pid, &healthy, healthy_messages).await;
+    let with_backlog = healthy_rate(&api, &source, delivery_pid, &healthy, healthy_messages).await;
 
     println!("resuming: draining {queued} messages");
     let p = counters.path("/p");

@@ -71,9 +71,10 @@ pub struct KafkaSettings {
     /// MSK. Turn it off against Tansu 0.6: its SQLite engine panics when an idempotent producer
     /// that outlived a broker restart writes again (Carrier's ordering does not depend on it).
     pub enable_idempotence: bool,
-    /// Records a consumer prefetches, in KiB (`queued.max.messages.kbytes`). This is memory a
-    /// worker holds beyond its own caps; a few MiB keep the fetch pipeline full at thousands of
-    /// records per second.
+    /// Records a consumer prefetches, in KiB (`queued.max.messages.kbytes`): memory a worker
+    /// holds beyond its own caps. 16 MiB keeps the fetch pipeline full; against Tansu, 4 MiB
+    /// cut delivery's throughput to a third and saved under 1 MiB of peak memory
+    /// (`carrier-bench delivery`, README "Performance").
     pub consumer_queue_kbytes: u32,
 }
 
@@ -87,7 +88,7 @@ impl Default for KafkaSettings {
             linger_ms: 2,
             fetch_wait_max_ms: 10,
             enable_idempotence: true,
-            consumer_queue_kbytes: 4_096,
+            consumer_queue_kbytes: 16_384,
         }
     }
 }
