@@ -94,7 +94,13 @@ async fn signal(pid: &str, signal: &str) {
 /// were accepted. Each sender takes a fresh access token when its token expires (tokens live
 /// five minutes; a large backlog takes longer to send). Refusals are counted by status and
 /// printed: a benchmark that silently sent less would measure something else.
-async fn send_many(api: &Api, source: &SourceCredentials, data_model: &str, count: usize, senders: usize) -> usize {
+async fn send_many(
+    api: &Api,
+    source: &SourceCredentials,
+    data_model: &str,
+    count: usize,
+    senders: usize,
+) -> usize {
     let next = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicUsize::new(0));
     let refused: Arc<Mutex<HashMap<u16, usize>>> = Arc::default();
@@ -321,8 +327,8 @@ pub async fn run(
     // (broker, notifier, Postgres, this receiver) was meanwhile.
     let drain_cpu_us = (process_cpu(delivery_pid) - drain_cpu_before).as_secs_f64() * 1e6 / queued as f64;
     let machine_after = machine_cpu();
-    let machine_busy = (machine_after.0 - machine_before.0) as f64
-        / (machine_after.1 - machine_before.1).max(1) as f64;
+    let machine_busy =
+        (machine_after.0 - machine_before.0) as f64 / (machine_after.1 - machine_before.1).max(1) as f64;
 
     // The reference: one keep-alive connection posting the same body in sequence.
     let client = reqwest::Client::new();

@@ -20,6 +20,26 @@ use crate::destinations::{Destinations, LookupError};
 use crate::lanes::LaneDirectory;
 use crate::parking::{HeldReason, ParkingStore};
 
+/// Control requests served, by method and outcome (`ok`, or the gRPC code of the failure).
+fn count<T>(method: &str, result: &Result<T, Status>) {
+    static REQUESTS: std::sync::OnceLock<carrier_telemetry::prometheus::IntCounterVec> =
+        std::sync::OnceLock::new();
+    let outcome = match result {
+        Ok(_) => "ok".to_string(),
+        Err(status) => format!("{:?}", status.code()),
+    };
+    REQUESTS
+        .get_or_init(|| {
+            carrier_telemetry::counter_vec(
+                "carrier_delivery_control_requests_total",
+                "Operator control requests served by this worker, by method and outcome",
+                &["method", "outcome"],
+            )
+        })
+        .with_label_values(&[method, outcome.as_str()])
+        .inc();
+}
+
 pub struct ControlService {
     pub worker_id: String,
     pub destinations: Arc<Destinations>,
@@ -174,23 +194,36 @@ impl ControlService {
 #[tonic::async_trait]
 impl DeliveryControl for ControlService {
     async fn get_queue(&self, request: Request<QueueRequest>) -> Result<Response<QueueState>, Status> {
-        let destination = self.destination(&request.into_inner().destination_id).await?;
-        Ok(Response::new(self.state(&destination).await?))
+        let result = async {
+            let destination = self.destination(&request.into_inner().destination_id).await?;
+            self.state(&destination).await
+        }
+        .await;
+        count("get_queue", &result);
+        result.map(Response::new)
     }
 
     async fn pause(&self, request: Request<QueueRequest>) -> Result<Response<QueueState>, Status> {
-        Ok(Response::new(self.set_paused(request.into_inner(), true).await?))
+        let result = self.set_paused(request.into_inner(), true).await;
+        count("pause", &result);
+        result.map(Response::new)
     }
 
     async fn resume(&self, request: Request<QueueRequest>) -> Result<Response<QueueState>, Status> {
-        Ok(Response::new(self.set_paused(request.into_inner(), false).await?))
+        let result = self.set_paused(request.into_inner(), false).await;
+        count("resume", &result);
+        result.map(Response::new)
     }
 
     async fn skip(&self, request: Request<HeadRequest>) -> Result<Response<HeadReply>, Status> {
-        Ok(Response::new(self.act_on_head(request.into_inner(), HeadAction::Skip).await?))
+        let result = self.act_on_head(request.into_inner(), HeadAction::Skip).await;
+        count("skip", &result);
+        result.map(Response::new)
     }
 
     async fn retry_now(&self, request: Request<HeadRequest>) -> Result<Response<HeadReply>, Status> {
-        Ok(Response::new(self.act_on_head(request.into_inner(), HeadAction::RetryNow).await?))
+        let result = self.act_on_head(request.into_inner(), HeadAction::RetryNow).await;
+        count("retry_now", &result);
+        result.map(Response::new)
     }
 }
