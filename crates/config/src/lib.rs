@@ -75,6 +75,9 @@ pub struct KafkaSettings {
     /// worker holds beyond its own caps; a few MiB keep the fetch pipeline full at thousands of
     /// records per second.
     pub consumer_queue_kbytes: u32,
+    /// Room of a producer's local queue, in KiB (`queue.buffering.max.kbytes`): records waiting
+    /// to be sent or acknowledged. Ingress answers 503 when a message does not fit.
+    pub producer_queue_kbytes: u32,
 }
 
 impl Default for KafkaSettings {
@@ -88,6 +91,7 @@ impl Default for KafkaSettings {
             fetch_wait_max_ms: 10,
             enable_idempotence: true,
             consumer_queue_kbytes: 4_096,
+            producer_queue_kbytes: 262_144,
         }
     }
 }
