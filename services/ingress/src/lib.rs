@@ -12,6 +12,9 @@
 //!   window, counted in Redis and shared by all replicas; 429 with `Retry-After` past it. Fails
 //!   open when Redis is away (Redis holds only what may be lost).
 //!
+//! - `openapi`       `GET /openapi.json` — the OpenAPI 3 document generated from the handlers
+//!   (committed at `docs/openapi.json`; a test keeps the two equal).
+//!
 //! Every error answer is an `error::ApiError`: one status table, rendered in the shape of the API
 //! the request used (`{"Meta": {"Errors": [{"Text": ...}]}}`, or a FHIR `OperationOutcome`
 //! under `/fhir/`).
@@ -21,6 +24,7 @@ mod api;
 mod auth;
 mod delivery_control;
 mod error;
+pub mod openapi;
 pub mod rate_limit;
 mod routes;
 

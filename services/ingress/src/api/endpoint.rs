@@ -84,6 +84,28 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/endpoint",
+    operation_id = "post_data_model_message",
+    tag = "Data Model API",
+    request_body(content = crate::openapi::DataModelMessage, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Written to Kafka with acks=all", body = crate::openapi::DataModelAccepted),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 405, description = "Method not allowed", body = crate::openapi::DataModelError),
+        (status = 413, description = "Body over the limit (10 MiB)", body = crate::openapi::DataModelError),
+        (status = 429, description = "Rate limited (with Retry-After)", body = crate::openapi::DataModelError),
+        (status = 500, description = "Unknown internal error", body = crate::openapi::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+        (status = 504, description = "The durable write did not complete in time", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn post(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

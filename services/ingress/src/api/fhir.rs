@@ -257,6 +257,36 @@ pub fn parse(path_type: &str, headers: &HeaderMap, body: &[u8]) -> Result<Submis
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/fhir/R4/{resource_type}",
+    operation_id = "post_fhir_resource",
+    tag = "FHIR API",
+    params(
+        ("resource_type" = String, Path, description = "A FHIR R4 resource type; the data model of the message"),
+        ("Carrier-Test" = Option<bool>, Header, description = "true: a test message"),
+    ),
+    request_body(content = serde_json::Value, content_type = "application/fhir+json", description = "A FHIR resource whose resourceType is the path's, or a Bundle"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Written to Kafka with acks=all; empty issue list", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json",
+            headers(
+                ("Carrier-Message-Id" = String, description = "The message ID"),
+                ("Carrier-Log-Ids" = String, description = "One log ID per destination, comma-separated"),
+            )),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 403, description = "Not allowed", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 405, description = "Method not allowed", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 413, description = "Body over the limit (10 MiB)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 429, description = "Rate limited (with Retry-After)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 500, description = "Unknown internal error", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 504, description = "The durable write did not complete in time", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+    )
+)]
 pub async fn post(
     State(state): State<Arc<AppState>>,
     Path(resource_type): Path<String>,

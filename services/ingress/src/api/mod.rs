@@ -2,13 +2,13 @@
 //! (FHIR API) parse their own requests and share the pipeline of `accept`.
 
 mod accept;
-mod admin;
-mod endpoint;
-mod fhir;
-mod logs;
-mod oauth;
-mod queues;
-mod retry;
+pub(crate) mod admin;
+pub(crate) mod endpoint;
+pub(crate) mod fhir;
+pub(crate) mod logs;
+pub(crate) mod oauth;
+pub(crate) mod queues;
+pub(crate) mod retry;
 
 use std::sync::Arc;
 
@@ -35,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 fn public_routes(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/oauth/token", post(oauth::token))
         .route("/endpoint", post(endpoint::post))
         .route("/fhir/R4/{resource_type}", post(fhir::post))
