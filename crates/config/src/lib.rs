@@ -76,6 +76,9 @@ pub struct KafkaSettings {
     /// cut delivery's throughput to a third and saved under 1 MiB of peak memory
     /// (`carrier-bench delivery`, README "Performance").
     pub consumer_queue_kbytes: u32,
+    /// Room of a producer's local queue, in KiB (`queue.buffering.max.kbytes`): records waiting
+    /// to be sent or acknowledged. Ingress answers 503 when a message does not fit.
+    pub producer_queue_kbytes: u32,
 }
 
 impl Default for KafkaSettings {
@@ -89,6 +92,7 @@ impl Default for KafkaSettings {
             fetch_wait_max_ms: 10,
             enable_idempotence: true,
             consumer_queue_kbytes: 16_384,
+            producer_queue_kbytes: 262_144,
         }
     }
 }

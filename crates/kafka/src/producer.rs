@@ -46,7 +46,10 @@ pub fn create(
         .set("linger.ms", settings.linger_ms.to_string())
         .set("message.timeout.ms", message_timeout_ms.to_string())
         .set("message.max.bytes", crate::MAX_RECORD_BYTES.to_string())
-        .set("queue.buffering.max.kbytes", "262144")
+        .set(
+            "queue.buffering.max.kbytes",
+            settings.producer_queue_kbytes.to_string(),
+        )
         .set("queue.buffering.max.messages", "200000")
         .set("topic.metadata.refresh.interval.ms", "10000")
         .create()

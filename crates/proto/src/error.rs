@@ -13,6 +13,9 @@ pub enum ErrorKind {
     Forbidden,
     /// No such route, data model, destination or log (404).
     NotFound,
+    /// The route exists, but not for this HTTP method (405). HTTP only: a peer's
+    /// `UNIMPLEMENTED` stays an internal error.
+    MethodNotAllowed,
     /// The request does not fit the current state (409), e.g. skipping a queue with no head.
     Conflict,
     /// The body is over the size limit (413).
@@ -36,6 +39,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => 401,
             ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
             ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::RateLimited => 429,
@@ -52,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => tonic::Code::Unauthenticated,
             ErrorKind::Forbidden => tonic::Code::PermissionDenied,
             ErrorKind::NotFound => tonic::Code::NotFound,
+            ErrorKind::MethodNotAllowed => tonic::Code::Unimplemented,
             ErrorKind::Conflict => tonic::Code::FailedPrecondition,
             ErrorKind::PayloadTooLarge => tonic::Code::OutOfRange,
             ErrorKind::RateLimited | ErrorKind::Overloaded => tonic::Code::ResourceExhausted,

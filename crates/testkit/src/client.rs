@@ -1,6 +1,55 @@
 //! The calls a user of Carrier makes, over real HTTP.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An HTTP answer: status, headers, and the body as JSON (`Value::Null` when it is not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// A header's value (`""` when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The error text, in either API's shape: `Meta.Errors[0].Text` (Data Model API) or
+    /// `issue[0].details.text` (FHIR `OperationOutcome`).
+    pub fn error_text(&self) -> &str {
+        self.body["Meta"]["Errors"][0]["Text"]
+            .as_str()
+            .or_else(|| self.body["issue"][0]["details"]["text"].as_str())
+            .unwrap_or("")
+    }
+}
+
+/// How [`Api::post_streamed`] frames a body.
+#[derive(Debug, Clone, Copy)]
+pub enum Framing {
+    /// Declares this `Content-Length` (whatever is actually sent).
+    ContentLength(u64),
+    /// `Transfer-Encoding: chunked`, no length declared.
+    Chunked,
+}
+
+/// The answer to a streamed body, and how much of the body had been written when it came.
+#[derive(Debug)]
+pub struct Streamed {
+    pub status: u16,
+    pub head: String,
+    pub body: Value,
+    pub sent_bytes: usize,
+}
 
 /// A source's credentials as the admin API returns them.
 #[derive(Debug, Clone)]
@@ -40,6 +89,156 @@ impl Api {
                 .pool_max_idle_per_host(64)
                 .build()
                 .expect("client builds"),
+        }
+    }
+
+    /// The same API (and admin token) at another base URL, e.g. an extra ingress replica.
+    pub fn at(&self, base_url: &str) -> Api {
+        Api::new(base_url, &self.admin_token)
+    }
+
+    /// `method path` with an optional bearer token, extra headers and raw body.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Answer {
+        let mut request = self.http.request(method, format!("{}{}", self.base_url, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("ingress answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap_or_default();
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    /// `POST /fhir/R4/{resource_type}` with a FHIR resource (`application/fhir+json`) and extra
+    /// headers (e.g. `("carrier-test", "true")`).
+    pub async fn fhir(
+        &self,
+        token: &str,
+        resource_type: &str,
+        resource: &Value,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut all_headers = vec![("content-type", "application/fhir+json")];
+        all_headers.extend_from_slice(headers);
+        self.request(
+            reqwest::Method::POST,
+            &format!("/fhir/R4/{resource_type}"),
+            Some(token),
+            &all_headers,
+            Some(serde_json::to_vec(resource).expect("json")),
+        )
+        .await
+    }
+
+    /// `POST path` over a plain TCP connection, writing `body_bytes` bytes of body (64 KiB at a
+    /// time) while reading the answer concurrently, so an answer that comes before the body is
+    /// complete (a 413 refused as it streams) is seen, with how much had been written by then.
+    pub async fn post_streamed(
+        &self,
+        path: &str,
+        token: &str,
+        framing: Framing,
+        body_bytes: usize,
+    ) -> Streamed {
+        const CHUNK: usize = 64 * 1024;
+        let authority = self
+            .base_url
+            .strip_prefix("http://")
+            .expect("an http:// base URL")
+            .to_string();
+        let stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .expect("ingress accepts connections");
+        let (mut reader, mut writer) = stream.into_split();
+        let framing_header = match framing {
+            Framing::ContentLength(length) => format!("Content-Length: {length}"),
+            Framing::Chunked => "Transfer-Encoding: chunked".to_string(),
+        };
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n{framing_header}\r\n\r\n"
+        );
+        let sent = Arc::new(AtomicUsize::new(0));
+        let sent_by_writer = sent.clone();
+        let writing = tokio::spawn(async move {
+            writer.write_all(head.as_bytes()).await?;
+            let chunk = vec![b' '; CHUNK];
+            let mut written = 0;
+            while written < body_bytes {
+                let length = CHUNK.min(body_bytes - written);
+                if let Framing::Chunked = framing {
+                    writer.write_all(format!("{length:x}\r\n").as_bytes()).await?;
+                }
+                writer.write_all(&chunk[..length]).await?;
+                if let Framing::Chunked = framing {
+                    writer.write_all(b"\r\n").await?;
+                }
+                written += length;
+                sent_by_writer.store(written, Ordering::SeqCst);
+            }
+            if let Framing::Chunked = framing {
+                writer.write_all(b"0\r\n\r\n").await?;
+            }
+            writer.flush().await?;
+            Ok::<_, std::io::Error>(writer)
+        });
+        let reading = async {
+            let mut answer = Vec::new();
+            let mut buffer = vec![0u8; 16 * 1024];
+            loop {
+                let read = reader.read(&mut buffer).await.unwrap_or(0);
+                if read == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buffer[..read]);
+                if let Some(end) = find(&answer, b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .and_then(|value| value.trim().parse::<usize>().ok());
+                    if length.is_some_and(|length| answer.len() >= end + 4 + length) {
+                        break;
+                    }
+                }
+            }
+            let sent_bytes = sent.load(Ordering::SeqCst);
+            (answer, sent_bytes)
+        };
+        let (answer, sent_bytes) = tokio::time::timeout(std::time::Duration::from_secs(60), reading)
+            .await
+            .expect("an answer within 60 s");
+        writing.abort();
+        let end = find(&answer, b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP answer head in {:?}", String::from_utf8_lossy(&answer)));
+        let head = String::from_utf8_lossy(&answer[..end]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|status| status.parse().ok())
+            .expect("a status line");
+        Streamed {
+            status,
+            head,
+            body: serde_json::from_slice(&answer[end + 4..]).unwrap_or(Value::Null),
+            sent_bytes,
         }
     }
 
@@ -211,6 +410,10 @@ impl Api {
         )
         .await
     }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 /// A Data Model API message with a sequence number in its body.

@@ -57,9 +57,11 @@ impl Receiver {
             in_flight: HashMap::new(),
             max_in_flight: HashMap::new(),
         }));
+        // Bodies up to Carrier's 10 MiB limit (and a little more) arrive whole.
         let app = Router::new()
             .route("/{*path}", post(record))
             .route("/", post(record))
+            .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(addr).await.expect("receiver binds");
         let addr = listener.local_addr().expect("receiver address");

@@ -222,9 +222,19 @@ impl Stack {
     /// Starts one more ingress replica in this process, with the same router, topics, database
     /// and rate-limit settings as the first; returns its URL once it is ready.
     pub async fn start_extra_ingress(&mut self) -> String {
+        self.start_extra_ingress_with(|_| {}).await
+    }
+
+    /// Starts one more ingress replica configured like the first, then changed by `adjust`
+    /// (e.g. a closed broker port, a tiny producer queue, a short token lifetime); returns its
+    /// URL once it is ready. It shares the first replica's token signing key (dev profile).
+    pub async fn start_extra_ingress_with(
+        &mut self,
+        adjust: impl FnOnce(&mut carrier_ingress::Config),
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let config = carrier_ingress::Config {
+        let mut config = carrier_ingress::Config {
             profile: Profile::Dev,
             router_url: self.router_url.clone(),
             database_url: self.database_url.clone(),
@@ -232,11 +242,27 @@ impl Stack {
             rate_limit: self.options.rate_limit.clone(),
             ..Default::default()
         };
+        adjust(&mut config);
         self.services.push(spawn("ingress", |shutdown| {
             carrier_ingress::run(config, listener, shutdown)
         }));
         ingress_ready(&url).await;
         url
+    }
+
+    /// Disables a source the way an operator would in the configuration store (there is no
+    /// admin route for it yet): the router then refuses its messages with 403.
+    pub async fn disable_source(&self, source_id: &str) {
+        let mut connection = sqlx::PgConnection::connect(&self.database_url)
+            .await
+            .expect("database");
+        let updated = sqlx::query("UPDATE sources SET enabled = false WHERE id = $1::uuid")
+            .bind(source_id)
+            .execute(&mut connection)
+            .await
+            .expect("disable source")
+            .rows_affected();
+        assert_eq!(updated, 1, "source {source_id} exists");
     }
 
     async fn wait_ready(&self) {

@@ -15,6 +15,12 @@ use crate::error::ApiError;
 
 const PREFIX: &str = "ct1";
 
+/// The texts of the 401 answers (the e2e status tests assert them).
+pub const MISSING_TOKEN: &str = "Missing Authorization header (expected 'Bearer <token>')";
+pub const MALFORMED_TOKEN: &str = "Malformed access token (expected a token from /oauth/token)";
+pub const BAD_SIGNATURE: &str = "Invalid access token: its signature does not verify";
+pub const EXPIRED_TOKEN: &str = "Access token expired; request a new one at /oauth/token";
+
 /// Who a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -62,7 +68,7 @@ impl TokenSigner {
 
     /// The source a token was issued to, if its signature holds and it has not expired.
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<(String, String), ApiError> {
-        let invalid = || ApiError::unauthorized("Invalid access token");
+        let invalid = || ApiError::unauthorized(MALFORMED_TOKEN);
         let mut parts = token.split('.');
         let (Some(PREFIX), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -72,7 +78,7 @@ impl TokenSigner {
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid())?;
         self.mac(payload)
             .verify_slice(&signature)
-            .map_err(|_| invalid())?;
+            .map_err(|_| ApiError::unauthorized(BAD_SIGNATURE))?;
         let decoded = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
         let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
         let mut fields = decoded.split(':');
@@ -83,9 +89,7 @@ impl TokenSigner {
         };
         let expires: u64 = expires.parse().map_err(|_| invalid())?;
         if now_unix >= expires {
-            return Err(ApiError::unauthorized(
-                "Access token expired; request a new one at /oauth/token",
-            ));
+            return Err(ApiError::unauthorized(EXPIRED_TOKEN));
         }
         Ok((source_id.to_string(), organization_id.to_string()))
     }
@@ -101,7 +105,7 @@ pub fn now_unix() -> u64 {
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("Missing Authorization header (expected 'Bearer <token>')"))?;
+        .ok_or_else(|| ApiError::unauthorized(MISSING_TOKEN))?;
     let value = value
         .to_str()
         .map_err(|_| ApiError::unauthorized("Malformed Authorization header"))?;
@@ -161,13 +165,18 @@ mod tests {
         );
         assert!(signer.verify(&token, 1_300).unwrap_err().text.contains("expired"));
         let other = TokenSigner::new("x".repeat(32).as_str(), 300);
-        assert!(
-            other.verify(&token, 1_000).is_err(),
+        assert_eq!(
+            other.verify(&token, 1_000).unwrap_err().text,
+            BAD_SIGNATURE,
             "another key's token is refused"
         );
         let mut forged = token.clone();
         forged.replace_range(5..6, if &token[5..6] == "A" { "B" } else { "A" });
-        assert!(signer.verify(&forged, 1_000).is_err());
-        assert!(signer.verify("garbage", 1_000).is_err());
+        assert_eq!(signer.verify(&forged, 1_000).unwrap_err().text, BAD_SIGNATURE);
+        assert_eq!(signer.verify("garbage", 1_000).unwrap_err().text, MALFORMED_TOKEN);
+        assert_eq!(
+            signer.verify("ct1.a.b.c", 1_000).unwrap_err().text,
+            MALFORMED_TOKEN
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Ingress: where senders and operators talk to Carrier over HTTP.
 //!
 //! - `api::oauth`    `POST /oauth/token` — client credentials → short-lived Bearer token (`auth`).
-//! - `api::endpoint` `POST /endpoint` — the Data Model API: validate, ask the router where the
-//!   message goes (`routes`), write it to `carrier.inbound` and answer 200 only once the broker
-//!   acknowledged the write (acks=all).
+//! - `api::endpoint` `POST /endpoint` — the Data Model API, and `api::fhir`
+//!   `POST /fhir/R4/{type}` — the FHIR API: each validates its own request, then both take the
+//!   one pipeline of `api::accept`: ask the router where the message goes (`routes`), write it
+//!   to `carrier.inbound` and answer 200 only once the broker acknowledged the write (acks=all).
 //! - `api::logs`     `GET /v1/logs/{id}` — read from the log store (Postgres).
 //! - `api::admin`    `/v1/organizations|sources|destinations|subscriptions` — forwarded to the
 //!   router, which owns the configuration.
@@ -11,14 +12,19 @@
 //!   window, counted in Redis and shared by all replicas; 429 with `Retry-After` past it. Fails
 //!   open when Redis is away (Redis holds only what may be lost).
 //!
-//! Every error answer has the Data Model API shape `{"Meta": {"Errors": [{"Text": ...}]}}`
-//! (`error::ApiError`).
+//! - `openapi`       `GET /openapi.json` — the OpenAPI 3 document generated from the handlers
+//!   (committed at `docs/openapi.json`; a test keeps the two equal).
+//!
+//! Every error answer is an `error::ApiError`: one status table, rendered in the shape of the API
+//! the request used (`{"Meta": {"Errors": [{"Text": ...}]}}`, or a FHIR `OperationOutcome`
+//! under `/fhir/`).
 #![forbid(unsafe_code)]
 
 mod api;
 mod auth;
 mod delivery_control;
 mod error;
+pub mod openapi;
 pub mod rate_limit;
 mod routes;
 

@@ -442,6 +442,7 @@ pub async fn enforce(State(limiter): State<Arc<RateLimiter>>, request: Request, 
                 ),
             )
             .with_retry_after(retry_after_secs)
+            .for_api(crate::error::Api::of_path(request.uri().path()))
             .into_response()
         }
     }

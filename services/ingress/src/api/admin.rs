@@ -76,6 +76,20 @@ pub struct NewOrganization {
     slack_webhook_url: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/organizations",
+    tag = "Admin",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The organization", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn create_organization(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -95,6 +109,20 @@ pub async fn create_organization(
     Ok((StatusCode::CREATED, Json(organization_json(organization))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Organization ID")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The organization", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn get_organization(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -118,6 +146,20 @@ pub struct NewSource {
     environment: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sources",
+    tag = "Admin",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The source with its client secret (shown once)", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn create_source(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -139,6 +181,20 @@ pub async fn create_source(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sources/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Source ID")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The source", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn get_source(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -165,6 +221,20 @@ pub struct NewDestination {
     timeout_ms: Option<u32>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/destinations",
+    tag = "Admin",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The destination with its signing secret", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn create_destination(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -187,6 +257,20 @@ pub async fn create_destination(
     Ok((StatusCode::CREATED, Json(destination_json(destination))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/destinations/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Destination ID")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The destination", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn get_destination(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -211,6 +295,21 @@ pub struct DestinationChanges {
     timeout_ms: Option<u32>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/destinations/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Destination ID")),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated destination", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn update_destination(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -243,6 +342,20 @@ pub struct NewSubscription {
     event_types: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions",
+    tag = "Admin",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The subscription", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn create_subscription(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -1,38 +1,27 @@
 //! `POST /endpoint`: the Data Model API.
 //!
-//! The answer is 200 only after `carrier.inbound` acknowledged the message with acks=all. The
-//! message and log IDs are assigned here, so the sender learns every log ID in the answer.
-
-const NO_LABELS: &[&str] = &[];
+//! This module reads the request (`Meta`, [`parse_meta`]) and shapes the answer; the durable
+//! write is the shared pipeline of `accept`. The answer is 200 only after `carrier.inbound`
+//! acknowledged the message with acks=all. The message and log IDs are assigned before the
+//! write, so the sender learns every log ID in the answer.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use carrier_proto::config_v1::ResolveRequest;
-use carrier_proto::records_v1::{InboundMessage, Route};
-use carrier_proto::ErrorKind;
-use prost::Message;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
-use crate::auth;
-use crate::error::ApiError;
+use super::accept::Submission;
+use crate::error::{Api, ApiError};
 use crate::AppState;
 
-/// The fields of a Data Model API request that Carrier reads; the rest of the body is carried
-/// to the destinations untouched (the original bytes, not a re-serialisation).
-#[derive(Debug, PartialEq)]
-pub struct Meta {
-    pub data_model: String,
-    pub event_type: String,
-    pub test: bool,
-    pub destination_ids: Vec<String>,
-}
+/// The fields of a Data Model API request that Carrier reads (`Meta.DataModel`,
+/// `Meta.EventType`, `Meta.Test`, `Meta.Destinations`); the rest of the body is carried to the
+/// destinations untouched (the original bytes, not a re-serialisation).
+pub type Meta = Submission;
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -42,6 +31,7 @@ struct Envelope {
 
 /// Validates the body of a Data Model API request. Every error names the field.
 pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
+    super::require_json_object(body)?;
     let envelope: Envelope = serde_json::from_slice(body)
         .map_err(|error| ApiError::bad_request(format!("Request body is not valid JSON: {error}")))?;
     let meta = match envelope.meta {
@@ -94,30 +84,28 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
     })
 }
 
-fn metrics() -> &'static (
-    carrier_telemetry::prometheus::IntCounterVec,
-    carrier_telemetry::prometheus::HistogramVec,
-) {
-    static METRICS: std::sync::OnceLock<(
-        carrier_telemetry::prometheus::IntCounterVec,
-        carrier_telemetry::prometheus::HistogramVec,
-    )> = std::sync::OnceLock::new();
-    METRICS.get_or_init(|| {
-        (
-            carrier_telemetry::counter_vec(
-                "carrier_ingress_requests_total",
-                "Data Model API requests by HTTP status",
-                &["status"],
-            ),
-            carrier_telemetry::histogram_vec(
-                "carrier_ingress_durable_write_seconds",
-                "Time from request to the broker's acknowledgement",
-                &[],
-            ),
-        )
-    })
-}
-
+#[utoipa::path(
+    post,
+    path = "/endpoint",
+    operation_id = "post_data_model_message",
+    tag = "Data Model API",
+    request_body(content = crate::openapi::DataModelMessage, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Written to Kafka with acks=all", body = crate::openapi::DataModelAccepted),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 405, description = "Method not allowed", body = crate::openapi::DataModelError),
+        (status = 413, description = "Body over the limit (10 MiB)", body = crate::openapi::DataModelError),
+        (status = 429, description = "Rate limited (with Retry-After)", body = crate::openapi::DataModelError),
+        (status = 500, description = "Unknown internal error", body = crate::openapi::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+        (status = 504, description = "The durable write did not complete in time", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn post(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -125,103 +113,16 @@ pub async fn post(
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
     let result = accept(&state, &headers, body).await;
-    let status = match &result {
-        Ok(_) => 200,
-        Err(error) => error.kind.http_status(),
-    };
-    let status = status.to_string();
-    metrics().0.with_label_values(&[status.as_str()]).inc();
-    if result.is_ok() {
-        metrics()
-            .1
-            .with_label_values(NO_LABELS)
-            .observe(started.elapsed().as_secs_f64());
-    }
+    super::accept::record_outcome(Api::DataModel, started, &result);
     result
 }
 
 async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
-    let (source_id, _organization_id) = auth::source(headers, &state.tokens)?;
-    let limit = state.config.max_body_bytes;
-    super::check_declared_length(headers, limit)?;
-    let body = super::read_body(body, limit).await?;
+    let (source_id, body) = super::accept::authenticated_body(state, headers, body).await?;
     let meta = parse_meta(&body)?;
-    let route = state
+    let accepted = super::accept::submit(state, headers, &source_id, &meta, body).await?;
+    let logs: Vec<Value> = accepted
         .routes
-        .resolve(
-            &state.router,
-            ResolveRequest {
-                source_id: source_id.clone(),
-                data_model: meta.data_model.clone(),
-                event_type: meta.event_type.clone(),
-                destination_ids: meta.destination_ids.clone(),
-            },
-        )
-        .await?;
-
-    let received_at_ms = chrono::Utc::now().timestamp_millis();
-    let message_id = Uuid::now_v7().to_string();
-    let routes: Vec<Route> = route
-        .destination_ids
-        .iter()
-        .map(|destination_id| Route {
-            log_id: Uuid::now_v7().to_string(),
-            destination_id: destination_id.clone(),
-        })
-        .collect();
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("application/json")
-        .to_string();
-    let record = InboundMessage {
-        message_id: message_id.clone(),
-        received_at_ms,
-        organization_id: route.organization_id.clone(),
-        source_id: source_id.clone(),
-        environment: route.environment.clone(),
-        data_model: meta.data_model.clone(),
-        event_type: meta.event_type.clone(),
-        test: meta.test,
-        content_type,
-        body: body.to_vec(),
-        routes: routes.clone(),
-    };
-    let payload = record.encode_to_vec();
-    let write = carrier_kafka::producer::send(
-        &state.producer,
-        &state.topics.inbound,
-        &source_id,
-        &payload,
-        None,
-        carrier_kafka::producer::WhenFull::Fail,
-    );
-    match tokio::time::timeout(Duration::from_millis(state.config.produce_timeout_ms), write).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => {
-            tracing::warn!(error = %error, source = %error_source(&error), "durable write failed");
-            let text = match error.kind() {
-                ErrorKind::Overloaded => "Carrier is overloaded; retry after the Retry-After delay",
-                ErrorKind::Timeout => {
-                    "The durable write did not complete in time; the message was not accepted"
-                }
-                _ => "The queue rejected the write; the message was not accepted",
-            };
-            return Err(ApiError::new(error.kind(), text));
-        }
-        Err(_elapsed) => {
-            tracing::warn!(
-                timeout_ms = state.config.produce_timeout_ms,
-                "durable write timed out"
-            );
-            return Err(ApiError::new(
-                ErrorKind::Timeout,
-                "The durable write did not complete in time; the message was not accepted",
-            ));
-        }
-    }
-    tracing::debug!(message_id, logs = routes.len(), "message accepted");
-    let logs: Vec<Value> = routes
         .iter()
         .map(|route| json!({ "ID": route.log_id, "DestinationID": route.destination_id }))
         .collect();
@@ -230,17 +131,11 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Jso
             "DataModel": meta.data_model,
             "EventType": meta.event_type,
             "Test": meta.test,
-            "Message": { "ID": message_id },
+            "Message": { "ID": accepted.message_id },
             "Logs": logs,
             "Errors": [],
         }
     })))
-}
-
-fn error_source(error: &carrier_kafka::producer::ProduceError) -> String {
-    std::error::Error::source(error)
-        .map(|source| source.to_string())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -271,6 +166,13 @@ mod tests {
             "Meta.Test must be a boolean"
         );
         assert!(error_text("{not json").starts_with("Request body is not valid JSON"));
+        assert_eq!(error_text("[1, 2]"), "Request body must be a JSON object");
+        assert_eq!(error_text("  \"Meta\""), "Request body must be a JSON object");
+        assert_eq!(error_text(r#"{"Meta": []}"#), "Meta must be an object");
+        assert_eq!(
+            error_text(r#"{"Meta": {"DataModel": "R", "EventType": "New", "Destinations": {"ID": "x"}}}"#),
+            "Meta.Destinations must be an array"
+        );
         assert_eq!(
             error_text(
                 r#"{"Meta": {"DataModel": "R", "EventType": "New", "Destinations": [{"Name": "x"}]}}"#

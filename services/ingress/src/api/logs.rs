@@ -48,6 +48,19 @@ pub(crate) async fn visible_log(
     Ok((log_id, row))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/logs/{id}",
+    operation_id = "get_log",
+    tag = "Logs",
+    params(("id" = String, Path, description = "Log ID")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The log with its attempts", body = serde_json::Value),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn get_one(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -1,11 +1,14 @@
-//! The HTTP routes of ingress, one module per area.
+//! The HTTP routes of ingress, one module per area. `endpoint` (Data Model API) and `fhir`
+//! (FHIR API) parse their own requests and share the pipeline of `accept`.
 
-mod admin;
-mod endpoint;
-mod logs;
-mod oauth;
-mod queues;
-mod retry;
+mod accept;
+pub(crate) mod admin;
+pub(crate) mod endpoint;
+pub(crate) mod fhir;
+pub(crate) mod logs;
+pub(crate) mod oauth;
+pub(crate) mod queues;
+pub(crate) mod retry;
 
 use std::sync::Arc;
 
@@ -14,7 +17,7 @@ use axum::extract::Request;
 use axum::routing::{get, patch, post};
 use axum::Router;
 
-use crate::error::ApiError;
+use crate::error::{Api, ApiError};
 use crate::AppState;
 
 /// Every public route, behind the per-client rate limit when it is on. The probes are merged
@@ -32,8 +35,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 fn public_routes(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/oauth/token", post(oauth::token))
         .route("/endpoint", post(endpoint::post))
+        .route("/fhir/R4/{resource_type}", post(fhir::post))
         .route("/v1/logs/{id}", get(logs::get_one))
         .route("/v1/logs/{id}/retry", post(retry::retry))
         .route("/v1/organizations", post(admin::create_organization))
@@ -56,17 +61,27 @@ fn public_routes(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::not_found(format!(
-        "Unknown route {} {}",
-        request.method(),
-        request.uri().path()
-    ))
+    let path = request.uri().path();
+    ApiError::not_found(format!("Unknown route {} {path}", request.method())).for_api(Api::of_path(path))
 }
 
-async fn method_not_allowed(request: Request) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let body = serde_json::json!({ "Meta": { "Errors": [ { "Text": format!("Method {} is not allowed on {}", request.method(), request.uri().path()) } ] } });
-    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+async fn method_not_allowed(request: Request) -> ApiError {
+    let path = request.uri().path();
+    ApiError::new(
+        carrier_proto::ErrorKind::MethodNotAllowed,
+        format!("Method {} is not allowed on {path}", request.method()),
+    )
+    .for_api(Api::of_path(path))
+}
+
+/// Refuses a body that is not a JSON object before parsing it (the parsers would otherwise
+/// report a type mismatch in serde's words).
+pub(crate) fn require_json_object(body: &[u8]) -> Result<(), ApiError> {
+    match body.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        None => Err(ApiError::bad_request("Request body is empty")),
+        Some(_) => Err(ApiError::bad_request("Request body must be a JSON object")),
+    }
 }
 
 /// Reads a whole body of at most `limit` bytes. A larger body is refused as it streams in

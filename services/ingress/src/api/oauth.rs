@@ -85,6 +85,18 @@ fn form_urlencoded(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    operation_id = "oauth_token",
+    tag = "OAuth",
+    request_body(content = crate::openapi::TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A short-lived access token", body = crate::openapi::TokenResponse),
+        (status = 400, description = "Missing or unsupported parameters (RFC 6749 error plus Meta.Errors)"),
+        (status = 401, description = "Unknown client, wrong secret or disabled source"),
+    )
+)]
 pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let body = match super::read_body(body, 64 * 1024).await {
         Ok(body) => body,

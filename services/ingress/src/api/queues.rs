@@ -70,6 +70,23 @@ pub(crate) async fn queue_state(state: &AppState, id: &str) -> Result<QueueState
         .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/destinations/{id}/queue",
+    operation_id = "get_destination_queue",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Destination ID")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The queue state", body = serde_json::Value),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -102,6 +119,23 @@ async fn set_paused(
     Ok(Json(queue_json(&queue)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/destinations/{id}/pause",
+    operation_id = "pause_destination",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Destination ID")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Paused", body = serde_json::Value),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn pause(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -110,6 +144,23 @@ pub async fn pause(
     set_paused(&state, &headers, id, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/destinations/{id}/resume",
+    operation_id = "resume_destination",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Destination ID")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Resumed", body = serde_json::Value),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn resume(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -120,6 +171,23 @@ pub async fn resume(
 
 /// Cancels the held head of the queue. 409 when no head is held (nothing is failing or paused
 /// at a message right now).
+#[utoipa::path(
+    post,
+    path = "/v1/destinations/{id}/skip",
+    operation_id = "skip_destination_head",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Destination ID")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "The held head was cancelled", body = serde_json::Value),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn skip(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -22,6 +22,22 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::AppState;
 
+#[utoipa::path(
+    post,
+    path = "/v1/logs/{id}/retry",
+    operation_id = "retry_log",
+    tag = "Logs",
+    params(("id" = String, Path, description = "Log ID")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "A new attempt is queued", body = serde_json::Value),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+    )
+)]
 pub async fn retry(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

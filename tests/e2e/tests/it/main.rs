@@ -2,12 +2,14 @@
 //! `make test` starts the infrastructure; `CARRIER_TEST_BROKERS` points at the broker.
 
 mod faults;
+mod fhir;
 mod manual_retry;
 mod operator;
 mod parking;
 mod pipeline;
 mod rate_limit;
 mod retries;
+mod statuses;
 
 use std::collections::HashSet;
 

@@ -1,0 +1,196 @@
+//! The path every inbound message takes, whichever API it came by (`endpoint` for the Data
+//! Model API, `fhir` for the FHIR API):
+//!
+//! 1. [`authenticated_body`]: the source's token, then the body, refused with 413 as it streams
+//!    past `max_body_bytes` (a declared `Content-Length` over it is refused before reading).
+//! 2. The API parses its own request into a [`Submission`] (data model, event type, test flag,
+//!    chosen destinations) and keeps the original bytes.
+//! 3. [`submit`]: the router's `Resolve` (cached), one log ID per destination, the record to
+//!    `carrier.inbound` keyed by source, and an answer only once the broker acknowledged it
+//!    with acks=all. Produce failures become 502 / 503 / 504 ([`produce_error`]).
+
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
+use carrier_kafka::producer::ProduceError;
+use carrier_proto::config_v1::ResolveRequest;
+use carrier_proto::records_v1::{InboundMessage, Route};
+use carrier_proto::ErrorKind;
+use prost::Message;
+use uuid::Uuid;
+
+use crate::auth;
+use crate::error::{Api, ApiError};
+use crate::AppState;
+
+const NO_LABELS: &[&str] = &[];
+
+/// What an API extracted from a request: enough to route it, and the body to carry.
+#[derive(Debug, PartialEq)]
+pub struct Submission {
+    pub data_model: String,
+    pub event_type: String,
+    pub test: bool,
+    /// Empty: every subscribed destination.
+    pub destination_ids: Vec<String>,
+}
+
+/// A message the broker acknowledged.
+pub struct Accepted {
+    pub message_id: String,
+    /// One log per destination, in routing order.
+    pub routes: Vec<Route>,
+}
+
+/// The calling source (`source_id`) and the whole body, at most `max_body_bytes`.
+pub async fn authenticated_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(String, Bytes), ApiError> {
+    let (source_id, _organization_id) = auth::source(headers, &state.tokens)?;
+    let limit = state.config.max_body_bytes;
+    super::check_declared_length(headers, limit)?;
+    let body = super::read_body(body, limit).await?;
+    Ok((source_id, body))
+}
+
+/// Routes `submission` and writes it durably; `Ok` only after the broker's acknowledgement.
+pub async fn submit(
+    state: &AppState,
+    headers: &HeaderMap,
+    source_id: &str,
+    submission: &Submission,
+    body: Bytes,
+) -> Result<Accepted, ApiError> {
+    let route = state
+        .routes
+        .resolve(
+            &state.router,
+            ResolveRequest {
+                source_id: source_id.to_string(),
+                data_model: submission.data_model.clone(),
+                event_type: submission.event_type.clone(),
+                destination_ids: submission.destination_ids.clone(),
+            },
+        )
+        .await?;
+
+    let received_at_ms = chrono::Utc::now().timestamp_millis();
+    let message_id = Uuid::now_v7().to_string();
+    let routes: Vec<Route> = route
+        .destination_ids
+        .iter()
+        .map(|destination_id| Route {
+            log_id: Uuid::now_v7().to_string(),
+            destination_id: destination_id.clone(),
+        })
+        .collect();
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let record = InboundMessage {
+        message_id: message_id.clone(),
+        received_at_ms,
+        organization_id: route.organization_id.clone(),
+        source_id: source_id.to_string(),
+        environment: route.environment.clone(),
+        data_model: submission.data_model.clone(),
+        event_type: submission.event_type.clone(),
+        test: submission.test,
+        content_type,
+        body: Vec::from(body),
+        routes: routes.clone(),
+    };
+    let payload = record.encode_to_vec();
+    drop(record);
+    let write = carrier_kafka::producer::send(
+        &state.producer,
+        &state.topics.inbound,
+        source_id,
+        &payload,
+        None,
+        carrier_kafka::producer::WhenFull::Fail,
+    );
+    match tokio::time::timeout(Duration::from_millis(state.config.produce_timeout_ms), write).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return Err(produce_error(&error)),
+        Err(_elapsed) => {
+            tracing::warn!(
+                timeout_ms = state.config.produce_timeout_ms,
+                "durable write timed out"
+            );
+            return Err(ApiError::new(ErrorKind::Timeout, TIMEOUT_TEXT));
+        }
+    }
+    tracing::debug!(message_id, logs = routes.len(), "message accepted");
+    Ok(Accepted { message_id, routes })
+}
+
+const TIMEOUT_TEXT: &str = "The durable write did not complete in time; the message was not accepted";
+
+/// The answer to a failed durable write: 503 (queue full, with `Retry-After`), 504 (no
+/// acknowledgement in time) or 502 (the queue rejected or dropped it).
+pub fn produce_error(error: &ProduceError) -> ApiError {
+    let source = std::error::Error::source(error)
+        .map(|source| source.to_string())
+        .unwrap_or_default();
+    tracing::warn!(%error, %source, "durable write failed");
+    let text = match error.kind() {
+        ErrorKind::Overloaded => {
+            "Carrier is overloaded (producer queue full); retry after the Retry-After delay"
+        }
+        ErrorKind::Timeout => TIMEOUT_TEXT,
+        _ => "The queue rejected the write; the message was not accepted",
+    };
+    ApiError::new(error.kind(), text)
+}
+
+fn metrics() -> &'static (
+    carrier_telemetry::prometheus::IntCounterVec,
+    carrier_telemetry::prometheus::HistogramVec,
+) {
+    static METRICS: std::sync::OnceLock<(
+        carrier_telemetry::prometheus::IntCounterVec,
+        carrier_telemetry::prometheus::HistogramVec,
+    )> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        (
+            carrier_telemetry::counter_vec(
+                "carrier_ingress_requests_total",
+                "Inbound messages (Data Model and FHIR API) by API and HTTP status",
+                &["api", "status"],
+            ),
+            carrier_telemetry::histogram_vec(
+                "carrier_ingress_durable_write_seconds",
+                "Time from request to the broker's acknowledgement",
+                &[],
+            ),
+        )
+    })
+}
+
+/// Counts one inbound request by API and status; times the accepted ones.
+pub fn record_outcome<T>(api: Api, started: Instant, result: &Result<T, ApiError>) {
+    let status = match result {
+        Ok(_) => 200,
+        Err(error) => error.kind.http_status(),
+    };
+    let api = match api {
+        Api::DataModel => "data_model",
+        Api::Fhir => "fhir",
+    };
+    metrics()
+        .0
+        .with_label_values(&[api, status.to_string().as_str()])
+        .inc();
+    if result.is_ok() {
+        metrics()
+            .1
+            .with_label_values(NO_LABELS)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
