@@ -173,9 +173,27 @@ impl Stack {
             http: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
             control: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         };
+        let before = self.registered_workers().await.unwrap_or(0);
         self.services.push(spawn("delivery", |shutdown| {
             carrier_delivery::run(config, listeners, shutdown)
         }));
+        // Operator requests find workers in the registry: the worker is usable once it is there.
+        crate::eventually(Duration::from_secs(60), "the delivery worker to register", || async {
+            self.registered_workers()
+                .await
+                .filter(|workers| *workers > before)
+                .map(|_| ())
+        })
+        .await;
+    }
+
+    /// Delivery workers in the registry; `None` while the database or table does not exist yet.
+    async fn registered_workers(&self) -> Option<i64> {
+        let mut connection = sqlx::PgConnection::connect(&self.database_url).await.ok()?;
+        sqlx::query_scalar("SELECT count(*) FROM delivery_workers")
+            .fetch_one(&mut connection)
+            .await
+            .ok()
     }
 
     /// Starts a delivery worker as a child process of the built `carrier-delivery` binary.

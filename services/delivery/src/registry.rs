@@ -57,33 +57,23 @@ impl Registry {
         let mut healthy = true;
         let mut last_count_read: Option<tokio::time::Instant> = None;
         loop {
+            // Registered first (ingress can reach this worker at once), then the partition
+            // count, which needs the broker's metadata and may take a while.
+            self.heartbeat_logged(&mut healthy).await;
             if last_count_read.is_none_or(|at| at.elapsed() >= PARTITION_COUNT_REFRESH)
                 || self.partition_count.load(Ordering::Relaxed) == 0
             {
                 match carrier_kafka::admin::partition_count(&self.kafka, &self.deliveries_topic).await {
                     Ok(count) if count > 0 => {
-                        self.partition_count.store(count as i32, Ordering::Relaxed);
+                        let changed = self.partition_count.swap(count as i32, Ordering::Relaxed) != count as i32;
                         last_count_read = Some(tokio::time::Instant::now());
+                        if changed {
+                            self.heartbeat_logged(&mut healthy).await;
+                        }
                     }
                     Ok(_) => tracing::warn!(topic = %self.deliveries_topic, "topic has no partitions yet"),
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot read the partition count of the deliveries topic")
-                    }
+                    Err(error) => tracing::warn!(%error, "cannot read the partition count of the deliveries topic"),
                 }
-            }
-            match self.heartbeat().await {
-                Ok(()) if !healthy => {
-                    tracing::info!(worker_id = %self.worker_id, "worker registry reachable again");
-                    healthy = true;
-                }
-                Ok(()) => {}
-                Err(error) if healthy => {
-                    // Operator requests then reach any worker, which answers from the stored
-                    // state; deliveries are not affected.
-                    tracing::warn!(%error, worker_id = %self.worker_id, "cannot refresh this worker's registry row");
-                    healthy = false;
-                }
-                Err(_) => {}
             }
             tokio::select! {
                 _ = tokio::time::sleep(HEARTBEAT) => {}
@@ -96,6 +86,24 @@ impl Registry {
             .await
         {
             tracing::warn!(%error, "could not remove this worker's registry row; it ages out");
+        }
+    }
+
+    /// Refreshes the row; logs when that starts or stops working (not every failure).
+    async fn heartbeat_logged(&self, healthy: &mut bool) {
+        match self.heartbeat().await {
+            Ok(()) if !*healthy => {
+                tracing::info!(worker_id = %self.worker_id, "worker registry reachable again");
+                *healthy = true;
+            }
+            Ok(()) => {}
+            Err(error) if *healthy => {
+                // Operator requests then reach any worker, which answers from the stored
+                // state; deliveries are not affected.
+                tracing::warn!(%error, worker_id = %self.worker_id, "cannot refresh this worker's registry row");
+                *healthy = false;
+            }
+            Err(_) => {}
         }
     }
 
