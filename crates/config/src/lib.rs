@@ -10,7 +10,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
 /// Why a configuration could not be loaded or is not acceptable.
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +38,36 @@ pub fn load<T: Serialize + DeserializeOwned + Default>() -> Result<T, ConfigErro
         .map_err(|error| ConfigError::Load(Box::new(error)))
 }
 
+/// Deserializes a list given either as a list (TOML) or as one comma-separated string (the
+/// environment: `CARRIER_X=10.0.0.0/8,::1`); entries are trimmed and empty ones dropped. Use with
+/// `#[serde(deserialize_with = "carrier_config::list_or_comma_separated")]`.
+pub fn list_or_comma_separated<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    let entries = match ListOrString::deserialize(deserializer)? {
+        ListOrString::List(entries) => entries,
+        ListOrString::String(text) => text.split(',').map(str::to_string).collect(),
+    };
+    Ok(entries
+        .into_iter()
+        .map(|entry| entry.trim().to_string())
+        .filter(|entry| !entry.is_empty())
+        .collect())
+}
+
 /// How a deployment behaves where safety and convenience pull apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// Refuses to start without secrets; never allows loopback or private destinations.
+    /// Refuses to start without secrets.
     #[default]
     Production,
-    /// Local development and tests: default secrets, loopback destinations allowed.
+    /// Local development and tests: default secrets. (Which destination addresses delivery may
+    /// dial is its own `[outbound]` setting; `make up` and the tests allow loopback there.)
     Dev,
 }
 

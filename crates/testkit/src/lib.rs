@@ -5,12 +5,14 @@
 //! - [`stack`]: the four services in one process (or delivery as a child process), isolated by a
 //!   random topic prefix, consumer groups and a database of their own.
 //! - [`client`]: the admin and Data Model API calls a user makes.
+//! - [`keys`]: key pairs made on the spot, for `private_key_jwt` client assertions.
 //! - [`broker`]: a Tansu broker process of a test's own, for tests that stop the broker.
 //! - [`redis`]: a `redis-server` process of a test's own, for tests that kill or freeze Redis.
 #![forbid(unsafe_code)]
 
 pub mod broker;
 pub mod client;
+pub mod keys;
 pub mod receiver;
 pub mod redis;
 pub mod stack;

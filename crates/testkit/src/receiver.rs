@@ -29,6 +29,8 @@ struct ReceiverState {
     received: Vec<Received>,
     status: StatusCode,
     body: String,
+    /// A `Location` header to answer with (redirects).
+    location: Option<String>,
     /// How long each answer takes (keeps requests in flight, to catch overlaps).
     delay: std::time::Duration,
     /// Requests in flight and the most ever seen at once, per path.
@@ -53,6 +55,7 @@ impl Receiver {
             received: Vec::new(),
             status: StatusCode::OK,
             body: r#"{"Meta":{"Errors":[]}}"#.into(),
+            location: None,
             delay: std::time::Duration::ZERO,
             in_flight: HashMap::new(),
             max_in_flight: HashMap::new(),
@@ -79,6 +82,14 @@ impl Receiver {
         let mut state = self.state.lock().expect("receiver lock");
         state.status = StatusCode::from_u16(status).expect("valid status");
         state.body = body.into();
+    }
+
+    /// Answer every following request with a redirect: `status` (e.g. 302) and `Location`.
+    pub fn redirect_to(&self, status: u16, location: &str) {
+        let mut state = self.state.lock().expect("receiver lock");
+        state.status = StatusCode::from_u16(status).expect("valid status");
+        state.body = String::new();
+        state.location = Some(location.into());
     }
 
     /// Take `delay` to answer each following request.
@@ -117,7 +128,8 @@ async fn record(
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let headers = headers
         .iter()
         .map(|(name, value)| {
@@ -147,9 +159,16 @@ async fn record(
         *count -= 1;
     }
     state.received.push(Received { path, headers, body });
-    (
+    let mut response = (
         state.status,
         [("content-type", "application/json")],
         state.body.clone(),
     )
+        .into_response();
+    if let Some(location) = &state.location {
+        if let Ok(value) = axum::http::HeaderValue::from_str(location) {
+            response.headers_mut().insert(axum::http::header::LOCATION, value);
+        }
+    }
+    response
 }

@@ -31,6 +31,11 @@ pub struct StackOptions {
     /// Ingress rate limit: by default a limit no test reaches, on the shared test Redis under a
     /// key prefix of the stack's own.
     pub rate_limit: carrier_ingress::RateLimitSettings,
+    /// Lifetime of ingress access tokens (`token_ttl_secs`).
+    pub token_ttl_secs: u64,
+    /// Delivery's outbound policy: by default loopback is allowed (the test receivers listen on
+    /// 127.0.0.1); `outbound.rs` runs a stack with the production default instead.
+    pub outbound: carrier_delivery::outbound::OutboundSettings,
 }
 
 impl Default for StackOptions {
@@ -51,6 +56,11 @@ impl Default for StackOptions {
                 redis_url: crate::test_redis(),
                 limit: 1_000_000,
                 key_prefix: format!("{}:", crate::unique("carrier-test-")),
+                ..Default::default()
+            },
+            token_ttl_secs: 300,
+            outbound: carrier_delivery::outbound::OutboundSettings {
+                allow_loopback: true,
                 ..Default::default()
             },
         }
@@ -128,6 +138,8 @@ impl Stack {
             database_url: database_url.clone(),
             kafka: kafka.clone(),
             rate_limit: options.rate_limit.clone(),
+            token_ttl_secs: options.token_ttl_secs,
+            token_url: Some(format!("{ingress_url}/oauth/token")),
             ..Default::default()
         };
         services.push(spawn("ingress", |shutdown| {
@@ -151,6 +163,11 @@ impl Stack {
         stack
     }
 
+    /// The token URL client assertions name as their audience (`aud`).
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth/token", self.ingress_url)
+    }
+
     /// The configuration a delivery worker of this stack runs with.
     pub fn delivery_config(&self) -> carrier_delivery::Config {
         carrier_delivery::Config {
@@ -162,6 +179,7 @@ impl Stack {
             drain_timeout_ms: 10_000,
             max_pending_per_partition: self.options.delivery_max_pending,
             retry: self.options.retry.clone(),
+            outbound: self.options.outbound.clone(),
             ..Default::default()
         }
     }
@@ -224,6 +242,18 @@ impl Stack {
                 config.retry.non_production_retry_ms.to_string(),
             )
             .env(
+                "CARRIER_OUTBOUND__ALLOW_LOOPBACK",
+                config.outbound.allow_loopback.to_string(),
+            )
+            .env(
+                "CARRIER_OUTBOUND__ALLOW_PRIVATE",
+                config.outbound.allow_private.to_string(),
+            )
+            .env(
+                "CARRIER_OUTBOUND__ALLOWED_NETWORKS",
+                config.outbound.allowed_networks.join(","),
+            )
+            .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
@@ -258,6 +288,9 @@ impl Stack {
             database_url: self.database_url.clone(),
             kafka: self.kafka.clone(),
             rate_limit: self.options.rate_limit.clone(),
+            token_ttl_secs: self.options.token_ttl_secs,
+            // One token URL for all replicas, as behind a load balancer.
+            token_url: Some(self.token_url()),
             ..Default::default()
         };
         adjust(&mut config);

@@ -2,8 +2,9 @@
 //!
 //! Success is a 2xx whose body carries no non-empty `Meta.Errors` and no OperationOutcome issue
 //! of severity `error` or `fatal`. Anything else — another status, a redirect (never followed),
-//! a connect error, a timeout — is a failure.
+//! a connect error, a timeout, a destination address the outbound policy refuses — is a failure.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,6 +12,8 @@ use carrier_proto::config_v1::Destination;
 use carrier_proto::records_v1::DeliveryTask;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde_json::Value;
+
+use crate::outbound::{self, OutboundPolicy, PolicyResolver};
 
 /// What one attempt came to.
 #[derive(Debug, Clone)]
@@ -24,10 +27,14 @@ pub struct AttemptResult {
     pub duration: Duration,
 }
 
-/// The HTTP client shared by every lane: pooled keep-alive connections, no redirects.
-pub fn client() -> reqwest::Client {
+/// The HTTP client shared by every lane: pooled keep-alive connections, no redirects, no
+/// proxies (a proxy would dial the destination on Carrier's behalf, past the outbound policy),
+/// and a resolver that drops the addresses `policy` refuses.
+pub fn client(policy: Arc<OutboundPolicy>) -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(PolicyResolver::new(policy)))
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)
         .user_agent(concat!("Carrier/", env!("CARGO_PKG_VERSION")))
@@ -40,6 +47,7 @@ const MAX_JUDGED_BYTES: usize = 256 * 1024;
 
 pub async fn send(
     client: &reqwest::Client,
+    policy: &OutboundPolicy,
     destination: &Destination,
     task: &DeliveryTask,
     attempt: u32,
@@ -77,7 +85,6 @@ pub async fn send(
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
         .body(Bytes::copy_from_slice(&task.body));
-    let outcome = request.send().await;
     let mut result = AttemptResult {
         success: false,
         status_code: 0,
@@ -86,8 +93,31 @@ pub async fn send(
         started_at_ms,
         duration: Duration::ZERO,
     };
+    // IP-literal hosts are dialled without a resolver: check them here. Names are checked by
+    // the client's resolver, on every address they resolve to.
+    let outcome = match policy.check_url(&destination.url) {
+        Ok(()) => request
+            .send()
+            .await
+            .map_err(|error| match outbound::refusal_in(&error) {
+                Some(refused) => Failure::Refused(refused),
+                None => Failure::Request(error),
+            }),
+        Err(refused) => Err(Failure::Refused(refused)),
+    };
     match outcome {
-        Err(error) => {
+        Err(Failure::Refused(refused)) => {
+            outbound::count_refusal(&refused);
+            tracing::warn!(
+                destination_id = %destination.id,
+                log_id = %task.log_id,
+                address = %refused.address,
+                class = refused.class.as_str(),
+                "destination refused by outbound policy"
+            );
+            result.error = refused.to_string();
+        }
+        Err(Failure::Request(error)) => {
             result.error = describe(&error);
         }
         Ok(mut response) => {
@@ -121,6 +151,13 @@ pub async fn send(
     }
     result.duration = started.elapsed();
     result
+}
+
+/// Why no response arrived.
+enum Failure {
+    /// The outbound policy refused the destination's address (no connection was made).
+    Refused(outbound::Refused),
+    Request(reqwest::Error),
 }
 
 fn describe(error: &reqwest::Error) -> String {

@@ -12,6 +12,8 @@
 //! - `parking`: the backlog of a held destination, in Postgres, out of worker memory.
 //! - `control`: the gRPC service operators reach through ingress (pause, resume, skip, retry
 //!   now, queue state), answered from the live lanes.
+//! - `outbound`: outbound safety; which destination addresses may be dialled (the `[outbound]`
+//!   settings), checked on the resolved addresses at connect time.
 //! - `registry`: which partitions this worker owns and where its control service listens.
 #![forbid(unsafe_code)]
 
@@ -20,6 +22,7 @@ mod control;
 mod destinations;
 mod events;
 mod lanes;
+pub mod outbound;
 mod parking;
 mod registry;
 pub mod retry;
@@ -69,6 +72,9 @@ pub struct Config {
     pub response_excerpt_bytes: usize,
     /// The `[retry]` section (`CARRIER_RETRY__*`).
     pub retry: retry::RetryPolicy,
+    /// The `[outbound]` section (`CARRIER_OUTBOUND__*`): which destination addresses may be
+    /// dialled. By default only public ones; loopback and private networks must be allowed.
+    pub outbound: outbound::OutboundSettings,
 }
 
 impl Default for Config {
@@ -87,6 +93,7 @@ impl Default for Config {
             destination_cache_ttl_ms: 1_000,
             response_excerpt_bytes: 1_024,
             retry: retry::RetryPolicy::default(),
+            outbound: outbound::OutboundSettings::default(),
         }
     }
 }
@@ -95,6 +102,7 @@ impl Config {
     pub fn load() -> Result<Self, ConfigError> {
         let config: Config = carrier_config::load()?;
         config.retry.validate().map_err(ConfigError::Invalid)?;
+        config.outbound.networks()?;
         if config.max_pending_per_partition == 0 {
             return Err(ConfigError::Invalid(
                 "max_pending_per_partition must be at least 1".into(),

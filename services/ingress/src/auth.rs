@@ -3,13 +3,28 @@
 //! An access token is `ct1.<payload>.<signature>`: the payload (base64url) is
 //! `source_id:organization_id:expires_unix`, the signature an HMAC-SHA256 of it under the
 //! shared `token_signing_key`. Checking one needs no database or peer call, so every ingress
-//! replica verifies tokens on its own; a disabled source is refused by the router at routing.
+//! replica verifies tokens on its own.
+//!
+//! A disabled source's tokens are refused (403 `Source is disabled`) as soon as this replica
+//! knows it is disabled: at once on the replica that served the `PATCH`, within
+//! `source_status_refresh_ms` on the others (each polls the router's list of disabled sources,
+//! see [`DisabledSources`]). The router refuses to route a disabled source's messages as well.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use carrier_proto::config_v1::config_service_client::ConfigServiceClient;
+use carrier_proto::config_v1::ListDisabledSourcesRequest;
+use carrier_proto::ErrorKind;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 use crate::error::ApiError;
 
@@ -20,6 +35,76 @@ pub const MISSING_TOKEN: &str = "Missing Authorization header (expected 'Bearer 
 pub const MALFORMED_TOKEN: &str = "Malformed access token (expected a token from /oauth/token)";
 pub const BAD_SIGNATURE: &str = "Invalid access token: its signature does not verify";
 pub const EXPIRED_TOKEN: &str = "Access token expired; request a new one at /oauth/token";
+
+/// The text of every refusal of a disabled source.
+pub const SOURCE_DISABLED: &str = "Source is disabled";
+
+/// The sources this replica knows to be disabled.
+#[derive(Default)]
+pub struct DisabledSources {
+    ids: RwLock<Arc<HashSet<String>>>,
+}
+
+impl DisabledSources {
+    pub fn contains(&self, source_id: &str) -> bool {
+        self.ids
+            .read()
+            .expect("disabled sources lock")
+            .contains(source_id)
+    }
+
+    /// Replaces the whole set (a poll of the router).
+    pub fn replace(&self, ids: HashSet<String>) {
+        *self.ids.write().expect("disabled sources lock") = Arc::new(ids);
+    }
+
+    /// Records one change this replica made itself (`PATCH /v1/sources/{id}`), before the next poll.
+    pub fn set(&self, source_id: &str, disabled: bool) {
+        let mut ids = self.ids.write().expect("disabled sources lock");
+        let mut updated = HashSet::clone(&ids);
+        if disabled {
+            updated.insert(source_id.to_string());
+        } else {
+            updated.remove(source_id);
+        }
+        *ids = Arc::new(updated);
+    }
+
+    /// Polls the router every `interval` until `shutdown`. When the router cannot be reached the
+    /// last known set stays (the router itself still refuses a disabled source's messages).
+    pub async fn refresh(
+        self: Arc<Self>,
+        router: ConfigServiceClient<Channel>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut failing_since: Option<std::time::Instant> = None;
+        loop {
+            match router
+                .clone()
+                .list_disabled_sources(ListDisabledSourcesRequest {})
+                .await
+            {
+                Ok(response) => {
+                    self.replace(response.into_inner().source_ids.into_iter().collect());
+                    failing_since = None;
+                }
+                Err(status) => {
+                    // A warning once per minute of failure, not per poll.
+                    let warn = failing_since.is_none_or(|since| since.elapsed() >= Duration::from_secs(60));
+                    if warn {
+                        tracing::warn!(code = ?status.code(), message = status.message(), "cannot refresh the disabled sources; keeping the last known list");
+                        failing_since = Some(std::time::Instant::now());
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
 
 /// Who a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +119,7 @@ pub enum Caller {
 pub struct TokenSigner {
     key: Vec<u8>,
     ttl_secs: u64,
+    disabled: Arc<DisabledSources>,
 }
 
 impl TokenSigner {
@@ -41,7 +127,13 @@ impl TokenSigner {
         Self {
             key: key.as_bytes().to_vec(),
             ttl_secs,
+            disabled: Arc::default(),
         }
+    }
+
+    /// The disabled sources whose tokens [`TokenSigner::verify`] refuses.
+    pub fn disabled_sources(&self) -> &Arc<DisabledSources> {
+        &self.disabled
     }
 
     pub fn ttl_secs(&self) -> u64 {
@@ -66,7 +158,8 @@ impl TokenSigner {
         format!("{PREFIX}.{payload}.{signature}")
     }
 
-    /// The source a token was issued to, if its signature holds and it has not expired.
+    /// The source a token was issued to, if its signature holds, it has not expired and the
+    /// source is not disabled.
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<(String, String), ApiError> {
         let invalid = || ApiError::unauthorized(MALFORMED_TOKEN);
         let mut parts = token.split('.');
@@ -90,6 +183,9 @@ impl TokenSigner {
         let expires: u64 = expires.parse().map_err(|_| invalid())?;
         if now_unix >= expires {
             return Err(ApiError::unauthorized(EXPIRED_TOKEN));
+        }
+        if self.disabled.contains(source_id) {
+            return Err(ApiError::new(ErrorKind::Forbidden, SOURCE_DISABLED));
         }
         Ok((source_id.to_string(), organization_id.to_string()))
     }
@@ -140,7 +236,7 @@ pub fn operator(headers: &HeaderMap, admin_token: &str) -> Result<(), ApiError> 
         Ok(())
     } else {
         Err(ApiError::new(
-            carrier_proto::ErrorKind::Forbidden,
+            ErrorKind::Forbidden,
             "This route needs the operator token",
         ))
     }
@@ -178,5 +274,26 @@ mod tests {
             signer.verify("ct1.a.b.c", 1_000).unwrap_err().text,
             MALFORMED_TOKEN
         );
+    }
+
+    #[test]
+    fn a_disabled_source_s_tokens_are_refused_until_it_is_enabled_again() {
+        let signer = TokenSigner::new("k".repeat(32).as_str(), 300);
+        let token = signer.issue("src", "org", 1_000);
+        let other = signer.issue("other", "org", 1_000);
+        signer.disabled_sources().set("src", true);
+        let error = signer.verify(&token, 1_001).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Forbidden);
+        assert_eq!(error.text, "Source is disabled");
+        assert!(
+            signer.verify(&other, 1_001).is_ok(),
+            "other sources are unaffected"
+        );
+        assert!(
+            signer.verify(&token, 1_300).unwrap_err().text.contains("expired"),
+            "an expired token is expired first"
+        );
+        signer.disabled_sources().replace(HashSet::new());
+        assert!(signer.verify(&token, 1_001).is_ok());
     }
 }

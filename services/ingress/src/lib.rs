@@ -8,6 +8,8 @@
 //! - `api::logs`     `GET /v1/logs/{id}` — read from the log store (Postgres).
 //! - `api::admin`    `/v1/organizations|sources|destinations|subscriptions` — forwarded to the
 //!   router, which owns the configuration.
+//! - `auth`          access tokens, the operator token, and the disabled sources (polled from the
+//!   router) whose tokens are refused.
 //! - `rate_limit`    every public route: at most `limit` requests per client IP in any rolling
 //!   window, counted in Redis and shared by all replicas; 429 with `Retry-After` past it. Fails
 //!   open when Redis is away (Redis holds only what may be lost).
@@ -67,6 +69,13 @@ pub struct Config {
     pub token_signing_key: Option<String>,
     /// Lifetime of an access token.
     pub token_ttl_secs: u64,
+    /// The URL senders request tokens at, as they address it (e.g.
+    /// `https://carrier.example.org/oauth/token`): the audience (`aud`) a `private_key_jwt`
+    /// client assertion must name. Unset: client assertions are refused (client secrets only).
+    pub token_url: Option<String>,
+    /// How often the list of disabled sources is fetched from the router: a source disabled
+    /// through another replica has its tokens refused here within this long.
+    pub source_status_refresh_ms: u64,
     /// gRPC URL of the router (configuration and routing).
     pub router_url: String,
     /// Postgres URL of the log store.
@@ -91,6 +100,8 @@ impl Default for Config {
             admin_token: None,
             token_signing_key: None,
             token_ttl_secs: 300,
+            token_url: None,
+            source_status_refresh_ms: 1_000,
             router_url: "http://127.0.0.1:50051".into(),
             database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
             kafka: KafkaSettings::default(),
@@ -142,6 +153,11 @@ impl Config {
         }
         if self.token_ttl_secs == 0 {
             return Err(ConfigError::Invalid("token_ttl_secs must be positive".into()));
+        }
+        if self.source_status_refresh_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "source_status_refresh_ms must be positive".into(),
+            ));
         }
         self.rate_limit.validate()?;
         Ok(self)
@@ -200,6 +216,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         rate_limiter,
         config,
     });
+    let source_status = tokio::spawn(state.tokens.disabled_sources().clone().refresh(
+        state.router.clone(),
+        Duration::from_millis(state.config.source_status_refresh_ms),
+        shutdown.clone(),
+    ));
     let app = api::router(state.clone()).merge(carrier_telemetry::probes_router(readiness.clone()));
     readiness.set_ready(true);
     tracing::info!(addr = %listener.local_addr()?, "ingress ready");
@@ -207,6 +228,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("http server")?;
+    source_status.await.context("source status task")?;
     tracing::info!("ingress stopped");
     Ok(())
 }

@@ -36,7 +36,7 @@ use carrier_config::ConfigError;
 use carrier_proto::ErrorKind;
 use ipnet::IpNet;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
@@ -64,7 +64,7 @@ pub struct RateLimitSettings {
     /// Peers whose `X-Forwarded-For` is believed: addresses or CIDR networks (`10.0.0.0/8`), as a
     /// list or a comma-separated string (`CARRIER_RATE_LIMIT__TRUSTED_PROXIES=10.0.0.0/8,::1`).
     /// Empty (default): the TCP peer is always the client.
-    #[serde(deserialize_with = "list_or_comma_separated")]
+    #[serde(deserialize_with = "carrier_config::list_or_comma_separated")]
     pub trusted_proxies: Vec<String>,
     /// Prefix of the Redis keys (`{key_prefix}rl:{ip}`).
     pub key_prefix: String,
@@ -118,24 +118,6 @@ impl RateLimitSettings {
         }
         Ok(networks)
     }
-}
-
-fn list_or_comma_separated<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        String(String),
-    }
-    let entries = match ListOrString::deserialize(deserializer)? {
-        ListOrString::List(entries) => entries,
-        ListOrString::String(text) => text.split(',').map(str::to_string).collect(),
-    };
-    Ok(entries
-        .into_iter()
-        .map(|entry| entry.trim().to_string())
-        .filter(|entry| !entry.is_empty())
-        .collect())
 }
 
 /// What the limiter says about one request.

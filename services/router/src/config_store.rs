@@ -10,6 +10,8 @@ use carrier_store::sqlx::{self, PgPool, Row};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::client_assertion;
+
 /// Why a configuration request failed. Each variant maps to one [`ErrorKind`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,6 +23,9 @@ pub enum StoreError {
     Forbidden(String),
     #[error("invalid client credentials")]
     BadCredentials,
+    /// Credentials that fail for a reason the client may hear (a client assertion's claims).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("configuration store failed: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -31,7 +36,7 @@ impl StoreError {
             StoreError::Invalid(_) => ErrorKind::BadRequest,
             StoreError::NotFound(_) => ErrorKind::NotFound,
             StoreError::Forbidden(_) => ErrorKind::Forbidden,
-            StoreError::BadCredentials => ErrorKind::Unauthorized,
+            StoreError::BadCredentials | StoreError::Unauthorized(_) => ErrorKind::Unauthorized,
             StoreError::Database(_) => ErrorKind::Internal,
         }
     }
@@ -88,9 +93,19 @@ fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(raw)
 }
 
+/// How a client secret is stored: its SHA-256. The secret is 32 random bytes made here (never
+/// chosen by a person), so no dictionary or brute force reaches it through the hash, and a slow
+/// password hash would only make `/oauth/token` an easy way to burn the router's CPU.
 fn secret_hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The answer to a disabled source, wherever it shows up (token, routing, logs).
+pub const SOURCE_DISABLED: &str = "Source is disabled";
 
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
@@ -159,12 +174,15 @@ impl ConfigStore {
         required("environment", &request.environment)?;
         let environment = parse_environment(&request.environment)?;
         let organization_id = parse_id("organization_id", &request.organization_id)?;
+        if let Some(public_jwk) = &request.public_jwk {
+            client_assertion::check_public_jwk(public_jwk).map_err(StoreError::Invalid)?;
+        }
         self.require_organization(organization_id).await?;
         let client_id = format!("cl_{}", random_token(12));
         let client_secret = format!("cs_{}", random_token(32));
         let row = sqlx::query(
-            "INSERT INTO sources (id, organization_id, name, environment, client_id, client_secret_hash)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            "INSERT INTO sources (id, organization_id, name, environment, client_id, client_secret_hash, public_jwk)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
         )
         .bind(Uuid::now_v7())
         .bind(organization_id)
@@ -172,6 +190,7 @@ impl ConfigStore {
         .bind(environment.as_str())
         .bind(&client_id)
         .bind(secret_hash(&client_secret))
+        .bind(&request.public_jwk)
         .fetch_one(&self.pool)
         .await?;
         Ok(pb::CreatedSource {
@@ -190,8 +209,9 @@ impl ConfigStore {
         Ok(source_from_row(&row))
     }
 
-    /// Checks client credentials. Unknown client, wrong secret and disabled source all answer
-    /// the same error, so the answer reveals nothing about which was wrong.
+    /// Checks client credentials. Unknown client and wrong secret answer the same error, so the
+    /// answer reveals nothing about which was wrong; a disabled source is named as such only to
+    /// a caller that knows its secret.
     pub async fn authenticate(&self, client_id: &str, client_secret: &str) -> Result<pb::Source> {
         let row = sqlx::query("SELECT * FROM sources WHERE client_id = $1")
             .bind(client_id)
@@ -199,11 +219,110 @@ impl ConfigStore {
             .await?
             .ok_or(StoreError::BadCredentials)?;
         let stored: Vec<u8> = row.get("client_secret_hash");
-        let enabled: bool = row.get("enabled");
-        if !enabled || stored != secret_hash(client_secret) {
+        if !constant_time_eq(&stored, &secret_hash(client_secret)) {
             return Err(StoreError::BadCredentials);
         }
+        if !row.get::<bool, _>("enabled") {
+            return Err(StoreError::Forbidden(SOURCE_DISABLED.into()));
+        }
         Ok(source_from_row(&row))
+    }
+
+    /// Checks a `private_key_jwt` client assertion (see `client_assertion`) for `audience`, and
+    /// records its `jti` so it is never accepted again. Replay protection lives in Postgres with
+    /// the rest of the configuration, so it holds across replicas and restarts; when Postgres is
+    /// away no assertion is accepted (fail closed: no source can be looked up either).
+    pub async fn authenticate_assertion(
+        &self,
+        client_id: &str,
+        assertion: &str,
+        audience: &str,
+    ) -> Result<pb::Source> {
+        let refused = |error: client_assertion::AssertionError| StoreError::Unauthorized(error.to_string());
+        let claimed = client_assertion::claimed_client(assertion).map_err(refused)?;
+        if !client_id.is_empty() && client_id != claimed {
+            return Err(StoreError::Unauthorized(
+                "client_assertion: iss must be the client_id".into(),
+            ));
+        }
+        if audience.is_empty() {
+            return Err(StoreError::Invalid(
+                "audience is required with client_assertion".into(),
+            ));
+        }
+        let row = sqlx::query("SELECT * FROM sources WHERE client_id = $1")
+            .bind(&claimed)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::BadCredentials)?;
+        let Some(public_jwk) = row.get::<Option<String>, _>("public_jwk") else {
+            return Err(StoreError::Unauthorized(
+                "client_assertion: the client has no registered public key (public_jwk)".into(),
+            ));
+        };
+        let now_unix = Utc::now().timestamp().max(0) as u64;
+        let verified = client_assertion::verify(assertion, &claimed, &public_jwk, audience, now_unix)
+            .map_err(refused)?;
+        if !row.get::<bool, _>("enabled") {
+            return Err(StoreError::Forbidden(SOURCE_DISABLED.into()));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO client_assertion_jtis (client_id, jti, expires_at)
+             VALUES ($1, $2, to_timestamp($3)) ON CONFLICT DO NOTHING",
+        )
+        .bind(&claimed)
+        .bind(&verified.jti)
+        .bind(verified.expires_unix as f64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::Unauthorized(
+                "client_assertion: its jti was already used; sign a new assertion for every token request"
+                    .into(),
+            ));
+        }
+        // Forget the IDs of assertions that can no longer be used (past exp and the leeway).
+        sqlx::query("DELETE FROM client_assertion_jtis WHERE expires_at < now() - interval '5 minutes'")
+            .execute(&self.pool)
+            .await?;
+        Ok(source_from_row(&row))
+    }
+
+    /// Renames, disables or re-enables a source.
+    pub async fn update_source(&self, request: pb::UpdateSourceRequest) -> Result<pb::Source> {
+        let id = parse_id("source", &request.id)?;
+        if let Some(name) = &request.name {
+            required("name", name)?;
+        }
+        if let Some(public_jwk) = request.public_jwk.as_deref().filter(|jwk| !jwk.is_empty()) {
+            client_assertion::check_public_jwk(public_jwk).map_err(StoreError::Invalid)?;
+        }
+        let row = sqlx::query(
+            "UPDATE sources SET name = COALESCE($2, name), enabled = COALESCE($3, enabled),
+                public_jwk = CASE WHEN $4::text IS NULL THEN public_jwk ELSE NULLIF($4, '') END
+             WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .bind(&request.name)
+        .bind(request.enabled)
+        .bind(&request.public_jwk)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("source {id} does not exist")))?;
+        let source = source_from_row(&row);
+        if request.enabled.is_some() {
+            tracing::info!(source_id = %source.id, enabled = source.enabled, "source updated");
+        }
+        Ok(source)
+    }
+
+    /// The IDs of every disabled source.
+    pub async fn disabled_sources(&self) -> Result<Vec<String>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM sources WHERE NOT enabled ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids.into_iter().map(|id| id.to_string()).collect())
     }
 
     pub async fn create_destination(&self, request: pb::CreateDestinationRequest) -> Result<pb::Destination> {
@@ -377,7 +496,7 @@ impl ConfigStore {
             .await?
             .ok_or(StoreError::BadCredentials)?;
         if !source.get::<bool, _>("enabled") {
-            return Err(StoreError::Forbidden("source is disabled".into()));
+            return Err(StoreError::Forbidden(SOURCE_DISABLED.into()));
         }
         let rows = sqlx::query(
             "SELECT destination_id, event_types FROM subscriptions
@@ -479,6 +598,7 @@ fn source_from_row(row: &sqlx::postgres::PgRow) -> pb::Source {
         client_id: row.get("client_id"),
         enabled: row.get("enabled"),
         created_at_ms: millis(row.get("created_at")),
+        public_jwk: row.get::<Option<String>, _>("public_jwk").unwrap_or_default(),
     }
 }
 

@@ -30,11 +30,16 @@ impl ConfigService for Service {
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::Source>, Status> {
         let request = request.into_inner();
-        Ok(Response::new(
+        let source = if request.client_assertion.is_empty() {
             self.store
                 .authenticate(&request.client_id, &request.client_secret)
-                .await?,
-        ))
+                .await?
+        } else {
+            self.store
+                .authenticate_assertion(&request.client_id, &request.client_assertion, &request.audience)
+                .await?
+        };
+        Ok(Response::new(source))
     }
 
     async fn get_source(&self, request: Request<pb::GetByIdRequest>) -> Result<Response<pb::Source>, Status> {
@@ -134,5 +139,23 @@ impl ConfigService for Service {
         Ok(Response::new(
             self.store.retry_head_now(&request.id, &request.log_id).await?,
         ))
+    }
+
+    async fn update_source(
+        &self,
+        request: Request<pb::UpdateSourceRequest>,
+    ) -> Result<Response<pb::Source>, Status> {
+        Ok(Response::new(
+            self.store.update_source(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_disabled_sources(
+        &self,
+        _request: Request<pb::ListDisabledSourcesRequest>,
+    ) -> Result<Response<pb::DisabledSources>, Status> {
+        Ok(Response::new(pb::DisabledSources {
+            source_ids: self.store.disabled_sources().await?,
+        }))
     }
 }

@@ -2,12 +2,15 @@
 //!
 //! - `config_store` keeps organizations, sources, destinations and subscriptions in Postgres and
 //!   answers "where does this message go?" (`resolve`).
+//! - `client_assertion` checks `private_key_jwt` client assertions (RFC 7523) against the
+//!   public key registered on a source.
 //! - `grpc` serves that store to ingress (admin API, token checks, resolve) and delivery
 //!   (destination settings at send time).
 //! - `fanout` consumes `carrier.inbound` and writes one task per destination to
 //!   `carrier.deliveries`, keyed by destination, plus a `queued` log event for each.
 #![forbid(unsafe_code)]
 
+mod client_assertion;
 mod config_store;
 mod fanout;
 mod grpc;

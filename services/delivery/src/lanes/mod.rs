@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::attempt::{self, AttemptResult};
 use crate::destinations::{Destinations, LookupError};
 use crate::events::LogEvents;
+use crate::outbound::OutboundPolicy;
 use crate::parking::{HeldHead, HeldReason, ParkingStore, ToPark};
 use crate::retry::{Decision, RetryPolicy};
 use crate::Config;
@@ -70,6 +71,7 @@ struct Shared {
     directory: Arc<LaneDirectory>,
     shutdown: CancellationToken,
     client: reqwest::Client,
+    outbound: Arc<OutboundPolicy>,
     parking: ParkingStore,
     destinations: Arc<Destinations>,
     events: LogEvents,
@@ -87,10 +89,12 @@ pub fn start(
     directory: Arc<LaneDirectory>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let outbound = Arc::new(OutboundPolicy::new(&config.outbound)?);
     let shared = Arc::new(Shared {
         directory,
         shutdown: shutdown.clone(),
-        client: attempt::client(),
+        client: attempt::client(outbound.clone()),
+        outbound,
         parking,
         destinations,
         events,
@@ -771,7 +775,15 @@ async fn deliver(
         }
         held_by_operator = held_by_operator && destination.paused_by_operator;
         last_attempt_ms = chrono::Utc::now().timestamp_millis();
-        let result = attempt::send(&shared.client, &destination, task, number, shared.excerpt_bytes).await;
+        let result = attempt::send(
+            &shared.client,
+            &shared.outbound,
+            &destination,
+            task,
+            number,
+            shared.excerpt_bytes,
+        )
+        .await;
         metrics()
             .attempts
             .with_label_values(&[if result.success { "success" } else { "failure" }])

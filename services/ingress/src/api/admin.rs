@@ -47,7 +47,19 @@ fn source_json(source: pb::Source) -> Value {
         "environment": source.environment,
         "client_id": source.client_id,
         "enabled": source.enabled,
+        "public_jwk": serde_json::from_str::<Value>(&source.public_jwk).unwrap_or(Value::Null),
         "created_at_ms": source.created_at_ms,
+    })
+}
+
+/// A JWK given in a request body, as the JSON text the router stores (`null` removes it).
+fn jwk_text(jwk: Option<Value>) -> Option<String> {
+    jwk.map(|jwk| {
+        if jwk.is_null() {
+            String::new()
+        } else {
+            jwk.to_string()
+        }
     })
 }
 
@@ -144,6 +156,8 @@ pub struct NewSource {
     organization_id: String,
     name: String,
     environment: String,
+    /// The public key (JWK) of `private_key_jwt` client assertions.
+    public_jwk: Option<Value>,
 }
 
 #[utoipa::path(
@@ -173,6 +187,7 @@ pub async fn create_source(
             organization_id: request.organization_id,
             name: request.name,
             environment: request.environment,
+            public_jwk: jwk_text(request.public_jwk).filter(|jwk| !jwk.is_empty()),
         })
         .await?
         .into_inner();
@@ -207,6 +222,46 @@ pub async fn get_source(
         .get_source(pb::GetByIdRequest { id })
         .await?
         .into_inner();
+    Ok(Json(source_json(source)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceChanges {
+    name: Option<String>,
+    enabled: Option<bool>,
+    /// A public JWK to register for client assertions; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    public_jwk: Option<Value>,
+}
+
+/// A field that is present, even as `null`, is `Some` (`Some(Value::Null)` for `null`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+/// `PATCH /v1/sources/{id}`: `name`, `enabled`, `public_jwk`. Disabling takes effect at once on this replica
+/// and within `source_status_refresh_ms` on the others: tokens, `POST /endpoint` and the logs
+/// API refuse the source with 403 `Source is disabled`, and `/oauth/token` issues it none.
+pub async fn update_source(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let changes: SourceChanges = operator_json(&state, &headers, body).await?;
+    let source = state
+        .router
+        .clone()
+        .update_source(pb::UpdateSourceRequest {
+            id,
+            name: changes.name,
+            enabled: changes.enabled,
+            public_jwk: jwk_text(changes.public_jwk),
+        })
+        .await?
+        .into_inner();
+    state.tokens.disabled_sources().set(&source.id, !source.enabled);
     Ok(Json(source_json(source)))
 }
 

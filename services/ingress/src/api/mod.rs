@@ -44,7 +44,10 @@ fn public_routes(state: Arc<AppState>) -> Router {
         .route("/v1/organizations", post(admin::create_organization))
         .route("/v1/organizations/{id}", get(admin::get_organization))
         .route("/v1/sources", post(admin::create_source))
-        .route("/v1/sources/{id}", get(admin::get_source))
+        .route(
+            "/v1/sources/{id}",
+            patch(admin::update_source).get(admin::get_source),
+        )
         .route("/v1/destinations", post(admin::create_destination))
         .route(
             "/v1/destinations/{id}",

@@ -1,5 +1,11 @@
 //! `POST /oauth/token`: the OAuth 2.0 client-credentials grant (RFC 6749 §4.4).
 //! Parameters come as a form (`application/x-www-form-urlencoded`) or as JSON.
+//!
+//! The client authenticates with `client_id` and `client_secret`, or with a `private_key_jwt`
+//! client assertion (RFC 7523 §2.2): `client_assertion_type` =
+//! `urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and `client_assertion` = a JWT signed
+//! with the key whose public JWK is registered on the source, its `aud` = `token_url`. The
+//! router checks either (it owns the sources).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +22,9 @@ use serde_json::{json, Value};
 use crate::auth;
 use crate::error::ApiError;
 use crate::AppState;
+
+/// `client_assertion_type` of a JWT client assertion.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// An OAuth error answer: `error` and `error_description` as RFC 6749 §5.2 names them, plus the
 /// Data Model API's `Meta.Errors` so every Carrier error reads the same.
@@ -123,19 +132,67 @@ pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
             )
         }
     }
-    let (Some(client_id), Some(client_secret)) =
-        (parameters.get("client_id"), parameters.get("client_secret"))
-    else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "Required field missing - client_id and client_secret",
-        );
+    let assertion = match parameters.get("client_assertion_type").map(String::as_str) {
+        None => None,
+        Some(JWT_BEARER) => match parameters.get("client_assertion") {
+            Some(assertion) if !assertion.is_empty() => Some(assertion.clone()),
+            _ => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Required field missing - client_assertion",
+                )
+            }
+        },
+        Some(other) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("client_assertion_type '{other}' is not supported (use {JWT_BEARER})"),
+            )
+        }
     };
-    let request = AuthenticateRequest {
-        client_id: client_id.clone(),
-        client_secret: client_secret.clone(),
+    let request = match assertion {
+        Some(assertion) => {
+            if parameters.contains_key("client_secret") {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Use one client authentication method: client_secret or client_assertion, not both",
+                );
+            }
+            let Some(token_url) = state.config.token_url.clone() else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "client_assertion is not enabled on this server (token_url is not configured)",
+                );
+            };
+            AuthenticateRequest {
+                client_id: parameters.get("client_id").cloned().unwrap_or_default(),
+                client_secret: String::new(),
+                client_assertion: assertion,
+                audience: token_url,
+            }
+        }
+        None => {
+            let (Some(client_id), Some(client_secret)) =
+                (parameters.get("client_id"), parameters.get("client_secret"))
+            else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Required field missing - client_id and client_secret (or client_assertion_type and client_assertion)",
+                );
+            };
+            AuthenticateRequest {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                ..Default::default()
+            }
+        }
     };
+    let with_assertion = !request.client_assertion.is_empty();
     match state.router.clone().authenticate(request).await {
         Ok(source) => {
             let source = source.into_inner();
@@ -151,14 +208,22 @@ pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         }
         Err(status) => {
             let error = ApiError::from(status);
-            if error.kind == ErrorKind::Unauthorized {
-                oauth_error(
+            match error.kind {
+                // An assertion's refusal says what is wrong with it (nothing secret is guessed
+                // that way); a secret's refusal never does.
+                ErrorKind::Unauthorized if with_assertion => {
+                    oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &error.text)
+                }
+                ErrorKind::Unauthorized => oauth_error(
                     StatusCode::UNAUTHORIZED,
                     "invalid_client",
                     "Invalid client credentials",
-                )
-            } else {
-                error.into_response()
+                ),
+                // The right secret of a disabled source.
+                ErrorKind::Forbidden => {
+                    oauth_error(StatusCode::FORBIDDEN, "unauthorized_client", &error.text)
+                }
+                _ => error.into_response(),
             }
         }
     }

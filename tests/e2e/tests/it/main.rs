@@ -1,10 +1,13 @@
 //! The whole pipeline on a real broker, Postgres and HTTP receivers on loopback.
 //! `make test` starts the infrastructure; `CARRIER_TEST_BROKERS` points at the broker.
 
+mod auth;
+mod client_assertion;
 mod faults;
 mod fhir;
 mod manual_retry;
 mod operator;
+mod outbound;
 mod parking;
 mod pipeline;
 mod rate_limit;
