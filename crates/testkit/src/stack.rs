@@ -196,12 +196,16 @@ impl Stack {
             carrier_delivery::run(config, listeners, shutdown)
         }));
         // Operator requests find workers in the registry: the worker is usable once it is there.
-        crate::eventually(Duration::from_secs(60), "the delivery worker to register", || async {
-            self.registered_workers()
-                .await
-                .filter(|workers| *workers > before)
-                .map(|_| ())
-        })
+        crate::eventually(
+            Duration::from_secs(60),
+            "the delivery worker to register",
+            || async {
+                self.registered_workers()
+                    .await
+                    .filter(|workers| *workers > before)
+                    .map(|_| ())
+            },
+        )
         .await;
     }
 

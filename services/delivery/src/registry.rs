@@ -65,14 +65,17 @@ impl Registry {
             {
                 match carrier_kafka::admin::partition_count(&self.kafka, &self.deliveries_topic).await {
                     Ok(count) if count > 0 => {
-                        let changed = self.partition_count.swap(count as i32, Ordering::Relaxed) != count as i32;
+                        let changed =
+                            self.partition_count.swap(count as i32, Ordering::Relaxed) != count as i32;
                         last_count_read = Some(tokio::time::Instant::now());
                         if changed {
                             self.heartbeat_logged(&mut healthy).await;
                         }
                     }
                     Ok(_) => tracing::warn!(topic = %self.deliveries_topic, "topic has no partitions yet"),
-                    Err(error) => tracing::warn!(%error, "cannot read the partition count of the deliveries topic"),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the partition count of the deliveries topic")
+                    }
                 }
             }
             tokio::select! {

@@ -46,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+pub use auth::SOURCE_DISABLED;
 pub use error::ApiError;
 pub use rate_limit::RateLimitSettings;
 

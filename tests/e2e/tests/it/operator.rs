@@ -10,16 +10,26 @@ use serde_json::Value;
 
 use crate::sequences;
 
+/// The queue's state. A 502/503 (no delivery worker reachable yet, e.g. while one starts or
+/// partitions move) is retried for a while; anything else must be a 200.
 async fn queue(api: &Api, destination_id: &str) -> Value {
-    let (status, body) = api
-        .admin(
-            reqwest::Method::GET,
-            &format!("/v1/destinations/{destination_id}/queue"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = api
+            .admin(
+                reqwest::Method::GET,
+                &format!("/v1/destinations/{destination_id}/queue"),
+                None,
+            )
+            .await;
+        if (status == 502 || status == 503) && std::time::Instant::now() < deadline {
+            println!("queue state not available yet ({status}): {body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "{body}");
+        return body;
+    }
 }
 
 /// `POST /v1/destinations/{id}/{action}` (pause, resume, skip) with the operator token.

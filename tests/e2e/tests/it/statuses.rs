@@ -413,7 +413,7 @@ async fn data_model_api_answers_every_status_with_its_text() {
         Case::post("destination not subscribed", api, path, token, with_meta(json!({ "DataModel": "Results", "EventType": "New", "Destinations": [ { "ID": fixture.unsubscribed_destination } ] })))
             .is(403, format!("Destination {} is not subscribed to Results New from this source", fixture.unsubscribed_destination)),
         Case::post("disabled source", api, path, Some(fixture.disabled_token.as_str()), json_bytes(valid()))
-            .is(403, "source is disabled"),
+            .is(403, carrier_ingress::SOURCE_DISABLED),
         Case::post("unknown route", api, "/endpoints", token, json_bytes(valid()))
             .is(404, "Unknown route POST /endpoints"),
         Case::post("data model without subscription", api, path, token, with_meta(json!({ "DataModel": "Billing", "EventType": "New" })))
@@ -532,7 +532,7 @@ async fn fhir_api_answers_every_status_with_an_operation_outcome() {
             Some(fixture.disabled_token.as_str()),
             patient(),
         )
-        .is(403, "source is disabled"),
+        .is(403, carrier_ingress::SOURCE_DISABLED),
         Case::post(
             "unknown resource type",
             api,
