@@ -6,14 +6,7 @@ use std::time::Duration;
 
 /// The Tansu binary: `CARRIER_TANSU_BIN`, else the cache `make test` installs into, else `PATH`.
 pub fn tansu_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("CARRIER_TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    let cached = PathBuf::from("/var/cache/carrier/tansu/bin/tansu");
-    if cached.exists() {
-        return cached;
-    }
-    PathBuf::from("tansu")
+    crate::server_binary("CARRIER_TANSU_BIN", "/var/cache/carrier/tansu/bin/tansu", "tansu")
 }
 
 pub struct Broker {
@@ -25,12 +18,7 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker on a free loopback port with storage in a new temporary directory.
     pub async fn start() -> Broker {
-        let dir = std::env::temp_dir().join(crate::unique("carrier-broker-"));
-        std::fs::create_dir_all(&dir).expect("broker directory");
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            listener.local_addr().expect("addr").port()
-        };
+        let (dir, port) = crate::scratch_dir_and_port("carrier-broker-");
         let mut broker = Broker {
             port,
             dir,

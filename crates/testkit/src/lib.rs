@@ -44,6 +44,29 @@ pub fn test_redis() -> String {
     std::env::var("CARRIER_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A server binary a test starts: the path in `env_var`, else `installed` if it exists, else
+/// `name` on `PATH`.
+pub fn server_binary(env_var: &str, installed: &str, name: &str) -> std::path::PathBuf {
+    if let Ok(path) = std::env::var(env_var) {
+        return path.into();
+    }
+    let installed = std::path::PathBuf::from(installed);
+    if installed.exists() {
+        return installed;
+    }
+    name.into()
+}
+
+/// A new scratch directory (named `prefix` + random) and a free loopback port, for a server
+/// process a test owns.
+pub fn scratch_dir_and_port(prefix: &str) -> (std::path::PathBuf, u16) {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let port = listener.local_addr().expect("addr").port();
+    (dir, port)
+}
+
 /// A short random name part, for isolation.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])

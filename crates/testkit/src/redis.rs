@@ -8,14 +8,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The server binary: `CARRIER_REDIS_SERVER_BIN`, else `/usr/bin/redis-server`, else `PATH`.
 pub fn redis_server_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("CARRIER_REDIS_SERVER_BIN") {
-        return PathBuf::from(path);
-    }
-    let system = PathBuf::from("/usr/bin/redis-server");
-    if system.exists() {
-        return system;
-    }
-    PathBuf::from("redis-server")
+    crate::server_binary(
+        "CARRIER_REDIS_SERVER_BIN",
+        "/usr/bin/redis-server",
+        "redis-server",
+    )
 }
 
 pub struct RedisServer {
@@ -34,12 +31,7 @@ impl RedisServer {
 
     /// Picks a free port without starting the server yet (to start a client before its Redis).
     pub fn reserve() -> RedisServer {
-        let dir = std::env::temp_dir().join(crate::unique("carrier-redis-"));
-        std::fs::create_dir_all(&dir).expect("redis directory");
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            listener.local_addr().expect("addr").port()
-        };
+        let (dir, port) = crate::scratch_dir_and_port("carrier-redis-");
         RedisServer {
             port,
             dir,
