@@ -2,15 +2,17 @@
 # `make bench`: builds the reference ceiling (../shared/bench/ceiling) outside the repo, restarts
 # the stack from release builds and runs carrier-bench against both on the same broker; then
 # restarts the stack again and runs `carrier-bench delivery` (isolation, drain rate, memory;
-# CARRIER_BENCH_BACKLOG sets the parked backlog, 100,000 by default).
-# Results: .run/bench/results.md and .run/bench/delivery.md.
+# CARRIER_BENCH_BACKLOG sets the parked backlog, 100,000 by default), and last
+# `carrier-bench protection` (ingress throughput with and without the rate limiter, with
+# Idempotency-Key, and authentication's CPU cost).
+# Results: .run/bench/results.md, .run/bench/delivery.md and .run/bench/protection.md.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
 cd "$REPO"
 
-# `make bench` runs both parts; `bash scripts/bench.sh delivery` only the delivery part.
-PARTS="${1:-ingress delivery}"
+# `make bench` runs every part; `bash scripts/bench.sh delivery` only the delivery part.
+PARTS="${1:-ingress delivery protection}"
 RUN_DIR="${CARRIER_RUN_DIR:-$REPO/.run}"
 BENCH_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/carrier-bench"
 # The benchmark client is one IP sending millions of requests: the limiter stays on (its Redis
@@ -41,6 +43,26 @@ for part in $PARTS; do
         fresh_stack
         CARRIER_BENCH_DELIVERY_PID="$(cat "$RUN_DIR/pids/delivery.pid")" "$BENCH_BIN" delivery
         ;;
-    *) carrier_die "unknown benchmark part '$part' (ingress, delivery)" ;;
+    protection)
+        fresh_stack
+        # A second ingress, identical but for the rate limiter, on the same stack.
+        UNLIMITED_PORT=8090
+        carrier_port_open "$UNLIMITED_PORT" && carrier_die "port $UNLIMITED_PORT is taken"
+        CARRIER_PROFILE=dev CARRIER_HTTP_ADDR="127.0.0.1:$UNLIMITED_PORT" \
+            CARRIER_KAFKA__BROKERS="127.0.0.1:${CARRIER_KAFKA_PORT:-9092}" CARRIER_KAFKA__ENABLE_IDEMPOTENCE=false \
+            CARRIER_DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}" \
+            CARRIER_RATE_LIMIT__ENABLED=false \
+            setsid "${CARGO_TARGET_DIR:-$REPO/target}/release/carrier-ingress" </dev/null \
+            >>"$RUN_DIR/logs/ingress-unlimited.log" 2>&1 &
+        echo $! >"$RUN_DIR/pids/ingress-unlimited.pid"
+        for _ in $(seq 1 60); do
+            curl -fsS "http://127.0.0.1:$UNLIMITED_PORT/readyz" >/dev/null 2>&1 && break
+            sleep 0.5
+        done
+        CARRIER_BENCH_PAUSE_PIDS="$(cat "$RUN_DIR/pids/delivery.pid" "$RUN_DIR/pids/notifier.pid")" \
+            CARRIER_BENCH_UNLIMITED_URL="http://127.0.0.1:$UNLIMITED_PORT" "$BENCH_BIN" protection
+        carrier_stop_pidfile "$RUN_DIR/pids/ingress-unlimited.pid"
+        ;;
+    *) carrier_die "unknown benchmark part '$part' (ingress, delivery, protection)" ;;
     esac
 done

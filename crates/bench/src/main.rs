@@ -10,10 +10,13 @@
 //! Results go to stdout and to `CARRIER_BENCH_OUT` (default `.run/bench/results.md`), with the
 //! ratio to the ceiling computed in the run.
 //!
-//! `carrier-bench delivery` measures isolation, drain rate and memory instead (`delivery.rs`).
+//! `carrier-bench delivery` measures isolation, drain rate and memory instead (`delivery.rs`);
+//! `carrier-bench protection` the cost of the rate limiter, authentication and
+//! `Idempotency-Key` on ingress throughput (`protection.rs`).
 #![forbid(unsafe_code)]
 
 mod delivery;
+mod protection;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,6 +85,8 @@ async fn load(
     body: Vec<u8>,
     connections: usize,
     seconds: u64,
+    // A new `Idempotency-Key` on every request.
+    keyed: bool,
 ) -> LoadResult {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
@@ -92,7 +97,7 @@ async fn load(
     let measuring = Arc::new(AtomicBool::new(false));
     let body = Bytes::from(body);
     let mut workers = Vec::new();
-    for _ in 0..connections {
+    for worker in 0..connections {
         let client = client.clone();
         let url = url.to_string();
         let token = token.map(str::to_string);
@@ -103,12 +108,18 @@ async fn load(
             let mut latencies = Vec::new();
             let mut failed = 0usize;
             let mut total_ok = 0usize;
+            let run = unix_micros();
+            let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let mut request = client
                     .post(&url)
                     .header("content-type", "application/json")
                     .body(body.clone());
+                if keyed {
+                    sent += 1;
+                    request = request.header("idempotency-key", format!("bench-{run}-{worker}-{sent}"));
+                }
                 if let Some(token) = &token {
                     request = request.bearer_auth(token);
                 }
@@ -278,6 +289,22 @@ async fn main() -> anyhow::Result<()> {
         let output = env_or("CARRIER_BENCH_OUT", ".run/bench/delivery.md");
         return delivery::run(&ingress, &admin_token, &brokers, &delivery_pid, &output).await;
     }
+    if std::env::args().nth(1).as_deref() == Some("protection") {
+        let unlimited = env_or("CARRIER_BENCH_UNLIMITED_URL", "http://127.0.0.1:8090");
+        let output = env_or("CARRIER_BENCH_OUT", ".run/bench/protection.md");
+        return protection::run(protection::Options {
+            limited_url: &ingress,
+            unlimited_url: &unlimited,
+            admin_token: &admin_token,
+            receiver_url: &env_or("CARRIER_BENCH_RECEIVER_URL", "http://127.0.0.1:9000/bench"),
+            pause_pids: std::env::var("CARRIER_BENCH_PAUSE_PIDS").ok(),
+            connections,
+            seconds: env_number("CARRIER_BENCH_SECONDS", 10),
+            rounds: env_number("CARRIER_BENCH_ROUNDS", 2),
+            output: &output,
+        })
+        .await;
+    }
 
     // A receiver in this process, for the destinations of the run.
     let arrivals = Arc::new(Arrivals {
@@ -366,6 +393,7 @@ async fn main() -> anyhow::Result<()> {
         body.clone(),
         connections,
         seconds,
+        false,
     )
     .await;
     let _ = ceiling.start_kill();
@@ -379,6 +407,7 @@ async fn main() -> anyhow::Result<()> {
         body.clone(),
         connections,
         seconds,
+        false,
     )
     .await;
     // Ingress on its own: delivery and notifier are stopped (SIGSTOP) so that only ingress, the
@@ -394,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
                 body,
                 connections,
                 seconds,
+                false,
             )
             .await;
             signal(&pids, "-CONT").await;

@@ -5,6 +5,8 @@
 //!   `POST /fhir/R4/{type}` — the FHIR API: each validates its own request, then both take the
 //!   one pipeline of `api::accept`: ask the router where the message goes (`routes`), write it
 //!   to `carrier.inbound` and answer 200 only once the broker acknowledged the write (acks=all).
+//!   With an `Idempotency-Key` header, a retried POST gets the original answer instead
+//!   (`api::idempotency`, keys in Postgres for 24 h).
 //! - `api::logs`     `GET /v1/logs/{id}` — read from the log store (Postgres).
 //! - `api::admin`    `/v1/organizations|sources|destinations|subscriptions` — forwarded to the
 //!   router, which owns the configuration.
@@ -23,7 +25,8 @@
 #![forbid(unsafe_code)]
 
 mod api;
-mod auth;
+/// Access tokens and callers; public for the benchmark of authentication's cost.
+pub mod auth;
 mod delivery_control;
 mod error;
 pub mod openapi;
@@ -52,7 +55,8 @@ pub use rate_limit::RateLimitSettings;
 
 /// The default operator token of the dev profile. Production refuses to start without its own.
 pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
-const DEV_TOKEN_SIGNING_KEY: &str = "dev-token-signing-key-not-for-production-use";
+/// The token signing key of the dev profile. Production refuses to start without its own.
+pub const DEV_TOKEN_SIGNING_KEY: &str = "dev-token-signing-key-not-for-production-use";
 
 /// Ingress configuration. Every field can be set as `CARRIER_<FIELD>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +93,8 @@ pub struct Config {
     pub route_cache_ttl_ms: u64,
     /// Upper bound on waiting for the broker's acknowledgement before answering 504.
     pub produce_timeout_ms: u64,
+    /// How long an `Idempotency-Key` is remembered (its retry answers with the original IDs).
+    pub idempotency_window_secs: u64,
     /// The `[rate_limit]` section (`CARRIER_RATE_LIMIT__*`): per-client-IP limit in Redis.
     pub rate_limit: RateLimitSettings,
 }
@@ -109,6 +115,7 @@ impl Default for Config {
             max_body_bytes: 10 * 1024 * 1024,
             route_cache_ttl_ms: 1_000,
             produce_timeout_ms: 15_000,
+            idempotency_window_secs: 24 * 60 * 60,
             rate_limit: RateLimitSettings::default(),
         }
     }
@@ -155,6 +162,11 @@ impl Config {
         if self.token_ttl_secs == 0 {
             return Err(ConfigError::Invalid("token_ttl_secs must be positive".into()));
         }
+        if self.idempotency_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "idempotency_window_secs must be positive".into(),
+            ));
+        }
         if self.source_status_refresh_ms == 0 {
             return Err(ConfigError::Invalid(
                 "source_status_refresh_ms must be positive".into(),
@@ -174,6 +186,8 @@ pub(crate) struct AppState {
     pub producer: FutureProducer,
     pub topics: Topics,
     pub log_store: PgPool,
+    /// `Idempotency-Key`s, in the same Postgres.
+    pub idempotency: api::idempotency::Store,
     pub delivery_control: delivery_control::DeliveryControl,
     /// `None` when `rate_limit.enabled` is off.
     pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
@@ -212,6 +226,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         routes: routes::RouteCache::new(Duration::from_millis(config.route_cache_ttl_ms)),
         producer,
         topics: Topics::new(&config.kafka),
+        idempotency: api::idempotency::Store::new(
+            log_store.clone(),
+            Duration::from_secs(config.idempotency_window_secs),
+            Duration::from_millis(config.produce_timeout_ms),
+        ),
         log_store,
         delivery_control: Default::default(),
         rate_limiter,
@@ -222,6 +241,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         Duration::from_millis(state.config.source_status_refresh_ms),
         shutdown.clone(),
     ));
+    // Every replica purges; deleting rows another replica already deleted costs nothing.
+    let purge = tokio::spawn(
+        state
+            .idempotency
+            .clone()
+            .purge_expired(Duration::from_secs(600), shutdown.clone()),
+    );
     let app = api::router(state.clone()).merge(carrier_telemetry::probes_router(readiness.clone()));
     readiness.set_ready(true);
     tracing::info!(addr = %listener.local_addr()?, "ingress ready");
@@ -230,6 +256,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .await
         .context("http server")?;
     source_status.await.context("source status task")?;
+    purge.await.context("idempotency purge task")?;
     tracing::info!("ingress stopped");
     Ok(())
 }

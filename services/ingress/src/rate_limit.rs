@@ -22,7 +22,7 @@
 //! - **Client IP**: the TCP peer, or from `X-Forwarded-For` when the peer is a trusted proxy
 //!   (`client_ip`).
 
-mod client_ip;
+pub(crate) mod client_ip;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

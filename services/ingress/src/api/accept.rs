@@ -7,7 +7,8 @@
 //!    chosen destinations) and keeps the original bytes.
 //! 3. [`submit`]: the router's `Resolve` (cached), one log ID per destination, the record to
 //!    `carrier.inbound` keyed by source, and an answer only once the broker acknowledged it
-//!    with acks=all. Produce failures become 502 / 503 / 504 ([`produce_error`]).
+//!    with acks=all. Produce failures become 502 / 503 / 504 ([`produce_error`]). With an
+//!    `Idempotency-Key`, a key seen before answers with the original IDs instead (`idempotency`).
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use carrier_proto::ErrorKind;
 use prost::Message;
 use uuid::Uuid;
 
+use super::idempotency::{self, Claim};
 use crate::auth;
 use crate::error::{Api, ApiError};
 use crate::AppState;
@@ -27,7 +29,7 @@ use crate::AppState;
 const NO_LABELS: &[&str] = &[];
 
 /// What an API extracted from a request: enough to route it, and the body to carry.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Submission {
     pub data_model: String,
     pub event_type: String,
@@ -41,6 +43,8 @@ pub struct Accepted {
     pub message_id: String,
     /// One log per destination, in routing order.
     pub routes: Vec<Route>,
+    /// The answer of an earlier request with the same `Idempotency-Key` (nothing was written).
+    pub replayed: bool,
 }
 
 /// The calling source (`source_id`) and the whole body, at most `max_body_bytes`.
@@ -64,6 +68,47 @@ pub async fn submit(
     submission: &Submission,
     body: Bytes,
 ) -> Result<Accepted, ApiError> {
+    let Some(key) = idempotency::key(headers)? else {
+        return write(state, headers, source_id, submission, body, None).await;
+    };
+    let store = &state.idempotency;
+    let fingerprint = idempotency::fingerprint(submission, &body);
+    let previous = match store.claim(source_id, &key, &fingerprint).await? {
+        Claim::Replay(accepted) => {
+            tracing::debug!(message_id = accepted.message_id, "idempotent request replayed");
+            return Ok(Accepted {
+                replayed: true,
+                ..accepted
+            });
+        }
+        Claim::Held { previous } => previous,
+    };
+    let claim = Some(HeldKey {
+        store,
+        key: &key,
+        previous,
+    });
+    let result = write(state, headers, source_id, submission, body, claim).await;
+    store.finish(source_id, &key, result.is_ok()).await;
+    result
+}
+
+/// A claimed `Idempotency-Key`: the IDs are stored with it before the write.
+struct HeldKey<'a> {
+    store: &'a idempotency::Store,
+    key: &'a str,
+    /// The IDs of an earlier holder whose write failed or was abandoned.
+    previous: Option<Accepted>,
+}
+
+async fn write(
+    state: &AppState,
+    headers: &HeaderMap,
+    source_id: &str,
+    submission: &Submission,
+    body: Bytes,
+    claim: Option<HeldKey<'_>>,
+) -> Result<Accepted, ApiError> {
     let route = state
         .routes
         .resolve(
@@ -78,15 +123,40 @@ pub async fn submit(
         .await?;
 
     let received_at_ms = chrono::Utc::now().timestamp_millis();
-    let message_id = Uuid::now_v7().to_string();
-    let routes: Vec<Route> = route
-        .destination_ids
-        .iter()
-        .map(|destination_id| Route {
-            log_id: Uuid::now_v7().to_string(),
-            destination_id: destination_id.clone(),
-        })
-        .collect();
+    let previous = claim.as_ref().and_then(|claim| claim.previous.as_ref());
+    let same_destinations = |previous: &&Accepted| {
+        previous
+            .routes
+            .iter()
+            .map(|route| &route.destination_id)
+            .eq(route.destination_ids.iter())
+    };
+    let (message_id, routes) = match previous.filter(same_destinations) {
+        // A retry of a write that failed or was abandoned: the same IDs, in case it landed.
+        Some(previous) => (previous.message_id.clone(), previous.routes.clone()),
+        None => (
+            Uuid::now_v7().to_string(),
+            route
+                .destination_ids
+                .iter()
+                .map(|destination_id| Route {
+                    log_id: Uuid::now_v7().to_string(),
+                    destination_id: destination_id.clone(),
+                })
+                .collect(),
+        ),
+    };
+    let accepted = Accepted {
+        message_id,
+        routes,
+        replayed: false,
+    };
+    if let Some(claim) = &claim {
+        claim.store.record_ids(source_id, claim.key, &accepted).await?;
+    }
+    let Accepted {
+        message_id, routes, ..
+    } = accepted;
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -127,7 +197,21 @@ pub async fn submit(
         }
     }
     tracing::debug!(message_id, logs = routes.len(), "message accepted");
-    Ok(Accepted { message_id, routes })
+    Ok(Accepted {
+        message_id,
+        routes,
+        replayed: false,
+    })
+}
+
+/// Marks a replayed answer (`Idempotent-Replayed: true`).
+pub fn mark_replayed(accepted: &Accepted, response: &mut axum::response::Response) {
+    if accepted.replayed {
+        response.headers_mut().insert(
+            idempotency::REPLAYED_HEADER,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
 }
 
 const TIMEOUT_TEXT: &str = "The durable write did not complete in time; the message was not accepted";

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -89,6 +90,9 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
     path = "/endpoint",
     operation_id = "post_data_model_message",
     tag = "Data Model API",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key within 24 h gets the original answer (same IDs) instead of sending twice"),
+    ),
     request_body(content = crate::openapi::DataModelMessage, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
@@ -98,6 +102,7 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
         (status = 405, description = "Method not allowed", body = crate::openapi::DataModelError),
+        (status = 409, description = "A request with the same Idempotency-Key is in progress (with Retry-After)", body = crate::openapi::DataModelError),
         (status = 413, description = "Body over the limit (10 MiB)", body = crate::openapi::DataModelError),
         (status = 429, description = "Rate limited (with Retry-After)", body = crate::openapi::DataModelError),
         (status = 500, description = "Unknown internal error", body = crate::openapi::DataModelError),
@@ -110,14 +115,14 @@ pub async fn post(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
     let result = accept(&state, &headers, body).await;
     super::accept::record_outcome(Api::DataModel, started, &result);
     result
 }
 
-async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let (source_id, body) = super::accept::authenticated_body(state, headers, body).await?;
     let meta = parse_meta(&body)?;
     let accepted = super::accept::submit(state, headers, &source_id, &meta, body).await?;
@@ -126,7 +131,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Jso
         .iter()
         .map(|route| json!({ "ID": route.log_id, "DestinationID": route.destination_id }))
         .collect();
-    Ok(Json(json!({
+    let mut response = Json(json!({
         "Meta": {
             "DataModel": meta.data_model,
             "EventType": meta.event_type,
@@ -135,7 +140,10 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Jso
             "Logs": logs,
             "Errors": [],
         }
-    })))
+    }))
+    .into_response();
+    super::accept::mark_replayed(&accepted, &mut response);
+    Ok(response)
 }
 
 #[cfg(test)]

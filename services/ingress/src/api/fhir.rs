@@ -265,6 +265,7 @@ pub fn parse(path_type: &str, headers: &HeaderMap, body: &[u8]) -> Result<Submis
     params(
         ("resource_type" = String, Path, description = "A FHIR R4 resource type; the data model of the message"),
         ("Carrier-Test" = Option<bool>, Header, description = "true: a test message"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key within 24 h gets the original answer (same IDs) instead of sending twice"),
     ),
     request_body(content = serde_json::Value, content_type = "application/fhir+json", description = "A FHIR resource whose resourceType is the path's, or a Bundle"),
     security(("bearer" = [])),
@@ -279,6 +280,7 @@ pub fn parse(path_type: &str, headers: &HeaderMap, body: &[u8]) -> Result<Submis
         (status = 403, description = "Not allowed", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
         (status = 405, description = "Method not allowed", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 409, description = "A request with the same Idempotency-Key is in progress (with Retry-After)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
         (status = 413, description = "Body over the limit (10 MiB)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
         (status = 429, description = "Rate limited (with Retry-After)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
         (status = 500, description = "Unknown internal error", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
@@ -321,6 +323,7 @@ async fn accept(
         StatusCode::OK,
         &json!({ "resourceType": "OperationOutcome", "issue": [] }),
     );
+    super::accept::mark_replayed(&accepted, &mut response);
     let headers = response.headers_mut();
     for (name, value) in [
         ("carrier-message-id", accepted.message_id),

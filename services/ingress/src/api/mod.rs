@@ -5,8 +5,11 @@ mod accept;
 pub(crate) mod admin;
 pub(crate) mod endpoint;
 pub(crate) mod fhir;
+pub(crate) mod idempotency;
 pub(crate) mod logs;
 pub(crate) mod oauth;
+#[cfg(test)]
+mod parsers_fuzz;
 pub(crate) mod queues;
 pub(crate) mod retry;
 

@@ -39,7 +39,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 
 /// The grant's parameters, or the answer that refuses them.
 #[allow(clippy::result_large_err)] // the error is the HTTP answer itself, built once per request
-fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, Response> {
+pub(crate) fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, Response> {
     let is_json = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())

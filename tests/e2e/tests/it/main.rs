@@ -5,6 +5,7 @@ mod auth;
 mod client_assertion;
 mod faults;
 mod fhir;
+mod idempotency;
 mod manual_retry;
 mod operator;
 mod outbound;
