@@ -31,9 +31,13 @@ pub fn create(
 ) -> Result<FutureProducer, KafkaError> {
     // A strict producer never gives up on a record (timeout 0 = retry until the broker takes
     // it): a record that failed while a later one landed would break the destination's order.
-    let (in_flight, message_timeout_ms) = match ordering {
-        Ordering::PerRequest => ("5", settings.message_timeout_ms),
-        Ordering::Strict => ("1", 0),
+    //
+    // A per-request producer (ingress) fails a write to a topic the cluster does not have after
+    // 2 s (librdkafka's default is 30 s, which would surface as a 504 "no acknowledgement in
+    // time"): the sender gets 502 "rejected" at once, and the log says which topic is missing.
+    let (in_flight, message_timeout_ms, missing_topic_ms) = match ordering {
+        Ordering::PerRequest => ("5", settings.message_timeout_ms, "2000"),
+        Ordering::Strict => ("1", 0, "30000"),
     };
     ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
@@ -52,6 +56,7 @@ pub fn create(
         )
         .set("queue.buffering.max.messages", "200000")
         .set("topic.metadata.refresh.interval.ms", "10000")
+        .set("topic.metadata.propagation.max.ms", missing_topic_ms)
         .create()
 }
 

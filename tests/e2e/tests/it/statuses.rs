@@ -19,6 +19,7 @@ const LIMIT: usize = 10 * 1024 * 1024;
 const TIMEOUT_TEXT: &str = "The durable write did not complete in time; the message was not accepted";
 const OVERLOADED_TEXT: &str =
     "Carrier is overloaded (producer queue full); retry after the Retry-After delay";
+const REJECTED_TEXT: &str = "The queue rejected the write; the message was not accepted";
 const NO_ROUTER_TEXT: &str = "Carrier could not reach its routing service; retry with backoff";
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -258,6 +259,7 @@ struct Fixture {
     no_router: Api,
     no_broker: Api,
     tiny_queue: Api,
+    no_topic: Api,
 }
 
 /// A port nothing listens on.
@@ -338,6 +340,13 @@ impl Fixture {
         let tiny_queue = api.at(&stack
             .start_extra_ingress_with(|config| config.kafka.producer_queue_kbytes = 1)
             .await);
+        // The broker refuses the write: its topic does not exist (and is not auto-created).
+        let no_topic = api.at(&stack
+            .start_extra_ingress_with(|config| {
+                config.kafka.topic_prefix = format!("{}.", carrier_testkit::unique("missing"));
+                config.produce_timeout_ms = 10_000;
+            })
+            .await);
 
         // Tokens of the short-lived replica expire one second after issue (whole seconds).
         tokio::time::sleep(Duration::from_millis(2_100)).await;
@@ -353,6 +362,7 @@ impl Fixture {
             no_router,
             no_broker,
             tiny_queue,
+            no_topic,
         }
     }
 }
@@ -433,6 +443,8 @@ async fn data_model_api_answers_every_status_with_its_text() {
             .is(503, OVERLOADED_TEXT),
         Case::post("broker unreachable", &fixture.no_broker, path, token, json_bytes(valid()))
             .is(504, TIMEOUT_TEXT),
+        Case::post("broker rejects the write", &fixture.no_topic, path, token, json_bytes(valid()))
+            .is(502, REJECTED_TEXT),
     ];
     run_table(Shape::DataModel, cases).await;
     check_oversized_bodies(Shape::DataModel, api, path, &fixture.token).await;
@@ -565,6 +577,14 @@ async fn fhir_api_answers_every_status_with_an_operation_outcome() {
         Case::post("producer queue full", &fixture.tiny_queue, path, token, patient())
             .is(503, OVERLOADED_TEXT),
         Case::post("broker unreachable", &fixture.no_broker, path, token, patient()).is(504, TIMEOUT_TEXT),
+        Case::post(
+            "broker rejects the write",
+            &fixture.no_topic,
+            path,
+            token,
+            patient(),
+        )
+        .is(502, REJECTED_TEXT),
     ];
     run_table(Shape::Fhir, cases).await;
     check_oversized_bodies(Shape::Fhir, api, path, &fixture.token).await;
