@@ -31,10 +31,6 @@ export CARRIER_KAFKA__ENABLE_IDEMPOTENCE=false
 export CARRIER_DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}"
 # Delivery refuses loopback destinations in production; the sample receiver is on 127.0.0.1.
 export CARRIER_OUTBOUND__ALLOW_LOOPBACK=true
-# Tansu 0.6 never hands out a record of 5 MiB or more (its fetch responses are capped at 5 MiB),
-# so a larger accepted message would block its partition: refuse bodies over 4 MiB with 413
-# instead. With Kafka (message.max.bytes >= 12 MiB) the default limit, 10 MiB, applies.
-export CARRIER_MAX_BODY_BYTES="${CARRIER_MAX_BODY_BYTES:-4194304}"
 # The rate limiter runs (the benchmark pays its Redis round trip) but the benchmark is one client
 # on one address, far past 7,500 requests in 5 minutes.
 export CARRIER_RATE_LIMIT__LIMIT="${CARRIER_RATE_LIMIT__LIMIT:-1000000}"

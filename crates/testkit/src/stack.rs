@@ -305,21 +305,6 @@ impl Stack {
         url
     }
 
-    /// Disables a source the way an operator would in the configuration store (there is no
-    /// admin route for it yet): the router then refuses its messages with 403.
-    pub async fn disable_source(&self, source_id: &str) {
-        let mut connection = sqlx::PgConnection::connect(&self.database_url)
-            .await
-            .expect("database");
-        let updated = sqlx::query("UPDATE sources SET enabled = false WHERE id = $1::uuid")
-            .bind(source_id)
-            .execute(&mut connection)
-            .await
-            .expect("disable source")
-            .rows_affected();
-        assert_eq!(updated, 1, "source {source_id} exists");
-    }
-
     async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         crate::eventually(Duration::from_secs(60), "ingress /readyz", || {

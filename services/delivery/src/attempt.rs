@@ -45,11 +45,28 @@ pub fn client(policy: Arc<OutboundPolicy>) -> reqwest::Client {
 /// How much of a response is read to judge it; the rest is not read.
 const MAX_JUDGED_BYTES: usize = 256 * 1024;
 
+impl AttemptResult {
+    /// An attempt that failed before any request was made (e.g. its stored body could not be
+    /// read): a failure like any other, retried on the same schedule.
+    pub fn not_sent(error: String) -> Self {
+        AttemptResult {
+            success: false,
+            status_code: 0,
+            error,
+            response_excerpt: String::new(),
+            started_at_ms: Utc::now().timestamp_millis(),
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+/// Sends `task` with `body` (the task's own, or its stored body when `task.body_stored`).
 pub async fn send(
     client: &reqwest::Client,
     policy: &OutboundPolicy,
     destination: &Destination,
     task: &DeliveryTask,
+    body: &[u8],
     attempt: u32,
     excerpt_bytes: usize,
 ) -> AttemptResult {
@@ -61,7 +78,7 @@ pub async fn send(
         .single()
         .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
         .unwrap_or_default();
-    let signature = carrier_signature::sign(&destination.signing_secret, &task.log_id, timestamp, &task.body)
+    let signature = carrier_signature::sign(&destination.signing_secret, &task.log_id, timestamp, body)
         .unwrap_or_default();
     let content_type = if task.content_type.is_empty() {
         "application/json"
@@ -84,7 +101,7 @@ pub async fn send(
         .header("webhook-id", &task.log_id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
-        .body(Bytes::copy_from_slice(&task.body));
+        .body(Bytes::copy_from_slice(body));
     let mut result = AttemptResult {
         success: false,
         status_code: 0,

@@ -27,6 +27,11 @@ impl ParkingStore {
         Self { pool }
     }
 
+    /// The Postgres pool (also where stored message bodies are read).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Stores `tasks` (of any destinations of `partition`) in one transaction. Storing a task
     /// that is already parked changes nothing.
     pub async fn park(&self, partition: i32, tasks: &[ToPark]) -> Result<(), sqlx::Error> {

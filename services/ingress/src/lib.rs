@@ -89,6 +89,12 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Bodies larger than this are stored in Postgres and travel through Kafka by reference,
+    /// so Kafka records stay small (Tansu cannot serve records of 5 MiB or more at all).
+    pub inline_body_bytes: usize,
+    /// How long stored (large) bodies are kept: a retry needs the body, so keep it as long as
+    /// the logs (30 days by default).
+    pub stored_body_retention_days: u64,
     /// How long routing answers are reused before the router is asked again.
     pub route_cache_ttl_ms: u64,
     /// Upper bound on waiting for the broker's acknowledgement before answering 504.
@@ -113,6 +119,8 @@ impl Default for Config {
             database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
             kafka: KafkaSettings::default(),
             max_body_bytes: 10 * 1024 * 1024,
+            inline_body_bytes: 512 * 1024,
+            stored_body_retention_days: 30,
             route_cache_ttl_ms: 1_000,
             produce_timeout_ms: 15_000,
             idempotency_window_secs: 24 * 60 * 60,
@@ -161,6 +169,11 @@ impl Config {
         }
         if self.token_ttl_secs == 0 {
             return Err(ConfigError::Invalid("token_ttl_secs must be positive".into()));
+        }
+        if self.stored_body_retention_days == 0 {
+            return Err(ConfigError::Invalid(
+                "stored_body_retention_days must be positive".into(),
+            ));
         }
         if self.idempotency_window_secs == 0 {
             return Err(ConfigError::Invalid(
@@ -248,6 +261,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             .clone()
             .purge_expired(Duration::from_secs(600), shutdown.clone()),
     );
+    let body_purge = tokio::spawn(carrier_store::bodies::purge_loop(
+        state.log_store.clone(),
+        Duration::from_secs(state.config.stored_body_retention_days * 24 * 60 * 60),
+        Duration::from_secs(600),
+        shutdown.clone(),
+    ));
     let app = api::router(state.clone()).merge(carrier_telemetry::probes_router(readiness.clone()));
     readiness.set_ready(true);
     tracing::info!(addr = %listener.local_addr()?, "ingress ready");
@@ -257,6 +276,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .context("http server")?;
     source_status.await.context("source status task")?;
     purge.await.context("idempotency purge task")?;
+    body_purge.await.context("stored body purge task")?;
     tracing::info!("ingress stopped");
     Ok(())
 }

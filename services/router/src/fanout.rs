@@ -107,6 +107,7 @@ impl PartitionProcessor for PartitionFanOut {
                 received_at_ms: message.received_at_ms,
                 content_type: message.content_type.clone(),
                 body: message.body.clone(),
+                body_stored: message.body_stored,
                 previous_attempts: 0,
                 retry_id: String::new(),
             };

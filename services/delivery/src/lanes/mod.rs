@@ -775,15 +775,22 @@ async fn deliver(
         }
         held_by_operator = held_by_operator && destination.paused_by_operator;
         last_attempt_ms = chrono::Utc::now().timestamp_millis();
-        let result = attempt::send(
-            &shared.client,
-            &shared.outbound,
-            &destination,
-            task,
-            number,
-            shared.excerpt_bytes,
-        )
-        .await;
+        let result = match stored_body(shared, task).await {
+            Ok(stored) => {
+                let body = stored.as_deref().unwrap_or(&task.body);
+                attempt::send(
+                    &shared.client,
+                    &shared.outbound,
+                    &destination,
+                    task,
+                    body,
+                    number,
+                    shared.excerpt_bytes,
+                )
+                .await
+            }
+            Err(error) => AttemptResult::not_sent(error),
+        };
         metrics()
             .attempts
             .with_label_values(&[if result.success { "success" } else { "failure" }])
@@ -1226,6 +1233,28 @@ impl RecentLogs {
 
     fn contains(&self, log_id: &str) -> bool {
         self.set.contains(log_id)
+    }
+}
+
+/// The body of a task whose body was too large for Kafka (`body_stored`), read from Postgres;
+/// `None` for an ordinary task (its body is in the record). An error fails the attempt, which is
+/// then retried on the usual schedule (Postgres may be back by then).
+async fn stored_body(shared: &Shared, task: &DeliveryTask) -> Result<Option<Vec<u8>>, String> {
+    if !task.body_stored {
+        return Ok(None);
+    }
+    match carrier_store::bodies::load(shared.parking.pool(), &task.message_id).await {
+        Ok(Some(body)) => Ok(Some(body)),
+        Ok(None) => {
+            tracing::error!(log_id = %task.log_id, message_id = %task.message_id, "stored message body not found (purged past its retention?)");
+            Err("the message body is no longer stored (past stored_body_retention_days)".into())
+        }
+        Err(error) => {
+            tracing::warn!(log_id = %task.log_id, %error, "cannot read the stored message body; the attempt fails and is retried");
+            Err(format!(
+                "the message body could not be read from Postgres: {error}"
+            ))
+        }
     }
 }
 

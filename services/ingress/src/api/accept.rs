@@ -7,7 +7,8 @@
 //!    chosen destinations) and keeps the original bytes.
 //! 3. [`submit`]: the router's `Resolve` (cached), one log ID per destination, the record to
 //!    `carrier.inbound` keyed by source, and an answer only once the broker acknowledged it
-//!    with acks=all. Produce failures become 502 / 503 / 504 ([`produce_error`]). With an
+//!    with acks=all (a body over `inline_body_bytes` is stored in Postgres first and the record
+//!    carries a reference: `carrier_store::bodies`). Produce failures become 502 / 503 / 504 ([`produce_error`]). With an
 //!    `Idempotency-Key`, a key seen before answers with the original IDs instead (`idempotency`).
 
 use std::time::{Duration, Instant};
@@ -162,6 +163,20 @@ async fn write(
         .and_then(|value| value.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
+    // A body over `inline_body_bytes` goes to Postgres and the record carries a reference
+    // (carrier_store::bodies explains why).
+    let body_stored = body.len() > state.config.inline_body_bytes;
+    if body_stored {
+        carrier_store::bodies::store(&state.log_store, &message_id, &body)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, bytes = body.len(), "cannot store a large message body; refusing with 503");
+                ApiError::new(
+                    ErrorKind::Overloaded,
+                    "The message body cannot be stored right now; retry after the Retry-After delay",
+                )
+            })?;
+    }
     let record = InboundMessage {
         message_id: message_id.clone(),
         received_at_ms,
@@ -172,8 +187,9 @@ async fn write(
         event_type: submission.event_type.clone(),
         test: submission.test,
         content_type,
-        body: Vec::from(body),
+        body: if body_stored { Vec::new() } else { Vec::from(body) },
         routes: routes.clone(),
+        body_stored,
     };
     let payload = record.encode_to_vec();
     drop(record);

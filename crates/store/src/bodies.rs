@@ -1,0 +1,72 @@
+//! Large message bodies, kept out of Kafka (`message_bodies`).
+//!
+//! Why: a 10 MiB body would need every Kafka client and the brokers to allow 12 MiB records, and
+//! Tansu 0.6 cannot hand out a record of 5 MiB or more at all (its fetch responses are capped at
+//! 5 MiB: the record is acknowledged, then never read, and blocks its partition). So ingress
+//! stores a body over `inline_body_bytes` here before the durable write, the Kafka records carry
+//! `body_stored = true` and no body, and delivery reads the body when it sends. Records stay
+//! small, and a body is written once however many destinations it goes to.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// Stores `body` under `message_id`. Storing the same message again (an idempotent retry that
+/// reuses its IDs) keeps the first copy: the request fingerprint guarantees they are equal.
+pub async fn store(pool: &PgPool, message_id: &str, body: &[u8]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO message_bodies (message_id, body) VALUES ($1, $2) ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(message_id)
+    .bind(body)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The stored body of `message_id`; `None` if it was never stored or has been purged.
+pub async fn load(pool: &PgPool, message_id: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT body FROM message_bodies WHERE message_id = $1")
+        .bind(message_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Deletes bodies older than `retention`, 1,000 rows per statement; returns how many.
+pub async fn purge_older_than(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let mut purged = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM message_bodies WHERE message_id IN (
+                SELECT message_id FROM message_bodies
+                WHERE created_at < now() - make_interval(secs => $1) LIMIT 1000)",
+        )
+        .bind(retention.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected();
+        purged += deleted;
+        if deleted < 1000 {
+            return Ok(purged);
+        }
+    }
+}
+
+/// Runs [`purge_older_than`] every `every` until `shutdown`.
+pub async fn purge_loop(pool: PgPool, retention: Duration, every: Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match purge_older_than(&pool, retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "stored message bodies past retention purged"),
+            Err(error) => {
+                tracing::warn!(%error, "purging stored message bodies failed; retried at the next tick")
+            }
+        }
+    }
+}
