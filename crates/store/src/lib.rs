@@ -4,7 +4,8 @@
 //! Tables: `organizations`, `sources`, `destinations`, `subscriptions` (configuration, written by
 //! the router) and `logs`, `attempts` (the log store, written by the notifier, read by ingress);
 //! `parked_tasks`, `destination_queues` (held backlogs and their state) and `delivery_workers`
-//! (which worker owns which partitions), written by delivery.
+//! (which worker owns which partitions), written by delivery; `destination_incidents`, `alerts`
+//! and `alert_deliveries` (incident state and the alert outbox), written by the notifier.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
