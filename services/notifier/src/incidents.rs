@@ -241,7 +241,8 @@ pub async fn apply(
                 alerts.push(alert);
             }
         }
-        if *state == before {
+        // A whole incident may fit in one batch: the state ends as it began, with two alerts.
+        if *state == before && alerts.is_empty() {
             continue;
         }
         if state.is_clear() {
@@ -454,5 +455,223 @@ mod tests {
         let mut creation = event(false, "production", AttemptOutcome::Failure);
         creation.attempt = None;
         assert_eq!(Observation::of(&creation), None);
+    }
+}
+
+/// The detection's SQL on a real Postgres (`CARRIER_TEST_POSTGRES`), in a database of its own:
+/// replays and two writers of the same events raise one alert pair.
+#[cfg(test)]
+mod store_tests {
+    use carrier_proto::records_v1::{Attempt, AttemptOutcome, LogEvent, LogStatus};
+    use carrier_store::sqlx::{self, PgPool};
+    use uuid::Uuid;
+
+    use crate::log_store;
+
+    struct Database {
+        pool: PgPool,
+        admin_url: String,
+        name: String,
+    }
+
+    impl Database {
+        async fn create() -> Database {
+            let server = std::env::var("CARRIER_TEST_POSTGRES")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            let name = format!("carrier_incidents_{}", &Uuid::new_v4().simple().to_string()[..12]);
+            let pool = carrier_store::connect_and_migrate(
+                &format!("{server}/{name}"),
+                4,
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .expect("test Postgres (CARRIER_TEST_POSTGRES)");
+            Database {
+                pool,
+                admin_url: format!("{server}/postgres"),
+                name,
+            }
+        }
+
+        async fn count(&self, sql: &str) -> i64 {
+            sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect(sql)
+        }
+
+        async fn drop(self) {
+            self.pool.close().await;
+            use sqlx::Connection;
+            if let Ok(mut connection) = sqlx::PgConnection::connect(&self.admin_url).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+                    .execute(&mut connection)
+                    .await;
+            }
+        }
+    }
+
+    fn attempt(
+        log_id: Uuid,
+        destination_id: Uuid,
+        number: u32,
+        success: bool,
+        environment: &str,
+        test: bool,
+    ) -> LogEvent {
+        let at_ms = 1_800_000_000_000 + i64::from(number) * 1_000;
+        LogEvent {
+            log_id: log_id.to_string(),
+            message_id: Uuid::new_v4().to_string(),
+            destination_id: destination_id.to_string(),
+            organization_id: Uuid::from_u128(1).to_string(),
+            source_id: Uuid::from_u128(2).to_string(),
+            data_model: "Admissions".into(),
+            event_type: "New".into(),
+            test,
+            received_at_ms: 1_800_000_000_000,
+            status: if success {
+                LogStatus::Delivered
+            } else {
+                LogStatus::Queued
+            } as i32,
+            attempt: Some(Attempt {
+                number,
+                started_at_ms: at_ms,
+                duration_ms: 5,
+                outcome: if success {
+                    AttemptOutcome::Success
+                } else {
+                    AttemptOutcome::Failure
+                } as i32,
+                status_code: if success { 200 } else { 500 },
+                error: if success {
+                    String::new()
+                } else {
+                    "destination answered HTTP 500".into()
+                },
+                response_excerpt: String::new(),
+            }),
+            at_ms,
+            environment: environment.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Five failures then a delivery of one log.
+    fn incident(destination_id: Uuid, environment: &str, test: bool) -> Vec<LogEvent> {
+        let log_id = Uuid::new_v4();
+        let mut events: Vec<LogEvent> = (1..=5)
+            .map(|number| attempt(log_id, destination_id, number, false, environment, test))
+            .collect();
+        events.push(attempt(log_id, destination_id, 6, true, environment, test));
+        events
+    }
+
+    #[tokio::test]
+    async fn replayed_events_and_two_writers_raise_one_pair_per_incident() {
+        let database = Database::create().await;
+        let destination = Uuid::new_v4();
+        let events = incident(destination, "production", false);
+        let refs: Vec<&LogEvent> = events.iter().collect();
+
+        // Event by event, in batches of two, then the whole incident replayed twice.
+        for chunk in refs.chunks(2) {
+            log_store::write(&database.pool, chunk, 3).await.expect("write");
+        }
+        assert_eq!(
+            log_store::write(&database.pool, &refs, 3).await.expect("replay"),
+            0
+        );
+        assert_eq!(
+            log_store::write(&database.pool, &refs[..4], 3)
+                .await
+                .expect("replay"),
+            0
+        );
+        assert_eq!(database.count("SELECT count(*) FROM alerts").await, 2);
+        assert_eq!(
+            database
+                .count(
+                    "SELECT count(*) FROM alerts WHERE kind = 'failing' AND (payload->>'attempts')::int = 3"
+                )
+                .await,
+            1
+        );
+        assert_eq!(
+            database
+                .count("SELECT count(*) FROM alerts WHERE kind = 'recovered' AND (payload->>'attempts')::int = 5")
+                .await,
+            1
+        );
+        assert_eq!(database.count("SELECT count(*) FROM alert_deliveries").await, 6);
+        assert_eq!(
+            database.count("SELECT count(*) FROM destination_incidents").await,
+            0
+        );
+
+        // Two notifiers writing the same events at once (a rebalance): still one pair.
+        let second = Uuid::new_v4();
+        let events = incident(second, "production", false);
+        let refs: Vec<&LogEvent> = events.iter().collect();
+        let (a, b) = tokio::join!(
+            log_store::write(&database.pool, &refs, 3),
+            log_store::write(&database.pool, &refs, 3)
+        );
+        assert_eq!(a.expect("writer a") + b.expect("writer b"), 2);
+        assert_eq!(
+            database
+                .count(&format!(
+                    "SELECT count(*) FROM alerts WHERE destination_id = '{second}'"
+                ))
+                .await,
+            2
+        );
+
+        // Test messages and staging destinations raise nothing.
+        for events in [
+            incident(Uuid::new_v4(), "production", true),
+            incident(Uuid::new_v4(), "staging", false),
+        ] {
+            let refs: Vec<&LogEvent> = events.iter().collect();
+            assert_eq!(
+                log_store::write(&database.pool, &refs, 3).await.expect("write"),
+                0
+            );
+        }
+        assert_eq!(database.count("SELECT count(*) FROM alerts").await, 4);
+        database.drop().await;
+    }
+
+    #[tokio::test]
+    async fn an_open_incident_survives_between_batches_and_counts_every_failure() {
+        let database = Database::create().await;
+        let destination = Uuid::new_v4();
+        let head = Uuid::new_v4();
+        for number in 1..=4 {
+            let event = attempt(head, destination, number, false, "production", false);
+            log_store::write(&database.pool, &[&event], 3)
+                .await
+                .expect("write");
+        }
+        assert_eq!(
+            database
+                .count(&format!(
+                    "SELECT count(*) FROM destination_incidents WHERE destination_id = '{destination}'
+                     AND consecutive_failures = 4 AND incident_id IS NOT NULL AND head_log_id = '{head}'"
+                ))
+                .await,
+            1
+        );
+        let delivered = attempt(head, destination, 5, true, "production", false);
+        log_store::write(&database.pool, &[&delivered], 3)
+            .await
+            .expect("write");
+        let recovered: serde_json::Value =
+            sqlx::query_scalar("SELECT payload FROM alerts WHERE kind = 'recovered'")
+                .fetch_one(&database.pool)
+                .await
+                .expect("recovered alert");
+        assert_eq!(recovered["attempts"], 4);
+        assert_eq!(recovered["head_log_id"], head.to_string());
+        assert_eq!(recovered["since"], "2027-01-15T08:00:01.000Z");
+        database.drop().await;
     }
 }
