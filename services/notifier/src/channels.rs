@@ -84,7 +84,7 @@ pub enum SmtpTls {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SmtpSettings {
-    /// SMTP server host name. Unset (the default): e-mail alerts are skipped.
+    /// SMTP server host name. Unset or empty (the default): e-mail alerts are skipped.
     pub host: Option<String>,
     /// Server port; unset: 25 with `tls = "none"`, 587 with `starttls`, 465 with `tls`.
     pub port: Option<u16>,
@@ -136,7 +136,7 @@ pub struct Channels {
 
 impl Channels {
     pub fn new(smtp: &SmtpSettings, kafka: &KafkaSettings, timeout: Duration) -> anyhow::Result<Self> {
-        let smtp = match &smtp.host {
+        let smtp = match smtp.host.as_deref().filter(|host| !host.trim().is_empty()) {
             None => None,
             Some(host) => {
                 let mut builder = match smtp.tls {

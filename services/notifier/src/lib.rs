@@ -181,3 +181,26 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     tracing::info!("notifier stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_inconsistent_alert_settings_are_refused() {
+        Config::default().validate().expect("defaults are valid");
+        let mut config = Config::default();
+        config.alerts.lease_ms = config.alerts.send_timeout_ms;
+        assert!(config.validate().is_err(), "a lease shorter than a send");
+        let mut config = Config::default();
+        config.alerts.failing_after_attempts = 0;
+        assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.smtp.from = "not an address".into();
+        assert!(config.validate().is_err());
+        let smtp: SmtpSettings =
+            serde_json::from_value(serde_json::json!({ "host": "mail", "tls": "none", "port": 2525 }))
+                .expect("tls modes are lowercase");
+        assert_eq!(smtp.tls, SmtpTls::None);
+    }
+}
