@@ -44,9 +44,10 @@ pub struct Email {
 impl Email {
     /// A header's value, folded lines joined (`None` when absent).
     pub fn header(&self, name: &str) -> Option<String> {
-        let head = self.data.split("\r\n\r\n").next().unwrap_or("");
+        let data = self.data.replace("\r\n", "\n");
+        let head = data.split("\n\n").next().unwrap_or("");
         let mut value: Option<String> = None;
-        for line in head.split("\r\n") {
+        for line in head.split('\n') {
             if line.starts_with(' ') || line.starts_with('\t') {
                 // Unfolding removes the line break and keeps the whitespace.
                 if let Some(value) = value.as_mut() {
@@ -66,13 +67,11 @@ impl Email {
         value
     }
 
-    /// The body, decoded from quoted-printable or base64 when the message says so.
+    /// The body (line breaks as `\n`), decoded from quoted-printable or base64 when the
+    /// message says so.
     pub fn body(&self) -> String {
-        let body = self
-            .data
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body)
-            .unwrap_or("");
+        let data = self.data.replace("\r\n", "\n");
+        let body = data.split_once("\n\n").map(|(_, body)| body).unwrap_or("");
         match self
             .header("Content-Transfer-Encoding")
             .unwrap_or_default()
@@ -93,7 +92,7 @@ impl Email {
 }
 
 fn decode_quoted_printable(text: &str) -> String {
-    let text = text.replace("=\r\n", "");
+    let text = text.replace("=\n", "");
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -216,6 +215,6 @@ mod tests {
             email.header("subject").as_deref(),
             Some("[Carrier] failing: a long subject")
         );
-        assert_eq!(email.body(), "line one = two\r\n");
+        assert_eq!(email.body(), "line one = two\n");
     }
 }

@@ -174,7 +174,7 @@ impl Notification {
 mod tests {
     use super::*;
 
-    pub fn sample(kind: AlertKind) -> Notification {
+    fn sample(kind: AlertKind) -> Notification {
         let alert = AlertFacts {
             kind,
             incident_id: Uuid::from_u128(1),
