@@ -141,10 +141,12 @@ async fn one_failing_and_one_recovered_alert_reach_every_channel_across_notifier
     // production destination.
     let other = Receiver::start().await;
     other.respond_with(500, DOWN);
+    let staging_source = api.create_source(&organization_id, "staging").await;
+    let staging_token = api.token(&staging_source).await;
     let staging = destination(
         &api,
         &organization_id,
-        &source.id,
+        &staging_source.id,
         "Staging feed",
         &other.url("staging"),
         "staging",
@@ -164,7 +166,7 @@ async fn one_failing_and_one_recovered_alert_reach_every_channel_across_notifier
 
     let head = send(&api, &token, "Admissions", 0, false).await;
     for sequence in 0..2 {
-        send(&api, &token, "Staging", sequence, false).await;
+        send(&api, &staging_token, "Staging", sequence, false).await;
     }
     for sequence in 0..4 {
         send(&api, &token, "Tests", sequence, true).await;
