@@ -1,6 +1,8 @@
 //! One writer task per assigned partition: events are collected into batches (up to
 //! `batch_size`, or whatever arrived within `batch_wait_ms`), written in one transaction, and
-//! only then are their offsets finished. A failed write is retried; nothing is skipped.
+//! only then are their offsets finished. A failed write is retried; nothing is skipped. The same
+//! transaction updates incident state and raises alerts (`incidents`); a batch that raised any
+//! wakes the alert dispatcher.
 
 use std::sync::Arc;
 use std::time::Duration;
