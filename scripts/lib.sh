@@ -94,6 +94,43 @@ carrier_ensure_redis() {
     carrier_log "Redis ready on 127.0.0.1:6379"
 }
 
+# ------------------------------------------------------- Python + aiosmtpd (tests)
+
+CARRIER_PYTHON_VENV="${CARRIER_PYTHON_VENV:-/var/cache/carrier/python}"
+
+# Prints the path of a Python interpreter that has aiosmtpd (the SMTP server the alert tests
+# send e-mail to), installing it from PyPI into a virtualenv of Carrier's own when missing.
+carrier_ensure_aiosmtpd() {
+    local py="$CARRIER_PYTHON_VENV/bin/python"
+    if [ -n "${CARRIER_TEST_PYTHON:-}" ] && "$CARRIER_TEST_PYTHON" -c 'import aiosmtpd' 2>/dev/null; then
+        echo "$CARRIER_TEST_PYTHON"; return
+    fi
+    if [ -x "$py" ] && "$py" -c 'import aiosmtpd' 2>/dev/null; then
+        echo "$py"; return
+    fi
+    if ! command -v python3 >/dev/null 2>&1; then
+        carrier_apt_install python3 python3-venv
+    fi
+    if [ ! -x "$py" ]; then
+        mkdir -p "$(dirname "$CARRIER_PYTHON_VENV")"
+        carrier_log "creating a Python virtualenv in $CARRIER_PYTHON_VENV"
+        # Debian splits venv (and its pip) into python3-venv.
+        if ! python3 -m venv "$CARRIER_PYTHON_VENV" >&2; then
+            rm -rf "$CARRIER_PYTHON_VENV"
+            local minor
+            minor="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+            carrier_apt_install python3-venv "python$minor-venv" || carrier_apt_install python3-venv
+            python3 -m venv "$CARRIER_PYTHON_VENV" >&2 ||
+                { carrier_die "cannot create a virtualenv in $CARRIER_PYTHON_VENV"; return 1; }
+        fi
+    fi
+    carrier_log "installing aiosmtpd (PyPI) into $CARRIER_PYTHON_VENV"
+    "$py" -m pip install --quiet --disable-pip-version-check aiosmtpd >&2 ||
+        { carrier_die "pip install aiosmtpd failed"; return 1; }
+    "$py" -c 'import aiosmtpd' || { carrier_die "aiosmtpd is not importable by $py"; return 1; }
+    echo "$py"
+}
+
 # --------------------------------------------------------------------- Tansu
 
 # Prints the path of a tansu binary, building it once if needed.

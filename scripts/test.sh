@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make test`: starts what the tests need (Postgres, Redis, a throwaway Tansu broker), builds the
-# binaries the fault tests launch, and runs every test with nextest.
+# `make test`: starts what the tests need (Postgres, Redis, a throwaway Tansu broker, Python's
+# aiosmtpd for the alert e-mail tests), builds the binaries the fault tests launch, and runs
+# every test with nextest.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
@@ -13,6 +14,8 @@ TEST_BROKER_PORT="${CARRIER_TEST_BROKER_PORT:-19092}"
 carrier_ensure_postgres
 carrier_ensure_redis
 export CARRIER_TANSU_BIN="$(carrier_tansu_bin)"
+CARRIER_TEST_PYTHON="$(carrier_ensure_aiosmtpd)"
+export CARRIER_TEST_PYTHON
 
 # A fresh broker per run: tests create topics of their own under random prefixes.
 carrier_stop_pidfile "$TEST_BROKER_DIR/tansu.pid"

@@ -8,6 +8,8 @@
 //! - [`keys`]: key pairs made on the spot, for `private_key_jwt` client assertions.
 //! - [`broker`]: a Tansu broker process of a test's own, for tests that stop the broker.
 //! - [`redis`]: a `redis-server` process of a test's own, for tests that kill or freeze Redis.
+//! - [`smtp`]: an SMTP server (Python's aiosmtpd) of a test's own, that keeps every message.
+//! - [`topic`]: reads a whole topic, as a team consuming `carrier.notifications` would.
 #![forbid(unsafe_code)]
 
 pub mod broker;
@@ -15,7 +17,9 @@ pub mod client;
 pub mod keys;
 pub mod receiver;
 pub mod redis;
+pub mod smtp;
 pub mod stack;
+pub mod topic;
 
 /// Installs a test log subscriber once (`RUST_LOG` filters; default warnings only).
 pub fn init_test_logging() {

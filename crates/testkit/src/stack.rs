@@ -36,6 +36,11 @@ pub struct StackOptions {
     /// Delivery's outbound policy: by default loopback is allowed (the test receivers listen on
     /// 127.0.0.1); `outbound.rs` runs a stack with the production default instead.
     pub outbound: carrier_delivery::outbound::OutboundSettings,
+    /// The notifier's alert settings: by default quick polls and retries.
+    pub alerts: carrier_notifier::AlertSettings,
+    /// The notifier's SMTP server (none by default: e-mail alerts are skipped); see
+    /// [`crate::smtp::SmtpServer`].
+    pub smtp: carrier_notifier::SmtpSettings,
 }
 
 impl Default for StackOptions {
@@ -63,6 +68,13 @@ impl Default for StackOptions {
                 allow_loopback: true,
                 ..Default::default()
             },
+            alerts: carrier_notifier::AlertSettings {
+                poll_interval_ms: 200,
+                retry_base_ms: 200,
+                retry_cap_ms: 2_000,
+                ..Default::default()
+            },
+            smtp: carrier_notifier::SmtpSettings::default(),
         }
     }
 }
@@ -119,12 +131,7 @@ impl Stack {
             carrier_router::run(router_config, listeners, shutdown)
         }));
 
-        let notifier_config = carrier_notifier::Config {
-            database_url: database_url.clone(),
-            kafka: kafka.clone(),
-            consumer_group: format!("{prefix}-notifier"),
-            ..Default::default()
-        };
+        let notifier_config = notifier_config(&prefix, &database_url, &kafka, &options);
         let notifier_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         services.push(spawn("notifier", |shutdown| {
             carrier_notifier::run(notifier_config, notifier_http, shutdown)
@@ -161,6 +168,34 @@ impl Stack {
         }
         stack.wait_ready().await;
         stack
+    }
+
+    /// Starts one more notifier replica (same consumer group, database and settings).
+    pub async fn start_notifier(&mut self) {
+        let config = notifier_config(&self.prefix, &self.database_url, &self.kafka, &self.options);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        self.services.push(spawn("notifier", |shutdown| {
+            carrier_notifier::run(config, listener, shutdown)
+        }));
+    }
+
+    /// Stops the oldest running notifier the way SIGTERM would (its in-flight batches and alert
+    /// sends finish first) and starts a new one in its place.
+    pub async fn restart_notifier(&mut self) {
+        let index = self
+            .services
+            .iter()
+            .position(|service| service.name == "notifier")
+            .expect("a notifier is running");
+        let service = self.services.remove(index);
+        service.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(60), service.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => panic!("notifier failed: {error:#}"),
+            Ok(Err(error)) => panic!("notifier panicked: {error}"),
+            Err(_) => panic!("notifier did not shut down within 60 s"),
+        }
+        self.start_notifier().await;
     }
 
     /// The token URL client assertions name as their audience (`aud`).
@@ -368,6 +403,23 @@ impl Drop for Stack {
         for service in &self.services {
             service.shutdown.cancel();
         }
+    }
+}
+
+/// The configuration of a notifier of the stack.
+fn notifier_config(
+    prefix: &str,
+    database_url: &str,
+    kafka: &KafkaSettings,
+    options: &StackOptions,
+) -> carrier_notifier::Config {
+    carrier_notifier::Config {
+        database_url: database_url.to_string(),
+        kafka: kafka.clone(),
+        consumer_group: format!("{prefix}-notifier"),
+        alerts: options.alerts.clone(),
+        smtp: options.smtp.clone(),
+        ..Default::default()
     }
 }
 

@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::api::retry::retry,
         crate::api::admin::create_organization,
         crate::api::admin::get_organization,
+        crate::api::admin::update_organization,
         crate::api::admin::create_source,
         crate::api::admin::get_source,
         crate::api::admin::create_destination,

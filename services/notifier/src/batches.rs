@@ -1,6 +1,8 @@
 //! One writer task per assigned partition: events are collected into batches (up to
 //! `batch_size`, or whatever arrived within `batch_wait_ms`), written in one transaction, and
-//! only then are their offsets finished. A failed write is retried; nothing is skipped.
+//! only then are their offsets finished. A failed write is retried; nothing is skipped. The same
+//! transaction updates incident state and raises alerts (`incidents`); a batch that raised any
+//! wakes the alert dispatcher.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +15,26 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::dispatch::Wakeup;
 use crate::log_store;
 use crate::Config;
 
+fn alerts_raised() -> &'static carrier_telemetry::prometheus::IntCounterVec {
+    static METRIC: std::sync::OnceLock<carrier_telemetry::prometheus::IntCounterVec> =
+        std::sync::OnceLock::new();
+    METRIC.get_or_init(|| {
+        carrier_telemetry::counter_vec(
+            "carrier_notifier_alerts_raised_total",
+            "Incident alerts raised (one failing and one recovered per incident)",
+            &[],
+        )
+    })
+}
+
 struct Batcher {
     pool: PgPool,
+    failing_after_attempts: i32,
+    wakeup: Wakeup,
     batch_size: usize,
     batch_wait: Duration,
     runtime: tokio::runtime::Handle,
@@ -26,6 +43,7 @@ struct Batcher {
 pub fn start(
     config: &Config,
     pool: PgPool,
+    wakeup: Wakeup,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let options = ConsumerOptions {
@@ -39,6 +57,8 @@ pub fn start(
     };
     let batcher = Batcher {
         pool,
+        failing_after_attempts: config.alerts.failing_after_attempts as i32,
+        wakeup,
         batch_size: config.batch_size,
         batch_wait: Duration::from_millis(config.batch_wait_ms),
         runtime: tokio::runtime::Handle::current(),
@@ -56,6 +76,8 @@ impl Processor for Batcher {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.runtime.spawn(write_batches(
             self.pool.clone(),
+            self.failing_after_attempts,
+            self.wakeup.clone(),
             tracker.clone(),
             receiver,
             self.batch_size,
@@ -92,6 +114,8 @@ impl PartitionProcessor for PartitionBatcher {
 
 async fn write_batches(
     pool: PgPool,
+    failing_after_attempts: i32,
+    wakeup: Wakeup,
     tracker: Arc<OffsetTracker>,
     mut receiver: mpsc::UnboundedReceiver<(i64, LogEvent)>,
     batch_size: usize,
@@ -118,8 +142,16 @@ async fn write_batches(
         let mut failures = 0u32;
         loop {
             let events: Vec<&LogEvent> = batch.iter().map(|(_, event)| event).collect();
-            match log_store::write(&pool, &events).await {
-                Ok(()) => break,
+            match log_store::write(&pool, &events, failing_after_attempts).await {
+                Ok(raised) => {
+                    if raised > 0 {
+                        alerts_raised()
+                            .with_label_values::<&str>(&[])
+                            .inc_by(raised as u64);
+                        wakeup.wake_all();
+                    }
+                    break;
+                }
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(%error, events = batch.len(), failures, "writing log events failed, retrying");

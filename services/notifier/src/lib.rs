@@ -1,14 +1,28 @@
-//! The notifier: reads `carrier.log-events` and writes the log store.
+//! The notifier: reads `carrier.log-events`, writes the log store, detects failing production
+//! destinations and alerts their organizations.
 //!
 //! - `log_store`: merges a batch of events per log and upserts logs and attempts in one
 //!   transaction. Replaying an event changes nothing (attempts are keyed by log and number;
 //!   a status only moves forward by attempt number).
+//! - `incidents`: in that same transaction, counts each destination's consecutive failed
+//!   attempts and raises one `failing` alert per incident and one `recovered` alert when it
+//!   delivers again (state in `destination_incidents`, alerts in `alerts`, one outbox row per
+//!   channel in `alert_deliveries`).
 //! - `batches`: one writer per assigned partition, collecting events into batches; offsets are
 //!   finished only after their batch is committed in Postgres.
+//! - `dispatch`: one task per channel sends the outbox (retried with backoff, at least once).
+//! - `channels`: SMTP e-mail, Slack-compatible webhooks, the `carrier.notifications` topic.
+//! - `notification`: the JSON document every channel carries (`docs/schemas/notification.v1.json`).
 #![forbid(unsafe_code)]
 
 mod batches;
+pub mod channels;
+mod dispatch;
+mod incidents;
 mod log_store;
+pub mod notification;
+
+pub use channels::{SmtpSettings, SmtpTls};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,6 +49,44 @@ pub struct Config {
     pub batch_size: usize,
     /// How long a partial batch waits for more events before it is written.
     pub batch_wait_ms: u64,
+    /// The `[alerts]` section (`CARRIER_ALERTS__*`).
+    pub alerts: AlertSettings,
+    /// The `[smtp]` section (`CARRIER_SMTP__*`): the server alert e-mails go through.
+    pub smtp: SmtpSettings,
+}
+
+/// Incident detection and alert sending.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlertSettings {
+    /// The consecutive failed attempt (real messages at a production destination) that raises
+    /// a destination's `failing` alert.
+    pub failing_after_attempts: u32,
+    /// How often each channel looks for due alerts when no new alert woke it.
+    pub poll_interval_ms: u64,
+    /// Delay before a channel retries a failed send; doubles per failure up to `retry_cap_ms`
+    /// (±20 %).
+    pub retry_base_ms: u64,
+    /// The longest delay between retries of a failed send.
+    pub retry_cap_ms: u64,
+    /// The longest one send may take (SMTP conversation, webhook POST, Kafka acknowledgement).
+    pub send_timeout_ms: u64,
+    /// How long a notifier keeps an alert it is sending to itself; if it dies, another notifier
+    /// sends the alert after this. Must exceed `send_timeout_ms`.
+    pub lease_ms: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            failing_after_attempts: 3,
+            poll_interval_ms: 1_000,
+            retry_base_ms: 1_000,
+            retry_cap_ms: 300_000,
+            send_timeout_ms: 10_000,
+            lease_ms: 60_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -46,6 +98,8 @@ impl Default for Config {
             consumer_group: "carrier-notifier".into(),
             batch_size: 500,
             batch_wait_ms: 20,
+            alerts: AlertSettings::default(),
+            smtp: SmtpSettings::default(),
         }
     }
 }
@@ -56,7 +110,34 @@ impl Config {
         if config.batch_size == 0 {
             return Err(ConfigError::Invalid("batch_size must be at least 1".into()));
         }
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Checks the alert and SMTP settings (also called by [`run`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let alerts = &self.alerts;
+        if alerts.failing_after_attempts == 0 || alerts.failing_after_attempts > i32::MAX as u32 {
+            return Err(ConfigError::Invalid(
+                "alerts.failing_after_attempts must be at least 1".into(),
+            ));
+        }
+        if alerts.retry_base_ms == 0 || alerts.retry_cap_ms < alerts.retry_base_ms {
+            return Err(ConfigError::Invalid(
+                "alerts.retry_base_ms must be positive and at most alerts.retry_cap_ms".into(),
+            ));
+        }
+        if alerts.poll_interval_ms == 0 || alerts.send_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "alerts.poll_interval_ms and alerts.send_timeout_ms must be positive".into(),
+            ));
+        }
+        if alerts.lease_ms <= alerts.send_timeout_ms + 1_000 {
+            return Err(ConfigError::Invalid(
+                "alerts.lease_ms must exceed alerts.send_timeout_ms by more than 1000".into(),
+            ));
+        }
+        self.smtp.validate()
     }
 }
 
@@ -66,19 +147,60 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let probes = axum::serve(listener, carrier_telemetry::probes_router(readiness.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let probes = tokio::spawn(async move { probes.await });
+    config.validate()?;
     let pool = carrier_store::connect_and_migrate(&config.database_url, 8, Duration::from_secs(30))
         .await
         .context("postgres")?;
-    let consumer = batches::start(&config, pool, shutdown.clone()).context("kafka consumer")?;
+    let channels = channels::Channels::new(
+        &config.smtp,
+        &config.kafka,
+        Duration::from_millis(config.alerts.send_timeout_ms),
+    )
+    .context("alert channels")?;
+    let wakeup = dispatch::Wakeup::default();
+    let dispatchers = dispatch::start(
+        pool.clone(),
+        channels,
+        config.alerts.clone(),
+        wakeup.clone(),
+        shutdown.clone(),
+    );
+    let consumer = batches::start(&config, pool, wakeup, shutdown.clone()).context("kafka consumer")?;
     readiness.set_ready(true);
     tracing::info!("notifier ready");
     shutdown.cancelled().await;
     readiness.set_ready(false);
     consumer.await.context("log event consumer")?;
+    for dispatcher in dispatchers {
+        dispatcher.await.context("alert dispatcher")?;
+    }
     probes
         .await
         .context("probe server task")?
         .context("probe server")?;
     tracing::info!("notifier stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_inconsistent_alert_settings_are_refused() {
+        Config::default().validate().expect("defaults are valid");
+        let mut config = Config::default();
+        config.alerts.lease_ms = config.alerts.send_timeout_ms;
+        assert!(config.validate().is_err(), "a lease shorter than a send");
+        let mut config = Config::default();
+        config.alerts.failing_after_attempts = 0;
+        assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.smtp.from = "not an address".into();
+        assert!(config.validate().is_err());
+        let smtp: SmtpSettings =
+            serde_json::from_value(serde_json::json!({ "host": "mail", "tls": "none", "port": 2525 }))
+                .expect("tls modes are lowercase");
+        assert_eq!(smtp.tls, SmtpTls::None);
+    }
 }

@@ -1,6 +1,6 @@
-//! Writing log events to the log store.
+//! Writing log events to the log store, and detecting incidents in the same transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use carrier_proto::records_v1::{AttemptOutcome, LogEvent, LogStatus};
 use carrier_store::sqlx::types::chrono::{DateTime, Utc};
@@ -49,8 +49,14 @@ fn attempt_number(event: &LogEvent) -> i32 {
         .unwrap_or(0)
 }
 
-/// Upserts the logs and inserts the attempts of `events` in one transaction.
-pub async fn write(pool: &PgPool, events: &[&LogEvent]) -> Result<(), sqlx::Error> {
+/// Upserts the logs and inserts the attempts of `events` in one transaction, with the incident
+/// state and alerts the attempts inserted for the first time lead to (see `incidents`).
+/// Returns how many alerts were raised.
+pub async fn write(
+    pool: &PgPool,
+    events: &[&LogEvent],
+    failing_after_attempts: i32,
+) -> Result<usize, sqlx::Error> {
     let mut rows: HashMap<&str, LogRow<'_>> = HashMap::new();
     for event in events {
         let seq = sequence(event);
@@ -168,12 +174,16 @@ pub async fn write(pool: &PgPool, events: &[&LogEvent]) -> Result<(), sqlx::Erro
     .bind(&task_offsets)
     .execute(&mut *transaction)
     .await?;
+    let mut raised = 0;
     if !attempt_logs.is_empty() {
-        sqlx::query(
+        // RETURNING lists only the attempts this transaction inserted: a replayed event (or one
+        // another notifier wrote first) is not among them.
+        let inserted: Vec<(Uuid, i32)> = sqlx::query_as(
             "INSERT INTO attempts (log_id, number, started_at, duration_ms, outcome, status_code, error, response_excerpt)
              SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::text[], $6::int[],
                                   $7::text[], $8::text[])
-             ON CONFLICT (log_id, number) DO NOTHING",
+             ON CONFLICT (log_id, number) DO NOTHING
+             RETURNING log_id, number",
         )
         .bind(&attempt_logs)
         .bind(&numbers)
@@ -183,8 +193,19 @@ pub async fn write(pool: &PgPool, events: &[&LogEvent]) -> Result<(), sqlx::Erro
         .bind(&status_codes)
         .bind(&errors)
         .bind(&excerpts)
-        .execute(&mut *transaction)
+        .fetch_all(&mut *transaction)
         .await?;
+        let mut inserted: HashSet<(Uuid, i32)> = inserted.into_iter().collect();
+        let mut new_attempts = Vec::with_capacity(inserted.len());
+        for event in events {
+            let Some(attempt) = &event.attempt else { continue };
+            // `remove`: an event listed twice in one batch counts once.
+            if inserted.remove(&(uuid(&event.log_id), attempt.number as i32)) {
+                new_attempts.push(*event);
+            }
+        }
+        raised = crate::incidents::apply(&mut transaction, &new_attempts, failing_after_attempts).await?;
     }
-    transaction.commit().await
+    transaction.commit().await?;
+    Ok(raised)
 }

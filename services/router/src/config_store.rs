@@ -80,6 +80,25 @@ fn check_timeout(timeout_ms: u32) -> Result<u32> {
     }
 }
 
+fn check_alert_emails(emails: &[String]) -> Result<()> {
+    for email in emails {
+        if !email.contains('@') {
+            return Err(StoreError::Invalid(format!(
+                "alert_emails: '{email}' is not an e-mail address"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_slack_webhook_url(url: &str) -> Result<()> {
+    check_url(url).map_err(|_| {
+        StoreError::Invalid(format!(
+            "slack_webhook_url '{url}' is not an absolute http(s) URL"
+        ))
+    })
+}
+
 fn required(field: &str, value: &str) -> Result<()> {
     if value.trim().is_empty() {
         Err(StoreError::Invalid(format!("Required field missing - {field}")))
@@ -130,19 +149,9 @@ impl ConfigStore {
         request: pb::CreateOrganizationRequest,
     ) -> Result<pb::Organization> {
         required("name", &request.name)?;
-        for email in &request.alert_emails {
-            if !email.contains('@') {
-                return Err(StoreError::Invalid(format!(
-                    "alert_emails: '{email}' is not an e-mail address"
-                )));
-            }
-        }
+        check_alert_emails(&request.alert_emails)?;
         if let Some(url) = &request.slack_webhook_url {
-            check_url(url).map_err(|_| {
-                StoreError::Invalid(format!(
-                    "slack_webhook_url '{url}' is not an absolute http(s) URL"
-                ))
-            })?;
+            check_slack_webhook_url(url)?;
         }
         let row = sqlx::query(
             "INSERT INTO organizations (id, name, alert_emails, slack_webhook_url) VALUES ($1, $2, $3, $4)
@@ -154,6 +163,38 @@ impl ConfigStore {
         .bind(&request.slack_webhook_url)
         .fetch_one(&self.pool)
         .await?;
+        Ok(organization_from_row(&row))
+    }
+
+    /// Renames an organization or changes where its alerts go (alerts still waiting to be sent
+    /// use the new addresses).
+    pub async fn update_organization(
+        &self,
+        request: pb::UpdateOrganizationRequest,
+    ) -> Result<pb::Organization> {
+        let id = parse_id("organization", &request.id)?;
+        if let Some(name) = &request.name {
+            required("name", name)?;
+        }
+        let alert_emails = request.alert_emails.map(|emails| emails.addresses);
+        if let Some(emails) = &alert_emails {
+            check_alert_emails(emails)?;
+        }
+        if let Some(url) = request.slack_webhook_url.as_deref().filter(|url| !url.is_empty()) {
+            check_slack_webhook_url(url)?;
+        }
+        let row = sqlx::query(
+            "UPDATE organizations SET name = COALESCE($2, name), alert_emails = COALESCE($3, alert_emails),
+                slack_webhook_url = CASE WHEN $4::text IS NULL THEN slack_webhook_url ELSE NULLIF($4, '') END
+             WHERE id = $1 RETURNING id, name, alert_emails, slack_webhook_url, created_at",
+        )
+        .bind(id)
+        .bind(&request.name)
+        .bind(&alert_emails)
+        .bind(&request.slack_webhook_url)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("organization {id} does not exist")))?;
         Ok(organization_from_row(&row))
     }
 

@@ -82,6 +82,15 @@ impl ConfigService for Service {
         ))
     }
 
+    async fn update_organization(
+        &self,
+        request: Request<pb::UpdateOrganizationRequest>,
+    ) -> Result<Response<pb::Organization>, Status> {
+        Ok(Response::new(
+            self.store.update_organization(request.into_inner()).await?,
+        ))
+    }
+
     async fn create_destination(
         &self,
         request: Request<pb::CreateDestinationRequest>,

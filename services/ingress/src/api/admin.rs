@@ -152,6 +152,67 @@ pub async fn get_organization(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct OrganizationChanges {
+    name: Option<String>,
+    /// Replaces the alert addresses (`[]` removes them all).
+    alert_emails: Option<Vec<String>>,
+    /// Replaces the Slack-compatible webhook URL; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    slack_webhook_url: Option<Value>,
+}
+
+/// `PATCH /v1/organizations/{id}`: `name`, `alert_emails`, `slack_webhook_url` (`null` removes
+/// it). Alerts still waiting to be sent go to the new addresses.
+#[utoipa::path(
+    patch,
+    path = "/v1/organizations/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Organization ID")),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated organization", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
+pub async fn update_organization(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let changes: OrganizationChanges = operator_json(&state, &headers, body).await?;
+    let slack_webhook_url = match changes.slack_webhook_url {
+        None => None,
+        Some(Value::Null) => Some(String::new()),
+        Some(Value::String(url)) if !url.is_empty() => Some(url),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "slack_webhook_url must be a URL string or null",
+            ))
+        }
+    };
+    let organization = state
+        .router
+        .clone()
+        .update_organization(pb::UpdateOrganizationRequest {
+            id,
+            name: changes.name,
+            alert_emails: changes
+                .alert_emails
+                .map(|addresses| pb::AlertEmails { addresses }),
+            slack_webhook_url,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(organization_json(organization)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewSource {
     organization_id: String,
     name: String,

@@ -45,7 +45,10 @@ fn public_routes(state: Arc<AppState>) -> Router {
         .route("/v1/logs/{id}", get(logs::get_one))
         .route("/v1/logs/{id}/retry", post(retry::retry))
         .route("/v1/organizations", post(admin::create_organization))
-        .route("/v1/organizations/{id}", get(admin::get_organization))
+        .route(
+            "/v1/organizations/{id}",
+            patch(admin::update_organization).get(admin::get_organization),
+        )
         .route("/v1/sources", post(admin::create_source))
         .route(
             "/v1/sources/{id}",

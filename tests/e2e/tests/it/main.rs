@@ -1,6 +1,7 @@
 //! The whole pipeline on a real broker, Postgres and HTTP receivers on loopback.
 //! `make test` starts the infrastructure; `CARRIER_TEST_BROKERS` points at the broker.
 
+mod alerts;
 mod auth;
 mod client_assertion;
 mod faults;

@@ -1,0 +1,245 @@
+//! The notification every channel sends: one JSON document (schema
+//! `docs/schemas/notification.v1.json`, documented in `docs/notifications.md`), written to
+//! `carrier.notifications` as is, posted to Slack with a readable `text` added, and rendered as
+//! the e-mail's subject and body.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::incidents::AlertFacts;
+
+/// The value of every notification's `schema` field.
+pub const SCHEMA: &str = "carrier.notification.v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertKind {
+    Failing,
+    Recovered,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Failing => "failing",
+            AlertKind::Recovered => "recovered",
+        }
+    }
+}
+
+/// One alert, as every channel carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub schema: String,
+    /// The alert's ID: the same in every channel (deduplicate by it).
+    pub id: Uuid,
+    pub kind: AlertKind,
+    /// One incident has one `failing` and one `recovered` alert.
+    pub incident_id: Uuid,
+    pub organization_id: Uuid,
+    pub destination_id: Uuid,
+    pub destination_name: String,
+    pub environment: String,
+    /// When the first failed attempt of the incident started (RFC 3339).
+    pub since: String,
+    /// Consecutive failed attempts: 3 (the threshold) when failing; all of the incident's when
+    /// recovered.
+    pub attempts: i32,
+    pub last_error: String,
+    /// The held head log when failing; the log whose delivery ended the incident when recovered.
+    pub head_log_id: Uuid,
+    /// The operator command that shows the destination's queue.
+    pub queue_command: String,
+    /// When the attempt that raised the alert finished (RFC 3339).
+    pub occurred_at: String,
+}
+
+fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Notification {
+    pub fn new(
+        id: Uuid,
+        alert: &AlertFacts,
+        organization_id: Uuid,
+        destination_id: Uuid,
+        destination_name: String,
+        environment: String,
+    ) -> Self {
+        Self {
+            schema: SCHEMA.into(),
+            id,
+            kind: alert.kind,
+            incident_id: alert.incident_id,
+            organization_id,
+            destination_id,
+            destination_name,
+            environment,
+            since: rfc3339(alert.since),
+            attempts: alert.attempts,
+            last_error: alert.last_error.clone(),
+            head_log_id: alert.head_log_id,
+            queue_command: format!("carrierctl destinations queue {destination_id}"),
+            occurred_at: rfc3339(alert.occurred_at),
+        }
+    }
+
+    /// The destination as people read it: its name, or its ID when it has none.
+    fn destination_label(&self) -> String {
+        if self.destination_name.is_empty() {
+            self.destination_id.to_string()
+        } else {
+            self.destination_name.clone()
+        }
+    }
+
+    /// One line for people (Slack `text`, e-mail subject).
+    pub fn summary(&self) -> String {
+        match self.kind {
+            AlertKind::Failing => format!(
+                "Carrier destination {} is failing: {} consecutive failed attempts since {}",
+                self.destination_label(),
+                self.attempts,
+                self.since
+            ),
+            AlertKind::Recovered => format!(
+                "Carrier destination {} recovered after {} failed attempts since {}",
+                self.destination_label(),
+                self.attempts,
+                self.since
+            ),
+        }
+    }
+
+    /// The Slack text: the summary, then the details.
+    pub fn slack_text(&self) -> String {
+        format!(
+            "{}\nDestination: {} ({})\nLast error: {}\nHead log: {}\nQueue: `{}`",
+            self.summary(),
+            self.destination_label(),
+            self.destination_id,
+            self.last_error,
+            self.head_log_id,
+            self.queue_command
+        )
+    }
+
+    /// The Slack incoming-webhook body: a readable `text` plus every field of the notification.
+    pub fn slack_body(&self) -> serde_json::Value {
+        let mut body = serde_json::to_value(self).expect("a notification serializes");
+        body["text"] = serde_json::Value::String(self.slack_text());
+        body
+    }
+
+    pub fn email_subject(&self) -> String {
+        format!("[Carrier] {}: {}", self.kind.as_str(), self.summary())
+    }
+
+    /// Plain text: the details for people, then the notification as JSON for tools.
+    pub fn email_body(&self) -> String {
+        let mut body = format!(
+            "{}\n\n\
+             Kind:           {}\n\
+             Destination:    {} ({})\n\
+             Environment:    {}\n\
+             Since:          {}\n\
+             Attempts:       {}\n\
+             Last error:     {}\n\
+             Head log:       {}\n\
+             Show the queue: {}\n\
+             Incident:       {}\n\
+             At:             {}\n\n",
+            self.summary(),
+            self.kind.as_str(),
+            self.destination_label(),
+            self.destination_id,
+            self.environment,
+            self.since,
+            self.attempts,
+            self.last_error,
+            self.head_log_id,
+            self.queue_command,
+            self.incident_id,
+            self.occurred_at,
+        );
+        body.push_str(&serde_json::to_string_pretty(self).expect("a notification serializes"));
+        body.push('\n');
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(kind: AlertKind) -> Notification {
+        let alert = AlertFacts {
+            kind,
+            incident_id: Uuid::from_u128(1),
+            since: DateTime::from_timestamp(1_800_000_000, 0).expect("valid"),
+            attempts: 3,
+            last_error: "destination answered HTTP 500".into(),
+            head_log_id: Uuid::from_u128(2),
+            occurred_at: DateTime::from_timestamp(1_800_000_006, 0).expect("valid"),
+        };
+        Notification::new(
+            Uuid::from_u128(3),
+            &alert,
+            Uuid::from_u128(4),
+            Uuid::from_u128(5),
+            "ADT feed".into(),
+            "production".into(),
+        )
+    }
+
+    /// The committed schema accepts what the notifier sends (and names every field it sends).
+    #[test]
+    fn notifications_match_the_committed_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/schemas/notification.v1.json"))
+                .expect("the schema is JSON");
+        let validator = jsonschema::validator_for(&schema).expect("a valid JSON schema");
+        for kind in [AlertKind::Failing, AlertKind::Recovered] {
+            let notification = serde_json::to_value(sample(kind)).expect("serializes");
+            let errors: Vec<String> = validator
+                .iter_errors(&notification)
+                .map(|error| error.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{kind:?}: {errors:?}");
+            let slack = sample(kind).slack_body();
+            assert!(slack["text"].as_str().unwrap_or("").contains("ADT feed"));
+        }
+        let mut wrong = serde_json::to_value(sample(AlertKind::Failing)).expect("serializes");
+        wrong["kind"] = "degraded".into();
+        assert!(!validator.is_valid(&wrong), "the schema restricts kind");
+        let mut missing = serde_json::to_value(sample(AlertKind::Failing)).expect("serializes");
+        missing.as_object_mut().expect("object").remove("head_log_id");
+        assert!(!validator.is_valid(&missing), "the schema requires head_log_id");
+    }
+
+    #[test]
+    fn people_read_the_destination_the_error_and_the_queue_command() {
+        let failing = sample(AlertKind::Failing);
+        assert_eq!(failing.since, "2027-01-15T08:00:00.000Z");
+        assert_eq!(
+            failing.queue_command,
+            format!("carrierctl destinations queue {}", Uuid::from_u128(5))
+        );
+        let text = failing.slack_text();
+        for part in [
+            "ADT feed is failing",
+            "destination answered HTTP 500",
+            &Uuid::from_u128(2).to_string(),
+            &failing.queue_command,
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        assert!(failing.email_subject().starts_with("[Carrier] failing: "));
+        assert!(failing.email_body().contains("\"kind\": \"failing\""));
+        assert!(sample(AlertKind::Recovered)
+            .summary()
+            .contains("recovered after 3 failed attempts"));
+    }
+}
