@@ -2,15 +2,17 @@
 # `make bench`: builds the reference ceiling (../shared/bench/ceiling) outside the repo, restarts
 # the stack from release builds and runs carrier-bench against both on the same broker; then
 # restarts the stack again and runs `carrier-bench delivery` (isolation, drain rate, memory;
-# CARRIER_BENCH_BACKLOG sets the parked backlog, 100,000 by default).
-# Results: .run/bench/results.md and .run/bench/delivery.md.
+# CARRIER_BENCH_BACKLOG sets the parked backlog, 100,000 by default); then `carrier-bench logs`
+# (log-store write throughput and search latency on 1,000,000 logs; Postgres only, in a database
+# of its own: CARRIER_BENCH_LOGS sets the size).
+# Results: .run/bench/results.md, .run/bench/delivery.md and .run/bench/logs.md.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
 cd "$REPO"
 
-# `make bench` runs both parts; `bash scripts/bench.sh delivery` only the delivery part.
-PARTS="${1:-ingress delivery}"
+# `make bench` runs every part; `bash scripts/bench.sh delivery` (or `logs`) only that part.
+PARTS="${1:-ingress delivery logs}"
 RUN_DIR="${CARRIER_RUN_DIR:-$REPO/.run}"
 BENCH_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/carrier-bench"
 # The benchmark client is one IP sending millions of requests: the limiter stays on (its Redis
@@ -41,6 +43,10 @@ for part in $PARTS; do
         fresh_stack
         CARRIER_BENCH_DELIVERY_PID="$(cat "$RUN_DIR/pids/delivery.pid")" "$BENCH_BIN" delivery
         ;;
-    *) carrier_die "unknown benchmark part '$part' (ingress, delivery)" ;;
+    logs)
+        # Needs only Postgres (make up's); drops and fills its own database, carrier_bench_logs.
+        "$BENCH_BIN" logs
+        ;;
+    *) carrier_die "unknown benchmark part '$part' (ingress, delivery, logs)" ;;
     esac
 done

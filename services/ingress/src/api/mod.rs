@@ -5,6 +5,7 @@ mod accept;
 pub(crate) mod admin;
 pub(crate) mod endpoint;
 pub(crate) mod fhir;
+pub(crate) mod log_search;
 pub(crate) mod logs;
 pub(crate) mod oauth;
 pub(crate) mod queues;
@@ -39,6 +40,8 @@ fn public_routes(state: Arc<AppState>) -> Router {
         .route("/oauth/token", post(oauth::token))
         .route("/endpoint", post(endpoint::post))
         .route("/fhir/R4/{resource_type}", post(fhir::post))
+        .route("/v1/logs", get(logs::search))
+        .route("/v1/logs/retry", post(retry::retry_matching))
         .route("/v1/logs/{id}", get(logs::get_one))
         .route("/v1/logs/{id}/retry", post(retry::retry))
         .route("/v1/organizations", post(admin::create_organization))

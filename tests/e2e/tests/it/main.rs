@@ -5,6 +5,7 @@ mod auth;
 mod client_assertion;
 mod faults;
 mod fhir;
+mod logs;
 mod manual_retry;
 mod operator;
 mod outbound;
