@@ -83,7 +83,11 @@ async fn write_logs(pool: PgPool, logs: usize) -> anyhow::Result<usize> {
         let mut batch: Vec<LogEvent> = unfinished.iter().map(delivered).collect();
         unfinished.clear();
         while created < logs && batch.len() < BATCH_EVENTS {
-            let event = creation(&Uuid::now_v7().to_string(), &organization, now_ms + created as i64);
+            let event = creation(
+                &Uuid::now_v7().to_string(),
+                &organization,
+                now_ms + created as i64,
+            );
             unfinished.push(event.clone());
             batch.push(event);
             created += 1;
@@ -97,7 +101,9 @@ async fn write_logs(pool: PgPool, logs: usize) -> anyhow::Result<usize> {
 
 /// Fills the store with generated logs up to `total` (see the module documentation).
 async fn fill(pool: &PgPool, total: i64) -> anyhow::Result<()> {
-    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM logs").fetch_one(pool).await?;
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM logs")
+        .fetch_one(pool)
+        .await?;
     let chunk = 100_000i64;
     let mut next = existing;
     while next < total {
@@ -200,7 +206,10 @@ fn cases(ids: Arc<Ids>) -> Vec<Case> {
         move |walk: usize| ids.sources[small_organization(walk)][walk % 2].clone()
     };
     vec![
-        Case { label: "operator, no filter", query: Box::new(|_| String::new()) },
+        Case {
+            label: "operator, no filter",
+            query: Box::new(|_| String::new()),
+        },
         Case {
             label: "organization (a source's search), largest: 20 % of logs",
             query: Box::new({
@@ -226,14 +235,26 @@ fn cases(ids: Arc<Ids>) -> Vec<Case> {
             label: "source_id",
             query: Box::new(move |walk| format!("source_id={}", source(walk))),
         },
-        Case { label: "status=failed (3 %)", query: Box::new(|_| "status=failed".into()) },
-        Case { label: "status=delivered (95 %)", query: Box::new(|_| "status=delivered".into()) },
+        Case {
+            label: "status=failed (3 %)",
+            query: Box::new(|_| "status=failed".into()),
+        },
+        Case {
+            label: "status=delivered (95 %)",
+            query: Box::new(|_| "status=delivered".into()),
+        },
         Case {
             label: "data_model, rarest (0.2 %)",
             query: Box::new(|_| "data_model=Model19".into()),
         },
-        Case { label: "test=true (2 %)", query: Box::new(|_| "test=true".into()) },
-        Case { label: "one day (since/until)", query: Box::new(day) },
+        Case {
+            label: "test=true (2 %)",
+            query: Box::new(|_| "test=true".into()),
+        },
+        Case {
+            label: "one day (since/until)",
+            query: Box::new(day),
+        },
         Case {
             label: "largest organization + status=failed (bulk retry's search)",
             query: Box::new({
@@ -260,7 +281,12 @@ fn cases(ids: Arc<Ids>) -> Vec<Case> {
 }
 
 /// Page fetch latencies (ms) of `walks` walks of up to `pages` pages.
-async fn measure(api: &Api, case: &Case, walks: usize, pages: usize) -> anyhow::Result<(Vec<Duration>, usize)> {
+async fn measure(
+    api: &Api,
+    case: &Case,
+    walks: usize,
+    pages: usize,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
     let mut latencies = Vec::new();
     let mut logs_seen = 0;
     for walk in 0..walks {
@@ -325,7 +351,9 @@ pub async fn run(output: &str) -> anyhow::Result<()> {
 
     println!("filling the store to {total} logs");
     fill(&pool, total).await?;
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM logs").fetch_one(&pool).await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM logs")
+        .fetch_one(&pool)
+        .await?;
     let size: String = sqlx::query_scalar("SELECT pg_size_pretty(pg_total_relation_size('logs'))")
         .fetch_one(&pool)
         .await?;
@@ -346,7 +374,17 @@ pub async fn run(output: &str) -> anyhow::Result<()> {
     let ingress = tokio::spawn(carrier_ingress::run(config, listener, shutdown.clone()));
     let api = Api::new(&url, carrier_ingress::DEV_ADMIN_TOKEN);
     for _ in 0..100 {
-        if api.call(reqwest::Method::GET, "/v1/logs?limit=1", Some(carrier_ingress::DEV_ADMIN_TOKEN), None).await.0 == 200 {
+        if api
+            .call(
+                reqwest::Method::GET,
+                "/v1/logs?limit=1",
+                Some(carrier_ingress::DEV_ADMIN_TOKEN),
+                None,
+            )
+            .await
+            .0
+            == 200
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -369,7 +407,10 @@ pub async fn run(output: &str) -> anyhow::Result<()> {
             logs,
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
-            latencies.last().map(|max| max.as_secs_f64() * 1000.0).unwrap_or(f64::NAN),
+            latencies
+                .last()
+                .map(|max| max.as_secs_f64() * 1000.0)
+                .unwrap_or(f64::NAN),
         );
         println!("{line}");
         writeln!(report, "{line}")?;
@@ -383,4 +424,3 @@ pub async fn run(output: &str) -> anyhow::Result<()> {
     println!("results written to {output}");
     Ok(())
 }
-

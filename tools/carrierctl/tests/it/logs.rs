@@ -77,3 +77,128 @@ async fn logs_get_shows_a_delivered_log_and_retry_sends_it_again() {
     assert!(run.stdout.is_empty(), "{run:?}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_search_pages_through_matches_and_retry_requeues_failed_ones_oldest_first() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let api = &stack.api;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(500, "down");
+    let organization = api.create_organization("Searched Clinic").await;
+    let source = api.create_source(&organization, "staging").await;
+    let destination = api
+        .subscribed_destination(&organization, &source, &receiver.url("d"), "staging", "Results")
+        .await;
+    let destination_id = destination["id"].as_str().unwrap().to_string();
+    let token = api.token(&source).await;
+    let mut log_ids = Vec::new();
+    for sequence in 0..3 {
+        let (status, response) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200);
+        log_ids.push(response["Meta"]["Logs"][0]["ID"].as_str().unwrap().to_string());
+    }
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|log| log["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // A staging destination gives up after one retry: three failed logs.
+    operator_until(
+        &stack,
+        &[
+            "logs",
+            "search",
+            "--destination",
+            &destination_id,
+            "--status",
+            "failed",
+        ],
+        "three failed logs",
+        |page| page["logs"].as_array().is_some_and(|logs| logs.len() == 3),
+    )
+    .await;
+    let page = operator(
+        &stack,
+        &["logs", "search", "--destination", &destination_id, "--limit", "2"],
+    )
+    .await
+    .json();
+    assert_eq!(
+        ids(&page),
+        vec![log_ids[2].clone(), log_ids[1].clone()],
+        "newest first: {page}"
+    );
+    assert!(page["next_cursor"].is_string(), "{page}");
+    let all = operator(
+        &stack,
+        &[
+            "logs",
+            "search",
+            "--destination",
+            &destination_id,
+            "--limit",
+            "1",
+            "--all",
+        ],
+    )
+    .await
+    .json();
+    let mut newest_first = log_ids.clone();
+    newest_first.reverse();
+    assert_eq!(ids(&all), newest_first, "--all follows every page: {all}");
+    assert!(all["next_cursor"].is_null(), "{all}");
+
+    // A bulk retry without filters is refused before anything is sent.
+    let run = operator(&stack, &["logs", "retry"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("at least one filter"), "{run:?}");
+
+    // The receiver is back: retry every failed log of the last 10 minutes, two per request.
+    receiver.respond_with(200, r#"{"Meta":{"Errors":[]}}"#);
+    let failures = receiver.received().len();
+    let retried = operator(
+        &stack,
+        &[
+            "logs",
+            "retry",
+            "--status",
+            "failed",
+            "--since",
+            "10m",
+            "--destination",
+            &destination_id,
+            "--limit",
+            "2",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(retried["retried"], 3, "{retried}");
+    assert_eq!(
+        retried["log_ids"],
+        serde_json::json!(log_ids),
+        "oldest first: {retried}"
+    );
+    assert_eq!(retried["not_retried"], serde_json::json!([]), "{retried}");
+    operator_until(
+        &stack,
+        &[
+            "logs",
+            "search",
+            "--destination",
+            &destination_id,
+            "--status",
+            "delivered",
+        ],
+        "three delivered logs",
+        |page| page["logs"].as_array().is_some_and(|logs| logs.len() == 3),
+    )
+    .await;
+    let again = crate::sequences(&receiver.received()[failures..]);
+    assert_eq!(again, vec![0, 1, 2], "retried in the order received");
+    stack.stop().await;
+}
