@@ -40,14 +40,14 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
     let as_json = cli.json;
-    if let Command::Notifications { command } = cli.command {
-        return notifications::run(command, as_json).await;
-    }
-    let client = Client::new(&cli.url, cli.token, Duration::from_millis(cli.timeout_ms.max(1)))?;
+    let timeout = Duration::from_millis(cli.timeout_ms.max(1));
+    let (url, token) = (cli.url, cli.token);
+    let client = move || Client::new(&url, token, timeout);
     match cli.command {
-        Command::Logs { command } => logs::run(&client, command, as_json).await,
-        Command::Destinations { command } => destinations::run(&client, command, as_json).await,
-        Command::Send(args) => send::run(&client, args, as_json).await,
-        Command::Notifications { .. } => unreachable!("handled above"),
+        Command::Logs { command } => logs::run(&client()?, command, as_json).await,
+        Command::Destinations { command } => destinations::run(&client()?, command, as_json).await,
+        Command::Send(args) => send::run(&client()?, args, as_json).await,
+        // Kafka only: no ingress URL or token involved.
+        Command::Notifications { command } => notifications::run(command, as_json).await,
     }
 }
