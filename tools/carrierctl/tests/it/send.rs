@@ -87,7 +87,7 @@ async fn send_posts_one_message_or_a_file_in_order_and_sums_it_up() {
         &file,
         [
             message("Results", 5).to_string(),
-            "not json".to_string(),
+            r#"{"Meta":"#.to_string(),
             message("Results", 6).to_string(),
         ]
         .join("\n"),
