@@ -182,3 +182,66 @@ async fn send_fhir_posts_each_resource_under_its_type() {
     assert_eq!(arrived.body, patient.as_bytes());
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn send_renews_an_expired_token_from_the_client_credentials() {
+    let stack = Stack::start(StackOptions {
+        token_ttl_secs: 1,
+        ..StackOptions::default()
+    })
+    .await;
+    let api = &stack.api;
+    let receiver = Receiver::start().await;
+    let organization = api.create_organization("Slow Sender").await;
+    let source = api.create_source(&organization, "production").await;
+    api.subscribed_destination(
+        &organization,
+        &source,
+        &receiver.url("d"),
+        "production",
+        "Results",
+    )
+    .await;
+
+    // Messages from standard input, the second one after the first token has expired.
+    let mut send = crate::command(
+        &[
+            ("CARRIER_URL", stack.ingress_url.as_str()),
+            ("CARRIER_CLIENT_ID", source.client_id.as_str()),
+            ("CARRIER_CLIENT_SECRET", source.client_secret.as_str()),
+        ],
+        &["send", "--json", "--file", "-"],
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .expect("carrierctl starts");
+    let mut stdin = send.stdin.take().unwrap();
+    use tokio::io::AsyncWriteExt;
+    stdin
+        .write_all(format!("{}\n", message("Results", 0)).as_bytes())
+        .await
+        .unwrap();
+    carrier_testkit::eventually(Duration::from_secs(30), "the first message delivered", || {
+        let count = receiver.received().len();
+        async move { (count == 1).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    stdin
+        .write_all(format!("{}\n", message("Results", 1)).as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = send.wait_with_output().await.unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert!(output.status.success(), "{summary}");
+    assert_eq!(summary["accepted"], 2, "{summary}");
+    assert_eq!(summary["refused"], 0, "{summary}");
+    carrier_testkit::eventually(Duration::from_secs(30), "both messages delivered", || {
+        let arrived = sequences(&receiver.received());
+        async move { (arrived == vec![0, 1]).then_some(()) }
+    })
+    .await;
+    stack.stop().await;
+}
