@@ -2,17 +2,19 @@
 # `make bench`: builds the reference ceiling (../shared/bench/ceiling) outside the repo, restarts
 # the stack from release builds and runs carrier-bench against both on the same broker; then
 # restarts the stack again and runs `carrier-bench delivery` (isolation, drain rate, memory;
-# CARRIER_BENCH_BACKLOG sets the parked backlog, 100,000 by default), and last
-# `carrier-bench protection` (ingress throughput with and without the rate limiter, with
-# Idempotency-Key, and authentication's CPU cost).
-# Results: .run/bench/results.md, .run/bench/delivery.md and .run/bench/protection.md.
+# CARRIER_BENCH_BACKLOG sets the parked backlog, 100,000 by default); `carrier-bench logs`
+# (log-store write throughput and search latency on 1,000,000 logs; Postgres only, in a database
+# of its own: CARRIER_BENCH_LOGS sets the size); and `carrier-bench protection` (ingress
+# throughput with and without the rate limiter, with Idempotency-Key, and authentication's CPU
+# cost).
+# Results: .run/bench/results.md, delivery.md, logs.md and protection.md.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
 cd "$REPO"
 
-# `make bench` runs every part; `bash scripts/bench.sh delivery` only the delivery part.
-PARTS="${1:-ingress delivery protection}"
+# `make bench` runs every part; `bash scripts/bench.sh delivery` (or `logs`, `protection`) only that part.
+PARTS="${1:-ingress delivery logs protection}"
 RUN_DIR="${CARRIER_RUN_DIR:-$REPO/.run}"
 BENCH_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/carrier-bench"
 # The benchmark client is one IP sending millions of requests: the limiter stays on (its Redis
@@ -63,6 +65,10 @@ for part in $PARTS; do
             CARRIER_BENCH_UNLIMITED_URL="http://127.0.0.1:$UNLIMITED_PORT" "$BENCH_BIN" protection
         carrier_stop_pidfile "$RUN_DIR/pids/ingress-unlimited.pid"
         ;;
-    *) carrier_die "unknown benchmark part '$part' (ingress, delivery, protection)" ;;
+    logs)
+        # Needs only Postgres (make up's); drops and fills its own database, carrier_bench_logs.
+        "$BENCH_BIN" logs
+        ;;
+    *) carrier_die "unknown benchmark part '$part' (ingress, delivery, logs, protection)" ;;
     esac
 done

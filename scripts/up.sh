@@ -76,5 +76,6 @@ Carrier is up.
   metrics          http://127.0.0.1:{8080,8081,8082,8083}/metrics
   sample receiver  http://127.0.0.1:9000   (what it received: $LOG_DIR/sample-receiver.log)
   logs             $LOG_DIR/
+  operator CLI     $BIN/carrierctl   (CARRIER_TOKEN=dev-admin-token $BIN/carrierctl --help)
 Stop everything with: make down
 MSG

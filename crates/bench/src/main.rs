@@ -12,10 +12,12 @@
 //!
 //! `carrier-bench delivery` measures isolation, drain rate and memory instead (`delivery.rs`);
 //! `carrier-bench protection` the cost of the rate limiter, authentication and
-//! `Idempotency-Key` on ingress throughput (`protection.rs`).
+//! `Idempotency-Key` on ingress throughput (`protection.rs`); `carrier-bench logs` the log store:
+//! write throughput and search latency on 1,000,000 logs (`logs.rs`, Postgres only).
 #![forbid(unsafe_code)]
 
 mod delivery;
+mod logs;
 mod protection;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -283,6 +285,10 @@ async fn main() -> anyhow::Result<()> {
     let e2e_rate: u64 = env_number("CARRIER_BENCH_E2E_RATE", 500);
     let e2e_seconds: u64 = env_number("CARRIER_BENCH_E2E_SECONDS", 10);
     let output = env_or("CARRIER_BENCH_OUT", ".run/bench/results.md");
+    if std::env::args().nth(1).as_deref() == Some("logs") {
+        let output = env_or("CARRIER_BENCH_OUT", ".run/bench/logs.md");
+        return logs::run(&output).await;
+    }
     if std::env::args().nth(1).as_deref() == Some("delivery") {
         let delivery_pid =
             std::env::var("CARRIER_BENCH_DELIVERY_PID").context("CARRIER_BENCH_DELIVERY_PID")?;

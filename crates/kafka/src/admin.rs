@@ -43,40 +43,73 @@ pub async fn fetch_one(
     offset: i64,
     timeout: Duration,
 ) -> Result<Option<Vec<u8>>, KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    use rdkafka::{Offset, TopicPartitionList};
+    RecordReader::new(settings)?
+        .read(topic, partition, offset, timeout)
+        .await
+}
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .set("group.id", "carrier-fetch-one")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "error")
-        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-        .set("fetch.message.max.bytes", crate::MAX_RECORD_BYTES.to_string())
-        .create()?;
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    consumer.assign(&assignment)?;
-    tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) if message.offset() == offset => {
-                    return Ok(Some(message.payload().unwrap_or_default().to_vec()))
-                }
-                Some(Ok(message)) if message.offset() > offset => return Ok(None),
-                Some(Ok(_)) | None => {}
-                Some(Err(error)) => {
-                    tracing::debug!(%error, offset, "fetching one record failed");
-                    return Ok(None);
+/// Reads single records by position, without joining a group: one connection for many reads
+/// (a bulk retry reads hundreds of messages back; a consumer per read would pay the connection
+/// set-up each time).
+pub struct RecordReader {
+    consumer: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+}
+
+impl RecordReader {
+    pub fn new(settings: &KafkaSettings) -> Result<RecordReader, KafkaError> {
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", "carrier-fetch-one")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "error")
+            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+            .set("fetch.message.max.bytes", crate::MAX_RECORD_BYTES.to_string())
+            .create()?;
+        Ok(RecordReader {
+            consumer: std::sync::Arc::new(consumer),
+        })
+    }
+
+    /// The record at `offset` of `topic`/`partition`. `None` when it no longer exists
+    /// (retention) or did not arrive within `timeout`. Each read assigns the consumer to that
+    /// one position anew (librdkafka discards what it fetched for an earlier assignment).
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<Option<Vec<u8>>, KafkaError> {
+        use rdkafka::consumer::Consumer;
+        use rdkafka::message::Message;
+        use rdkafka::{Offset, TopicPartitionList};
+
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        let consumer = self.consumer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            consumer.assign(&assignment)?;
+            let deadline = std::time::Instant::now() + timeout;
+            while std::time::Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(message)) if message.topic() != topic || message.partition() != partition => {}
+                    Some(Ok(message)) if message.offset() == offset => {
+                        return Ok(Some(message.payload().unwrap_or_default().to_vec()))
+                    }
+                    Some(Ok(message)) if message.offset() > offset => return Ok(None),
+                    Some(Ok(_)) | None => {}
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, offset, "fetching one record failed");
+                        return Ok(None);
+                    }
                 }
             }
-        }
-        Ok(None)
-    })
-    .await
-    .unwrap_or(Ok(None))
+            Ok(None)
+        })
+        .await
+        .unwrap_or(Ok(None))
+    }
 }
 
 /// The number of partitions of `topic`.

@@ -5,9 +5,11 @@
 //!   `POST /fhir/R4/{type}` — the FHIR API: each validates its own request, then both take the
 //!   one pipeline of `api::accept`: ask the router where the message goes (`routes`), write it
 //!   to `carrier.inbound` and answer 200 only once the broker acknowledged the write (acks=all).
-//!   With an `Idempotency-Key` header, a retried POST gets the original answer instead
-//!   (`api::idempotency`, keys in Postgres for 24 h).
-//! - `api::logs`     `GET /v1/logs/{id}` — read from the log store (Postgres).
+//! - `api::logs`     `GET /v1/logs/{id}`, `GET /v1/logs` (search: `api::log_search`) — read
+//!   from the log store (Postgres); `api::retry` `POST /v1/logs/{id}/retry` and
+//!   `POST /v1/logs/retry` (every log a search finds) — manual retry.
+//!   `POST /endpoint` and `/fhir/R4/{type}` with an `Idempotency-Key` header: a retried POST
+//!   gets the original answer instead (`api::idempotency`, keys in Postgres for 24 h).
 //! - `api::admin`    `/v1/organizations|sources|destinations|subscriptions` — forwarded to the
 //!   router, which owns the configuration.
 //! - `auth`          access tokens, the operator token, and the disabled sources (polled from the

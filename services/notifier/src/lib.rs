@@ -13,14 +13,19 @@
 //! - `dispatch`: one task per channel sends the outbox (retried with backoff, at least once).
 //! - `channels`: SMTP e-mail, Slack-compatible webhooks, the `carrier.notifications` topic.
 //! - `notification`: the JSON document every channel carries (`docs/schemas/notification.v1.json`).
+//! - `retention`: the periodic purge of logs older than `log_retention_days`, in short batches.
+//!
+//! `log_store` and `retention` are public for the end-to-end tests and the benchmark, which
+//! write and purge the store exactly as the notifier does.
 #![forbid(unsafe_code)]
 
 mod batches;
 pub mod channels;
 mod dispatch;
 mod incidents;
-mod log_store;
+pub mod log_store;
 pub mod notification;
+pub mod retention;
 
 pub use channels::{SmtpSettings, SmtpTls};
 
@@ -49,6 +54,16 @@ pub struct Config {
     pub batch_size: usize,
     /// How long a partial batch waits for more events before it is written.
     pub batch_wait_ms: u64,
+    /// Logs whose message was received more than this many days ago are deleted, with their
+    /// attempts (logs still `queued` are kept until they end). 0 keeps logs forever.
+    /// `carrier.deliveries` must retain messages at least this long for manual retry to work
+    /// on every stored log.
+    pub log_retention_days: u32,
+    /// Time between two purges of logs past retention (every notifier replica purges; they
+    /// skip each other's rows).
+    pub log_purge_interval_secs: u64,
+    /// Logs deleted per purge transaction (short transactions, few locks held at once).
+    pub log_purge_batch_size: i64,
     /// The `[alerts]` section (`CARRIER_ALERTS__*`).
     pub alerts: AlertSettings,
     /// The `[smtp]` section (`CARRIER_SMTP__*`): the server alert e-mails go through.
@@ -100,6 +115,9 @@ impl Default for Config {
             batch_wait_ms: 20,
             alerts: AlertSettings::default(),
             smtp: SmtpSettings::default(),
+            log_retention_days: 30,
+            log_purge_interval_secs: 600,
+            log_purge_batch_size: 5_000,
         }
     }
 }
@@ -111,6 +129,16 @@ impl Config {
             return Err(ConfigError::Invalid("batch_size must be at least 1".into()));
         }
         config.validate()?;
+        if config.log_purge_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "log_purge_interval_secs must be at least 1".into(),
+            ));
+        }
+        if config.log_purge_batch_size < 1 {
+            return Err(ConfigError::Invalid(
+                "log_purge_batch_size must be at least 1".into(),
+            ));
+        }
         Ok(config)
     }
 
@@ -165,7 +193,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         wakeup.clone(),
         shutdown.clone(),
     );
-    let consumer = batches::start(&config, pool, wakeup, shutdown.clone()).context("kafka consumer")?;
+    let consumer =
+        batches::start(&config, pool.clone(), wakeup, shutdown.clone()).context("kafka consumer")?;
+    let purge = tokio::spawn(retention::run(
+        pool,
+        retention::RetentionSettings {
+            retention_days: config.log_retention_days,
+            interval: Duration::from_secs(config.log_purge_interval_secs),
+            batch_size: config.log_purge_batch_size,
+        },
+        shutdown.clone(),
+    ));
     readiness.set_ready(true);
     tracing::info!("notifier ready");
     shutdown.cancelled().await;
@@ -174,6 +212,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     for dispatcher in dispatchers {
         dispatcher.await.context("alert dispatcher")?;
     }
+    purge.await.context("log purge task")?;
     probes
         .await
         .context("probe server task")?

@@ -1,10 +1,12 @@
-//! `GET /v1/logs/{id}`: one log with its attempts, from the log store.
-//! The operator sees every log; a source sees only its organization's (others answer 404, so
-//! a log's existence is not revealed across organizations).
+//! The log store's read routes: `GET /v1/logs/{id}` (one log with its attempts) and
+//! `GET /v1/logs` (a search, newest first, cursor-paginated; the filters are in `log_search`).
+//! The operator sees every log; a source sees only its organization's (another's log answers
+//! 404, so a log's existence is not revealed across organizations, and a search never returns it).
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use carrier_store::sqlx::postgres::PgRow;
@@ -13,12 +15,48 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::log_search::{Limits, LogFilter, Order};
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::AppState;
 
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The organization a caller's searches are restricted to: `None` for the operator (every
+/// organization), the source's own for a source token.
+pub(crate) fn caller_organization(state: &AppState, headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
+    let caller = auth::caller(
+        headers,
+        &state.tokens,
+        state.config.admin_token.as_deref().expect("validated"),
+    )?;
+    match caller {
+        Caller::Operator => Ok(None),
+        Caller::Source { organization_id, .. } => Uuid::parse_str(&organization_id)
+            .map(Some)
+            .map_err(|_| ApiError::internal("A signed token names an organization that is not a UUID")),
+    }
+}
+
+/// A log's fields as every logs route answers them (without its attempts).
+pub(crate) fn log_json(row: &PgRow) -> Value {
+    json!({
+        "id": row.get::<Uuid, _>("id").to_string(),
+        "message_id": row.get::<Uuid, _>("message_id").to_string(),
+        "destination_id": row.get::<Uuid, _>("destination_id").to_string(),
+        "source_id": row.get::<Uuid, _>("source_id").to_string(),
+        "organization_id": row.get::<Uuid, _>("organization_id").to_string(),
+        "data_model": row.get::<String, _>("data_model"),
+        "event_type": row.get::<String, _>("event_type"),
+        "environment": row.get::<String, _>("environment"),
+        "test": row.get::<bool, _>("test"),
+        "status": row.get::<String, _>("status"),
+        "attempt_count": row.get::<i32, _>("attempts"),
+        "received_at": rfc3339(row.get("received_at")),
+        "updated_at": rfc3339(row.get("updated_at")),
+    })
 }
 
 /// The log `id` if the caller may see it: the operator sees every log, a source only its
@@ -67,7 +105,6 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (log_id, row) = visible_log(&state, &headers, &id).await?;
-    let organization_id: Uuid = row.get("organization_id");
     let attempts = sqlx::query("SELECT * FROM attempts WHERE log_id = $1 ORDER BY number")
         .bind(log_id)
         .fetch_all(&state.log_store)
@@ -86,20 +123,53 @@ pub async fn get_one(
             })
         })
         .collect();
+    let mut log = log_json(&row);
+    log["attempts"] = Value::Array(attempts);
+    Ok(Json(log))
+}
+
+/// Page sizes of `GET /v1/logs`.
+const SEARCH_LIMITS: Limits = Limits {
+    default: 50,
+    max: 500,
+};
+
+#[utoipa::path(
+    get,
+    path = "/v1/logs",
+    operation_id = "search_logs",
+    tag = "Logs",
+    params(
+        ("organization_id" = Option<String>, Query, description = "Only this organization's logs (a source's token sees only its own organization's anyway)"),
+        ("destination_id" = Option<String>, Query, description = "Only logs of this destination"),
+        ("source_id" = Option<String>, Query, description = "Only logs of messages from this source"),
+        ("status" = Option<String>, Query, description = "queued, delivered, failed or cancelled"),
+        ("data_model" = Option<String>, Query, description = "Only this data model (a FHIR resource type for the FHIR API)"),
+        ("test" = Option<bool>, Query, description = "true: only test messages; false: only real ones"),
+        ("since" = Option<String>, Query, description = "Received at or after this time (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "Received before this time (RFC 3339)"),
+        ("limit" = Option<i64>, Query, description = "Logs per page, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "The next_cursor of the previous page"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of matching logs, newest first (fields as GET /v1/logs/{id}, without attempts), and next_cursor (null on the last page)", body = serde_json::Value),
+        (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+    )
+)]
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let organization = caller_organization(&state, &headers)?;
+    let filter = LogFilter::parse(query, Order::NewestFirst, SEARCH_LIMITS)?;
+    let (rows, next) = filter
+        .page(&state.log_store, organization, Order::NewestFirst)
+        .await?;
     Ok(Json(json!({
-        "id": log_id.to_string(),
-        "message_id": row.get::<Uuid, _>("message_id").to_string(),
-        "destination_id": row.get::<Uuid, _>("destination_id").to_string(),
-        "source_id": row.get::<Uuid, _>("source_id").to_string(),
-        "organization_id": organization_id.to_string(),
-        "data_model": row.get::<String, _>("data_model"),
-        "event_type": row.get::<String, _>("event_type"),
-        "environment": row.get::<String, _>("environment"),
-        "test": row.get::<bool, _>("test"),
-        "status": row.get::<String, _>("status"),
-        "attempt_count": row.get::<i32, _>("attempts"),
-        "received_at": rfc3339(row.get("received_at")),
-        "updated_at": rfc3339(row.get("updated_at")),
-        "attempts": attempts,
+        "logs": rows.iter().map(log_json).collect::<Vec<_>>(),
+        "next_cursor": next.map(|cursor| cursor.encode(Order::NewestFirst)),
     })))
 }

@@ -6,6 +6,7 @@ pub(crate) mod admin;
 pub(crate) mod endpoint;
 pub(crate) mod fhir;
 pub(crate) mod idempotency;
+pub(crate) mod log_search;
 pub(crate) mod logs;
 pub(crate) mod oauth;
 #[cfg(test)]
@@ -42,6 +43,8 @@ fn public_routes(state: Arc<AppState>) -> Router {
         .route("/oauth/token", post(oauth::token))
         .route("/endpoint", post(endpoint::post))
         .route("/fhir/R4/{resource_type}", post(fhir::post))
+        .route("/v1/logs", get(logs::search))
+        .route("/v1/logs/retry", post(retry::retry_matching))
         .route("/v1/logs/{id}", get(logs::get_one))
         .route("/v1/logs/{id}/retry", post(retry::retry))
         .route("/v1/organizations", post(admin::create_organization))

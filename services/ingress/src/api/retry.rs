@@ -1,26 +1,47 @@
-//! `POST /v1/logs/{id}/retry`: a new attempt on an existing log (delivered, failed, test or
-//! cancelled), queued behind the destination's waiting messages; the held head of a queue is
-//! attempted now instead.
+//! Manual retry.
 //!
-//! The message is read again from its delivery task in `carrier.deliveries` (the log records
-//! where it is), so a retry is possible as long as that topic retains it.
+//! - `POST /v1/logs/{id}/retry`: a new attempt on an existing log (delivered, failed, test or
+//!   cancelled), queued behind the destination's waiting messages; the held head of a queue is
+//!   attempted now instead.
+//! - `POST /v1/logs/retry?<search filters>`: the same for every log a search finds (`failed`
+//!   ones unless `status` says otherwise), oldest first, one page of at most `limit` per request.
+//!
+//! Both go through [`requeue`]: the message is read again from its delivery task in
+//! `carrier.deliveries` (the log records where it is) and produced to that topic once more,
+//! keyed by destination, as a task with a `retry_id`. So a retry is possible as long as that
+//! topic retains the message. Carrier keeps no second copy of bodies in Postgres: bodies are up
+//! to 10 MiB, and copying every one into the log store would double what the notifier writes
+//! for a rare operation. Instead the topic's retention must cover the log retention
+//! (`log_retention_days` of the notifier, 30 days by default; see README "Kafka in
+//! production"). A log whose message is gone answers 404 `The message of log <id> is no
+//! longer retained`.
+//!
+//! Order: a bulk retry requeues the logs oldest first, each write acknowledged before the next
+//! is sent, so each destination gets its retries in the order its messages were received.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use carrier_kafka::admin::RecordReader;
 use carrier_proto::delivery_v1::HeadRequest;
 use carrier_proto::records_v1::DeliveryTask;
 use carrier_proto::ErrorKind;
+use carrier_store::sqlx::postgres::PgRow;
 use carrier_store::sqlx::Row;
 use prost::Message;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::log_search::{Limits, LogFilter, Order};
 use crate::error::ApiError;
 use crate::AppState;
+
+/// How long a retry waits for its message to be read back from `carrier.deliveries`.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[utoipa::path(
     post,
@@ -65,36 +86,62 @@ pub async fn retry(
         ));
     }
 
+    let reader = task_reader(&state)?;
+    let retry_id = requeue(&state, &reader, log_id, &row).await?;
+    tracing::info!(%log_id, retry_id, "manual retry queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "log_id": id, "retry_id": retry_id, "attempting_now": false })),
+    ))
+}
+
+fn task_reader(state: &AppState) -> Result<RecordReader, ApiError> {
+    RecordReader::new(&state.config.kafka).map_err(|error| {
+        tracing::warn!(%error, "cannot create a reader of carrier.deliveries for a manual retry");
+        ApiError::new(
+            ErrorKind::QueueRejected,
+            "The message could not be read from the queue; retry later",
+        )
+    })
+}
+
+/// Queues a new attempt of the log in `row` behind its destination's waiting messages: reads its
+/// delivery task back from `carrier.deliveries` and produces it again with a new `retry_id`.
+/// Answers the `retry_id` once the broker has acknowledged the write.
+async fn requeue(
+    state: &AppState,
+    reader: &RecordReader,
+    log_id: Uuid,
+    row: &PgRow,
+) -> Result<String, ApiError> {
     let (Some(partition), Some(offset)) = (
         row.get::<Option<i32>, _>("task_partition"),
         row.get::<Option<i64>, _>("task_offset"),
     ) else {
         return Err(ApiError::new(
             ErrorKind::Conflict,
-            format!("Log {id} is not ready for a retry yet; try again shortly"),
+            format!("Log {log_id} is not ready for a retry yet; try again shortly"),
         ));
     };
-    let payload = carrier_kafka::admin::fetch_one(
-        &state.config.kafka,
-        &state.topics.deliveries,
-        partition,
-        offset,
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|error| {
-        tracing::warn!(%error, %log_id, "reading a delivery task for a manual retry failed");
-        ApiError::new(
-            ErrorKind::QueueRejected,
-            "The message could not be read from the queue; retry later",
-        )
-    })?
-    .ok_or_else(|| ApiError::not_found(format!("The message of log {id} is no longer retained")))?;
+    let payload = reader
+        .read(&state.topics.deliveries, partition, offset, READ_TIMEOUT)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, %log_id, "reading a delivery task for a manual retry failed");
+            ApiError::new(
+                ErrorKind::QueueRejected,
+                "The message could not be read from the queue; retry later",
+            )
+        })?
+        .ok_or_else(|| {
+            retry_failures().with_label_values(&["not_retained"]).inc();
+            ApiError::not_found(format!("The message of log {log_id} is no longer retained"))
+        })?;
     let mut task = DeliveryTask::decode(payload.as_slice())
-        .map_err(|_| ApiError::internal(format!("The stored message of log {id} is unreadable")))?;
+        .map_err(|_| ApiError::internal(format!("The stored message of log {log_id} is unreadable")))?;
     if task.log_id != log_id.to_string() {
         return Err(ApiError::internal(format!(
-            "The queue position recorded for log {id} holds another log"
+            "The queue position recorded for log {log_id} holds another log"
         )));
     }
     task.previous_attempts = row.get::<i32, _>("attempts").max(0) as u32;
@@ -110,10 +157,116 @@ pub async fn retry(
         carrier_kafka::producer::WhenFull::Fail,
     )
     .await
-    .map_err(|error| ApiError::new(error.kind(), "The retry could not be queued; nothing changed"))?;
-    tracing::info!(%log_id, retry_id, "manual retry queued");
+    .map_err(|error| {
+        retry_failures().with_label_values(&["queue"]).inc();
+        ApiError::new(error.kind(), "The retry could not be queued; nothing changed")
+    })?;
+    Ok(retry_id)
+}
+
+/// Retries that could not be queued, by reason (`not_retained`: the message is past the
+/// topic's retention; `queue`: the broker refused the write).
+fn retry_failures() -> carrier_telemetry::prometheus::IntCounterVec {
+    carrier_telemetry::counter_vec(
+        "carrier_ingress_manual_retry_failures_total",
+        "Manual retries that could not be queued, by reason",
+        &["reason"],
+    )
+}
+
+/// Page sizes of `POST /v1/logs/retry`: each log is read back and written once more, in turn.
+const BULK_LIMITS: Limits = Limits {
+    default: 100,
+    max: 1_000,
+};
+
+#[utoipa::path(
+    post,
+    path = "/v1/logs/retry",
+    operation_id = "retry_logs",
+    tag = "Logs",
+    params(
+        ("organization_id" = Option<String>, Query, description = "Only this organization's logs (a source's token retries only its own organization's anyway)"),
+        ("destination_id" = Option<String>, Query, description = "Only logs of this destination"),
+        ("source_id" = Option<String>, Query, description = "Only logs of messages from this source"),
+        ("status" = Option<String>, Query, description = "failed (default), cancelled or delivered; queued logs are still being delivered and are refused"),
+        ("data_model" = Option<String>, Query, description = "Only this data model"),
+        ("test" = Option<bool>, Query, description = "true: only test messages; false: only real ones"),
+        ("since" = Option<String>, Query, description = "Received at or after this time (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "Received before this time (RFC 3339)"),
+        ("limit" = Option<i64>, Query, description = "Most logs retried by this request, 1 to 1000 (default 100)"),
+        ("cursor" = Option<String>, Query, description = "The next_cursor of the previous bulk retry, to continue after it"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "retried (count), log_ids (queued, oldest first), not_retried ([{log_id, error}]), next_cursor (more logs match: call again with it; null when done)", body = serde_json::Value),
+        (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+    )
+)]
+pub async fn retry_matching(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let organization = super::logs::caller_organization(&state, &headers)?;
+    let mut filter = LogFilter::parse(query, Order::OldestFirst, BULK_LIMITS)?;
+    match filter.status {
+        None => filter.status = Some("failed"),
+        Some("queued") => {
+            return Err(ApiError::bad_request(
+                "Query parameter status=queued cannot be retried in bulk: queued logs are still being \
+                 delivered (a held head is retried with POST /v1/logs/{id}/retry)",
+            ))
+        }
+        Some(_) => {}
+    }
+    let (rows, mut next) = filter
+        .page(&state.log_store, organization, Order::OldestFirst)
+        .await?;
+    let mut retried = Vec::new();
+    let mut not_retried = Vec::new();
+    if !rows.is_empty() {
+        let reader = task_reader(&state)?;
+        for (index, row) in rows.iter().enumerate() {
+            let log_id: Uuid = row.get("id");
+            match requeue(&state, &reader, log_id, row).await {
+                Ok(_) => retried.push(log_id.to_string()),
+                // This log cannot be retried; the others still can (their order is kept).
+                Err(error)
+                    if matches!(
+                        error.kind,
+                        ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Internal
+                    ) =>
+                {
+                    not_retried.push(json!({ "log_id": log_id.to_string(), "error": error.text }));
+                }
+                // The queue is failing: stop here, and let the caller continue from this log.
+                Err(error) if retried.is_empty() && not_retried.is_empty() => return Err(error),
+                Err(error) => {
+                    tracing::warn!(error = %error.text, %log_id, "bulk retry stopped by a queue failure");
+                    not_retried.push(json!({ "log_id": log_id.to_string(), "error": error.text }));
+                    next = (index > 0).then(|| super::log_search::Cursor::of_row(&rows[index - 1]));
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!(
+        retried = retried.len(),
+        not_retried = not_retried.len(),
+        more = next.is_some(),
+        "bulk retry queued"
+    );
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "log_id": id, "retry_id": retry_id, "attempting_now": false })),
+        Json(json!({
+            "retried": retried.len(),
+            "log_ids": retried,
+            "not_retried": not_retried,
+            "next_cursor": next.map(|cursor| cursor.encode(Order::OldestFirst)),
+        })),
     ))
 }

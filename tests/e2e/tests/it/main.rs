@@ -7,6 +7,7 @@ mod client_assertion;
 mod faults;
 mod fhir;
 mod idempotency;
+mod logs;
 mod manual_retry;
 mod operator;
 mod outbound;

@@ -1,0 +1,120 @@
+//! Log retention: a periodic purge deletes the logs (and their attempts) whose message arrived
+//! more than `log_retention_days` ago.
+//!
+//! The purge deletes in batches of `log_purge_batch_size` logs, each batch its own short
+//! transaction, oldest first (index `logs_by_received`), so it never holds many row locks or a
+//! long transaction while the notifier keeps writing. Rows are claimed with `FOR UPDATE SKIP
+//! LOCKED`: several notifier replicas may purge at once without waiting on each other or on a
+//! batch write that holds a row.
+//!
+//! Logs still `queued` are kept, however old: their destination is still trying (a production
+//! destination held for longer than the retention), and their record must outlive it. They are
+//! purged once they end and are past the retention.
+//!
+//! Manual retry reads a message back from `carrier.deliveries`; that topic's retention must be
+//! at least this one for a retry to work on every log the store still shows (README, "Kafka in
+//! production").
+
+use std::time::Duration;
+
+use carrier_store::sqlx::{self, PgPool};
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+/// When and how much to purge.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionSettings {
+    /// Logs received longer ago than this are deleted; 0 keeps logs forever.
+    pub retention_days: u32,
+    /// Time between purge passes.
+    pub interval: Duration,
+    /// Logs deleted per transaction.
+    pub batch_size: i64,
+}
+
+fn purged_logs() -> carrier_telemetry::prometheus::IntCounterVec {
+    carrier_telemetry::counter_vec(
+        "carrier_notifier_logs_purged_total",
+        "Logs (with their attempts) deleted by the retention purge",
+        &[],
+    )
+}
+
+fn purge_failures() -> carrier_telemetry::prometheus::IntCounterVec {
+    carrier_telemetry::counter_vec(
+        "carrier_notifier_log_purge_failures_total",
+        "Retention purge passes that failed (the next pass tries again)",
+        &[],
+    )
+}
+
+/// Deletes one batch: at most `batch_size` finished logs received before `cutoff`, and their
+/// attempts. Returns how many logs it deleted.
+async fn purge_batch(pool: &PgPool, cutoff: DateTime<Utc>, batch_size: i64) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query(
+        "WITH doomed AS (
+             SELECT id FROM logs
+             WHERE received_at < $1 AND status <> 'queued'
+             ORDER BY received_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         ), doomed_attempts AS (
+             DELETE FROM attempts WHERE log_id IN (SELECT id FROM doomed)
+         )
+         DELETE FROM logs WHERE id IN (SELECT id FROM doomed)",
+    )
+    .bind(cutoff)
+    .bind(batch_size)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    purged_logs().with_label_values::<&str>(&[]).inc_by(deleted);
+    Ok(deleted)
+}
+
+/// Deletes every finished log received before `cutoff` (with its attempts), `batch_size` at a
+/// time, until a batch comes back short. Returns how many logs it deleted.
+pub async fn purge_older_than(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch_size: i64,
+) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let deleted = purge_batch(pool, cutoff, batch_size).await?;
+        total += deleted;
+        if (deleted as i64) < batch_size {
+            return Ok(total);
+        }
+    }
+}
+
+/// Purges every `interval` until `shutdown`; the first pass runs at start. A failed pass is
+/// logged and counted, and the next one tries again.
+pub async fn run(pool: PgPool, settings: RetentionSettings, shutdown: CancellationToken) {
+    if settings.retention_days == 0 {
+        tracing::info!("log retention off (log_retention_days = 0): logs are kept forever");
+        return;
+    }
+    let retention = chrono::Duration::days(i64::from(settings.retention_days));
+    loop {
+        let cutoff = Utc::now() - retention;
+        let pass = purge_older_than(&pool, cutoff, settings.batch_size);
+        let result = tokio::select! {
+            result = pass => result,
+            _ = shutdown.cancelled() => return,
+        };
+        match result {
+            Ok(0) => tracing::debug!(%cutoff, "log purge found nothing to delete"),
+            Ok(purged) => tracing::info!(purged, %cutoff, "log purge deleted logs past retention"),
+            Err(error) => {
+                purge_failures().with_label_values::<&str>(&[]).inc();
+                tracing::warn!(%error, "log purge failed; retrying at the next pass");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(settings.interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
