@@ -17,8 +17,8 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use carrier_store::sqlx::{self, PgPool};
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 /// When and how much to purge.
@@ -74,7 +74,11 @@ async fn purge_batch(pool: &PgPool, cutoff: DateTime<Utc>, batch_size: i64) -> R
 
 /// Deletes every finished log received before `cutoff` (with its attempts), `batch_size` at a
 /// time, until a batch comes back short. Returns how many logs it deleted.
-pub async fn purge_older_than(pool: &PgPool, cutoff: DateTime<Utc>, batch_size: i64) -> Result<u64, sqlx::Error> {
+pub async fn purge_older_than(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch_size: i64,
+) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
         let deleted = purge_batch(pool, cutoff, batch_size).await?;

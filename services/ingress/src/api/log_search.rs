@@ -132,7 +132,10 @@ impl LogFilter {
         limits: Limits,
     ) -> Result<LogFilter, ApiError> {
         let Query(pairs) = query.map_err(|rejection| {
-            ApiError::bad_request(format!("The query string could not be read: {}", rejection.body_text()))
+            ApiError::bad_request(format!(
+                "The query string could not be read: {}",
+                rejection.body_text()
+            ))
         })?;
         let mut filter = LogFilter {
             limit: limits.default,
@@ -163,7 +166,9 @@ impl LogFilter {
                 }
                 "data_model" => {
                     if value.trim().is_empty() {
-                        return Err(ApiError::bad_request("Query parameter data_model must not be empty"));
+                        return Err(ApiError::bad_request(
+                            "Query parameter data_model must not be empty",
+                        ));
                     }
                     filter.data_model = Some(value.clone());
                 }
@@ -228,7 +233,11 @@ impl LogFilter {
         let mut rows = query.build().fetch_all(pool).await?;
         let more = rows.len() as i64 > self.limit;
         rows.truncate(self.limit as usize);
-        let next = if more { rows.last().map(Cursor::of_row) } else { None };
+        let next = if more {
+            rows.last().map(Cursor::of_row)
+        } else {
+            None
+        };
         Ok((rows, next))
     }
 
@@ -294,7 +303,10 @@ mod tests {
         LogFilter::parse(
             Query::try_from_uri(&uri),
             order,
-            Limits { default: 50, max: 500 },
+            Limits {
+                default: 50,
+                max: 500,
+            },
         )
     }
 
@@ -345,7 +357,9 @@ mod tests {
         }
         let error = parse("destination=x", Order::NewestFirst).unwrap_err();
         assert!(
-            error.text.starts_with("Unknown query parameter destination (expected one of"),
+            error
+                .text
+                .starts_with("Unknown query parameter destination (expected one of"),
             "{}",
             error.text
         );

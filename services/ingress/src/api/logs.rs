@@ -15,7 +15,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::log_search::{LogFilter, Limits, Order};
+use super::log_search::{Limits, LogFilter, Order};
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::AppState;
@@ -129,7 +129,10 @@ pub async fn get_one(
 }
 
 /// Page sizes of `GET /v1/logs`.
-const SEARCH_LIMITS: Limits = Limits { default: 50, max: 500 };
+const SEARCH_LIMITS: Limits = Limits {
+    default: 50,
+    max: 500,
+};
 
 #[utoipa::path(
     get,

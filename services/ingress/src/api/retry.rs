@@ -26,17 +26,17 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use carrier_kafka::admin::RecordReader;
 use carrier_proto::delivery_v1::HeadRequest;
 use carrier_proto::records_v1::DeliveryTask;
 use carrier_proto::ErrorKind;
-use carrier_kafka::admin::RecordReader;
 use carrier_store::sqlx::postgres::PgRow;
 use carrier_store::sqlx::Row;
 use prost::Message;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::log_search::{LogFilter, Limits, Order};
+use super::log_search::{Limits, LogFilter, Order};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -108,7 +108,12 @@ fn task_reader(state: &AppState) -> Result<RecordReader, ApiError> {
 /// Queues a new attempt of the log in `row` behind its destination's waiting messages: reads its
 /// delivery task back from `carrier.deliveries` and produces it again with a new `retry_id`.
 /// Answers the `retry_id` once the broker has acknowledged the write.
-async fn requeue(state: &AppState, reader: &RecordReader, log_id: Uuid, row: &PgRow) -> Result<String, ApiError> {
+async fn requeue(
+    state: &AppState,
+    reader: &RecordReader,
+    log_id: Uuid,
+    row: &PgRow,
+) -> Result<String, ApiError> {
     let (Some(partition), Some(offset)) = (
         row.get::<Option<i32>, _>("task_partition"),
         row.get::<Option<i64>, _>("task_offset"),
@@ -170,7 +175,10 @@ fn retry_failures() -> carrier_telemetry::prometheus::IntCounterVec {
 }
 
 /// Page sizes of `POST /v1/logs/retry`: each log is read back and written once more, in turn.
-const BULK_LIMITS: Limits = Limits { default: 100, max: 1_000 };
+const BULK_LIMITS: Limits = Limits {
+    default: 100,
+    max: 1_000,
+};
 
 #[utoipa::path(
     post,
@@ -227,7 +235,12 @@ pub async fn retry_matching(
             match requeue(&state, &reader, log_id, row).await {
                 Ok(_) => retried.push(log_id.to_string()),
                 // This log cannot be retried; the others still can (their order is kept).
-                Err(error) if matches!(error.kind, ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Internal) => {
+                Err(error)
+                    if matches!(
+                        error.kind,
+                        ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Internal
+                    ) =>
+                {
                     not_retried.push(json!({ "log_id": log_id.to_string(), "error": error.text }));
                 }
                 // The queue is failing: stop here, and let the caller continue from this log.

@@ -19,6 +19,9 @@ use uuid::Uuid;
 
 use crate::sequences;
 
+/// Which generated logs a search should find.
+type Filter<'a> = Box<dyn Fn(&Expected) -> bool + 'a>;
+
 /// One generated log, as the search should report it.
 #[derive(Debug, Clone)]
 struct Expected {
@@ -108,7 +111,8 @@ async fn all_pages(api: &Api, token: &str, query: &str, limit: usize) -> Vec<Str
 fn newest_first(logs: &[Expected], keep: impl Fn(&Expected) -> bool) -> Vec<String> {
     let mut matching: Vec<&Expected> = logs.iter().filter(|log| keep(log)).collect();
     matching.sort_by(|a, b| {
-        (b.received_at, Uuid::parse_str(&b.id).unwrap()).cmp(&(a.received_at, Uuid::parse_str(&a.id).unwrap()))
+        (b.received_at, Uuid::parse_str(&b.id).unwrap())
+            .cmp(&(a.received_at, Uuid::parse_str(&a.id).unwrap()))
     });
     matching.into_iter().map(|log| log.id.clone()).collect()
 }
@@ -134,14 +138,25 @@ async fn searching_logs_filters_pages_newest_first_and_keeps_organizations_apart
     // 90 logs for A and 30 for B, received one second apart in pairs (equal times test the
     // ID tie-break of the cursor), with every status, two data models and some test messages.
     let start: DateTime<Utc> = "2026-11-20T08:00:00Z".parse().unwrap();
-    let statuses = ["delivered", "failed", "delivered", "queued", "cancelled", "delivered"];
+    let statuses = [
+        "delivered",
+        "failed",
+        "delivered",
+        "queued",
+        "cancelled",
+        "delivered",
+    ];
     let mut logs = Vec::new();
     for index in 0..120usize {
         let in_a = index % 4 != 3;
         logs.push(Expected {
             id: Uuid::new_v4().to_string(),
             organization_id: (if in_a { &organization_a } else { &organization_b }).clone(),
-            destination_id: if in_a { destinations_a[index % 2].clone() } else { destination_b.clone() },
+            destination_id: if in_a {
+                destinations_a[index % 2].clone()
+            } else {
+                destination_b.clone()
+            },
             source_id: if !in_a {
                 source_b.id.clone()
             } else if index % 3 == 0 {
@@ -165,7 +180,10 @@ async fn searching_logs_filters_pages_newest_first_and_keeps_organizations_apart
 
     // The operator sees every log; a source only its organization's. All pages, newest first.
     let operator = api.admin_token.clone();
-    assert_eq!(all_pages(api, &operator, "", 7).await, newest_first(&logs, |_| true));
+    assert_eq!(
+        all_pages(api, &operator, "", 7).await,
+        newest_first(&logs, |_| true)
+    );
     let in_a = |log: &Expected| log.organization_id == organization_a;
     assert_eq!(all_pages(api, &token_a, "", 500).await, newest_first(&logs, in_a));
     assert_eq!(
@@ -176,7 +194,7 @@ async fn searching_logs_filters_pages_newest_first_and_keeps_organizations_apart
     // Each filter, and all of them at once, page by page.
     let since = start + chrono::Duration::seconds(10);
     let until = start + chrono::Duration::seconds(40);
-    let cases: Vec<(String, Box<dyn Fn(&Expected) -> bool + '_>)> = vec![
+    let cases: Vec<(String, Filter<'_>)> = vec![
         (
             format!("destination_id={}", destinations_a[1]),
             Box::new(|log: &Expected| log.destination_id == destinations_a[1]),
@@ -185,9 +203,18 @@ async fn searching_logs_filters_pages_newest_first_and_keeps_organizations_apart
             format!("source_id={}", source_a2.id),
             Box::new(|log: &Expected| log.source_id == source_a2.id),
         ),
-        ("status=failed".into(), Box::new(|log: &Expected| log.status == "failed")),
-        ("status=delivered".into(), Box::new(|log: &Expected| log.status == "delivered")),
-        ("data_model=Results".into(), Box::new(|log: &Expected| log.data_model == "Results")),
+        (
+            "status=failed".into(),
+            Box::new(|log: &Expected| log.status == "failed"),
+        ),
+        (
+            "status=delivered".into(),
+            Box::new(|log: &Expected| log.status == "delivered"),
+        ),
+        (
+            "data_model=Results".into(),
+            Box::new(|log: &Expected| log.data_model == "Results"),
+        ),
         ("test=true".into(), Box::new(|log: &Expected| log.test)),
         ("test=false".into(), Box::new(|log: &Expected| !log.test)),
         (
@@ -216,7 +243,11 @@ async fn searching_logs_filters_pages_newest_first_and_keeps_organizations_apart
     for (query, keep) in &cases {
         let expected = newest_first(&logs, keep);
         assert!(!expected.is_empty(), "{query} matches some logs");
-        assert_eq!(all_pages(api, &operator, query, 5).await, expected, "operator, {query}");
+        assert_eq!(
+            all_pages(api, &operator, query, 5).await,
+            expected,
+            "operator, {query}"
+        );
         assert_eq!(
             all_pages(api, &token_a, query, 3).await,
             newest_first(&logs, |log| keep(log) && in_a(log)),
@@ -236,7 +267,10 @@ async fn searching_logs_filters_pages_newest_first_and_keeps_organizations_apart
     assert_eq!(first, &without_attempts);
 
     // Isolation: another organization's logs are not found, by ID or by any search.
-    let log_of_b = logs.iter().find(|log| log.organization_id == organization_b).unwrap();
+    let log_of_b = logs
+        .iter()
+        .find(|log| log.organization_id == organization_b)
+        .unwrap();
     assert_eq!(api.log(&token_a, &log_of_b.id).await.0, 404);
     assert_eq!(api.log(&token_b, &log_of_b.id).await.0, 200);
     assert_eq!(api.log(&operator, &log_of_b.id).await.0, 200);
@@ -253,7 +287,12 @@ async fn searching_logs_filters_pages_newest_first_and_keeps_organizations_apart
         .await;
     let cursor_b = page_b["next_cursor"].as_str().unwrap();
     let (status, page) = api
-        .call(reqwest::Method::GET, &format!("/v1/logs?cursor={cursor_b}"), Some(&token_a), None)
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/logs?cursor={cursor_b}"),
+            Some(&token_a),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert!(page["logs"]
@@ -264,13 +303,31 @@ async fn searching_logs_filters_pages_newest_first_and_keeps_organizations_apart
 
     // Bad parameters are 400s naming the parameter; no token is a 401.
     for (query, text) in [
-        ("status=lost", "Query parameter status must be one of queued, delivered, failed, cancelled, not 'lost'"),
-        ("limit=501", "Query parameter limit must be an integer from 1 to 500, not '501'"),
-        ("destination_id=abc", "Query parameter destination_id must be a UUID, not 'abc'"),
-        ("cursor=nonsense", "Query parameter cursor is not a next_cursor this route returned"),
+        (
+            "status=lost",
+            "Query parameter status must be one of queued, delivered, failed, cancelled, not 'lost'",
+        ),
+        (
+            "limit=501",
+            "Query parameter limit must be an integer from 1 to 500, not '501'",
+        ),
+        (
+            "destination_id=abc",
+            "Query parameter destination_id must be a UUID, not 'abc'",
+        ),
+        (
+            "cursor=nonsense",
+            "Query parameter cursor is not a next_cursor this route returned",
+        ),
     ] {
         let answer = api
-            .request(reqwest::Method::GET, &format!("/v1/logs?{query}"), Some(&token_a), &[], None)
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1/logs?{query}"),
+                Some(&token_a),
+                &[],
+                None,
+            )
             .await;
         assert_eq!(answer.status, 400, "{query}");
         assert_eq!(answer.error_text(), text, "{query}");
@@ -318,7 +375,11 @@ async fn the_purge_deletes_finished_logs_past_retention_with_their_attempts() {
         async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
     };
     assert_eq!(count("SELECT count(*) FROM logs").await, 11);
-    assert_eq!(count("SELECT count(*) FROM attempts").await, 10, "one per finished log");
+    assert_eq!(
+        count("SELECT count(*) FROM attempts").await,
+        10,
+        "one per finished log"
+    );
 
     // Batches of 3: three batches (3, 3, 1), all in one pass.
     let cutoff = now - chrono::Duration::days(30);
@@ -382,7 +443,9 @@ async fn bulk_retry_resends_a_searchs_failed_logs_in_received_order() {
     let destination_id = destination["id"].as_str().unwrap().to_string();
     let token = api.token(&source).await;
     let other_organization = api.create_organization("Elsewhere").await;
-    let other_token = api.token(&api.create_source(&other_organization, "staging").await).await;
+    let other_token = api
+        .token(&api.create_source(&other_organization, "staging").await)
+        .await;
 
     receiver.respond_with(500, "down");
     let mut log_ids = Vec::new();
@@ -407,10 +470,18 @@ async fn bulk_retry_resends_a_searchs_failed_logs_in_received_order() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["retried"], 0);
     let answer = api
-        .request(reqwest::Method::POST, "/v1/logs/retry?status=queued", Some(&token), &[], None)
+        .request(
+            reqwest::Method::POST,
+            "/v1/logs/retry?status=queued",
+            Some(&token),
+            &[],
+            None,
+        )
         .await;
     assert_eq!(answer.status, 400);
-    assert!(answer.error_text().starts_with("Query parameter status=queued cannot be retried in bulk"));
+    assert!(answer
+        .error_text()
+        .starts_with("Query parameter status=queued cannot be retried in bulk"));
 
     // The receiver is fixed; every failed log is retried, two per request, oldest first.
     let before = receiver.received().len();
@@ -448,11 +519,19 @@ async fn bulk_retry_resends_a_searchs_failed_logs_in_received_order() {
         .await;
     }
     let after: Vec<u64> = sequences(&receiver.received()[before..], None);
-    assert_eq!(after, vec![0, 1, 2, 3, 4], "delivered once each, in received order");
+    assert_eq!(
+        after,
+        vec![0, 1, 2, 3, 4],
+        "delivered once each, in received order"
+    );
     let requests = receiver.received();
     for (request, log_id) in requests[before..].iter().zip(&log_ids) {
         assert_eq!(request.header("webhook-id"), log_id, "the same log, retried");
-        assert_eq!(request.header("carrier-attempt"), "3", "after two failed attempts");
+        assert_eq!(
+            request.header("carrier-attempt"),
+            "3",
+            "after two failed attempts"
+        );
     }
     stack.stop().await;
 }
