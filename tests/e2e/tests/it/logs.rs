@@ -19,6 +19,9 @@ use uuid::Uuid;
 
 use crate::sequences;
 
+/// Which generated logs a search should find.
+type Filter<'a> = Box<dyn Fn(&Expected) -> bool + 'a>;
+
 /// One generated log, as the search should report it.
 #[derive(Debug, Clone)]
 struct Expected {
@@ -197,7 +200,7 @@ async fn searching_logs_filters_pages_newest_first_and_keeps_organizations_apart
     // Each filter, and all of them at once, page by page.
     let since = start + chrono::Duration::seconds(10);
     let until = start + chrono::Duration::seconds(40);
-    let cases: Vec<(String, Box<dyn Fn(&Expected) -> bool + '_>)> = vec![
+    let cases: Vec<(String, Filter<'_>)> = vec![
         (
             format!("destination_id={}", destinations_a[1]),
             Box::new(|log: &Expected| log.destination_id == destinations_a[1]),
