@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
-use carrier_testkit::client::Api;
+use carrier_testkit::client::{Api, Sender};
 
 use crate::{kilobyte_message, load, signal, LoadResult};
 
@@ -35,17 +35,14 @@ pub struct Options<'a> {
 
 pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
     let api = Api::new(options.limited_url, options.admin_token);
-    let organization = api.create_organization("Protection benchmark").await;
-    let source = api.create_source(&organization, "production").await;
-    api.subscribed_destination(
-        &organization,
-        &source,
-        options.receiver_url,
-        "production",
-        "Results",
-    )
-    .await;
-    let token = api.token(&source).await;
+    let Sender { token, .. } = api
+        .sender(
+            "Protection benchmark",
+            "production",
+            options.receiver_url,
+            "Results",
+        )
+        .await;
     let body = kilobyte_message();
 
     if let Some(pids) = &options.pause_pids {

@@ -59,6 +59,19 @@ pub struct SourceCredentials {
     pub client_secret: String,
 }
 
+/// What most tests set up before they send: an organization with one source, one destination
+/// of the same environment that the source is subscribed to, and a token for the source.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// The organization's ID.
+    pub organization: String,
+    pub source: SourceCredentials,
+    /// The destination as the admin API returned it.
+    pub destination: Value,
+    /// A Bearer token for `source`.
+    pub token: String,
+}
+
 #[derive(Clone)]
 pub struct Api {
     pub base_url: String,
@@ -359,6 +372,29 @@ impl Api {
         )
         .await;
         destination
+    }
+
+    /// A new organization named `organization_name` whose `environment` source is subscribed
+    /// for `data_model` to a destination at `destination_url`, with a token for that source.
+    pub async fn sender(
+        &self,
+        organization_name: &str,
+        environment: &str,
+        destination_url: &str,
+        data_model: &str,
+    ) -> Sender {
+        let organization = self.create_organization(organization_name).await;
+        let source = self.create_source(&organization, environment).await;
+        let destination = self
+            .subscribed_destination(&organization, &source, destination_url, environment, data_model)
+            .await;
+        let token = self.token(&source).await;
+        Sender {
+            organization,
+            source,
+            destination,
+            token,
+        }
     }
 
     /// A Bearer token for `source` (client-credentials grant, form-encoded).

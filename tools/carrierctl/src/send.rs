@@ -299,41 +299,70 @@ fn is_blank(line: &[u8]) -> bool {
     line.iter().all(u8::is_ascii_whitespace)
 }
 
-fn open(path: &std::path::Path) -> Result<Box<dyn BufRead>, CtlError> {
-    if path.as_os_str() == "-" {
-        return Ok(Box::new(BufReader::new(std::io::stdin())));
-    }
-    let file = std::fs::File::open(path).map_err(|source| CtlError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    Ok(Box::new(BufReader::new(file)))
+/// The messages of a file (or of standard input, `-`): its non-blank lines, without their line
+/// endings, each with its line number (blank lines count).
+struct Messages<'a> {
+    path: &'a std::path::Path,
+    reader: Box<dyn BufRead>,
+    line_number: u64,
 }
 
-/// The messages (non-blank lines) of a file, for the progress bar's length; `None` for
-/// standard input, which can be read only once.
+impl<'a> Messages<'a> {
+    fn open(path: &'a std::path::Path) -> Result<Self, CtlError> {
+        let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(BufReader::new(std::io::stdin()))
+        } else {
+            let file = std::fs::File::open(path).map_err(|source| CtlError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Box::new(BufReader::new(file))
+        };
+        Ok(Self {
+            path,
+            reader,
+            line_number: 0,
+        })
+    }
+
+    /// Reads the next message into `line` and answers its line number; `None` at the end.
+    fn next_into(&mut self, line: &mut Vec<u8>) -> Result<Option<u64>, CtlError> {
+        loop {
+            line.clear();
+            let read = self
+                .reader
+                .read_until(b'\n', line)
+                .map_err(|source| CtlError::Read {
+                    path: self.path.display().to_string(),
+                    source,
+                })?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.line_number += 1;
+            if !is_blank(line) {
+                while line.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {
+                    line.pop();
+                }
+                return Ok(Some(self.line_number));
+            }
+        }
+    }
+}
+
+/// The messages of a file, for the progress bar's length; `None` for standard input, which can
+/// be read only once.
 fn count_messages(path: &std::path::Path) -> Result<Option<u64>, CtlError> {
     if path.as_os_str() == "-" {
         return Ok(None);
     }
-    let mut reader = open(path)?;
+    let mut messages = Messages::open(path)?;
     let mut count = 0;
     let mut line = Vec::new();
-    loop {
-        line.clear();
-        let read = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|source| CtlError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-        if read == 0 {
-            return Ok(Some(count));
-        }
-        if !is_blank(&line) {
-            count += 1;
-        }
+    while messages.next_into(&mut line)?.is_some() {
+        count += 1;
     }
+    Ok(Some(count))
 }
 
 fn progress_bar(total: Option<u64>) -> ProgressBar {
@@ -364,31 +393,13 @@ async fn send_file(
     as_json: bool,
 ) -> Result<ExitCode, CtlError> {
     let total = count_messages(path)?;
-    let mut reader = open(path)?;
+    let mut messages = Messages::open(path)?;
     let bar = progress_bar(total);
     let started = Instant::now();
     let mut summary = Summary::default();
     let mut fatal = None;
-    let mut line_number = 0u64;
     let mut line = Vec::new();
-    loop {
-        line.clear();
-        let read = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|source| CtlError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-        if read == 0 {
-            break;
-        }
-        line_number += 1;
-        if is_blank(&line) {
-            continue;
-        }
-        while line.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {
-            line.pop();
-        }
+    while let Some(line_number) = messages.next_into(&mut line)? {
         match sender.send(line.clone()).await {
             Ok(Outcome::Accepted { .. }) => summary.accepted += 1,
             Ok(Outcome::Refused { status, text }) => {
@@ -465,6 +476,28 @@ mod tests {
         };
         assert_eq!(message_id, "m2");
         assert_eq!(logs, vec![json!({"id": "l2"}), json!({"id": "l3"})]);
+    }
+
+    #[test]
+    fn messages_are_the_non_blank_lines_with_their_numbers() {
+        let path = std::env::temp_dir().join(format!("carrierctl-messages-{}.jsonl", std::process::id()));
+        std::fs::write(&path, "{\"a\":1}\r\n\n  \n{\"b\":2}\n{\"c\":3}").unwrap();
+        let mut messages = Messages::open(&path).unwrap();
+        let mut line = Vec::new();
+        let mut read = Vec::new();
+        while let Some(number) = messages.next_into(&mut line).unwrap() {
+            read.push((number, String::from_utf8(line.clone()).unwrap()));
+        }
+        assert_eq!(
+            read,
+            [
+                (1, r#"{"a":1}"#.into()),
+                (4, r#"{"b":2}"#.into()),
+                (5, r#"{"c":3}"#.to_string())
+            ]
+        );
+        assert_eq!(count_messages(&path).unwrap(), Some(3));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

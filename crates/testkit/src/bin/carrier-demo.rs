@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use carrier_testkit::client::{message, Api};
+use carrier_testkit::client::{message, Api, Sender};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,14 +14,15 @@ async fn main() -> anyhow::Result<()> {
     let receiver = std::env::var("RECEIVER_URL").unwrap_or_else(|_| "http://127.0.0.1:9000/adt".into());
     let api = Api::new(&ingress, &admin_token);
 
-    let organization = api.create_organization("Demo Hospital").await;
-    let source = api.create_source(&organization, "production").await;
-    let destination = api
-        .create_destination(&organization, &receiver, "production")
+    let Sender {
+        organization,
+        source,
+        destination,
+        token,
+    } = api
+        .sender("Demo Hospital", "production", &receiver, "PatientAdmin")
         .await;
     let destination_id = destination["id"].as_str().unwrap_or_default().to_string();
-    api.subscribe(&source.id, &destination_id, "PatientAdmin").await;
-    let token = api.token(&source).await;
     println!("configured: organization {organization}, source {} (client_id {}), destination {destination_id} -> {receiver}", source.id, source.client_id);
 
     let (status, response) = api.send(&token, &message("PatientAdmin", 1)).await;

@@ -11,6 +11,7 @@ use carrier_testkit::client::{message, Api};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::smtp::SmtpServer;
 use carrier_testkit::stack::{Stack, StackOptions};
+use carrier_testkit::topic::Record;
 use serde_json::{json, Value};
 
 const DOWN: &str = r#"{"Meta":{"Errors":[{"Text":"down for maintenance"}]}}"#;
@@ -70,6 +71,17 @@ async fn count_reaches(stack: &Stack, sql: &str, expected: i64, what: &str) {
         (stack.count(sql).await >= expected).then_some(())
     })
     .await;
+}
+
+/// Every record of `carrier.notifications` so far, and their payloads as JSON, in order.
+async fn notification_records(stack: &Stack) -> (Vec<Record>, Vec<Value>) {
+    let topic = carrier_kafka::Topics::new(&stack.kafka).notifications;
+    let records = carrier_testkit::topic::read_all(&stack.kafka, &topic).await;
+    let notifications = records
+        .iter()
+        .map(|record| serde_json::from_slice(&record.payload).expect("JSON notification"))
+        .collect();
+    (records, notifications)
 }
 
 fn kinds(notifications: &[Value]) -> Vec<&str> {
@@ -183,13 +195,12 @@ async fn one_failing_and_one_recovered_alert_reach_every_channel_across_notifier
 
     // Mid-incident: restart a notifier while attempts keep failing, and wait until at least two
     // more failed attempts are in the log store.
-    let before = stack
-        .count(&format!("SELECT count(*) FROM attempts WHERE log_id = '{head}'"))
-        .await;
+    let head_attempts = format!("SELECT count(*) FROM attempts WHERE log_id = '{head}'");
+    let before = stack.count(&head_attempts).await;
     stack.restart_notifier().await;
     count_reaches(
         &stack,
-        &format!("SELECT count(*) FROM attempts WHERE log_id = '{head}'"),
+        &head_attempts,
         before + 2,
         "two more failed attempts after the restart",
     )
@@ -212,9 +223,7 @@ async fn one_failing_and_one_recovered_alert_reach_every_channel_across_notifier
         "the recovered alert on every channel",
     )
     .await;
-    let attempts = stack
-        .count(&format!("SELECT count(*) FROM attempts WHERE log_id = '{head}'"))
-        .await;
+    let attempts = stack.count(&head_attempts).await;
     assert!(
         attempts >= before + 3,
         "failed attempts, then the delivery: {attempts}"
@@ -238,12 +247,7 @@ async fn one_failing_and_one_recovered_alert_reach_every_channel_across_notifier
     );
 
     // Kafka: exactly one record of each kind, keyed by the destination.
-    let topic = carrier_kafka::Topics::new(&stack.kafka).notifications;
-    let records = carrier_testkit::topic::read_all(&stack.kafka, &topic).await;
-    let notifications: Vec<Value> = records
-        .iter()
-        .map(|record| serde_json::from_slice(&record.payload).expect("JSON notification"))
-        .collect();
+    let (records, notifications) = notification_records(&stack).await;
     assert_eq!(
         kinds(&notifications),
         ["failing", "recovered"],
@@ -382,12 +386,7 @@ async fn a_failing_alert_channel_is_retried_and_does_not_hold_up_the_others() {
         "the recovered alert on Kafka",
     )
     .await;
-    let topic = carrier_kafka::Topics::new(&stack.kafka).notifications;
-    let records = carrier_testkit::topic::read_all(&stack.kafka, &topic).await;
-    let notifications: Vec<Value> = records
-        .iter()
-        .map(|record| serde_json::from_slice(&record.payload).expect("JSON"))
-        .collect();
+    let (_, notifications) = notification_records(&stack).await;
     assert_eq!(kinds(&notifications), ["failing", "recovered"]);
     assert_eq!(notifications[0]["destination_id"], failing.as_str());
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use carrier_testkit::client::{message, Api, SourceCredentials};
+use carrier_testkit::client::{message, Api, Sender, SourceCredentials};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 use serde_json::{json, Value};
@@ -89,17 +89,14 @@ async fn a_disabled_source_is_refused_on_every_replica_and_gets_no_token() {
     );
     let api = stack.api.clone();
     let receiver = Receiver::start().await;
-    let organization = api.create_organization("Disabled Clinic").await;
-    let source = api.create_source(&organization, "production").await;
-    api.subscribed_destination(
-        &organization,
-        &source,
-        &receiver.url("d"),
-        "production",
-        "PatientAdmin",
-    )
-    .await;
-    let token = api.token(&source).await;
+    let Sender { source, token, .. } = api
+        .sender(
+            "Disabled Clinic",
+            "production",
+            &receiver.url("d"),
+            "PatientAdmin",
+        )
+        .await;
     let (status, response) = api.send(&token, &message("PatientAdmin", 1)).await;
     assert_eq!(status, 200, "{response}");
     let log_id = response["Meta"]["Logs"][0]["ID"].as_str().unwrap().to_string();

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use carrier_testkit::broker::Broker;
-use carrier_testkit::client::message;
+use carrier_testkit::client::{message, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 
@@ -21,17 +21,9 @@ async fn no_200_while_the_broker_is_down_and_traffic_flows_once_it_is_back() {
     .await;
     let receiver = Receiver::start().await;
     let api = &stack.api;
-    let organization = api.create_organization("Outage Hospital").await;
-    let source = api.create_source(&organization, "production").await;
-    api.subscribed_destination(
-        &organization,
-        &source,
-        &receiver.url("d"),
-        "production",
-        "Results",
-    )
-    .await;
-    let token = api.token(&source).await;
+    let Sender { token, .. } = api
+        .sender("Outage Hospital", "production", &receiver.url("d"), "Results")
+        .await;
 
     let (status, response) = api.send(&token, &message("Results", 0)).await;
     assert_eq!(status, 200, "{response}");

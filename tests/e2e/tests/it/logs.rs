@@ -10,7 +10,7 @@ use std::time::Duration;
 use carrier_notifier::log_store;
 use carrier_proto::records_v1::{Attempt, AttemptOutcome, LogEvent, LogStatus};
 use carrier_store::sqlx::{self, Connection, PgPool};
-use carrier_testkit::client::{message, Api};
+use carrier_testkit::client::{message, Api, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 use chrono::{DateTime, Utc};
@@ -440,14 +440,13 @@ async fn bulk_retry_resends_a_searchs_failed_logs_in_received_order() {
     let stack = Stack::start(StackOptions::default()).await;
     let api = &stack.api;
     let receiver = Receiver::start().await;
-    let organization = api.create_organization("Bulk Retry Clinic").await;
-    let source = api.create_source(&organization, "staging").await;
     // Staging: a failed attempt is retried once, then the log is failed and the next goes.
-    let destination = api
-        .subscribed_destination(&organization, &source, &receiver.url("d"), "staging", "Results")
+    let Sender {
+        destination, token, ..
+    } = api
+        .sender("Bulk Retry Clinic", "staging", &receiver.url("d"), "Results")
         .await;
     let destination_id = destination["id"].as_str().unwrap().to_string();
-    let token = api.token(&source).await;
     let other_organization = api.create_organization("Elsewhere").await;
     let other_token = api
         .token(&api.create_source(&other_organization, "staging").await)

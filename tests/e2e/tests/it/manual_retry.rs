@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use carrier_delivery::retry::RetryPolicy;
-use carrier_testkit::client::{message, Api};
+use carrier_testkit::client::{message, Api, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 use serde_json::Value;
@@ -57,18 +57,11 @@ async fn retrying_logs_sends_them_again_behind_the_queue_and_a_held_head_at_once
     .await;
     let api = &stack.api;
     let receiver = Receiver::start().await;
-    let organization = api.create_organization("Retry Clinic").await;
-    let source = api.create_source(&organization, "production").await;
-    let destination = api
-        .subscribed_destination(
-            &organization,
-            &source,
-            &receiver.url("d"),
-            "production",
-            "Results",
-        )
+    let Sender {
+        destination, token, ..
+    } = api
+        .sender("Retry Clinic", "production", &receiver.url("d"), "Results")
         .await;
-    let token = api.token(&source).await;
 
     // A delivered log, retried: a second attempt with the same webhook-id.
     let (_, response) = api.send(&token, &message("Results", 0)).await;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use carrier_testkit::client::{message, Api};
+use carrier_testkit::client::{message, Api, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 use serde_json::Value;
@@ -61,14 +61,12 @@ async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
     let api = &stack.api;
     let receiver = Receiver::start().await;
     receiver.respond_with(500, r#"{"Meta":{"Errors":[{"Text":"interface engine down"}]}}"#);
-    let organization = api.create_organization("Operated Hospital").await;
-    let source = api.create_source(&organization, "production").await;
-    let destination = api
-        .create_destination(&organization, &receiver.url("d"), "production")
+    let Sender {
+        destination, token, ..
+    } = api
+        .sender("Operated Hospital", "production", &receiver.url("d"), "Results")
         .await;
     let destination_id = destination["id"].as_str().unwrap().to_string();
-    api.subscribe(&source.id, &destination_id, "Results").await;
-    let token = api.token(&source).await;
 
     let state = queue(api, &destination_id).await;
     assert_eq!(state["paused"], false, "{state}");

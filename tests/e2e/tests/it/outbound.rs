@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use carrier_delivery::outbound::OutboundSettings;
-use carrier_testkit::client::{message, Api};
+use carrier_testkit::client::{message, Api, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 use serde_json::Value;
@@ -161,17 +161,14 @@ async fn a_redirect_is_a_failure_and_its_location_is_not_requested() {
     let api = &stack.api;
     let receiver = Receiver::start().await;
     receiver.redirect_to(302, &receiver.url("elsewhere"));
-    let organization = api.create_organization("Redirect Clinic").await;
-    let source = api.create_source(&organization, "staging").await;
-    api.subscribed_destination(
-        &organization,
-        &source,
-        &receiver.url("moved"),
-        "staging",
-        "PatientAdmin",
-    )
-    .await;
-    let token = api.token(&source).await;
+    let Sender { token, .. } = api
+        .sender(
+            "Redirect Clinic",
+            "staging",
+            &receiver.url("moved"),
+            "PatientAdmin",
+        )
+        .await;
     let (status, response) = api.send(&token, &message("PatientAdmin", 1)).await;
     assert_eq!(status, 200, "{response}");
     let log_id = response["Meta"]["Logs"][0]["ID"].as_str().unwrap();

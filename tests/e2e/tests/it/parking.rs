@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use carrier_testkit::client::message;
+use carrier_testkit::client::{message, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 
@@ -107,17 +107,9 @@ async fn a_parked_backlog_survives_a_killed_worker_and_new_traffic_waits_behind_
     let api = &stack.api;
     let receiver = Receiver::start().await;
     receiver.respond_with(503, "down");
-    let organization = api.create_organization("Restart Hospital").await;
-    let source = api.create_source(&organization, "production").await;
-    api.subscribed_destination(
-        &organization,
-        &source,
-        &receiver.url("a"),
-        "production",
-        "Results",
-    )
-    .await;
-    let token = api.token(&source).await;
+    let Sender { token, .. } = api
+        .sender("Restart Hospital", "production", &receiver.url("a"), "Results")
+        .await;
     for sequence in 0..MESSAGES {
         let (status, _) = api.send(&token, &message("Results", sequence)).await;
         assert_eq!(status, 200);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use carrier_testkit::client::{message, Api};
+use carrier_testkit::client::{message, Api, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::redis::RedisServer;
 use carrier_testkit::stack::{Stack, StackOptions};
@@ -120,17 +120,9 @@ async fn two_ingress_replicas_share_one_sliding_window() {
     // Setting up takes the stack client's address (127.0.0.1) exactly 5 requests: within the
     // limit. The client under test is another loopback address, with a window of its own.
     let api = &stack.api;
-    let organization = api.create_organization("Busy Clinic").await;
-    let source = api.create_source(&organization, "production").await;
-    api.subscribed_destination(
-        &organization,
-        &source,
-        &receiver.url("d"),
-        "production",
-        "Results",
-    )
-    .await;
-    let token = api.token(&source).await;
+    let Sender { token, .. } = api
+        .sender("Busy Clinic", "production", &receiver.url("d"), "Results")
+        .await;
     let client: IpAddr = "127.0.0.2".parse().unwrap();
     let replicas = [
         stack.api.from_local_address(client),
@@ -299,17 +291,9 @@ async fn losing_redis_mid_stream_refuses_and_loses_nothing_and_the_limit_returns
     let receiver = Receiver::start().await;
     let api = stack.api.clone();
     // Unlimited while Redis is away.
-    let organization = api.create_organization("Steady Sender").await;
-    let source = api.create_source(&organization, "production").await;
-    api.subscribed_destination(
-        &organization,
-        &source,
-        &receiver.url("d"),
-        "production",
-        "Results",
-    )
-    .await;
-    let token = api.token(&source).await;
+    let Sender { token, .. } = api
+        .sender("Steady Sender", "production", &receiver.url("d"), "Results")
+        .await;
     redis.launch().await;
 
     // One sender, one request at a time: the order of answers is the order of acceptance.

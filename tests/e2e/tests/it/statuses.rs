@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use carrier_testkit::client::{Answer, Api, Framing};
+use carrier_testkit::client::{Answer, Api, Framing, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 use reqwest::Method;
@@ -626,17 +626,9 @@ async fn deliver_large_body(size: usize) {
     let stack = Stack::start(StackOptions::default()).await;
     let receiver = Receiver::start().await;
     let api = &stack.api;
-    let organization = api.create_organization("Imaging Center").await;
-    let source = api.create_source(&organization, "production").await;
-    api.subscribed_destination(
-        &organization,
-        &source,
-        &receiver.url("big"),
-        "production",
-        "Imaging",
-    )
-    .await;
-    let token = api.token(&source).await;
+    let Sender { token, .. } = api
+        .sender("Imaging Center", "production", &receiver.url("big"), "Imaging")
+        .await;
 
     let size = std::env::var("CARRIER_TEST_BODY_BYTES")
         .ok()

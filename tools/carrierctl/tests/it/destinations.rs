@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use carrier_testkit::client::message;
+use carrier_testkit::client::{message, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 
@@ -14,19 +14,12 @@ async fn an_operator_reads_skips_pauses_and_resumes_a_held_queue() {
     let api = &stack.api;
     let receiver = Receiver::start().await;
     receiver.respond_with(500, r#"{"Meta":{"Errors":[{"Text":"interface engine down"}]}}"#);
-    let organization = api.create_organization("Operated Hospital").await;
-    let source = api.create_source(&organization, "production").await;
-    let destination = api
-        .subscribed_destination(
-            &organization,
-            &source,
-            &receiver.url("d"),
-            "production",
-            "Results",
-        )
+    let Sender {
+        destination, token, ..
+    } = api
+        .sender("Operated Hospital", "production", &receiver.url("d"), "Results")
         .await;
     let destination_id = destination["id"].as_str().unwrap().to_string();
-    let token = api.token(&source).await;
 
     // A flowing queue has nothing to skip: Carrier's 409, in its words.
     let state = operator_until(

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use carrier_testkit::client::message;
+use carrier_testkit::client::{message, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 
@@ -14,18 +14,11 @@ async fn logs_get_shows_a_delivered_log_and_retry_sends_it_again() {
     let stack = Stack::start(StackOptions::default()).await;
     let api = &stack.api;
     let receiver = Receiver::start().await;
-    let organization = api.create_organization("Logged Hospital").await;
-    let source = api.create_source(&organization, "production").await;
-    let destination = api
-        .subscribed_destination(
-            &organization,
-            &source,
-            &receiver.url("d"),
-            "production",
-            "Results",
-        )
+    let Sender {
+        destination, token, ..
+    } = api
+        .sender("Logged Hospital", "production", &receiver.url("d"), "Results")
         .await;
-    let token = api.token(&source).await;
     let (status, response) = api.send(&token, &message("Results", 0)).await;
     assert_eq!(status, 200);
     let log_id = response["Meta"]["Logs"][0]["ID"].as_str().unwrap().to_string();
@@ -78,19 +71,36 @@ async fn logs_get_shows_a_delivered_log_and_retry_sends_it_again() {
     stack.stop().await;
 }
 
+/// Waits until `carrierctl logs search` finds three logs of `destination_id` with `status`.
+async fn three_logs(stack: &Stack, destination_id: &str, status: &str) {
+    operator_until(
+        stack,
+        &[
+            "logs",
+            "search",
+            "--destination",
+            destination_id,
+            "--status",
+            status,
+        ],
+        &format!("three {status} logs"),
+        |page| page["logs"].as_array().is_some_and(|logs| logs.len() == 3),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logs_search_pages_through_matches_and_retry_requeues_failed_ones_oldest_first() {
     let stack = Stack::start(StackOptions::default()).await;
     let api = &stack.api;
     let receiver = Receiver::start().await;
     receiver.respond_with(500, "down");
-    let organization = api.create_organization("Searched Clinic").await;
-    let source = api.create_source(&organization, "staging").await;
-    let destination = api
-        .subscribed_destination(&organization, &source, &receiver.url("d"), "staging", "Results")
+    let Sender {
+        destination, token, ..
+    } = api
+        .sender("Searched Clinic", "staging", &receiver.url("d"), "Results")
         .await;
     let destination_id = destination["id"].as_str().unwrap().to_string();
-    let token = api.token(&source).await;
     let mut log_ids = Vec::new();
     for sequence in 0..3 {
         let (status, response) = api.send(&token, &message("Results", sequence)).await;
@@ -107,20 +117,7 @@ async fn logs_search_pages_through_matches_and_retry_requeues_failed_ones_oldest
     };
 
     // A staging destination gives up after one retry: three failed logs.
-    operator_until(
-        &stack,
-        &[
-            "logs",
-            "search",
-            "--destination",
-            &destination_id,
-            "--status",
-            "failed",
-        ],
-        "three failed logs",
-        |page| page["logs"].as_array().is_some_and(|logs| logs.len() == 3),
-    )
-    .await;
+    three_logs(&stack, &destination_id, "failed").await;
     let page = operator(
         &stack,
         &["logs", "search", "--destination", &destination_id, "--limit", "2"],
@@ -184,20 +181,7 @@ async fn logs_search_pages_through_matches_and_retry_requeues_failed_ones_oldest
         "oldest first: {retried}"
     );
     assert_eq!(retried["not_retried"], serde_json::json!([]), "{retried}");
-    operator_until(
-        &stack,
-        &[
-            "logs",
-            "search",
-            "--destination",
-            &destination_id,
-            "--status",
-            "delivered",
-        ],
-        "three delivered logs",
-        |page| page["logs"].as_array().is_some_and(|logs| logs.len() == 3),
-    )
-    .await;
+    three_logs(&stack, &destination_id, "delivered").await;
     let again = crate::sequences(&receiver.received()[failures..]);
     assert_eq!(again, vec![0, 1, 2], "retried in the order received");
     stack.stop().await;

@@ -12,6 +12,7 @@ mod send;
 use std::process::Stdio;
 use std::time::Duration;
 
+use carrier_testkit::client::SourceCredentials;
 use carrier_testkit::receiver::Received;
 use carrier_testkit::stack::Stack;
 use serde_json::Value;
@@ -73,6 +74,19 @@ pub async fn carrierctl(env: &[(&str, &str)], args: &[&str]) -> Run {
     };
     println!("carrierctl {}: {run:?}", args.join(" "));
     run
+}
+
+/// The variables for `carrierctl` to act as `source` at the stack's ingress with its client
+/// credentials (it requests, and renews, its own tokens).
+pub fn client_credentials<'a>(
+    stack: &'a Stack,
+    source: &'a SourceCredentials,
+) -> [(&'static str, &'a str); 3] {
+    [
+        ("CARRIER_URL", stack.ingress_url.as_str()),
+        ("CARRIER_CLIENT_ID", source.client_id.as_str()),
+        ("CARRIER_CLIENT_SECRET", source.client_secret.as_str()),
+    ]
 }
 
 /// Runs `carrierctl --json args` against the stack's ingress as the operator.

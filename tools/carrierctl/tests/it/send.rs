@@ -3,35 +3,28 @@
 
 use std::time::Duration;
 
-use carrier_testkit::client::message;
+use carrier_testkit::client::{message, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 use serde_json::json;
 
-use crate::{carrierctl, sequences};
+use crate::{carrierctl, client_credentials, sequences};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn send_posts_one_message_or_a_file_in_order_and_sums_it_up() {
     let stack = Stack::start(StackOptions::default()).await;
     let api = &stack.api;
     let receiver = Receiver::start().await;
-    let organization = api.create_organization("Sending Hospital").await;
-    let source = api.create_source(&organization, "production").await;
-    let destination = api
-        .subscribed_destination(
-            &organization,
-            &source,
-            &receiver.url("d"),
-            "production",
-            "Results",
-        )
+    let Sender {
+        source,
+        destination,
+        token,
+        ..
+    } = api
+        .sender("Sending Hospital", "production", &receiver.url("d"), "Results")
         .await;
     let destination_id = destination["id"].as_str().unwrap();
-    let credentials = [
-        ("CARRIER_URL", stack.ingress_url.as_str()),
-        ("CARRIER_CLIENT_ID", source.client_id.as_str()),
-        ("CARRIER_CLIENT_SECRET", source.client_secret.as_str()),
-    ];
+    let credentials = client_credentials(&stack, &source);
 
     // One message: its message ID and one log per destination.
     let one = message("Results", 0).to_string();
@@ -82,7 +75,6 @@ async fn send_posts_one_message_or_a_file_in_order_and_sums_it_up() {
     );
 
     // By default sending stops at the first refusal (with a ready access token this time).
-    let token = api.token(&source).await;
     std::fs::write(
         &file,
         [
@@ -148,23 +140,12 @@ async fn send_fhir_posts_each_resource_under_its_type() {
     let stack = Stack::start(StackOptions::default()).await;
     let api = &stack.api;
     let receiver = Receiver::start().await;
-    let organization = api.create_organization("FHIR Clinic").await;
-    let source = api.create_source(&organization, "production").await;
-    api.subscribed_destination(
-        &organization,
-        &source,
-        &receiver.url("fhir"),
-        "production",
-        "Patient",
-    )
-    .await;
+    let Sender { source, .. } = api
+        .sender("FHIR Clinic", "production", &receiver.url("fhir"), "Patient")
+        .await;
     let patient = json!({"resourceType": "Patient", "name": [{"family": "Chalmers"}]}).to_string();
     let sent = carrierctl(
-        &[
-            ("CARRIER_URL", stack.ingress_url.as_str()),
-            ("CARRIER_CLIENT_ID", source.client_id.as_str()),
-            ("CARRIER_CLIENT_SECRET", source.client_secret.as_str()),
-        ],
+        &client_credentials(&stack, &source),
         &["send", "--json", "--fhir", "--test", &patient],
     )
     .await
@@ -192,24 +173,13 @@ async fn send_renews_an_expired_token_from_the_client_credentials() {
     .await;
     let api = &stack.api;
     let receiver = Receiver::start().await;
-    let organization = api.create_organization("Slow Sender").await;
-    let source = api.create_source(&organization, "production").await;
-    api.subscribed_destination(
-        &organization,
-        &source,
-        &receiver.url("d"),
-        "production",
-        "Results",
-    )
-    .await;
+    let Sender { source, .. } = api
+        .sender("Slow Sender", "production", &receiver.url("d"), "Results")
+        .await;
 
     // Messages from standard input, the second one after the first token has expired.
     let mut send = crate::command(
-        &[
-            ("CARRIER_URL", stack.ingress_url.as_str()),
-            ("CARRIER_CLIENT_ID", source.client_id.as_str()),
-            ("CARRIER_CLIENT_SECRET", source.client_secret.as_str()),
-        ],
+        &client_credentials(&stack, &source),
         &["send", "--json", "--file", "-"],
     )
     .stdin(std::process::Stdio::piped())
