@@ -11,6 +11,11 @@
 //! destination held for longer than the retention), and their record must outlive it. They are
 //! purged once they end and are past the retention.
 //!
+//! Alerts go with the same retention: an incident's two alerts (and their outbox rows) are
+//! deleted once its `recovered` alert is older than the retention and every channel has sent or
+//! skipped both. An open incident's `failing` alert is kept, however old: the dispatcher sends a
+//! `recovered` only after its `failing`.
+//!
 //! Manual retry reads a message back from `carrier.deliveries`; that topic's retention must be
 //! at least this one for a retry to work on every log the store still shows (README, "Kafka in
 //! production").
@@ -89,6 +94,45 @@ pub async fn purge_older_than(
     }
 }
 
+/// Deletes the alerts of finished incidents whose `recovered` alert was raised before `cutoff`
+/// and is fully sent (both alerts, every channel), `batch_size` incidents per transaction.
+/// Returns how many alerts it deleted.
+pub async fn purge_alerts_older_than(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch_size: i64,
+) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        // The outbox rows and the alerts go in one statement: the foreign key is checked at
+        // its end.
+        let deleted = sqlx::query(
+            "WITH doomed AS (
+                 SELECT recovered.incident_id FROM alerts recovered
+                 WHERE recovered.kind = 'recovered' AND recovered.created_at < $1
+                   AND NOT EXISTS (
+                       SELECT 1 FROM alerts alert JOIN alert_deliveries delivery ON delivery.alert_id = alert.id
+                       WHERE alert.incident_id = recovered.incident_id AND delivery.status = 'pending')
+                 LIMIT $2
+             ), doomed_deliveries AS (
+                 DELETE FROM alert_deliveries WHERE alert_id IN (
+                     SELECT id FROM alerts WHERE incident_id IN (SELECT incident_id FROM doomed))
+             )
+             DELETE FROM alerts WHERE incident_id IN (SELECT incident_id FROM doomed)",
+        )
+        .bind(cutoff)
+        .bind(batch_size)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+        // Two alerts per incident: a batch is short when it deleted fewer incidents than asked.
+        if (deleted as i64) < batch_size * 2 {
+            return Ok(total);
+        }
+    }
+}
+
 /// Purges every `interval` until `shutdown`; the first pass runs at start. A failed pass is
 /// logged and counted, and the next one tries again.
 pub async fn run(pool: PgPool, settings: RetentionSettings, shutdown: CancellationToken) {
@@ -99,7 +143,14 @@ pub async fn run(pool: PgPool, settings: RetentionSettings, shutdown: Cancellati
     let retention = chrono::Duration::days(i64::from(settings.retention_days));
     loop {
         let cutoff = Utc::now() - retention;
-        let pass = purge_older_than(&pool, cutoff, settings.batch_size);
+        let pass = async {
+            let logs = purge_older_than(&pool, cutoff, settings.batch_size).await?;
+            let alerts = purge_alerts_older_than(&pool, cutoff, settings.batch_size).await?;
+            if alerts > 0 {
+                tracing::info!(alerts, %cutoff, "alerts of incidents past retention deleted");
+            }
+            Ok::<_, sqlx::Error>(logs)
+        };
         let result = tokio::select! {
             result = pass => result,
             _ = shutdown.cancelled() => return,

@@ -417,12 +417,104 @@ async fn the_purge_deletes_finished_logs_past_retention_with_their_attempts() {
     );
 
     pool.close().await;
+    drop_database(&database).await;
+}
+
+/// Drops a test's own database.
+async fn drop_database(database: &str) {
     let admin_url = format!("{}/postgres", carrier_testkit::test_postgres());
     let mut connection = sqlx::PgConnection::connect(&admin_url).await.unwrap();
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))
         .execute(&mut connection)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_purge_deletes_finished_incidents_alerts_past_retention_and_keeps_open_or_unsent_ones() {
+    carrier_testkit::init_test_logging();
+    let database = carrier_testkit::unique("carrier_alert_purge_");
+    let url = format!("{}/{database}", carrier_testkit::test_postgres());
+    let pool = carrier_store::connect_and_migrate(&url, 2, Duration::from_secs(30))
+        .await
+        .expect("store");
+    // An incident: a failing and (if `recovered_days_ago`) a recovered alert, each with an
+    // outbox row per channel, all sent unless `pending`.
+    let incident = |failing_days_ago: i64, recovered_days_ago: Option<i64>, pending: bool| {
+        let pool = pool.clone();
+        async move {
+            let incident_id = Uuid::now_v7();
+            let mut kinds = vec![("failing", failing_days_ago)];
+            kinds.extend(recovered_days_ago.map(|days| ("recovered", days)));
+            for (kind, days) in kinds {
+                let alert_id = Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO alerts (id, incident_id, kind, destination_id, organization_id, payload, created_at)
+                     VALUES ($1, $2, $3, $4, $4, '{}', now() - make_interval(days => $5))",
+                )
+                .bind(alert_id)
+                .bind(incident_id)
+                .bind(kind)
+                .bind(Uuid::now_v7())
+                .bind(days as i32)
+                .execute(&pool)
+                .await
+                .unwrap();
+                for channel in ["email", "slack", "kafka"] {
+                    let status = if pending && kind == "recovered" && channel == "email" {
+                        "pending"
+                    } else {
+                        "sent"
+                    };
+                    sqlx::query(
+                        "INSERT INTO alert_deliveries (alert_id, channel, status) VALUES ($1, $2, $3)",
+                    )
+                    .bind(alert_id)
+                    .bind(channel)
+                    .bind(status)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+            }
+            incident_id
+        }
+    };
+    let finished_old = incident(40, Some(35), false).await;
+    let unsent_old = incident(40, Some(35), true).await;
+    let open_old = incident(40, None, false).await;
+    let finished_recent = incident(40, Some(2), false).await;
+
+    let cutoff = Utc::now() - chrono::Duration::days(30);
+    let purged = carrier_notifier::retention::purge_alerts_older_than(&pool, cutoff, 1)
+        .await
+        .expect("purge");
+    assert_eq!(purged, 2, "the finished old incident's two alerts");
+    let left: HashSet<Uuid> = sqlx::query_scalar("SELECT DISTINCT incident_id FROM alerts")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(left, HashSet::from([unsent_old, open_old, finished_recent]));
+    assert!(!left.contains(&finished_old));
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM alert_deliveries WHERE alert_id NOT IN (SELECT id FROM alerts)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "outbox rows go with their alerts");
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM alert_deliveries")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        15,
+        "5 alerts kept, 3 channels each"
+    );
+    pool.close().await;
+    drop_database(&database).await;
 }
 
 async fn bulk_retry(api: &Api, token: &str, query: &str) -> (u16, Value) {
