@@ -87,6 +87,9 @@ pub struct Config {
     pub router_url: String,
     /// Postgres URL of the log store.
     pub database_url: String,
+    /// Connections to Postgres per replica. Requests with an `Idempotency-Key` (two or three
+    /// statements each) and large bodies wait for one; 8 held keyed requests to ~600/s.
+    pub database_max_connections: u32,
     /// The `[kafka]` section (`CARRIER_KAFKA__*`).
     pub kafka: KafkaSettings,
     /// Largest accepted request body.
@@ -119,6 +122,7 @@ impl Default for Config {
             source_status_refresh_ms: 1_000,
             router_url: "http://127.0.0.1:50051".into(),
             database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
+            database_max_connections: 32,
             kafka: KafkaSettings::default(),
             max_body_bytes: 10 * 1024 * 1024,
             inline_body_bytes: 512 * 1024,
@@ -177,6 +181,11 @@ impl Config {
                 "stored_body_retention_days must be positive".into(),
             ));
         }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "database_max_connections must be at least 1".into(),
+            ));
+        }
         if self.idempotency_window_secs == 0 {
             return Err(ConfigError::Invalid(
                 "idempotency_window_secs must be positive".into(),
@@ -217,9 +226,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
         .connect_lazy();
-    let log_store = carrier_store::connect_and_migrate(&config.database_url, 8, Duration::from_secs(30))
-        .await
-        .context("postgres")?;
+    let log_store = carrier_store::connect_and_migrate(
+        &config.database_url,
+        config.database_max_connections,
+        Duration::from_secs(30),
+    )
+    .await
+    .context("postgres")?;
     let producer =
         producer::create(&config.kafka, "carrier-ingress", Ordering::PerRequest).context("kafka producer")?;
     // Connects in the background: ingress starts and serves (unlimited) while Redis is away.
