@@ -200,13 +200,25 @@ impl Store {
     /// Marks the claim `done` (the broker acknowledged) or `failed` (the next request with the
     /// key takes it over). If this cannot be stored the answer still stands: the claim stays
     /// `pending` and is taken over, with the same IDs, once abandoned.
+    ///
+    /// This one write does not wait for Postgres to flush it (`synchronous_commit = off`): if a
+    /// crash loses it, the claim is `pending` with its IDs, which is exactly the case above. It
+    /// saves a disk flush on every keyed request (see the protection benchmark).
     pub async fn finish(&self, source_id: &str, key: &str, accepted: bool) {
-        let result = sqlx::query("UPDATE idempotency_keys SET state = $3 WHERE source_id = $1 AND key = $2")
-            .bind(source_id)
-            .bind(key)
-            .bind(if accepted { "done" } else { "failed" })
-            .execute(&self.pool)
-            .await;
+        let result = async {
+            let mut transaction = self.pool.begin().await?;
+            sqlx::query("SET LOCAL synchronous_commit TO OFF")
+                .execute(&mut *transaction)
+                .await?;
+            sqlx::query("UPDATE idempotency_keys SET state = $3 WHERE source_id = $1 AND key = $2")
+                .bind(source_id)
+                .bind(key)
+                .bind(if accepted { "done" } else { "failed" })
+                .execute(&mut *transaction)
+                .await?;
+            transaction.commit().await
+        }
+        .await;
         if let Err(error) = result {
             count("finish_failed");
             tracing::warn!(%error, source_id, accepted, "could not record an idempotency key's outcome; a retry with the key after {}s resends with the same IDs", self.abandoned_after.as_secs());
