@@ -35,9 +35,8 @@ pub async fn load(pool: &PgPool, message_id: &str) -> Result<Option<Vec<u8>>, sq
 
 /// Deletes bodies older than `retention`, 1,000 rows per statement; returns how many.
 pub async fn purge_older_than(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    let mut purged = 0;
-    loop {
-        let deleted = sqlx::query(
+    crate::in_batches(1000, || async {
+        Ok(sqlx::query(
             "DELETE FROM message_bodies WHERE message_id IN (
                 SELECT message_id FROM message_bodies
                 WHERE created_at < now() - make_interval(secs => $1) LIMIT 1000)",
@@ -45,12 +44,9 @@ pub async fn purge_older_than(pool: &PgPool, retention: Duration) -> Result<u64,
         .bind(retention.as_secs_f64())
         .execute(pool)
         .await?
-        .rows_affected();
-        purged += deleted;
-        if deleted < 1000 {
-            return Ok(purged);
-        }
-    }
+        .rows_affected())
+    })
+    .await
 }
 
 /// Runs [`purge_older_than`] every `every` until `shutdown`.

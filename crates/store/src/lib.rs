@@ -30,6 +30,24 @@ pub enum StoreError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
+/// Runs `batch` (one short DELETE transaction) until one deletes fewer than `full` rows, and
+/// returns how many rows all of them deleted. Purges delete in batches so that none holds many
+/// row locks or a long transaction while the services keep writing.
+pub async fn in_batches<F, Fut>(full: u64, mut batch: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut total = 0;
+    loop {
+        let deleted = batch().await?;
+        total += deleted;
+        if deleted < full {
+            return Ok(total);
+        }
+    }
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Connects (creating the database if it does not exist) and applies pending migrations.

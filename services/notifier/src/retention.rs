@@ -84,14 +84,7 @@ pub async fn purge_older_than(
     cutoff: DateTime<Utc>,
     batch_size: i64,
 ) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
-        let deleted = purge_batch(pool, cutoff, batch_size).await?;
-        total += deleted;
-        if (deleted as i64) < batch_size {
-            return Ok(total);
-        }
-    }
+    carrier_store::in_batches(batch_size as u64, || purge_batch(pool, cutoff, batch_size)).await
 }
 
 /// Deletes the alerts of finished incidents whose `recovered` alert was raised before `cutoff`
@@ -102,11 +95,11 @@ pub async fn purge_alerts_older_than(
     cutoff: DateTime<Utc>,
     batch_size: i64,
 ) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
+    // Two alerts per incident: a batch is short when it deleted fewer incidents than asked.
+    carrier_store::in_batches(batch_size as u64 * 2, || async {
         // The outbox rows and the alerts go in one statement: the foreign key is checked at
         // its end.
-        let deleted = sqlx::query(
+        Ok(sqlx::query(
             "WITH doomed AS (
                  SELECT recovered.incident_id FROM alerts recovered
                  WHERE recovered.kind = 'recovered' AND recovered.created_at < $1
@@ -124,13 +117,9 @@ pub async fn purge_alerts_older_than(
         .bind(batch_size)
         .execute(pool)
         .await?
-        .rows_affected();
-        total += deleted;
-        // Two alerts per incident: a batch is short when it deleted fewer incidents than asked.
-        if (deleted as i64) < batch_size * 2 {
-            return Ok(total);
-        }
-    }
+        .rows_affected())
+    })
+    .await
 }
 
 /// Purges every `interval` until `shutdown`; the first pass runs at start. A failed pass is

@@ -245,9 +245,8 @@ impl Store {
 
     /// One purge pass: every expired key, at most 10,000 rows per statement.
     pub async fn purge_once(&self) -> Result<u64, sqlx::Error> {
-        let mut purged = 0;
-        loop {
-            let deleted = sqlx::query(
+        carrier_store::in_batches(10_000, || async {
+            Ok(sqlx::query(
                 "DELETE FROM idempotency_keys WHERE ctid IN (
                     SELECT ctid FROM idempotency_keys
                     WHERE created_at < now() - make_interval(secs => $1) LIMIT 10000)",
@@ -255,12 +254,9 @@ impl Store {
             .bind(self.window.as_secs_f64())
             .execute(&self.pool)
             .await?
-            .rows_affected();
-            purged += deleted;
-            if deleted < 10_000 {
-                return Ok(purged);
-            }
-        }
+            .rows_affected())
+        })
+        .await
     }
 }
 
