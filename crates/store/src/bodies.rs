@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 /// Stores `body` under `message_id`. Storing the same message again (an idempotent retry that
 /// reuses its IDs) keeps the first copy: the request fingerprint guarantees they are equal.
@@ -47,22 +46,4 @@ pub async fn purge_older_than(pool: &PgPool, retention: Duration) -> Result<u64,
         .rows_affected())
     })
     .await
-}
-
-/// Runs [`purge_older_than`] every `every` until `shutdown`.
-pub async fn purge_loop(pool: PgPool, retention: Duration, every: Duration, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        match purge_older_than(&pool, retention).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "stored message bodies past retention purged"),
-            Err(error) => {
-                tracing::warn!(%error, "purging stored message bodies failed; retried at the next tick")
-            }
-        }
-    }
 }

@@ -48,6 +48,31 @@ where
     }
 }
 
+/// Runs `pass` (a purge returning how many rows it deleted) every `every` until `shutdown`,
+/// logging what it deleted (`what`) or why it failed; a failed pass is retried at the next tick.
+pub async fn purge_every<F, Fut>(
+    what: &'static str,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match pass().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, what, "purged"),
+            Err(error) => tracing::warn!(%error, what, "purge failed; retried at the next tick"),
+        }
+    }
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Connects (creating the database if it does not exist) and applies pending migrations.

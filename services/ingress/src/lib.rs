@@ -201,6 +201,9 @@ impl Config {
     }
 }
 
+/// How often expired idempotency keys and stored bodies past retention are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
 /// What every handler shares.
 pub(crate) struct AppState {
     pub config: Config,
@@ -270,17 +273,28 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         shutdown.clone(),
     ));
     // Every replica purges; deleting rows another replica already deleted costs nothing.
-    let purge = tokio::spawn(
-        state
-            .idempotency
-            .clone()
-            .purge_expired(Duration::from_secs(600), shutdown.clone()),
-    );
-    let body_purge = tokio::spawn(carrier_store::bodies::purge_loop(
+    let idempotency = state.idempotency.clone();
+    let purge = tokio::spawn(carrier_store::purge_every(
+        "expired idempotency keys",
+        PURGE_EVERY,
+        shutdown.clone(),
+        move || {
+            let idempotency = idempotency.clone();
+            async move { idempotency.purge_once().await }
+        },
+    ));
+    let (pool, retention) = (
         state.log_store.clone(),
         Duration::from_secs(state.config.stored_body_retention_days * 24 * 60 * 60),
-        Duration::from_secs(600),
+    );
+    let body_purge = tokio::spawn(carrier_store::purge_every(
+        "stored message bodies past retention",
+        PURGE_EVERY,
         shutdown.clone(),
+        move || {
+            let pool = pool.clone();
+            async move { carrier_store::bodies::purge_older_than(&pool, retention).await }
+        },
     ));
     let app = api::router(state.clone()).merge(carrier_telemetry::probes_router(readiness.clone()));
     readiness.set_ready(true);

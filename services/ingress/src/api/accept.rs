@@ -155,9 +155,6 @@ async fn write(
     if let Some(claim) = &claim {
         claim.store.record_ids(source_id, claim.key, &accepted).await?;
     }
-    let Accepted {
-        message_id, routes, ..
-    } = accepted;
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -167,7 +164,7 @@ async fn write(
     // (carrier_store::bodies explains why).
     let body_stored = body.len() > state.config.inline_body_bytes;
     if body_stored {
-        carrier_store::bodies::store(&state.log_store, &message_id, &body)
+        carrier_store::bodies::store(&state.log_store, &accepted.message_id, &body)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, bytes = body.len(), "cannot store a large message body; refusing with 503");
@@ -178,7 +175,7 @@ async fn write(
             })?;
     }
     let record = InboundMessage {
-        message_id: message_id.clone(),
+        message_id: accepted.message_id.clone(),
         received_at_ms,
         organization_id: route.organization_id.clone(),
         source_id: source_id.to_string(),
@@ -188,7 +185,7 @@ async fn write(
         test: submission.test,
         content_type,
         body: if body_stored { Vec::new() } else { Vec::from(body) },
-        routes: routes.clone(),
+        routes: accepted.routes.clone(),
         body_stored,
     };
     let payload = record.encode_to_vec();
@@ -212,12 +209,12 @@ async fn write(
             return Err(ApiError::new(ErrorKind::Timeout, TIMEOUT_TEXT));
         }
     }
-    tracing::debug!(message_id, logs = routes.len(), "message accepted");
-    Ok(Accepted {
-        message_id,
-        routes,
-        replayed: false,
-    })
+    tracing::debug!(
+        message_id = accepted.message_id,
+        logs = accepted.routes.len(),
+        "message accepted"
+    );
+    Ok(accepted)
 }
 
 /// Marks a replayed answer (`Idempotent-Replayed: true`).

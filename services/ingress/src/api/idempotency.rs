@@ -31,7 +31,6 @@ use carrier_proto::ErrorKind;
 use carrier_store::sqlx::{self, PgPool, Row};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
 use super::accept::{Accepted, Submission};
 use crate::error::ApiError;
@@ -222,24 +221,6 @@ impl Store {
         if let Err(error) = result {
             count("finish_failed");
             tracing::warn!(%error, source_id, accepted, "could not record an idempotency key's outcome; a retry with the key after {}s resends with the same IDs", self.abandoned_after.as_secs());
-        }
-    }
-
-    /// Deletes expired keys every `every`, in bounded batches, until `shutdown`.
-    pub async fn purge_expired(self, every: Duration, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            match self.purge_once().await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
-                Err(error) => {
-                    tracing::warn!(%error, "purging expired idempotency keys failed; retried at the next tick")
-                }
-            }
         }
     }
 
