@@ -1,0 +1,87 @@
+//! The lane directory: the partitions this worker owns and their lanes, as the control service
+//! reads them (live queue state) and wakes them (an operator acted).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::partition::PartitionState;
+use crate::parking::HeldHead;
+
+/// The partitions this worker owns and their lanes: what the control service reads (live queue
+/// state) and wakes (an operator acted).
+#[derive(Default)]
+pub struct LaneDirectory {
+    partitions: Mutex<HashMap<i32, Arc<PartitionState>>>,
+}
+
+/// A destination's lane as its owner sees it.
+#[derive(Debug, Default)]
+pub struct LaneView {
+    /// Tasks waiting in memory (not yet parked), not counting the one being attempted.
+    pub queued_in_memory: usize,
+    /// The held head, if the queue is held.
+    pub held: Option<HeldHead>,
+}
+
+impl LaneDirectory {
+    pub(super) fn insert(&self, partition: Arc<PartitionState>) {
+        let mut partitions = self.partitions.lock().expect("directory lock");
+        partitions.retain(|_, state| !state.tracker.is_released());
+        partitions.insert(partition.tracker.partition(), partition);
+    }
+
+    pub(super) fn owned(&self, partition: i32) -> Option<Arc<PartitionState>> {
+        self.partitions
+            .lock()
+            .expect("directory lock")
+            .get(&partition)
+            .filter(|state| !state.tracker.is_released())
+            .cloned()
+    }
+
+    /// The partitions this worker owns now, in order.
+    pub fn owned_partitions(&self) -> Vec<i32> {
+        let mut owned: Vec<i32> = self
+            .partitions
+            .lock()
+            .expect("directory lock")
+            .iter()
+            .filter(|(_, state)| !state.tracker.is_released())
+            .map(|(partition, _)| *partition)
+            .collect();
+        owned.sort_unstable();
+        owned
+    }
+
+    /// The destination's lane; `None` when this worker does not own `partition`.
+    pub fn view(&self, partition: i32, destination_id: &str) -> Option<LaneView> {
+        let state = self.owned(partition)?;
+        let waiting_to_park = state
+            .to_park
+            .lock()
+            .expect("park lock")
+            .iter()
+            .filter(|queued| queued.task.destination_id == destination_id)
+            .count();
+        let lanes = state.lanes.lock().expect("lanes lock");
+        Some(match lanes.get(destination_id) {
+            Some(lane) => LaneView {
+                queued_in_memory: lane.queue.len() + waiting_to_park,
+                held: lane.held.clone(),
+            },
+            None => LaneView {
+                queued_in_memory: waiting_to_park,
+                held: None,
+            },
+        })
+    }
+
+    /// Ends the current wait of the destination's lane, so it looks at its settings again now.
+    pub fn wake(&self, partition: i32, destination_id: &str) {
+        if let Some(state) = self.owned(partition) {
+            if let Some(lane) = state.lanes.lock().expect("lanes lock").get(destination_id) {
+                lane.wakeup.notify_one();
+            }
+        }
+    }
+}
