@@ -10,11 +10,13 @@
 //! - [`redis`]: a `redis-server` process of a test's own, for tests that kill or freeze Redis.
 //! - [`smtp`]: an SMTP server (Python's aiosmtpd) of a test's own, that keeps every message.
 //! - [`topic`]: reads a whole topic, as a team consuming `carrier.notifications` would.
+//! - [`order`]: order, completeness and duplicates judged on a receiver's raw arrival sequence.
 #![forbid(unsafe_code)]
 
 pub mod broker;
 pub mod client;
 pub mod keys;
+pub mod order;
 pub mod receiver;
 pub mod redis;
 pub mod smtp;

@@ -17,11 +17,24 @@ pub struct Received {
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Bytes,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    /// The request as an ordering check reads it: the body's `Sequence` (see
+    /// [`crate::client::message`]), `webhook-id` and `carrier-attempt`; `None` without a sequence.
+    pub fn arrival(&self) -> Option<crate::order::Arrival> {
+        let body: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        Some(crate::order::Arrival {
+            sequence: body["Sequence"].as_u64()?,
+            webhook_id: self.header("webhook-id").to_string(),
+            attempt: self.header("carrier-attempt").parse().unwrap_or(0),
+        })
     }
 }
 
@@ -113,6 +126,14 @@ impl Receiver {
         self.state.lock().expect("receiver lock").received.clone()
     }
 
+    /// The sequenced requests that arrived on `path`, in arrival order (see [`crate::order`]).
+    pub fn arrivals_on(&self, path: &str) -> Vec<crate::order::Arrival> {
+        self.received_on(path)
+            .iter()
+            .filter_map(Received::arrival)
+            .collect()
+    }
+
     /// Requests that arrived on `path`, in arrival order.
     pub fn received_on(&self, path: &str) -> Vec<Received> {
         let path = format!("/{}", path.trim_start_matches('/'));
@@ -140,7 +161,9 @@ async fn record(
         })
         .collect();
     let path = uri.path().to_string();
-    let delay = {
+    // The request is recorded, counted in flight and given its answer as it arrives: the raw
+    // arrival order is what ordering checks read, and overlapping requests show in the count.
+    let (delay, status, answer, location) = {
         let mut state = state.lock().expect("receiver lock");
         let in_flight = {
             let count = state.in_flight.entry(path.clone()).or_insert(0);
@@ -149,23 +172,27 @@ async fn record(
         };
         let max = state.max_in_flight.entry(path.clone()).or_insert(0);
         *max = (*max).max(in_flight);
-        state.delay
+        state.received.push(Received {
+            path: path.clone(),
+            headers,
+            body,
+            at: std::time::Instant::now(),
+        });
+        (
+            state.delay,
+            state.status,
+            state.body.clone(),
+            state.location.clone(),
+        )
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let mut state = state.lock().expect("receiver lock");
-    if let Some(count) = state.in_flight.get_mut(&path) {
+    if let Some(count) = state.lock().expect("receiver lock").in_flight.get_mut(&path) {
         *count -= 1;
     }
-    state.received.push(Received { path, headers, body });
-    let mut response = (
-        state.status,
-        [("content-type", "application/json")],
-        state.body.clone(),
-    )
-        .into_response();
-    if let Some(location) = &state.location {
+    let mut response = (status, [("content-type", "application/json")], answer).into_response();
+    if let Some(location) = &location {
         if let Ok(value) = axum::http::HeaderValue::from_str(location) {
             response.headers_mut().insert(axum::http::header::LOCATION, value);
         }

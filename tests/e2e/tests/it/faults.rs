@@ -159,7 +159,7 @@ async fn killing_the_delivery_worker_mid_stream_loses_nothing_and_keeps_order() 
 }
 
 /// SIGTERM: the worker drains its in-flight requests, commits, and leaves the group.
-async fn terminate(child: &mut tokio::process::Child) {
+pub(crate) async fn terminate(child: &mut tokio::process::Child) {
     let pid = child.id().expect("running").to_string();
     let status = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])

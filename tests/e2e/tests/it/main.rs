@@ -7,8 +7,10 @@ mod client_assertion;
 mod faults;
 mod fhir;
 mod idempotency;
+mod isolation;
 mod logs;
 mod manual_retry;
+mod markers;
 mod operator;
 mod outbound;
 mod parking;
@@ -19,7 +21,8 @@ mod statuses;
 
 use std::collections::HashSet;
 
-use carrier_testkit::receiver::Received;
+use carrier_testkit::order::OrderReport;
+use carrier_testkit::receiver::{Received, Receiver};
 
 /// The `Sequence` numbers of requests, in arrival order.
 pub fn sequences(requests: &[Received], source: Option<&str>) -> Vec<u64> {
@@ -45,4 +48,23 @@ pub fn first_arrivals(sequence: &[u64]) -> Vec<u64> {
         .copied()
         .filter(|value| seen.insert(*value))
         .collect()
+}
+
+/// Checks what `path` of `receiver` saw, on its raw arrival sequence: every message of `expected`
+/// arrived, in order (first and last arrivals; see `carrier_testkit::order`), any repeat under
+/// its original `webhook-id`, and never two requests at once. Returns the report (duplicates).
+pub fn assert_raw_order(receiver: &Receiver, path: &str, expected: &[u64]) -> OrderReport {
+    let arrivals = receiver.arrivals_on(path);
+    let report = carrier_testkit::order::judge(&arrivals, expected);
+    let raw: Vec<u64> = arrivals.iter().map(|arrival| arrival.sequence).collect();
+    assert!(
+        report.is_clean(),
+        "{path}: {report:?}; raw arrival sequence: {raw:?}"
+    );
+    assert_eq!(
+        receiver.max_in_flight(path),
+        1,
+        "{path}: never two requests in flight at once"
+    );
+    report
 }

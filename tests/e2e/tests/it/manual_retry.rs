@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::sequences;
 
-async fn log_until(
+pub(crate) async fn log_until(
     api: &Api,
     token: &str,
     log_id: &str,
@@ -31,7 +31,7 @@ async fn log_until(
     .await
 }
 
-async fn retry(api: &Api, token: &str, log_id: &str) -> (u16, Value) {
+pub(crate) async fn retry(api: &Api, token: &str, log_id: &str) -> (u16, Value) {
     api.call(
         reqwest::Method::POST,
         &format!("/v1/logs/{log_id}/retry"),

@@ -12,7 +12,7 @@ use crate::sequences;
 
 /// The queue's state. A 502/503 (no delivery worker reachable yet, e.g. while one starts or
 /// partitions move) is retried for a while; anything else must be a 200.
-async fn queue(api: &Api, destination_id: &str) -> Value {
+pub(crate) async fn queue(api: &Api, destination_id: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let (status, body) = api
@@ -33,7 +33,7 @@ async fn queue(api: &Api, destination_id: &str) -> Value {
 }
 
 /// `POST /v1/destinations/{id}/{action}` (pause, resume, skip) with the operator token.
-async fn control(api: &Api, destination_id: &str, action: &str) -> (u16, Value) {
+pub(crate) async fn control(api: &Api, destination_id: &str, action: &str) -> (u16, Value) {
     api.admin(
         reqwest::Method::POST,
         &format!("/v1/destinations/{destination_id}/{action}"),
@@ -42,7 +42,12 @@ async fn control(api: &Api, destination_id: &str, action: &str) -> (u16, Value) 
     .await
 }
 
-async fn queue_until(api: &Api, destination_id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn queue_until(
+    api: &Api,
+    destination_id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     carrier_testkit::eventually(Duration::from_secs(30), what, || {
         let api = api.clone();
         let destination_id = destination_id.to_string();
