@@ -116,6 +116,7 @@ impl ControlService {
             } else {
                 String::new()
             },
+            head_retry_id: head.retry_id,
         })
     }
 
@@ -143,8 +144,9 @@ impl ControlService {
         self.changed(stored).await
     }
 
-    /// The head a skip or retry-now acts on: the one named, which must be the held head.
-    async fn held_head(&self, request: &HeadRequest) -> Result<(Arc<Destination>, String), Status> {
+    /// The head a skip or retry-now acts on: the one named, which must be the held head. Its log
+    /// and the retry ID of its task.
+    async fn held_head(&self, request: &HeadRequest) -> Result<(Arc<Destination>, String, String), Status> {
         let destination = self.destination(&request.destination_id).await?;
         let queue = self.state(&destination).await?;
         if queue.head_log_id.is_empty() {
@@ -159,7 +161,7 @@ impl ControlService {
                 request.log_id, destination.id, queue.head_log_id
             )));
         }
-        Ok((destination, queue.head_log_id))
+        Ok((destination, queue.head_log_id, queue.head_retry_id))
     }
 }
 
@@ -172,10 +174,11 @@ enum HeadAction {
 
 impl ControlService {
     async fn act_on_head(&self, request: HeadRequest, action: HeadAction) -> Result<HeadReply, Status> {
-        let (destination, log_id) = self.held_head(&request).await?;
+        let (destination, log_id, retry_id) = self.held_head(&request).await?;
         let request = SkipHeadRequest {
             id: destination.id.clone(),
             log_id: log_id.clone(),
+            retry_id,
         };
         let mut router = self.destinations.router();
         let stored = match action {

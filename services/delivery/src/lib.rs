@@ -58,8 +58,13 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// Consumer group of the delivery workers; every replica uses the same one.
     pub consumer_group: String,
-    /// Unfinished tasks one partition may hold in memory before its fetching pauses.
+    /// Unfinished tasks one partition may hold in memory before its fetching pauses. Past three
+    /// quarters of it, the destination with the longest queue parks its new tasks.
     pub max_pending_per_partition: usize,
+    /// Tasks one destination may hold in memory; past it (a slow or failing destination of any
+    /// environment), its new tasks go to the parking store, so it never holds up the other
+    /// destinations of its partition.
+    pub max_queued_per_destination: usize,
     /// How long a revoked partition waits for in-flight requests before it is released. Must
     /// exceed the largest destination timeout (30 s), so a request never outlives its partition.
     pub drain_timeout_ms: u64,
@@ -88,6 +93,7 @@ impl Default for Config {
             kafka: KafkaSettings::default(),
             consumer_group: "carrier-delivery".into(),
             max_pending_per_partition: 2_000,
+            max_queued_per_destination: 500,
             drain_timeout_ms: 35_000,
             handover_timeout_ms: 10_000,
             destination_cache_ttl_ms: 1_000,
@@ -103,9 +109,9 @@ impl Config {
         let config: Config = carrier_config::load()?;
         config.retry.validate().map_err(ConfigError::Invalid)?;
         config.outbound.networks()?;
-        if config.max_pending_per_partition == 0 {
+        if config.max_pending_per_partition == 0 || config.max_queued_per_destination == 0 {
             return Err(ConfigError::Invalid(
-                "max_pending_per_partition must be at least 1".into(),
+                "max_pending_per_partition and max_queued_per_destination must be at least 1".into(),
             ));
         }
         if config.control_addr.ip().is_unspecified() && config.control_advertise_url.is_none() {

@@ -60,20 +60,28 @@ impl ParkingStore {
         Ok(())
     }
 
-    /// The next `limit` parked tasks of a destination after `after_offset`, oldest first.
+    /// The next parked tasks of a destination after `after_offset`, oldest first: at most
+    /// `limit` of them and, past the first, no more than `max_bytes` of task bytes in all (so a
+    /// batch of large bodies does not fill the worker's memory).
     pub async fn next(
         &self,
         destination_id: &str,
         after_offset: i64,
         limit: i64,
+        max_bytes: i64,
     ) -> Result<Vec<ToPark>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT task_offset, task FROM parked_tasks
-             WHERE destination_id = $1 AND task_offset > $2 ORDER BY task_offset LIMIT $3",
+            "SELECT task_offset, task FROM (
+                SELECT task_offset, task,
+                       sum(octet_length(task)) OVER (ORDER BY task_offset) - octet_length(task) AS before
+                FROM (SELECT task_offset, task FROM parked_tasks
+                      WHERE destination_id = $1 AND task_offset > $2 ORDER BY task_offset LIMIT $3) AS head
+             ) AS batch WHERE before < $4 ORDER BY task_offset",
         )
         .bind(uuid(destination_id))
         .bind(after_offset)
         .bind(limit)
+        .bind(max_bytes)
         .fetch_all(&self.pool)
         .await?;
         let mut tasks = Vec::with_capacity(rows.len());
@@ -149,8 +157,12 @@ pub struct HeldHead {
     /// When the queue became held (kept while the same incident goes on).
     pub since_ms: i64,
     pub log_id: String,
+    /// The head's task: empty for its log's original task, else the manual retry's ID.
+    pub retry_id: String,
     pub attempts: u32,
     pub next_attempt_at_ms: Option<i64>,
+    /// When its last attempt started (a "retry now" older than that has been used).
+    pub last_attempt_at_ms: Option<i64>,
     pub last_error: String,
 }
 
@@ -159,11 +171,14 @@ impl ParkingStore {
     pub async fn record_held(&self, head: &HeldHead) -> Result<(), sqlx::Error> {
         use carrier_store::sqlx::types::chrono::DateTime;
         sqlx::query(
-            "INSERT INTO destination_queues (destination_id, reason, held_since, head_log_id, head_attempts, next_attempt_at, last_error)
-             VALUES ($1, $2, $7, $3, $4, $5, $6)
+            "INSERT INTO destination_queues (destination_id, reason, held_since, head_log_id, head_attempts,
+                next_attempt_at, last_error, head_retry_id, last_attempt_at)
+             VALUES ($1, $2, $7, $3, $4, $5, $6, $8, $9)
              ON CONFLICT (destination_id) DO UPDATE SET
                 reason = EXCLUDED.reason, head_log_id = EXCLUDED.head_log_id, head_attempts = EXCLUDED.head_attempts,
-                next_attempt_at = EXCLUDED.next_attempt_at, last_error = EXCLUDED.last_error, updated_at = now()",
+                next_attempt_at = EXCLUDED.next_attempt_at, last_error = EXCLUDED.last_error,
+                head_retry_id = EXCLUDED.head_retry_id, last_attempt_at = EXCLUDED.last_attempt_at,
+                updated_at = now()",
         )
         .bind(uuid(&head.destination_id))
         .bind(head.reason.as_str())
@@ -172,6 +187,8 @@ impl ParkingStore {
         .bind(head.next_attempt_at_ms.and_then(DateTime::from_timestamp_millis))
         .bind((!head.last_error.is_empty()).then_some(head.last_error.as_str()))
         .bind(DateTime::from_timestamp_millis(head.since_ms))
+        .bind(&head.retry_id)
+        .bind(head.last_attempt_at_ms.and_then(DateTime::from_timestamp_millis))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -181,7 +198,8 @@ impl ParkingStore {
     pub async fn held(&self, destination_id: &str) -> Result<Option<HeldHead>, sqlx::Error> {
         use carrier_store::sqlx::types::chrono::{DateTime, Utc};
         let row = sqlx::query(
-            "SELECT reason, held_since, head_log_id, head_attempts, next_attempt_at, last_error
+            "SELECT reason, held_since, head_log_id, head_attempts, next_attempt_at, last_error,
+                    head_retry_id, last_attempt_at
              FROM destination_queues WHERE destination_id = $1",
         )
         .bind(uuid(destination_id))
@@ -195,9 +213,13 @@ impl ParkingStore {
                 .get::<Option<Uuid>, _>("head_log_id")
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
+            retry_id: row.get("head_retry_id"),
             attempts: row.get::<i32, _>("head_attempts").max(0) as u32,
             next_attempt_at_ms: row
                 .get::<Option<DateTime<Utc>>, _>("next_attempt_at")
+                .map(|at| at.timestamp_millis()),
+            last_attempt_at_ms: row
+                .get::<Option<DateTime<Utc>>, _>("last_attempt_at")
                 .map(|at| at.timestamp_millis()),
             last_error: row.get::<Option<String>, _>("last_error").unwrap_or_default(),
         }))

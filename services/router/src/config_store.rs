@@ -446,20 +446,23 @@ impl ConfigStore {
             .await
     }
 
-    /// Asks delivery to cancel the destination's head log `log_id`.
-    pub async fn skip_head(&self, id: &str, log_id: &str) -> Result<pb::Destination> {
-        let sql = "UPDATE destinations SET skip_log_id = $2, updated_at = now() WHERE id = $1 RETURNING *";
+    /// Asks delivery to cancel the destination's head: task `retry_id` (empty: the original
+    /// task) of log `log_id`.
+    pub async fn skip_head(&self, id: &str, log_id: &str, retry_id: &str) -> Result<pb::Destination> {
+        let sql = "UPDATE destinations SET skip_log_id = $2, skip_retry_id = $3, updated_at = now()
+             WHERE id = $1 RETURNING *";
         let (id, log_id) = (parse_id("destination", id)?, parse_id("log", log_id)?);
-        self.update_destination_row(id, sqlx::query(sql).bind(id).bind(log_id))
+        self.update_destination_row(id, sqlx::query(sql).bind(id).bind(log_id).bind(retry_id))
             .await
     }
 
-    /// Asks delivery to attempt the held head `log_id` now.
-    pub async fn retry_head_now(&self, id: &str, log_id: &str) -> Result<pb::Destination> {
-        let sql = "UPDATE destinations SET retry_log_id = $2, retry_requested_at = now(), updated_at = now()
+    /// Asks delivery to attempt the held head (task `retry_id` of log `log_id`) now.
+    pub async fn retry_head_now(&self, id: &str, log_id: &str, retry_id: &str) -> Result<pb::Destination> {
+        let sql = "UPDATE destinations SET retry_log_id = $2, retry_now_retry_id = $3,
+                retry_requested_at = now(), updated_at = now()
              WHERE id = $1 RETURNING *";
         let (id, log_id) = (parse_id("destination", id)?, parse_id("log", log_id)?);
-        self.update_destination_row(id, sqlx::query(sql).bind(id).bind(log_id))
+        self.update_destination_row(id, sqlx::query(sql).bind(id).bind(log_id).bind(retry_id))
             .await
     }
 
@@ -672,5 +675,9 @@ fn destination_from_row(row: &sqlx::postgres::PgRow) -> pb::Destination {
             .get::<Option<DateTime<Utc>>, _>("retry_requested_at")
             .map(millis)
             .unwrap_or(0),
+        skip_retry_id: row.get::<Option<String>, _>("skip_retry_id").unwrap_or_default(),
+        retry_now_retry_id: row
+            .get::<Option<String>, _>("retry_now_retry_id")
+            .unwrap_or_default(),
     }
 }

@@ -136,7 +136,9 @@ impl ConfigService for Service {
     ) -> Result<Response<pb::Destination>, Status> {
         let request = request.into_inner();
         Ok(Response::new(
-            self.store.skip_head(&request.id, &request.log_id).await?,
+            self.store
+                .skip_head(&request.id, &request.log_id, &request.retry_id)
+                .await?,
         ))
     }
 
@@ -146,7 +148,9 @@ impl ConfigService for Service {
     ) -> Result<Response<pb::Destination>, Status> {
         let request = request.into_inner();
         Ok(Response::new(
-            self.store.retry_head_now(&request.id, &request.log_id).await?,
+            self.store
+                .retry_head_now(&request.id, &request.log_id, &request.retry_id)
+                .await?,
         ))
     }
 

@@ -13,7 +13,7 @@ use super::hold::{
     lane_wakeup, sleep_unless_released, sleep_until_retry, wait_or_wakeup, Hold, OPERATOR_PAUSE_RECHECK,
 };
 use super::metrics::{metrics, NO_LABELS};
-use super::parker::{abandon_parked, enter_parked_mode};
+use super::parker::{abandon_parked, drop_prefetched, enter_parked_mode};
 use super::partition::{complete, finished_key, Origin, PartitionState, Queued};
 use super::Shared;
 use crate::attempt::{self, AttemptResult};
@@ -33,7 +33,7 @@ pub(super) async fn deliver(
     partition: &Arc<PartitionState>,
     mut queued: Queued,
     resume_held: bool,
-) -> Option<i64> {
+) -> Option<Ended> {
     let destination_id = queued.task.destination_id.clone();
     // What operators see of this head while it holds the queue.
     let mut hold = Hold::new(&destination_id);
@@ -42,15 +42,26 @@ pub(super) async fn deliver(
         Outcome::Final {
             environment,
             ending,
+            attempts,
             activity,
         } => {
-            // A task parked while it was the head is past the lane's parked cursor now.
             let parked_offset = (queued.origin == Origin::Parked).then_some(queued.offset);
-            finish(shared, partition, queued, environment, ending, activity);
+            finish(shared, partition, queued, environment, ending, activity).await;
             hold.release(shared, partition).await;
-            parked_offset
+            Some(Ended {
+                parked_offset,
+                first_try: attempts <= 1,
+            })
         }
     }
+}
+
+/// A task whose log is final, as its lane needs to know it.
+pub(super) struct Ended {
+    /// Its offset, when it was parked (it is then past the lane's parked cursor).
+    pub(super) parked_offset: Option<i64>,
+    /// It needed at most one attempt here: the destination is flowing.
+    pub(super) first_try: bool,
 }
 
 /// How the attempts of one task ended.
@@ -59,6 +70,8 @@ enum Outcome {
     Final {
         environment: String,
         ending: Ending,
+        /// Attempts made here (not counting an earlier owner's).
+        attempts: u32,
         activity: consumer::ActivityGuard,
     },
     /// The partition was released first: the task stays unfinished for the next owner.
@@ -81,9 +94,9 @@ async fn attempt_until_final(
     // from its own first attempt.
     let previous_attempts = queued.task.previous_attempts;
     let mut number: u32 = previous_attempts + 1;
-    // When the last attempt started: a manual "retry now" newer than this wakes the head.
-    let mut last_attempt_ms: i64 = 0;
-    let mut held_by_operator = false;
+    // Attempts made here, and whether a pause has parked the backlog yet.
+    let mut attempts: u32 = 0;
+    let mut parked_for_pause = false;
     if resume_held {
         if let Some(stored) = stored_head(shared, &queued.task).await {
             number = number.max(stored.attempts + 1);
@@ -103,9 +116,8 @@ async fn attempt_until_final(
                     &released,
                     &wakeup,
                     Duration::from_millis(wait_ms as u64),
-                    &destination_id,
-                    &queued.task.log_id,
-                    last_attempt_ms,
+                    &queued.task,
+                    hold.last_attempt_ms,
                 )
                 .await
             {
@@ -149,31 +161,37 @@ async fn attempt_until_final(
                 return Outcome::Final {
                     environment: String::new(),
                     ending,
+                    attempts,
                     activity,
                 };
             }
         };
-        if skip_requested(&destination, &task.log_id) {
+        if skip_requested(&destination, task) {
             tracing::info!(destination_id = %task.destination_id, log_id = %task.log_id, "head skipped by an operator; log cancelled");
             return Outcome::Final {
                 environment: destination.environment.clone(),
                 ending: Ending::Skipped { sequence: number },
+                attempts,
                 activity,
             };
         }
-        let retry_now = retry_requested(&destination, &queued.task.log_id, last_attempt_ms);
+        let retry_now = retry_requested(&destination, &queued.task, hold.last_attempt_ms);
         if destination.paused_by_operator && !retry_now {
             drop(activity);
-            if !held_by_operator {
-                tracing::info!(destination_id = %task.destination_id, "destination paused by an operator");
-                enter_parked_mode(shared, partition, queued).await;
-                held_by_operator = true;
+            if !parked_for_pause {
+                // Tried again at every look until the parking store takes it (Postgres may be
+                // down when the pause arrives).
+                parked_for_pause = enter_parked_mode(shared, partition, queued).await;
+                if parked_for_pause {
+                    tracing::info!(destination_id = %queued.task.destination_id, "destination paused by an operator");
+                    drop_prefetched(partition, queued);
+                }
             }
             hold.record(
                 shared,
                 partition,
                 HeldReason::Operator,
-                &queued.task.log_id,
+                &queued.task,
                 number - 1,
                 None,
             )
@@ -183,8 +201,9 @@ async fn attempt_until_final(
             }
             return Outcome::Released;
         }
-        held_by_operator = held_by_operator && destination.paused_by_operator;
-        last_attempt_ms = chrono::Utc::now().timestamp_millis();
+        parked_for_pause = parked_for_pause && destination.paused_by_operator;
+        hold.last_attempt_ms = chrono::Utc::now().timestamp_millis();
+        attempts += 1;
         let result = match stored_body(shared, task).await {
             Ok(stored) => {
                 let body = stored.as_deref().unwrap_or(&task.body);
@@ -236,6 +255,7 @@ async fn attempt_until_final(
                         result,
                         status,
                     },
+                    attempts,
                     activity,
                 };
             }
@@ -255,7 +275,7 @@ async fn attempt_until_final(
                         shared,
                         partition,
                         HeldReason::Failing,
-                        &task.log_id,
+                        task,
                         number,
                         Some(next_attempt_at_ms),
                     )
@@ -272,17 +292,16 @@ async fn attempt_until_final(
                     }
                     drop(activity);
                 });
-                if production {
-                    enter_parked_mode(shared, partition, queued).await;
+                if production && enter_parked_mode(shared, partition, queued).await {
+                    drop_prefetched(partition, queued);
                 }
                 if !sleep_until_retry(
                     shared,
                     &released,
                     &wakeup,
                     delay,
-                    &destination_id,
-                    &queued.task.log_id,
-                    last_attempt_ms,
+                    &queued.task,
+                    hold.last_attempt_ms,
                 )
                 .await
                 {
@@ -297,7 +316,7 @@ async fn attempt_until_final(
 /// The head an earlier owner stored for `task`'s destination, if it is this task.
 async fn stored_head(shared: &Shared, task: &DeliveryTask) -> Option<HeldHead> {
     match shared.parking.held(&task.destination_id).await {
-        Ok(stored) => stored.filter(|head| head.log_id == task.log_id),
+        Ok(stored) => stored.filter(|head| head.log_id == task.log_id && head.retry_id == task.retry_id),
         Err(error) => {
             // Not fatal: the head is attempted with fresh numbering, as before a crash.
             tracing::warn!(%error, destination_id = %task.destination_id, "cannot read the stored held head; its attempt count starts over");
@@ -306,15 +325,19 @@ async fn stored_head(shared: &Shared, task: &DeliveryTask) -> Option<HeldHead> {
     }
 }
 
-/// Whether a manual retry asked to attempt `log_id` now, after the attempt started at
-/// `last_attempt_ms`.
-pub(super) fn retry_requested(destination: &Destination, log_id: &str, last_attempt_ms: i64) -> bool {
-    destination.retry_log_id == log_id && destination.retry_requested_at_ms > last_attempt_ms
+/// Whether a manual retry asked to attempt `task` now, after its attempt that started at
+/// `last_attempt_ms`. Markers name a task (log and retry ID), never just a log.
+pub(super) fn retry_requested(destination: &Destination, task: &DeliveryTask, last_attempt_ms: i64) -> bool {
+    destination.retry_log_id == task.log_id
+        && destination.retry_now_retry_id == task.retry_id
+        && destination.retry_requested_at_ms > last_attempt_ms
 }
 
-/// Whether an operator skipped `log_id`.
-pub(super) fn skip_requested(destination: &Destination, log_id: &str) -> bool {
-    !destination.skip_log_id.is_empty() && destination.skip_log_id == log_id
+/// Whether an operator skipped `task` (its log's original task, or one manual retry of it).
+pub(super) fn skip_requested(destination: &Destination, task: &DeliveryTask) -> bool {
+    !destination.skip_log_id.is_empty()
+        && destination.skip_log_id == task.log_id
+        && destination.skip_retry_id == task.retry_id
 }
 
 /// How a log became final.
@@ -331,10 +354,14 @@ enum Ending {
 
 /// The log is final: write its event, and only once the broker has it, let the task go (its
 /// offset finished, or its parked row removed). The lane moves on to the next task meanwhile.
-fn finish(
+///
+/// Waits first for room among the partition's unacknowledged events (invariant 5: during a
+/// broker outage the lanes stop here rather than piling finished tasks up in memory); the body,
+/// which the event does not need, is dropped at once.
+async fn finish(
     shared: &Arc<Shared>,
     partition: &Arc<PartitionState>,
-    queued: Queued,
+    mut queued: Queued,
     environment: String,
     ending: Ending,
     activity: consumer::ActivityGuard,
@@ -348,7 +375,14 @@ fn finish(
         .finished_logs
         .lock()
         .expect("finished logs lock")
-        .insert(finished_key(&queued.task));
+        .insert(&queued.task.destination_id, finished_key(&queued.task));
+    queued.task.body = Vec::new();
+    let permit = partition
+        .unacknowledged
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
     let shared_for_task = shared.clone();
     let partition = partition.clone();
     shared.runtime.spawn(async move {
@@ -369,6 +403,7 @@ fn finish(
             }
         }
         drop(activity);
+        drop(permit);
     });
 }
 

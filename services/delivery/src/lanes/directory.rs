@@ -56,17 +56,11 @@ impl LaneDirectory {
     /// The destination's lane; `None` when this worker does not own `partition`.
     pub fn view(&self, partition: i32, destination_id: &str) -> Option<LaneView> {
         let state = self.owned(partition)?;
-        let waiting_to_park = state
-            .to_park
-            .lock()
-            .expect("park lock")
-            .iter()
-            .filter(|queued| queued.task.destination_id == destination_id)
-            .count();
-        let lanes = state.lanes.lock().expect("lanes lock");
-        Some(match lanes.get(destination_id) {
+        let book = state.book();
+        let waiting_to_park = book.waiting_to_park(destination_id);
+        Some(match book.lanes.get(destination_id) {
             Some(lane) => LaneView {
-                queued_in_memory: lane.queue.len() + waiting_to_park,
+                queued_in_memory: lane.in_memory() + waiting_to_park,
                 held: lane.held.clone(),
             },
             None => LaneView {
@@ -79,7 +73,7 @@ impl LaneDirectory {
     /// Ends the current wait of the destination's lane, so it looks at its settings again now.
     pub fn wake(&self, partition: i32, destination_id: &str) {
         if let Some(state) = self.owned(partition) {
-            if let Some(lane) = state.lanes.lock().expect("lanes lock").get(destination_id) {
+            if let Some(lane) = state.book().lanes.get(destination_id) {
                 lane.wakeup.notify_one();
             }
         }

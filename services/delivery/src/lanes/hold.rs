@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use carrier_proto::records_v1::DeliveryTask;
 use tokio_util::sync::CancellationToken;
 
 use super::deliver::{retry_requested, skip_requested};
@@ -15,9 +16,8 @@ use crate::parking::{HeldHead, HeldReason};
 /// The lane's wake-up handle (a fresh one if the lane is gone, which nothing will wake).
 pub(super) fn lane_wakeup(partition: &PartitionState, destination_id: &str) -> Arc<tokio::sync::Notify> {
     partition
+        .book()
         .lanes
-        .lock()
-        .expect("lanes lock")
         .get(destination_id)
         .map(|lane| lane.wakeup.clone())
         .unwrap_or_default()
@@ -32,10 +32,10 @@ pub(super) async fn sleep_until_retry(
     released: &CancellationToken,
     wakeup: &tokio::sync::Notify,
     delay: Duration,
-    destination_id: &str,
-    log_id: &str,
+    task: &DeliveryTask,
     last_attempt_ms: i64,
 ) -> bool {
+    let destination_id = task.destination_id.as_str();
     let deadline = tokio::time::Instant::now() + delay;
     loop {
         let now = tokio::time::Instant::now();
@@ -46,15 +46,15 @@ pub(super) async fn sleep_until_retry(
             return false;
         }
         if let Ok(destination) = shared.destinations.get(destination_id).await {
-            if retry_requested(&destination, log_id, last_attempt_ms) {
+            if retry_requested(&destination, task, last_attempt_ms) {
                 tracing::info!(
                     destination_id,
-                    log_id,
+                    log_id = %task.log_id,
                     "manual retry: attempting the held head now"
                 );
                 return true;
             }
-            if skip_requested(&destination, log_id) || destination.paused_by_operator {
+            if skip_requested(&destination, task) || destination.paused_by_operator {
                 return true;
             }
         }
@@ -88,6 +88,9 @@ pub(super) struct Hold {
     pub(super) stored: bool,
     pub(super) since_ms: Option<i64>,
     pub(super) last_error: String,
+    /// When the head's last attempt started (0: none yet); a "retry now" newer than this
+    /// attempts it at once.
+    pub(super) last_attempt_ms: i64,
 }
 
 impl Hold {
@@ -97,6 +100,7 @@ impl Hold {
             stored: false,
             since_ms: None,
             last_error: String::new(),
+            last_attempt_ms: 0,
         }
     }
 
@@ -105,6 +109,8 @@ impl Hold {
         self.stored = true;
         self.since_ms = Some(stored.since_ms);
         self.last_error = stored.last_error.clone();
+        // A "retry now" from before that owner's last attempt has been used already.
+        self.last_attempt_ms = stored.last_attempt_at_ms.unwrap_or(0);
         set_lane_head(partition, &self.destination_id, Some(stored));
     }
 
@@ -113,7 +119,7 @@ impl Hold {
         shared: &Shared,
         partition: &PartitionState,
         reason: HeldReason,
-        log_id: &str,
+        task: &DeliveryTask,
         attempts: u32,
         next_attempt_at_ms: Option<i64>,
     ) {
@@ -123,15 +129,16 @@ impl Hold {
             since_ms: *self
                 .since_ms
                 .get_or_insert_with(|| chrono::Utc::now().timestamp_millis()),
-            log_id: log_id.to_string(),
+            log_id: task.log_id.clone(),
+            retry_id: task.retry_id.clone(),
             attempts,
             next_attempt_at_ms,
+            last_attempt_at_ms: (self.last_attempt_ms > 0).then_some(self.last_attempt_ms),
             last_error: self.last_error.clone(),
         };
         let unchanged = partition
+            .book()
             .lanes
-            .lock()
-            .expect("lanes lock")
             .get(&self.destination_id)
             .and_then(|lane| lane.held.as_ref())
             == Some(&head);
@@ -163,12 +170,7 @@ impl Hold {
 }
 
 fn set_lane_head(partition: &PartitionState, destination_id: &str, head: Option<HeldHead>) {
-    if let Some(lane) = partition
-        .lanes
-        .lock()
-        .expect("lanes lock")
-        .get_mut(destination_id)
-    {
+    if let Some(lane) = partition.book().lanes.get_mut(destination_id) {
         lane.held = head;
     }
 }

@@ -8,14 +8,15 @@ use std::time::Duration;
 use super::deliver::deliver;
 use super::hold::sleep_unless_released;
 use super::metrics::{metrics, NO_LABELS};
-use super::parker::{leave_parked_mode, remove_done_rows, PARKED_BATCH};
+use super::parker::{leave_parked_mode, remove_done_rows, PARKED_BATCH, PARKED_BATCH_BYTES};
 use super::partition::{complete, finished_key, Origin, PartitionState, Queued};
 use super::Shared;
 use crate::parking::HeldHead;
 
 /// One destination's line within a partition.
 pub(super) struct Lane {
-    /// Live tasks waiting in memory, oldest first (empty in parked mode).
+    /// Live tasks waiting in memory, oldest first. In parked mode it only drains (new tasks of
+    /// the destination are parked), and it is older than every row the lane will read.
     pub(super) queue: VecDeque<Queued>,
     /// Parked mode: the destination's line continues in the parking store; new tasks of this
     /// destination are parked too, until the store has none left for it.
@@ -23,8 +24,16 @@ pub(super) struct Lane {
     /// Bumped each time tasks of this destination are written to the parking store, so the
     /// lane can tell that none arrived while it found the store empty.
     pub(super) park_generation: u64,
-    /// Tasks of this destination taken by the parker and not yet written.
-    pub(super) parking_in_flight: usize,
+    /// Tasks of this destination handed to the parker and not yet written.
+    pub(super) parking: usize,
+    /// Rows read from the parking store and not started yet (a bounded batch; dropped while the
+    /// head is held, and read again later).
+    pub(super) prefetched: VecDeque<Queued>,
+    /// The offset of the last row taken from the parking store.
+    pub(super) cursor: i64,
+    /// Whether the last task this lane finished needed a single attempt: the lane then reads
+    /// parked rows in batches; after a failure, or at the start, one at a time.
+    pub(super) flowing: bool,
     /// Parked tasks this lane took to deliver whose outcome is not recorded yet.
     pub(super) parked_unfinished: usize,
     /// Offsets of parked tasks that are final: their rows are removed in one statement.
@@ -41,7 +50,10 @@ impl Lane {
             queue,
             parked,
             park_generation: 0,
-            parking_in_flight: 0,
+            parking: 0,
+            prefetched: VecDeque::new(),
+            cursor: -1,
+            flowing: false,
             parked_unfinished: 0,
             parked_done: Vec::new(),
             held: None,
@@ -55,6 +67,11 @@ impl Lane {
 
     pub(super) fn parked() -> Self {
         Self::new(VecDeque::new(), true)
+    }
+
+    /// Tasks of this lane held in memory (queued and prefetched), for the operator's view.
+    pub(super) fn in_memory(&self) -> usize {
+        self.queue.len() + self.prefetched.len()
     }
 }
 
@@ -71,48 +88,53 @@ enum Next {
     /// Parked mode: read the next tasks from the parking store.
     ReadParked {
         generation: u64,
+        cursor: i64,
+        rows: i64,
     },
     Done,
 }
 
 /// Works through one destination's tasks in offset order, one at a time, until none is left
-/// or the partition is released. In parked mode it reads its tasks from the parking store.
+/// or the partition is released: first what it holds in memory (prefetched rows, then live
+/// tasks), then, in parked mode, the destination's backlog in the parking store.
 pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destination_id: String) {
-    // Parked tasks already taken from the store (offsets up to this one).
-    let mut parked_cursor = -1i64;
     // The first parked task this lane delivers may be a head an earlier owner was retrying.
     let mut first_parked = true;
-    let mut parked_batch: VecDeque<Queued> = VecDeque::new();
     loop {
         if partition.tracker.is_released() {
             break;
         }
-        let next = match parked_batch.pop_front() {
-            Some(queued) => Next::Deliver(Box::new(queued)),
-            None => {
-                let mut lanes = partition.lanes.lock().expect("lanes lock");
-                match lanes.get_mut(&destination_id) {
-                    Some(lane) if lane.parked => Next::ReadParked {
-                        generation: lane.park_generation,
-                    },
-                    Some(lane) => match lane.queue.pop_front() {
-                        Some(queued) => Next::Deliver(Box::new(queued)),
-                        None => {
-                            lanes.remove(&destination_id);
-                            Next::Done
+        let next = {
+            let mut book = partition.book();
+            match book.lanes.get_mut(&destination_id) {
+                None => Next::Done,
+                Some(lane) => {
+                    if let Some(queued) = lane.prefetched.pop_front().or_else(|| lane.queue.pop_front()) {
+                        Next::Deliver(Box::new(queued))
+                    } else if lane.parked {
+                        Next::ReadParked {
+                            generation: lane.park_generation,
+                            cursor: lane.cursor,
+                            rows: if lane.flowing { PARKED_BATCH } else { 1 },
                         }
-                    },
-                    None => Next::Done,
+                    } else {
+                        book.lanes.remove(&destination_id);
+                        Next::Done
+                    }
                 }
             }
         };
         match next {
             Next::Done => break,
-            Next::ReadParked { generation } => {
+            Next::ReadParked {
+                generation,
+                cursor,
+                rows,
+            } => {
                 remove_done_rows(&shared, &partition, &destination_id).await;
                 match shared
                     .parking
-                    .next(&destination_id, parked_cursor, PARKED_BATCH)
+                    .next(&destination_id, cursor, rows, PARKED_BATCH_BYTES)
                     .await
                 {
                     Ok(tasks) if tasks.is_empty() => {
@@ -134,21 +156,17 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                         }
                     }
                     Ok(tasks) => {
-                        if let Some(lane) = partition
-                            .lanes
-                            .lock()
-                            .expect("lanes lock")
-                            .get_mut(&destination_id)
-                        {
+                        let mut book = partition.book();
+                        if let Some(lane) = book.lanes.get_mut(&destination_id) {
                             lane.parked_unfinished += tasks.len();
-                        }
-                        for parked in tasks {
-                            parked_cursor = parked.offset;
-                            parked_batch.push_back(Queued {
-                                offset: parked.offset,
-                                task: parked.task,
-                                origin: Origin::Parked,
-                            });
+                            for parked in tasks {
+                                lane.cursor = parked.offset;
+                                lane.prefetched.push_back(Queued {
+                                    offset: parked.offset,
+                                    task: parked.task,
+                                    origin: Origin::Parked,
+                                });
+                            }
                         }
                     }
                     Err(error) => {
@@ -167,7 +185,7 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                     .finished_logs
                     .lock()
                     .expect("finished logs lock")
-                    .contains(&finished_key(&queued.task))
+                    .contains(&destination_id, &finished_key(&queued.task))
                 {
                     tracing::debug!(log_id = %queued.task.log_id, "duplicate task of a finished log skipped");
                     complete(&partition, &queued);
@@ -175,9 +193,15 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                 }
                 let resume_held = first_parked && queued.origin == Origin::Parked;
                 first_parked = first_parked && !resume_held;
-                // A task parked while it was the head is past the cursor now.
-                if let Some(offset) = deliver(&shared, &partition, queued, resume_held).await {
-                    parked_cursor = parked_cursor.max(offset);
+                if let Some(ended) = deliver(&shared, &partition, queued, resume_held).await {
+                    let mut book = partition.book();
+                    if let Some(lane) = book.lanes.get_mut(&destination_id) {
+                        lane.flowing = ended.first_try;
+                        // A task parked while it was the head is past the cursor now.
+                        if let Some(offset) = ended.parked_offset {
+                            lane.cursor = lane.cursor.max(offset);
+                        }
+                    }
                 }
             }
         }

@@ -10,6 +10,7 @@ pub(super) struct Metrics {
     pub(super) lanes: IntGaugeVec,
     pub(super) finished: IntCounterVec,
     pub(super) parked: IntCounterVec,
+    pub(super) overflows: IntCounterVec,
 }
 
 pub(super) fn metrics() -> &'static Metrics {
@@ -33,6 +34,11 @@ pub(super) fn metrics() -> &'static Metrics {
         parked: carrier_telemetry::counter_vec(
             "carrier_delivery_tasks_parked_total",
             "Tasks written to the parking store (backlog of held destinations)",
+            &[],
+        ),
+        overflows: carrier_telemetry::counter_vec(
+            "carrier_delivery_backlog_overflows_total",
+            "Destinations whose in-memory backlog reached its share, so their new tasks are parked",
             &[],
         ),
         finished: carrier_telemetry::counter_vec(

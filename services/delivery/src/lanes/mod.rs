@@ -22,8 +22,7 @@ mod partition;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_kafka::consumer::{self, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor};
@@ -41,7 +40,7 @@ use crate::retry::RetryPolicy;
 use crate::Config;
 use lane::{spawn_lane, Lane};
 use parker::run_parker;
-use partition::{PartitionLanes, PartitionState, RecentLogs};
+use partition::{Limits, PartitionLanes, PartitionState};
 
 /// What every lane shares.
 struct Shared {
@@ -54,6 +53,7 @@ struct Shared {
     events: LogEvents,
     policy: RetryPolicy,
     excerpt_bytes: usize,
+    limits: Limits,
     runtime: tokio::runtime::Handle,
 }
 
@@ -77,6 +77,13 @@ pub fn start(
         events,
         policy: config.retry.clone(),
         excerpt_bytes: config.response_excerpt_bytes,
+        limits: Limits {
+            queued_per_destination: config.max_queued_per_destination,
+            // Below the consumer's own cap (where fetching pauses), so a slow destination is
+            // parked before it can stop the partition.
+            partition_pressure: (config.max_pending_per_partition * 3 / 4).max(1),
+            unacknowledged_events: config.max_pending_per_partition,
+        },
         runtime: tokio::runtime::Handle::current(),
     });
     let options = ConsumerOptions {
@@ -102,13 +109,7 @@ struct LaneProcessor {
 
 impl Processor for LaneProcessor {
     fn assign(&self, tracker: Arc<OffsetTracker>) -> Box<dyn PartitionProcessor> {
-        let partition = Arc::new(PartitionState {
-            tracker: tracker.clone(),
-            lanes: Mutex::new(HashMap::new()),
-            finished_logs: Mutex::new(RecentLogs::default()),
-            to_park: Mutex::new(Vec::new()),
-            park_wakeup: tokio::sync::Notify::new(),
-        });
+        let partition = Arc::new(PartitionState::new(tracker.clone(), self.shared.limits));
         // Destinations with parked tasks start in parked mode before any record of this
         // partition is dispatched, so a live task never overtakes a parked one (invariant 2).
         // This runs on the consumer thread (not a runtime worker), where blocking is allowed.
@@ -122,8 +123,10 @@ impl Processor for LaneProcessor {
             });
         };
         for destination_id in parked {
-            let mut lanes = partition.lanes.lock().expect("lanes lock");
-            lanes.insert(destination_id.clone(), Lane::parked());
+            partition
+                .book()
+                .lanes
+                .insert(destination_id.clone(), Lane::parked());
             spawn_lane(&self.shared, &partition, destination_id);
         }
         self.shared

@@ -21,16 +21,8 @@ pub(super) async fn run_parker(shared: Arc<Shared>, partition: Arc<PartitionStat
             _ = released.cancelled() => return,
         }
         loop {
-            let batch: Vec<Queued> = {
-                let mut lanes = partition.lanes.lock().expect("lanes lock");
-                let batch = std::mem::take(&mut *partition.to_park.lock().expect("park lock"));
-                for queued in &batch {
-                    if let Some(lane) = lanes.get_mut(&queued.task.destination_id) {
-                        lane.parking_in_flight += 1;
-                    }
-                }
-                batch
-            };
+            // Each task is already counted in its lane's `parking` (since it was handed over).
+            let batch: Vec<Queued> = std::mem::take(&mut partition.book().to_park);
             if batch.is_empty() {
                 break;
             }
@@ -60,11 +52,11 @@ pub(super) async fn run_parker(shared: Arc<Shared>, partition: Arc<PartitionStat
                 .with_label_values(NO_LABELS)
                 .inc_by(rows.len() as u64);
             {
-                let mut lanes = partition.lanes.lock().expect("lanes lock");
+                let mut book = partition.book();
                 for queued in &batch {
-                    if let Some(lane) = lanes.get_mut(&queued.task.destination_id) {
+                    if let Some(lane) = book.lanes.get_mut(&queued.task.destination_id) {
                         lane.park_generation += 1;
-                        lane.parking_in_flight -= 1;
+                        lane.parking = lane.parking.saturating_sub(1);
                     }
                 }
             }
@@ -77,28 +69,25 @@ pub(super) async fn run_parker(shared: Arc<Shared>, partition: Arc<PartitionStat
     }
 }
 
-/// Parked tasks read from the store per query.
+/// Parked tasks a flowing lane reads from the store per query (a held or starting lane reads
+/// one), and the most task bytes one read may bring into memory (at least one row).
 pub(super) const PARKED_BATCH: i64 = 100;
+pub(super) const PARKED_BATCH_BYTES: i64 = 1024 * 1024;
 
 /// Back to live mode, if nothing was parked for the destination since the lane found the store
 /// empty and nothing is waiting to be parked. The check and the switch happen under the lanes
-/// lock, which `process` also takes: a new task either was parked before the switch (and the
-/// generation moved) or arrives after it and joins the live queue.
+/// lock, which `process` also takes (and under which it hands tasks to the parker): a new task
+/// either was handed over before the switch (and is counted in `parking`) or arrives after it and
+/// joins the live queue.
 pub(super) fn leave_parked_mode(partition: &PartitionState, destination_id: &str, generation: u64) -> bool {
-    let mut lanes = partition.lanes.lock().expect("lanes lock");
-    let waiting = partition
-        .to_park
-        .lock()
-        .expect("park lock")
-        .iter()
-        .any(|q| q.task.destination_id == destination_id);
-    match lanes.get_mut(destination_id) {
+    let mut book = partition.book();
+    match book.lanes.get_mut(destination_id) {
         Some(lane)
             if lane.park_generation == generation
-                && lane.parking_in_flight == 0
+                && lane.parking == 0
                 && lane.parked_unfinished == 0
                 && lane.parked_done.is_empty()
-                && !waiting =>
+                && lane.queue.is_empty() =>
         {
             lane.parked = false;
             true
@@ -110,12 +99,7 @@ pub(super) fn leave_parked_mode(partition: &PartitionState, destination_id: &str
 /// A parked task whose final event could not be written: its row stays (a restart redoes it).
 pub(super) fn abandon_parked(partition: &PartitionState, queued: &Queued) {
     if queued.origin == Origin::Parked {
-        if let Some(lane) = partition
-            .lanes
-            .lock()
-            .expect("lanes lock")
-            .get_mut(&queued.task.destination_id)
-        {
+        if let Some(lane) = partition.book().lanes.get_mut(&queued.task.destination_id) {
             lane.parked_unfinished = lane.parked_unfinished.saturating_sub(1);
         }
     }
@@ -123,12 +107,7 @@ pub(super) fn abandon_parked(partition: &PartitionState, queued: &Queued) {
 
 /// Removes the rows of the lane's final parked tasks in one statement.
 pub(super) async fn remove_done_rows(shared: &Shared, partition: &PartitionState, destination_id: &str) {
-    let done = match partition
-        .lanes
-        .lock()
-        .expect("lanes lock")
-        .get_mut(destination_id)
-    {
+    let done = match partition.book().lanes.get_mut(destination_id) {
         Some(lane) => std::mem::take(&mut lane.parked_done),
         None => return,
     };
@@ -137,29 +116,28 @@ pub(super) async fn remove_done_rows(shared: &Shared, partition: &PartitionState
     }
     if let Err(error) = shared.parking.remove_many(destination_id, &done).await {
         tracing::warn!(%error, destination_id, rows = done.len(), "final parked tasks could not be removed yet; retrying");
-        if let Some(lane) = partition
-            .lanes
-            .lock()
-            .expect("lanes lock")
-            .get_mut(destination_id)
-        {
+        if let Some(lane) = partition.book().lanes.get_mut(destination_id) {
             lane.parked_done.extend(done);
         }
     }
 }
 
-/// Moves a live destination whose head is failing into parked mode: the head is written to the
-/// parking store at once (so its offset can be committed while it keeps failing), and every task
-/// queued behind it follows through the partition's parker, so the partition's commits move on
-/// and memory stays bounded however long the destination stays down. The head stays this lane's
-/// head: the lane goes on retrying it and removes its row once it is final.
+/// Moves a live destination whose head is failing (or paused) into parked mode: the head is
+/// written to the parking store at once (so its offset can be committed while it keeps failing),
+/// and every task queued behind it follows through the partition's parker, so the partition's
+/// commits move on and memory stays bounded however long the destination stays down. The head
+/// stays this lane's head: the lane goes on retrying it and removes its row once it is final.
+///
+/// True once the head is parked (at once when it came from the store). False when the parking
+/// store cannot take it now: the caller tries again at its next step, so a pause or a failure
+/// during a Postgres outage is parked once Postgres is back.
 pub(super) async fn enter_parked_mode(
     shared: &Arc<Shared>,
     partition: &Arc<PartitionState>,
     head: &mut Queued,
-) {
+) -> bool {
     if head.origin == Origin::Parked {
-        return;
+        return true;
     }
     let row = ToPark {
         offset: head.offset,
@@ -170,22 +148,42 @@ pub(super) async fn enter_parked_mode(
         .park(partition.tracker.partition(), std::slice::from_ref(&row))
         .await
     {
-        tracing::error!(%error, destination_id = %head.task.destination_id, "cannot park a failing destination; its backlog stays in memory");
-        return;
+        tracing::error!(%error, destination_id = %head.task.destination_id, "cannot park a held destination yet; its backlog stays in memory and parking is tried again");
+        return false;
     }
     partition.tracker.finish(head.offset);
     head.origin = Origin::Parked;
-    let mut lanes = partition.lanes.lock().expect("lanes lock");
-    let Some(lane) = lanes.get_mut(&head.task.destination_id) else {
-        return;
+    let mut book = partition.book();
+    let Some(lane) = book.lanes.get_mut(&head.task.destination_id) else {
+        return true;
     };
     lane.parked = true;
     lane.parked_unfinished += 1;
+    // Handed to the parker under the same lock that set parked mode: a newer task arriving now
+    // is queued for the store behind these, never ahead of them.
     let queued: Vec<Queued> = lane.queue.drain(..).collect();
-    drop(lanes);
-    tracing::warn!(destination_id = %head.task.destination_id, backlog = queued.len() + 1, "destination held by a failing head; parking its backlog");
-    metrics().parked.with_label_values(NO_LABELS).inc();
+    let backlog = queued.len() + 1;
     for queued in queued {
-        partition.park(queued);
+        book.park(queued);
+    }
+    drop(book);
+    partition.park_wakeup.notify_one();
+    tracing::warn!(destination_id = %head.task.destination_id, backlog, "destination held; parking its backlog");
+    metrics().parked.with_label_values(NO_LABELS).inc();
+    true
+}
+
+/// The head of a parked backlog is held (failing or paused): the rows read after it go back to
+/// the store (memory stays at the head) and are read again once it is final.
+pub(super) fn drop_prefetched(partition: &PartitionState, head: &Queued) {
+    if head.origin != Origin::Parked {
+        return;
+    }
+    if let Some(lane) = partition.book().lanes.get_mut(&head.task.destination_id) {
+        if !lane.prefetched.is_empty() {
+            lane.parked_unfinished = lane.parked_unfinished.saturating_sub(lane.prefetched.len());
+            lane.prefetched.clear();
+            lane.cursor = head.offset;
+        }
     }
 }

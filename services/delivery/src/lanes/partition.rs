@@ -1,6 +1,6 @@
-//! One assigned partition: its lanes, the tasks waiting to be parked, the recently finished logs
-//! (duplicate detection), and `process`, which sends each record of the partition to the lane of
-//! its destination.
+//! One assigned partition: its lanes, the tasks on their way to the parking store, the recently
+//! finished logs (duplicate detection), and `process`, which sends each record of the partition
+//! to the lane of its destination.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -8,13 +8,20 @@ use std::sync::{Arc, Mutex};
 use carrier_kafka::consumer::{OffsetTracker, PartitionProcessor, Record};
 use carrier_proto::records_v1::DeliveryTask;
 use prost::Message;
+use tokio::sync::{Notify, Semaphore};
 
 use super::lane::{spawn_lane, Lane};
+use super::metrics::{metrics, NO_LABELS};
 use super::Shared;
 
-/// How many finished log IDs a partition remembers, to skip a task written twice (the router
-/// re-routes a message after a crash) instead of sending it again.
-pub(super) const REMEMBERED_LOGS: usize = 10_000;
+/// How many finished logs each destination remembers, to skip a task written twice (the router
+/// re-routes a message after a crash) instead of sending it again. A re-routed task follows its
+/// original within the router's uncommitted window, so a short window per destination suffices;
+/// a window per partition would let a busy destination push a quiet one's logs out.
+pub(super) const REMEMBERED_LOGS_PER_DESTINATION: usize = 256;
+/// Destinations whose finished logs a partition remembers; the least recently active are
+/// forgotten first.
+pub(super) const REMEMBERED_DESTINATIONS: usize = 4_096;
 
 /// A task waiting in its lane, with where it came from.
 pub(super) struct Queued {
@@ -32,21 +39,87 @@ pub(super) enum Origin {
     Parked,
 }
 
+/// The memory a partition's lanes may use (invariant 5).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Live tasks one destination may hold in memory; past it, its new tasks are parked.
+    pub(super) queued_per_destination: usize,
+    /// Unfinished records of the partition past which the destination with the longest queue
+    /// parks its new tasks, so that no destination makes the partition's fetching pause.
+    pub(super) partition_pressure: usize,
+    /// Final log events awaiting the broker's acknowledgement (each holds its task).
+    pub(super) unacknowledged_events: usize,
+}
+
 pub(super) struct PartitionState {
     pub(super) tracker: Arc<OffsetTracker>,
+    /// The lanes and the tasks on their way to the parking store, under one lock: whether a task
+    /// is queued or parked, and whether a lane may leave parked mode, are decided on one state.
+    pub(super) book: Mutex<Book>,
+    pub(super) finished_logs: Mutex<RecentLogs>,
+    pub(super) park_wakeup: Notify,
+    /// Permits for final log events not yet acknowledged: a lane waits for one before it lets a
+    /// finished task go, so a broker outage stops the lanes instead of filling memory.
+    pub(super) unacknowledged: Arc<Semaphore>,
+    pub(super) limits: Limits,
+}
+
+/// What a partition's lanes share (see [`PartitionState::book`]).
+#[derive(Default)]
+pub(super) struct Book {
     /// Destination ID → its lane. A destination has an entry exactly while a lane task runs for
     /// it; the lane task removes the entry when it finds nothing left to do.
-    pub(super) lanes: Mutex<HashMap<String, Lane>>,
-    pub(super) finished_logs: Mutex<RecentLogs>,
-    /// Tasks waiting to be written to the parking store by this partition's parker.
-    pub(super) to_park: Mutex<Vec<Queued>>,
-    pub(super) park_wakeup: tokio::sync::Notify,
+    pub(super) lanes: HashMap<String, Lane>,
+    /// Tasks waiting to be written to the parking store by the partition's parker, in the order
+    /// they were handed over (a destination's tasks in offset order).
+    pub(super) to_park: Vec<Queued>,
+}
+
+impl Book {
+    /// Hands a task to the parker. Its lane counts it until it is written, so the lane cannot
+    /// leave parked mode, nor read past it, before it is in the store.
+    pub(super) fn park(&mut self, queued: Queued) {
+        if let Some(lane) = self.lanes.get_mut(&queued.task.destination_id) {
+            lane.parking += 1;
+        }
+        self.to_park.push(queued);
+    }
+
+    /// Tasks of `destination_id` waiting for the parker.
+    pub(super) fn waiting_to_park(&self, destination_id: &str) -> usize {
+        self.to_park
+            .iter()
+            .filter(|queued| queued.task.destination_id == destination_id)
+            .count()
+    }
+
+    /// The lane with the longest live queue parks its new tasks from now on (the partition is
+    /// under pressure). Its queued tasks stay: they are older than anything it will park.
+    fn overflow_longest(&mut self) -> Option<String> {
+        let (destination_id, lane) = self
+            .lanes
+            .iter_mut()
+            .filter(|(_, lane)| !lane.parked && lane.queue.len() > 1)
+            .max_by_key(|(_, lane)| lane.queue.len())?;
+        lane.parked = true;
+        Some(destination_id.clone())
+    }
 }
 
 impl PartitionState {
-    pub(super) fn park(&self, queued: Queued) {
-        self.to_park.lock().expect("park lock").push(queued);
-        self.park_wakeup.notify_one();
+    pub(super) fn new(tracker: Arc<OffsetTracker>, limits: Limits) -> Self {
+        Self {
+            tracker,
+            book: Mutex::new(Book::default()),
+            finished_logs: Mutex::new(RecentLogs::default()),
+            park_wakeup: Notify::new(),
+            unacknowledged: Arc::new(Semaphore::new(limits.unacknowledged_events)),
+            limits,
+        }
+    }
+
+    pub(super) fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().expect("lanes lock")
     }
 }
 
@@ -77,18 +150,41 @@ impl PartitionProcessor for PartitionLanes {
             task,
             origin: Origin::Live,
         };
-        let mut lanes = self.partition.lanes.lock().expect("lanes lock");
-        match lanes.get_mut(&destination_id) {
+        let limits = self.partition.limits;
+        let mut book = self.partition.book();
+        let mut overflowing = None;
+        let mut new_lane = false;
+        match book.lanes.get_mut(&destination_id) {
             Some(lane) if lane.parked => {
-                drop(lanes);
-                self.partition.park(queued);
+                book.park(queued);
+                self.partition.park_wakeup.notify_one();
             }
-            Some(lane) => lane.queue.push_back(queued),
+            Some(lane) => {
+                lane.queue.push_back(queued);
+                if lane.queue.len() > limits.queued_per_destination {
+                    lane.parked = true;
+                    overflowing = Some(destination_id.clone());
+                }
+            }
             None => {
-                lanes.insert(destination_id.clone(), Lane::live(queued));
-                drop(lanes);
-                spawn_lane(&self.shared, &self.partition, destination_id);
+                book.lanes.insert(destination_id.clone(), Lane::live(queued));
+                new_lane = true;
             }
+        }
+        if overflowing.is_none() && self.partition.tracker.pending() >= limits.partition_pressure {
+            overflowing = book.overflow_longest();
+        }
+        drop(book);
+        if let Some(overflowing) = overflowing {
+            metrics().overflows.with_label_values(NO_LABELS).inc();
+            tracing::info!(
+                destination_id = %overflowing,
+                partition = self.partition.tracker.partition(),
+                "destination's backlog is over its memory share; its new tasks are parked"
+            );
+        }
+        if new_lane {
+            spawn_lane(&self.shared, &self.partition, destination_id);
         }
     }
 }
@@ -112,8 +208,7 @@ pub(super) fn complete(partition: &PartitionState, queued: &Queued) {
             // The lane removes final rows in batches (before it reads the next ones, and before
             // it leaves parked mode); a lane that is gone (partition released) removes nothing:
             // the row stays, and the next owner skips or redoes it.
-            let mut lanes = partition.lanes.lock().expect("lanes lock");
-            if let Some(lane) = lanes.get_mut(&queued.task.destination_id) {
+            if let Some(lane) = partition.book().lanes.get_mut(&queued.task.destination_id) {
                 lane.parked_unfinished = lane.parked_unfinished.saturating_sub(1);
                 lane.parked_done.push(queued.offset);
             }
@@ -121,26 +216,58 @@ pub(super) fn complete(partition: &PartitionState, queued: &Queued) {
     }
 }
 
-/// A bounded set of recently finished log IDs (oldest forgotten first).
+/// The logs each destination finished recently (a bounded window per destination, for a bounded
+/// number of destinations).
 #[derive(Default)]
 pub(super) struct RecentLogs {
-    pub(super) order: VecDeque<String>,
-    pub(super) set: HashSet<String>,
+    by_destination: HashMap<String, DestinationLogs>,
+    /// Bumped on every insert: the least recently active destination is forgotten first.
+    clock: u64,
+}
+
+#[derive(Default)]
+struct DestinationLogs {
+    last_active: u64,
+    order: VecDeque<String>,
+    set: HashSet<String>,
 }
 
 impl RecentLogs {
-    pub(super) fn insert(&mut self, log_id: String) {
-        if self.set.insert(log_id.clone()) {
-            self.order.push_back(log_id);
-            if self.order.len() > REMEMBERED_LOGS {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.set.remove(&oldest);
+    pub(super) fn insert(&mut self, destination_id: &str, key: String) {
+        self.clock += 1;
+        if !self.by_destination.contains_key(destination_id)
+            && self.by_destination.len() >= REMEMBERED_DESTINATIONS
+        {
+            self.forget_least_active();
+        }
+        let logs = self.by_destination.entry(destination_id.to_string()).or_default();
+        logs.last_active = self.clock;
+        if logs.set.insert(key.clone()) {
+            logs.order.push_back(key);
+            if logs.order.len() > REMEMBERED_LOGS_PER_DESTINATION {
+                if let Some(oldest) = logs.order.pop_front() {
+                    logs.set.remove(&oldest);
                 }
             }
         }
     }
 
-    pub(super) fn contains(&self, log_id: &str) -> bool {
-        self.set.contains(log_id)
+    pub(super) fn contains(&self, destination_id: &str, key: &str) -> bool {
+        self.by_destination
+            .get(destination_id)
+            .is_some_and(|logs| logs.set.contains(key))
+    }
+
+    /// Forgets the least recently active tenth of the destinations (one scan for many inserts).
+    fn forget_least_active(&mut self) {
+        let mut activity: Vec<u64> = self
+            .by_destination
+            .values()
+            .map(|logs| logs.last_active)
+            .collect();
+        let cut = (activity.len() / 10).max(1);
+        activity.select_nth_unstable(cut - 1);
+        let threshold = activity[cut - 1];
+        self.by_destination.retain(|_, logs| logs.last_active > threshold);
     }
 }

@@ -7,7 +7,7 @@ use carrier_proto::records_v1::{DeliveryTask, LogStatus};
 use tokio_util::sync::CancellationToken;
 
 use super::hold::{sleep_unless_released, wait_or_wakeup};
-use super::partition::{finished_key, RecentLogs, REMEMBERED_LOGS};
+use super::partition::{finished_key, RecentLogs, REMEMBERED_DESTINATIONS, REMEMBERED_LOGS_PER_DESTINATION};
 use crate::retry::{Decision, RetryPolicy};
 
 #[tokio::test(start_paused = true)]
@@ -120,13 +120,81 @@ fn a_manual_retry_is_a_task_of_its_own_for_duplicate_detection() {
     };
     assert_eq!(finished_key(&task), "log");
     assert_ne!(finished_key(&task), finished_key(&retry));
+}
+
+#[test]
+fn each_destination_remembers_its_own_finished_logs_however_busy_the_others_are() {
     let mut recent = RecentLogs::default();
-    for index in 0..=REMEMBERED_LOGS {
-        recent.insert(format!("log-{index}"));
+    recent.insert("quiet", "quiet-log".into());
+    // A busy destination of the same partition finishes far more logs than one window.
+    for index in 0..REMEMBERED_LOGS_PER_DESTINATION * 10 {
+        recent.insert("busy", format!("busy-{index}"));
     }
     assert!(
-        !recent.contains("log-0"),
-        "the oldest is forgotten past the bound"
+        recent.contains("quiet", "quiet-log"),
+        "a busy neighbour does not push a quiet destination's logs out"
     );
-    assert!(recent.contains(&format!("log-{REMEMBERED_LOGS}")));
+    assert!(!recent.contains("busy", "busy-0"), "each window is bounded");
+    assert!(recent.contains(
+        "busy",
+        &format!("busy-{}", REMEMBERED_LOGS_PER_DESTINATION * 10 - 1)
+    ));
+    assert!(
+        !recent.contains("busy", "quiet-log"),
+        "windows are per destination"
+    );
+
+    // Past the destination bound, the least recently active are forgotten first.
+    for index in 0..REMEMBERED_DESTINATIONS {
+        recent.insert(&format!("d{index}"), "log".into());
+    }
+    recent.insert("busy", "busy-again".into());
+    assert!(
+        !recent.contains("quiet", "quiet-log"),
+        "the least active destination went first"
+    );
+    assert!(recent.contains("busy", "busy-again"));
+    assert!(recent.contains(&format!("d{}", REMEMBERED_DESTINATIONS - 1), "log"));
+}
+
+#[test]
+fn operator_markers_act_on_the_task_they_name_and_a_used_retry_now_does_not_act_again() {
+    use carrier_proto::config_v1::Destination;
+
+    use super::deliver::{retry_requested, skip_requested};
+
+    let original = DeliveryTask {
+        log_id: "log".into(),
+        ..Default::default()
+    };
+    let manual_retry = DeliveryTask {
+        log_id: "log".into(),
+        retry_id: "r1".into(),
+        ..Default::default()
+    };
+    let skipped = Destination {
+        skip_log_id: "log".into(),
+        ..Default::default()
+    };
+    assert!(skip_requested(&skipped, &original));
+    assert!(
+        !skip_requested(&skipped, &manual_retry),
+        "a manual retry of a skipped log is sent"
+    );
+
+    let retried_now = Destination {
+        retry_log_id: "log".into(),
+        retry_now_retry_id: "r1".into(),
+        retry_requested_at_ms: 1_000,
+        ..Default::default()
+    };
+    assert!(retry_requested(&retried_now, &manual_retry, 999));
+    assert!(
+        !retry_requested(&retried_now, &manual_retry, 1_001),
+        "used by the attempt that started after it"
+    );
+    assert!(
+        !retry_requested(&retried_now, &original, 0),
+        "another task of the log"
+    );
 }
