@@ -198,3 +198,58 @@ fn operator_markers_act_on_the_task_they_name_and_a_used_retry_now_does_not_act_
         "another task of the log"
     );
 }
+
+/// The parking race: a task handed to the parker while its lane is parked must keep the lane
+/// parked until the task is in the store, or the lane would go live, read past it, and the task
+/// would sit in the store unread (a loss until the next assignment, then a reorder).
+#[test]
+fn a_lane_cannot_leave_parked_mode_while_a_task_of_it_is_on_its_way_to_the_store() {
+    use std::sync::Arc;
+
+    use carrier_kafka::consumer::OffsetTracker;
+
+    use super::lane::Lane;
+    use super::parker::leave_parked_mode;
+    use super::partition::{Limits, Origin, PartitionState, Queued};
+
+    let partition = PartitionState::new(
+        Arc::new(OffsetTracker::new(0)),
+        Limits {
+            queued_per_destination: 10,
+            partition_pressure: 100,
+            unacknowledged_events: 10,
+        },
+    );
+    partition.book().lanes.insert("d".into(), Lane::parked());
+    let generation = partition.book().lanes["d"].park_generation;
+    // `process` hands a new task of the parked destination to the parker (under the lanes lock).
+    partition.book().park(Queued {
+        offset: 7,
+        task: DeliveryTask {
+            destination_id: "d".into(),
+            ..Default::default()
+        },
+        origin: Origin::Live,
+    });
+    assert!(
+        !leave_parked_mode(&partition, "d", generation),
+        "the store looked empty, but a task is on its way into it"
+    );
+    // The parker takes the batch: the task is still counted until it is written.
+    let batch = std::mem::take(&mut partition.book().to_park);
+    assert_eq!(batch.len(), 1);
+    assert!(!leave_parked_mode(&partition, "d", generation));
+    // Written: the lane must read the store again (the generation moved) before going live.
+    {
+        let mut book = partition.book();
+        let lane = book.lanes.get_mut("d").unwrap();
+        lane.parking -= 1;
+        lane.park_generation += 1;
+    }
+    assert!(
+        !leave_parked_mode(&partition, "d", generation),
+        "read again first"
+    );
+    assert!(leave_parked_mode(&partition, "d", generation + 1));
+    assert!(!partition.book().lanes["d"].parked);
+}

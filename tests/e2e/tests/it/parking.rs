@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use carrier_testkit::broker::Broker;
 use carrier_testkit::client::{message, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 
-use crate::{first_arrivals, sequences};
+use crate::{assert_raw_order, first_arrivals, sequences};
 
 const PARKED_ROWS: &str = "SELECT count(*) FROM parked_tasks";
 
@@ -169,4 +170,67 @@ fn max_attempt(requests: &[carrier_testkit::receiver::Received]) -> Option<u32> 
         .iter()
         .filter_map(|request| request.header("carrier-attempt").parse().ok())
         .max()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn draining_a_parked_backlog_while_the_broker_is_down_stops_at_the_memory_bound() {
+    const MESSAGES: usize = 400;
+    // Each partition may hold 20 tasks in memory, and as many final events awaiting the broker.
+    const BOUND: usize = 20;
+    let mut broker = Broker::start().await;
+    let stack = Stack::start(StackOptions {
+        brokers: broker.brokers(),
+        // Idempotence off: Tansu 0.6 panics when an idempotent producer writes after a restart.
+        enable_idempotence: false,
+        delivery_partitions: 1,
+        delivery_max_pending: BOUND,
+        ..StackOptions::default()
+    })
+    .await;
+    let api = &stack.api;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(503, "down");
+    let Sender { token, .. } = api
+        .sender(
+            "Outage Drain Hospital",
+            "production",
+            &receiver.url("a"),
+            "Results",
+        )
+        .await;
+    for sequence in 0..MESSAGES {
+        let (status, response) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200, "{response}");
+    }
+    carrier_testkit::eventually(Duration::from_secs(90), "the backlog to be parked", || {
+        let stack = &stack;
+        async move { (stack.count(PARKED_ROWS).await == MESSAGES as i64).then_some(()) }
+    })
+    .await;
+
+    // The broker goes away; the destination recovers. Every task the lane sends now is final
+    // but cannot have its log event acknowledged: it must stay in memory until then, so the
+    // lane stops after a bounded number instead of draining the whole backlog into memory.
+    broker.kill().await;
+    let failures = receiver.received().len();
+    receiver.respond_with(200, r#"{"Meta":{"Errors":[]}}"#);
+    let mut sent = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sent = receiver.received().len() - failures;
+    }
+    println!("sent during the broker outage: {sent}");
+    assert!(
+        sent <= BOUND + 1,
+        "{sent} tasks sent while their log events could not be acknowledged (bound {BOUND})"
+    );
+
+    broker.restart().await;
+    carrier_testkit::eventually(Duration::from_secs(120), "the backlog to drain", || {
+        let delivered = first_arrivals(&sequences(&receiver.received(), None)).len();
+        async move { (delivered >= MESSAGES).then_some(()) }
+    })
+    .await;
+    assert_raw_order(&receiver, "a", &(0..MESSAGES as u64).collect::<Vec<_>>());
+    stack.stop().await;
 }
