@@ -94,6 +94,34 @@ pub async fn submit(
     result
 }
 
+/// The message ID and one log per destination. A retry of a write that failed or was abandoned
+/// (`previous`, under the same `Idempotency-Key`) keeps the earlier message ID and, for each
+/// destination the earlier attempt routed to, its log ID: that write may have landed after all,
+/// and a copy reaching a destination twice must carry one `webhook-id`. A destination subscribed
+/// since gets a log of its own; one unsubscribed since is not routed to again.
+fn ids_for(previous: Option<&Accepted>, destination_ids: &[String]) -> (String, Vec<Route>) {
+    let message_id = previous.map_or_else(
+        || Uuid::now_v7().to_string(),
+        |previous| previous.message_id.clone(),
+    );
+    let routes = destination_ids
+        .iter()
+        .map(|destination_id| {
+            let earlier = previous.and_then(|previous| {
+                previous
+                    .routes
+                    .iter()
+                    .find(|route| &route.destination_id == destination_id)
+            });
+            Route {
+                log_id: earlier.map_or_else(|| Uuid::now_v7().to_string(), |route| route.log_id.clone()),
+                destination_id: destination_id.clone(),
+            }
+        })
+        .collect();
+    (message_id, routes)
+}
+
 /// A claimed `Idempotency-Key`: the IDs are stored with it before the write.
 struct HeldKey<'a> {
     store: &'a idempotency::Store,
@@ -125,28 +153,7 @@ async fn write(
 
     let received_at_ms = chrono::Utc::now().timestamp_millis();
     let previous = claim.as_ref().and_then(|claim| claim.previous.as_ref());
-    let same_destinations = |previous: &&Accepted| {
-        previous
-            .routes
-            .iter()
-            .map(|route| &route.destination_id)
-            .eq(route.destination_ids.iter())
-    };
-    let (message_id, routes) = match previous.filter(same_destinations) {
-        // A retry of a write that failed or was abandoned: the same IDs, in case it landed.
-        Some(previous) => (previous.message_id.clone(), previous.routes.clone()),
-        None => (
-            Uuid::now_v7().to_string(),
-            route
-                .destination_ids
-                .iter()
-                .map(|destination_id| Route {
-                    log_id: Uuid::now_v7().to_string(),
-                    destination_id: destination_id.clone(),
-                })
-                .collect(),
-        ),
-    };
+    let (message_id, routes) = ids_for(previous, &route.destination_ids);
     let accepted = Accepted {
         message_id,
         routes,
@@ -289,5 +296,48 @@ pub fn record_outcome<T>(api: Api, started: Instant, result: &Result<T, ApiError
             .1
             .with_label_values(NO_LABELS)
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(destination_id: &str, log_id: &str) -> Route {
+        Route {
+            destination_id: destination_id.into(),
+            log_id: log_id.into(),
+        }
+    }
+
+    #[test]
+    fn a_takeover_keeps_the_message_id_and_each_earlier_destinations_log_id() {
+        let previous = Accepted {
+            message_id: "m1".into(),
+            routes: vec![route("a", "log-a"), route("b", "log-b")],
+            replayed: false,
+        };
+        // Since the failed attempt, "b" was unsubscribed and "c" subscribed.
+        let (message_id, routes) = ids_for(Some(&previous), &["a".into(), "c".into()]);
+        assert_eq!(message_id, "m1");
+        assert_eq!(
+            routes[0],
+            route("a", "log-a"),
+            "the same webhook-id if the first copy landed"
+        );
+        assert_eq!(routes[1].destination_id, "c");
+        assert!(
+            !["log-a", "log-b"].contains(&routes[1].log_id.as_str()),
+            "a log of its own"
+        );
+        assert_eq!(routes.len(), 2);
+    }
+
+    #[test]
+    fn a_first_attempt_gets_new_ids() {
+        let (first, routes) = ids_for(None, &["a".into(), "b".into()]);
+        let (second, _) = ids_for(None, &["a".into()]);
+        assert_ne!(first, second);
+        assert_ne!(routes[0].log_id, routes[1].log_id);
     }
 }
