@@ -221,7 +221,14 @@ impl Stack {
 
     /// Starts a delivery worker in this process.
     pub async fn start_delivery(&mut self) {
-        let config = self.delivery_config();
+        self.start_delivery_with(|_| {}).await;
+    }
+
+    /// Starts a delivery worker in this process, configured like the others and then changed
+    /// by `adjust` (e.g. its Postgres behind a [`crate::fault_proxy::FaultProxy`]).
+    pub async fn start_delivery_with(&mut self, adjust: impl FnOnce(&mut carrier_delivery::Config)) {
+        let mut config = self.delivery_config();
+        adjust(&mut config);
         let listeners = carrier_delivery::Listeners {
             http: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
             control: TcpListener::bind("127.0.0.1:0").await.expect("bind"),

@@ -15,6 +15,7 @@ mod operator;
 mod outbound;
 mod parking;
 mod pipeline;
+mod postgres_outage;
 mod rate_limit;
 mod retries;
 mod statuses;
