@@ -5,6 +5,12 @@
 //! destination land in `carrier.deliveries` in the order ingress accepted the messages. An inbound
 //! offset is finished once all its tasks and `queued` log events are acknowledged; a crash before
 //! that re-reads the message and writes its tasks again (same log IDs, which delivery dedupes).
+//!
+//! A write that fails for good (the strict producer retries everything retriable forever, so
+//! this is a refusal: a missing topic, an authorization error) **halts the partition**: no later
+//! message of it is routed, since its tasks would land ahead of the failed one's and overtake it
+//! at their destinations. The partition waits, unrouted and uncommitted, and resumes from the
+//! failed message when it is assigned again (fix the cause, then restart the router).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +58,7 @@ impl Processor for FanOut {
             topics: self.topics.clone(),
             runtime: self.runtime.clone(),
             tracker,
+            halt: Arc::new(Halt::default()),
         })
     }
 }
@@ -61,6 +68,50 @@ struct PartitionFanOut {
     topics: Topics,
     runtime: tokio::runtime::Handle,
     tracker: Arc<OffsetTracker>,
+    halt: Arc<Halt>,
+}
+
+/// Set when a write of the partition failed for good: later messages are not routed.
+#[derive(Default)]
+struct Halt(std::sync::atomic::AtomicBool);
+
+impl Halt {
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Halts the partition (logged and counted once).
+    fn set(&self, partition: i32, offset: i64, error: &dyn std::fmt::Display) {
+        if !self.0.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            halted_partitions().inc();
+            tracing::error!(
+                %error,
+                partition,
+                offset,
+                "a delivery task could not be written; routing of this partition is halted so later messages cannot overtake it (fix the cause and restart the router: it resumes from this message)"
+            );
+        }
+    }
+}
+
+impl Drop for PartitionFanOut {
+    fn drop(&mut self) {
+        if self.halt.is_set() {
+            halted_partitions().dec();
+        }
+    }
+}
+
+fn halted_partitions() -> &'static carrier_telemetry::prometheus::IntGauge {
+    static GAUGE: std::sync::OnceLock<carrier_telemetry::prometheus::IntGauge> = std::sync::OnceLock::new();
+    GAUGE.get_or_init(|| {
+        carrier_telemetry::gauge_vec(
+            "carrier_router_halted_partitions",
+            "Partitions of carrier.inbound whose routing is halted after a write failed for good",
+            &[],
+        )
+        .with_label_values(&[] as &[&str])
+    })
 }
 
 fn metrics() -> &'static (carrier_telemetry::prometheus::IntCounterVec,) {
@@ -78,6 +129,10 @@ fn metrics() -> &'static (carrier_telemetry::prometheus::IntCounterVec,) {
 impl PartitionProcessor for PartitionFanOut {
     fn process(&mut self, record: Record) {
         let offset = record.offset;
+        if self.halt.is_set() {
+            // Left unfinished: read again, after the failed message, by the next assignment.
+            return;
+        }
         let message = match InboundMessage::decode(record.payload.as_slice()) {
             Ok(message) => message,
             Err(error) => {
@@ -123,11 +178,17 @@ impl PartitionProcessor for PartitionFanOut {
                 &route.destination_id,
                 &task.encode_to_vec(),
             );
+            if let Err(error) = &ack {
+                // Refused before it was queued: the next record must not be routed either.
+                self.halt.set(record.partition, offset, error);
+            }
             task_acks.push((created, ack));
         }
         let producer = self.producer.clone();
         let log_events = self.topics.log_events.clone();
         let tracker = self.tracker.clone();
+        let halt = self.halt.clone();
+        let partition = record.partition;
         self.runtime.spawn(async move {
             let mut failed = false;
             // Each log's `queued` event says where its task landed (for manual retries); the
@@ -143,17 +204,24 @@ impl PartitionProcessor for PartitionFanOut {
                     }
                     Err(error) => {
                         failed = true;
-                        tracing::error!(%error, offset, "writing a delivery task failed; the message will be routed again after a restart");
+                        halt.set(partition, offset, &error);
                     }
                 }
             }
             let event_acks = events.iter().map(|(key, payload)| {
-                producer::send(&producer, &log_events, key, payload, None, producer::WhenFull::Wait)
+                producer::send(
+                    &producer,
+                    &log_events,
+                    key,
+                    payload,
+                    None,
+                    producer::WhenFull::Wait,
+                )
             });
             for result in futures::future::join_all(event_acks).await {
                 if let Err(error) = result {
                     failed = true;
-                    tracing::error!(%error, offset, "writing a queued log event failed; the message will be routed again after a restart");
+                    halt.set(partition, offset, &error);
                 }
             }
             if failed {
