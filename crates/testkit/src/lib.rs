@@ -6,6 +6,8 @@
 //!   random topic prefix, consumer groups and a database of their own.
 //! - [`client`]: the admin and Data Model API calls a user makes.
 //! - [`keys`]: key pairs made on the spot, for `private_key_jwt` client assertions.
+//! - [`fault_proxy`]: a TCP proxy that delays, partitions or cuts the network between a service
+//!   and what it talks to (the broker, Postgres, a receiver), switchable at run time.
 //! - [`broker`]: a Tansu broker process of a test's own, for tests that stop the broker.
 //! - [`redis`]: a `redis-server` process of a test's own, for tests that kill or freeze Redis.
 //! - [`smtp`]: an SMTP server (Python's aiosmtpd) of a test's own, that keeps every message.
@@ -14,6 +16,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod fault_proxy;
 pub mod keys;
 pub mod receiver;
 pub mod redis;
