@@ -17,6 +17,10 @@ pub struct Received {
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Bytes,
+    /// When the request arrived (before any answer delay).
+    pub at: std::time::Instant,
+    /// The status the receiver answered with.
+    pub status: u16,
 }
 
 impl Received {
@@ -113,6 +117,13 @@ impl Receiver {
         self.state.lock().expect("receiver lock").received.clone()
     }
 
+    /// Requests recorded after the first `start` (in arrival order): a poller reads only what is
+    /// new since its last call.
+    pub fn received_from(&self, start: usize) -> Vec<Received> {
+        let state = self.state.lock().expect("receiver lock");
+        state.received.get(start..).unwrap_or_default().to_vec()
+    }
+
     /// Requests that arrived on `path`, in arrival order.
     pub fn received_on(&self, path: &str) -> Vec<Received> {
         let path = format!("/{}", path.trim_start_matches('/'));
@@ -140,6 +151,7 @@ async fn record(
         })
         .collect();
     let path = uri.path().to_string();
+    let at = std::time::Instant::now();
     let delay = {
         let mut state = state.lock().expect("receiver lock");
         let in_flight = {
@@ -158,13 +170,15 @@ async fn record(
     if let Some(count) = state.in_flight.get_mut(&path) {
         *count -= 1;
     }
-    state.received.push(Received { path, headers, body });
-    let mut response = (
-        state.status,
-        [("content-type", "application/json")],
-        state.body.clone(),
-    )
-        .into_response();
+    let status = state.status;
+    state.received.push(Received {
+        path,
+        headers,
+        body,
+        at,
+        status: status.as_u16(),
+    });
+    let mut response = (status, [("content-type", "application/json")], state.body.clone()).into_response();
     if let Some(location) = &state.location {
         if let Ok(value) = axum::http::HeaderValue::from_str(location) {
             response.headers_mut().insert(axum::http::header::LOCATION, value);
