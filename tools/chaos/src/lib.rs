@@ -46,7 +46,12 @@ pub use settings::Settings;
 /// Scenarios of the short matrix that fail on the current code, and why. `make test` skips
 /// them (they run with `CARRIER_CHAOS_RUN_IGNORED=1`, and always in `make chaos`); each fix
 /// removes its entry.
-pub const SHORT_MATRIX_IGNORED: &[(&str, &str)] = &[];
+pub const SHORT_MATRIX_IGNORED: &[(&str, &str)] = &[(
+    "kill-delivery",
+    "issue 10 §0: a delivery replica restarted after kill -9 is assigned only part of the dead \
+     member's partitions on Tansu 0.6 (`partitions assigned ... partitions=[2]` while the survivor \
+     keeps [0, 1]); partition 3 stays with the dead member, unread, and its destinations get nothing",
+)];
 
 /// Why `scenario` is skipped in `make test`, if it is.
 pub fn ignored_reason(scenario: &str) -> Option<&'static str> {

@@ -15,6 +15,8 @@ use crate::topology::Role;
 pub struct DestinationRow {
     pub name: String,
     pub role: Role,
+    /// Its partition of `carrier.deliveries` (the task key is the destination ID).
+    pub partition: i32,
     pub verdict: DestinationVerdict,
     /// The most requests the receiver ever had in flight at once.
     pub max_in_flight: usize,
@@ -271,16 +273,17 @@ pub fn details(report: &ScenarioReport) -> String {
     }
     text.push('\n');
     if !report.destinations.is_empty() {
-        text.push_str("| destination | role | arrivals | delivered | lost | raw reorders | duplicates (foreign id) | not accepted | max in flight | longest gap (s) |\n");
-        text.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        text.push_str("| destination | role | partition | arrivals | delivered | lost | raw reorders | duplicates (foreign id) | not accepted | max in flight | longest gap (s) |\n");
+        text.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for row in &report.destinations {
             let verdict = &row.verdict;
             let gap = verdict.longest_gap.map(seconds).unwrap_or_else(|| "–".into());
             let _ = writeln!(
                 text,
-                "| {} | {:?} | {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
+                "| {} | {:?} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
                 row.name,
                 row.role,
+                row.partition,
                 verdict.arrivals,
                 verdict.delivered,
                 verdict.lost,
@@ -318,9 +321,9 @@ pub fn document(settings: &Settings, command: &str, reports: &[ScenarioReport], 
     let passed = reports.iter().filter(|report| report.passed()).count();
     let _ = writeln!(
         text,
-        "{passed} of {} scenarios passed; the run took {} min.\n",
+        "{passed} of {} scenarios passed; the run took {:.1} min.\n",
         reports.len(),
-        (total.as_secs() + 30) / 60
+        total.as_secs_f64() / 60.0
     );
     text.push_str(&table(reports));
     text.push_str(COLUMNS);
@@ -345,6 +348,7 @@ mod tests {
         DestinationRow {
             name: name.into(),
             role,
+            partition: 0,
             verdict,
             max_in_flight,
         }

@@ -161,6 +161,10 @@ async fn drive(
         report.destinations.push(DestinationRow {
             name: destination.name.clone(),
             role: destination.role,
+            partition: carrier_kafka::partitioner::partition_for(
+                destination.id.as_bytes(),
+                settings.deliveries_partitions,
+            ),
             verdict,
             max_in_flight: destination.receiver.max_in_flight(&destination.name),
         });

@@ -94,7 +94,12 @@ impl World {
             api,
             timeline: Timeline::default(),
         };
-        world.note("infrastructure, services and destinations up");
+        let through_proxies = format!(
+            "infrastructure, services and destinations up; delivery's connections through its proxies: {} to the broker, {} to Postgres",
+            world.broker_proxy.open_connections(),
+            world.postgres_proxy.open_connections()
+        );
+        world.note(through_proxies);
         Ok(world)
     }
 
