@@ -163,13 +163,17 @@ async fn record(
         *max = (*max).max(in_flight);
         state.delay
     };
+    // Leaves the in-flight count even when the sender goes away mid-answer (a killed worker):
+    // the handler is then dropped at the sleep, and the request is not recorded.
+    let in_flight = InFlight {
+        state: state.clone(),
+        path: path.clone(),
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    drop(in_flight);
     let mut state = state.lock().expect("receiver lock");
-    if let Some(count) = state.in_flight.get_mut(&path) {
-        *count -= 1;
-    }
     let status = state.status;
     state.received.push(Received {
         path,
@@ -185,4 +189,53 @@ async fn record(
         }
     }
     response
+}
+
+/// One request in flight on `path`, until dropped.
+struct InFlight {
+    state: Arc<Mutex<ReceiverState>>,
+    path: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = state.in_flight.get_mut(&self.path) {
+            *count -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_whose_sender_gives_up_leaves_the_in_flight_count() {
+        let receiver = Receiver::start().await;
+        receiver.respond_after(std::time::Duration::from_millis(500));
+        let impatient = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(100))
+            .build()
+            .expect("client");
+        assert!(impatient.post(receiver.url("d")).body("1").send().await.is_err());
+        // The receiver notices the closed connection and drops the handler.
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        receiver.respond_after(std::time::Duration::ZERO);
+        let answer = reqwest::Client::new()
+            .post(receiver.url("d"))
+            .body("2")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(answer.status().as_u16(), 200);
+        assert_eq!(
+            receiver.max_in_flight("d"),
+            1,
+            "the abandoned request is not in flight any more"
+        );
+        let received = receiver.received_on("d");
+        assert_eq!(received.len(), 1, "an abandoned request is not recorded");
+        assert_eq!(received[0].status, 200);
+    }
 }
