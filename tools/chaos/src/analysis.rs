@@ -129,6 +129,37 @@ pub fn longest_gap(times: &[Duration], from: Duration) -> Option<Duration> {
     longest
 }
 
+/// The raw arrivals of `stream` around `reorder` (the `before` arrivals up to the reordered
+/// one and `after` more), to show what a receiver saw. Arrivals of other streams and of
+/// messages not accepted are left out, as in the order check.
+pub fn window<'a>(
+    arrivals: &'a [Arrival],
+    accepted: &HashMap<u64, String>,
+    stream: &str,
+    reorder: &Reorder,
+    before: usize,
+    after: usize,
+) -> Vec<&'a Arrival> {
+    let line: Vec<&Arrival> = arrivals
+        .iter()
+        .filter(|arrival| arrival.stream == stream && accepted.contains_key(&arrival.sequence))
+        .collect();
+    let position = match reorder.kind {
+        ReorderKind::First => line
+            .iter()
+            .position(|arrival| arrival.sequence == reorder.message),
+        ReorderKind::Last => line
+            .iter()
+            .rposition(|arrival| arrival.sequence == reorder.previous),
+    };
+    let Some(position) = position else {
+        return Vec::new();
+    };
+    let start = position.saturating_sub(before);
+    let end = (position + after + 1).min(line.len());
+    line[start..end].to_vec()
+}
+
 /// What one destination is expected to have received.
 #[derive(Debug, Clone, Default)]
 pub struct Expected {
@@ -351,6 +382,24 @@ mod tests {
         let verdict = judge(&arrivals, &staging);
         assert_eq!(verdict.lost, 0);
         assert_eq!(verdict.longest_gap, None);
+    }
+
+    #[test]
+    fn the_window_shows_the_raw_arrivals_around_a_reorder() {
+        let arrivals: Vec<Arrival> = [1, 2, 3, 3, 2, 4]
+            .into_iter()
+            .enumerate()
+            .map(|(index, sequence)| arrival(sequence, &format!("w{sequence}"), 1, true, index as u64))
+            .collect();
+        let accepted: HashMap<u64, String> = (1..=4)
+            .map(|sequence| (sequence, format!("w{sequence}")))
+            .collect();
+        let reorders = raw_reorders(&[1, 2, 3, 3, 2, 4]);
+        let shown: Vec<u64> = window(&arrivals, &accepted, "p1", &reorders[0], 2, 1)
+            .iter()
+            .map(|arrival| arrival.sequence)
+            .collect();
+        assert_eq!(shown, vec![3, 3, 2, 4], "up to 2's last arrival, and one after");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct DestinationRow {
     pub verdict: DestinationVerdict,
     /// The most requests the receiver ever had in flight at once.
     pub max_in_flight: usize,
+    /// The raw arrivals around the first reorder, one line each (empty without a reorder).
+    pub reorder_window: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -305,6 +307,21 @@ pub fn details(report: &ScenarioReport) -> String {
         }
         text.push('\n');
     }
+    for row in report
+        .destinations
+        .iter()
+        .filter(|row| !row.reorder_window.is_empty())
+    {
+        let _ = writeln!(
+            text,
+            "Raw arrivals at `{}` around its first reorder (sequence, attempt, answer, s since start, webhook-id):\n\n```",
+            row.name
+        );
+        for line in &row.reorder_window {
+            let _ = writeln!(text, "{line}");
+        }
+        text.push_str("```\n\n");
+    }
     if !report.evidence.is_empty() {
         text.push_str("Log lines (partition ownership, errors, restarts):\n\n```\n");
         for line in &report.evidence {
@@ -351,6 +368,7 @@ mod tests {
             partition: 0,
             verdict,
             max_in_flight,
+            reorder_window: Vec::new(),
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::analysis::{judge, Expected};
+use crate::analysis::{judge, window, Expected};
 use crate::load::{Ledger, Load};
 use crate::observe::{all_arrivals, Progress};
 use crate::report::{DestinationRow, ScenarioReport};
@@ -150,14 +150,28 @@ async fn drive(
                 Some((message.sequence, log_id.clone()))
             })
             .collect();
-        let verdict = judge(
-            &arrivals[index],
-            &Expected {
-                accepted,
-                must_deliver: destination.role.production(),
-                gap_from: destination.role.healthy().then_some(fault_start),
-            },
-        );
+        let expected = Expected {
+            accepted,
+            must_deliver: destination.role.production(),
+            gap_from: destination.role.healthy().then_some(fault_start),
+        };
+        let verdict = judge(&arrivals[index], &expected);
+        let reorder_window = match verdict.reorders.first() {
+            Some((stream, reorder)) => window(&arrivals[index], &expected.accepted, stream, reorder, 12, 4)
+                .iter()
+                .map(|arrival| {
+                    format!(
+                        "{stream} {} a{} {} {:.3} {}",
+                        arrival.sequence,
+                        arrival.attempt,
+                        if arrival.succeeded { "2xx" } else { "failed" },
+                        arrival.at.as_secs_f64(),
+                        arrival.webhook_id
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         report.destinations.push(DestinationRow {
             name: destination.name.clone(),
             role: destination.role,
@@ -167,6 +181,7 @@ async fn drive(
             ),
             verdict,
             max_in_flight: destination.receiver.max_in_flight(&destination.name),
+            reorder_window,
         });
     }
     Ok(())
