@@ -15,7 +15,8 @@
 //! - [`faults`]: injecting a scenario's fault.
 //! - [`observe`], [`analysis`]: reading the receivers, and the pure definitions of lost, raw
 //!   reorder, duplicate and gap.
-//! - [`run`]: one scenario end to end; [`report`] and [`logs`]: its result and evidence.
+//! - [`run`]: one scenario end to end; [`report`]: its result; [`logs`] and [`lag`]: evidence
+//!   from the services' logs and the consumer groups' committed offsets.
 //! - [`process`]: a child process that can be killed, frozen and started again.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod analysis;
 pub mod faults;
 pub mod infra;
 pub mod kafka_split;
+pub mod lag;
 pub mod load;
 pub mod logs;
 pub mod observe;

@@ -323,7 +323,7 @@ pub fn details(report: &ScenarioReport) -> String {
         text.push_str("```\n\n");
     }
     if !report.evidence.is_empty() {
-        text.push_str("Log lines (partition ownership, errors, restarts):\n\n```\n");
+        text.push_str("Committed offsets / high watermarks at the end, and log lines (partition ownership, errors, restarts):\n\n```\n");
         for line in &report.evidence {
             let _ = writeln!(text, "{line}");
         }

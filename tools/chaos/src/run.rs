@@ -50,7 +50,9 @@ pub async fn run_scenario(settings: &Settings, scenario: &Scenario) -> ScenarioR
             if !report.passed() {
                 let mut files = world.stack.log_files();
                 files.push(("tansu".into(), dir.join("tansu").join("tansu.log")));
-                report.evidence = crate::logs::evidence(&files);
+                let brokers = format!("127.0.0.1:{}", world.tansu.port);
+                report.evidence = crate::lag::lag_lines(&brokers).await;
+                report.evidence.extend(crate::logs::evidence(&files));
             }
             world.stop().await;
         }
