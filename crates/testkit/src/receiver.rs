@@ -17,8 +17,11 @@ pub struct Received {
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Bytes,
-    /// When the request arrived.
+    /// When the request arrived (before any answer delay).
     pub at: std::time::Instant,
+    /// The status the receiver answered (or, if the sender went away first, would have
+    /// answered) with.
+    pub status: u16,
 }
 
 impl Received {
@@ -134,6 +137,13 @@ impl Receiver {
             .collect()
     }
 
+    /// Requests recorded after the first `start` (in arrival order): a poller reads only what is
+    /// new since its last call.
+    pub fn received_from(&self, start: usize) -> Vec<Received> {
+        let state = self.state.lock().expect("receiver lock");
+        state.received.get(start..).unwrap_or_default().to_vec()
+    }
+
     /// Requests that arrived on `path`, in arrival order.
     pub fn received_on(&self, path: &str) -> Vec<Received> {
         let path = format!("/{}", path.trim_start_matches('/'));
@@ -172,11 +182,13 @@ async fn record(
         };
         let max = state.max_in_flight.entry(path.clone()).or_insert(0);
         *max = (*max).max(in_flight);
+        let status = state.status.as_u16();
         state.received.push(Received {
             path: path.clone(),
             headers,
             body,
             at: std::time::Instant::now(),
+            status,
         });
         (
             state.delay,
@@ -185,12 +197,13 @@ async fn record(
             state.location.clone(),
         )
     };
+    // Leaves the in-flight count even when the sender goes away mid-answer (a killed worker):
+    // the handler is then dropped at the sleep.
+    let in_flight = InFlight { state, path };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Some(count) = state.lock().expect("receiver lock").in_flight.get_mut(&path) {
-        *count -= 1;
-    }
+    drop(in_flight);
     let mut response = (status, [("content-type", "application/json")], answer).into_response();
     if let Some(location) = &location {
         if let Ok(value) = axum::http::HeaderValue::from_str(location) {
@@ -198,4 +211,57 @@ async fn record(
         }
     }
     response
+}
+
+/// One request in flight on `path`, until dropped.
+struct InFlight {
+    state: Arc<Mutex<ReceiverState>>,
+    path: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = state.in_flight.get_mut(&self.path) {
+            *count -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_whose_sender_gives_up_leaves_the_in_flight_count() {
+        let receiver = Receiver::start().await;
+        receiver.respond_after(std::time::Duration::from_millis(500));
+        let impatient = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(100))
+            .build()
+            .expect("client");
+        assert!(impatient.post(receiver.url("d")).body("1").send().await.is_err());
+        // The receiver notices the closed connection and drops the handler.
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        receiver.respond_after(std::time::Duration::ZERO);
+        let answer = reqwest::Client::new()
+            .post(receiver.url("d"))
+            .body("2")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(answer.status().as_u16(), 200);
+        assert_eq!(
+            receiver.max_in_flight("d"),
+            1,
+            "the abandoned request is not in flight any more"
+        );
+        let received = receiver.received_on("d");
+        assert_eq!(
+            received.len(),
+            2,
+            "both arrived: an abandoned request is recorded as it came"
+        );
+        assert_eq!(received[1].status, 200);
+    }
 }

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod auth;
+mod chaos;
 mod client_assertion;
 mod faults;
 mod fhir;
