@@ -15,6 +15,57 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// Why a message counts as a raw reorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReorderKind {
+    /// Its first arrival came before the previous message's first arrival.
+    First,
+    /// Its last arrival came before the previous message's last arrival.
+    Last,
+}
+
+/// One reordered message and the previous one it overtook (or fell behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reorder {
+    pub message: u64,
+    pub previous: u64,
+    pub kind: ReorderKind,
+}
+
+/// Raw reorders of one stream: `arrivals` holds message numbers in raw arrival order; the
+/// intended order is ascending.
+pub fn raw_reorders(arrivals: &[u64]) -> Vec<Reorder> {
+    let mut first: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut last: HashMap<u64, usize> = HashMap::new();
+    for (index, message) in arrivals.iter().enumerate() {
+        first.entry(*message).or_insert(index);
+        last.insert(*message, index);
+    }
+    let mut reorders = Vec::new();
+    let mut previous: Option<(u64, usize, usize)> = None;
+    for (message, first_index) in first {
+        let last_index = last[&message];
+        if let Some((previous_message, previous_first, previous_last)) = previous {
+            let kind = if first_index < previous_first {
+                Some(ReorderKind::First)
+            } else if last_index < previous_last {
+                Some(ReorderKind::Last)
+            } else {
+                None
+            };
+            if let Some(kind) = kind {
+                reorders.push(Reorder {
+                    message,
+                    previous: previous_message,
+                    kind,
+                });
+            }
+        }
+        previous = Some((message, first_index, last_index));
+    }
+    reorders
+}
+
 /// One arrival at a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arrival {
@@ -55,14 +106,12 @@ impl OrderReport {
 /// Judges `arrivals` (in arrival order) against the messages that should have arrived.
 pub fn judge(arrivals: &[Arrival], expected: &[u64]) -> OrderReport {
     let mut first: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut last: BTreeMap<u64, usize> = BTreeMap::new();
     let mut ids: HashMap<u64, &str> = HashMap::new();
     let mut highest_attempt: HashMap<u64, u32> = HashMap::new();
     let mut seen: HashSet<(u64, &str, u32)> = HashSet::new();
     let mut report = OrderReport::default();
     for (index, arrival) in arrivals.iter().enumerate() {
         first.entry(arrival.sequence).or_insert(index);
-        last.insert(arrival.sequence, index);
         let original = *ids.entry(arrival.sequence).or_insert(arrival.webhook_id.as_str());
         if original != arrival.webhook_id && !report.foreign_ids.contains(&arrival.sequence) {
             report.foreign_ids.push(arrival.sequence);
@@ -75,16 +124,11 @@ pub fn judge(arrivals: &[Arrival], expected: &[u64]) -> OrderReport {
         *highest = (*highest).max(arrival.attempt);
     }
     report.delivered = first.len();
-    let mut previous: Option<(usize, usize)> = None;
-    for (sequence, first_index) in &first {
-        let last_index = last[sequence];
-        if let Some((previous_first, previous_last)) = previous {
-            if *first_index < previous_first || last_index < previous_last {
-                report.reordered.push(*sequence);
-            }
-        }
-        previous = Some((*first_index, last_index));
-    }
+    let sequences: Vec<u64> = arrivals.iter().map(|arrival| arrival.sequence).collect();
+    report.reordered = raw_reorders(&sequences)
+        .iter()
+        .map(|reorder| reorder.message)
+        .collect();
     let expected_set: HashSet<u64> = expected.iter().copied().collect();
     report.missing = expected
         .iter()
@@ -102,6 +146,59 @@ pub fn judge(arrivals: &[Arrival], expected: &[u64]) -> OrderReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn count(arrivals: &[u64]) -> usize {
+        raw_reorders(arrivals).len()
+    }
+
+    #[test]
+    fn in_order_arrivals_have_no_reorder() {
+        assert_eq!(count(&[]), 0);
+        assert_eq!(count(&[1, 2, 3, 4]), 0);
+        // Retries of the same message stay together.
+        assert_eq!(count(&[1, 1, 2, 2, 2, 3]), 0);
+        // A missing message is lost, not reordered.
+        assert_eq!(count(&[1, 3, 4]), 0);
+    }
+
+    #[test]
+    fn a_replay_in_order_after_a_crash_is_not_a_reorder() {
+        // The new owner starts again from the committed offset and replays 2, 3 in order.
+        assert_eq!(count(&[1, 2, 3, 2, 3, 4]), 0);
+        assert_eq!(count(&[1, 2, 3, 1, 2, 3]), 0);
+    }
+
+    #[test]
+    fn a_late_duplicate_is_a_reorder_that_first_arrivals_miss() {
+        // First arrivals are 1, 2, 3 (in order), but the receiver ends with 2 applied last.
+        let reorders = raw_reorders(&[1, 2, 3, 3, 2]);
+        assert_eq!(
+            reorders,
+            vec![Reorder {
+                message: 3,
+                previous: 2,
+                kind: ReorderKind::Last
+            }]
+        );
+        // The late request after a revoke: the old owner's N lands after the new owner's N+1.
+        assert_eq!(count(&[1, 2, 2, 3, 2]), 1);
+        // A replay of an older message alone, after newer ones.
+        assert_eq!(count(&[1, 2, 3, 1]), 1);
+    }
+
+    #[test]
+    fn overtaking_is_a_reorder_counted_once_per_message() {
+        assert_eq!(
+            raw_reorders(&[2, 1, 3]),
+            vec![Reorder {
+                message: 2,
+                previous: 1,
+                kind: ReorderKind::First
+            }]
+        );
+        assert_eq!(count(&[1, 3, 2]), 1);
+        assert_eq!(count(&[3, 2, 1]), 2);
+    }
 
     fn arrivals(sequences: &[(u64, u32)]) -> Vec<Arrival> {
         sequences

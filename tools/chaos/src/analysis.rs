@@ -4,11 +4,8 @@
 //!
 //! Definitions (one destination, one sending stream, messages numbered in the order the stream
 //! sent them, each sent only after the previous one's 200):
-//! - **Raw reorder**: with F(s) and L(s) the index of the first and of the last arrival of
-//!   message s in the *raw* arrival sequence (duplicates and retries included), and s' the
-//!   previous message (by number) that arrived at all, s is reordered when F(s) < F(s') or
-//!   L(s) < L(s'). A replay after a crash must replay in order, and a receiver that applies
-//!   updates in arrival order must end with the newest. Each message counts once.
+//! - **Raw reorder**: as `carrier_testkit::order` defines it (the first and the last arrival of
+//!   every message in message order, on the raw sequence), the one definition the e2e tests use.
 //! - **Duplicate**: an arrival whose (`webhook-id`, `carrier-attempt`) the destination saw
 //!   before. A retry carries a higher `carrier-attempt` and is not a duplicate.
 //! - **Foreign `webhook-id`**: an arrival of a message with a `webhook-id` other than its
@@ -36,56 +33,7 @@ pub struct Arrival {
     pub at: Duration,
 }
 
-/// Why a message counts as a raw reorder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReorderKind {
-    /// Its first arrival came before the previous message's first arrival.
-    First,
-    /// Its last arrival came before the previous message's last arrival.
-    Last,
-}
-
-/// One reordered message and the previous one it overtook (or fell behind).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reorder {
-    pub message: u64,
-    pub previous: u64,
-    pub kind: ReorderKind,
-}
-
-/// Raw reorders of one stream: `arrivals` holds message numbers in raw arrival order; the
-/// intended order is ascending.
-pub fn raw_reorders(arrivals: &[u64]) -> Vec<Reorder> {
-    let mut first: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut last: HashMap<u64, usize> = HashMap::new();
-    for (index, message) in arrivals.iter().enumerate() {
-        first.entry(*message).or_insert(index);
-        last.insert(*message, index);
-    }
-    let mut reorders = Vec::new();
-    let mut previous: Option<(u64, usize, usize)> = None;
-    for (message, first_index) in first {
-        let last_index = last[&message];
-        if let Some((previous_message, previous_first, previous_last)) = previous {
-            let kind = if first_index < previous_first {
-                Some(ReorderKind::First)
-            } else if last_index < previous_last {
-                Some(ReorderKind::Last)
-            } else {
-                None
-            };
-            if let Some(kind) = kind {
-                reorders.push(Reorder {
-                    message,
-                    previous: previous_message,
-                    kind,
-                });
-            }
-        }
-        previous = Some((message, first_index, last_index));
-    }
-    reorders
-}
+pub use carrier_testkit::order::{raw_reorders, Reorder, ReorderKind};
 
 /// Arrivals whose (`webhook-id`, `carrier-attempt`) was seen before.
 pub fn duplicates(arrivals: &[Arrival]) -> usize {
@@ -242,59 +190,6 @@ pub fn judge(arrivals: &[Arrival], expected: &Expected) -> DestinationVerdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn count(arrivals: &[u64]) -> usize {
-        raw_reorders(arrivals).len()
-    }
-
-    #[test]
-    fn in_order_arrivals_have_no_reorder() {
-        assert_eq!(count(&[]), 0);
-        assert_eq!(count(&[1, 2, 3, 4]), 0);
-        // Retries of the same message stay together.
-        assert_eq!(count(&[1, 1, 2, 2, 2, 3]), 0);
-        // A missing message is lost, not reordered.
-        assert_eq!(count(&[1, 3, 4]), 0);
-    }
-
-    #[test]
-    fn a_replay_in_order_after_a_crash_is_not_a_reorder() {
-        // The new owner starts again from the committed offset and replays 2, 3 in order.
-        assert_eq!(count(&[1, 2, 3, 2, 3, 4]), 0);
-        assert_eq!(count(&[1, 2, 3, 1, 2, 3]), 0);
-    }
-
-    #[test]
-    fn a_late_duplicate_is_a_reorder_that_first_arrivals_miss() {
-        // First arrivals are 1, 2, 3 (in order), but the receiver ends with 2 applied last.
-        let reorders = raw_reorders(&[1, 2, 3, 3, 2]);
-        assert_eq!(
-            reorders,
-            vec![Reorder {
-                message: 3,
-                previous: 2,
-                kind: ReorderKind::Last
-            }]
-        );
-        // The late request after a revoke: the old owner's N lands after the new owner's N+1.
-        assert_eq!(count(&[1, 2, 2, 3, 2]), 1);
-        // A replay of an older message alone, after newer ones.
-        assert_eq!(count(&[1, 2, 3, 1]), 1);
-    }
-
-    #[test]
-    fn overtaking_is_a_reorder_counted_once_per_message() {
-        assert_eq!(
-            raw_reorders(&[2, 1, 3]),
-            vec![Reorder {
-                message: 2,
-                previous: 1,
-                kind: ReorderKind::First
-            }]
-        );
-        assert_eq!(count(&[1, 3, 2]), 1);
-        assert_eq!(count(&[3, 2, 1]), 2);
-    }
 
     fn arrival(sequence: u64, webhook_id: &str, attempt: u32, succeeded: bool, at_ms: u64) -> Arrival {
         Arrival {
