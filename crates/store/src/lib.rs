@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bodies;
+pub mod leases;
 
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 //! See `lanes/design.md` for when tasks are parked and how they drain.
 
 use carrier_proto::records_v1::DeliveryTask;
+use carrier_store::leases::{Fence, FenceError};
 use carrier_store::sqlx::{self, PgPool, Row};
 use prost::Message;
 use uuid::Uuid;
@@ -34,7 +35,12 @@ impl ParkingStore {
 
     /// Stores `tasks` (of any destinations of `partition`) in one transaction. Storing a task
     /// that is already parked changes nothing.
-    pub async fn park(&self, partition: i32, tasks: &[ToPark]) -> Result<(), sqlx::Error> {
+    pub async fn park(
+        &self,
+        fence: Option<&Fence>,
+        partition: i32,
+        tasks: &[ToPark],
+    ) -> Result<(), FenceError> {
         let mut destinations = Vec::with_capacity(tasks.len());
         let mut offsets = Vec::with_capacity(tasks.len());
         let mut log_ids = Vec::with_capacity(tasks.len());
@@ -45,6 +51,7 @@ impl ParkingStore {
             log_ids.push(uuid(&parked.task.log_id));
             bodies.push(parked.task.encode_to_vec());
         }
+        let mut tx = fenced(&self.pool, fence).await?;
         sqlx::query(
             "INSERT INTO parked_tasks (destination_id, task_offset, partition, log_id, task)
              SELECT d, o, $3, l, t FROM UNNEST($1::uuid[], $2::bigint[], $4::uuid[], $5::bytea[]) AS u(d, o, l, t)
@@ -55,9 +62,9 @@ impl ParkingStore {
         .bind(partition)
         .bind(&log_ids)
         .bind(&bodies)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        Ok(tx.commit().await?)
     }
 
     /// The next parked tasks of a destination after `after_offset`, oldest first: at most
@@ -101,13 +108,19 @@ impl ParkingStore {
     }
 
     /// Removes tasks whose logs are final.
-    pub async fn remove_many(&self, destination_id: &str, offsets: &[i64]) -> Result<(), sqlx::Error> {
+    pub async fn remove_many(
+        &self,
+        fence: Option<&Fence>,
+        destination_id: &str,
+        offsets: &[i64],
+    ) -> Result<(), FenceError> {
+        let mut tx = fenced(&self.pool, fence).await?;
         sqlx::query("DELETE FROM parked_tasks WHERE destination_id = $1 AND task_offset = ANY($2)")
             .bind(uuid(destination_id))
             .bind(offsets)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        Ok(tx.commit().await?)
     }
 
     /// Destinations of `partition` with parked tasks: their lanes start in parked mode.
@@ -168,8 +181,9 @@ pub struct HeldHead {
 
 impl ParkingStore {
     /// Records (or refreshes) a held queue; `held_since` keeps its first value.
-    pub async fn record_held(&self, head: &HeldHead) -> Result<(), sqlx::Error> {
+    pub async fn record_held(&self, fence: Option<&Fence>, head: &HeldHead) -> Result<(), FenceError> {
         use carrier_store::sqlx::types::chrono::DateTime;
+        let mut tx = fenced(&self.pool, fence).await?;
         sqlx::query(
             "INSERT INTO destination_queues (destination_id, reason, held_since, head_log_id, head_attempts,
                 next_attempt_at, last_error, head_retry_id, last_attempt_at)
@@ -189,9 +203,9 @@ impl ParkingStore {
         .bind(DateTime::from_timestamp_millis(head.since_ms))
         .bind(&head.retry_id)
         .bind(head.last_attempt_at_ms.and_then(DateTime::from_timestamp_millis))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        Ok(tx.commit().await?)
     }
 
     /// The stored state of a held queue (written by whichever worker held it last).
@@ -234,11 +248,26 @@ impl ParkingStore {
     }
 
     /// The destination flows again.
-    pub async fn clear_held(&self, destination_id: &str) -> Result<(), sqlx::Error> {
+    pub async fn clear_held(&self, fence: Option<&Fence>, destination_id: &str) -> Result<(), FenceError> {
+        let mut tx = fenced(&self.pool, fence).await?;
         sqlx::query("DELETE FROM destination_queues WHERE destination_id = $1")
             .bind(uuid(destination_id))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        Ok(tx.commit().await?)
     }
+}
+
+/// A transaction for a write that belongs to a partition: with `fence`, it holds the writer's
+/// lease until it commits, so a worker that lost the partition (frozen, cut off) cannot write
+/// over its next owner's state. `None` only where no lease exists (tests of this store).
+async fn fenced(
+    pool: &PgPool,
+    fence: Option<&Fence>,
+) -> Result<carrier_store::sqlx::Transaction<'static, carrier_store::sqlx::Postgres>, FenceError> {
+    let mut tx = pool.begin().await?;
+    if let Some(fence) = fence {
+        fence.hold(&mut tx).await?;
+    }
+    Ok(tx)
 }

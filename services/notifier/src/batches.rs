@@ -56,7 +56,7 @@ pub fn start(
         commit_interval: Duration::from_millis(500),
     };
     let batcher = Batcher {
-        pool,
+        pool: pool.clone(),
         failing_after_attempts: config.alerts.failing_after_attempts as i32,
         wakeup,
         batch_size: config.batch_size,
@@ -67,6 +67,7 @@ pub fn start(
         &config.kafka,
         options,
         Arc::new(batcher),
+        &pool,
         shutdown,
     )?)
 }

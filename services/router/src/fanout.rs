@@ -31,7 +31,11 @@ struct FanOut {
     runtime: tokio::runtime::Handle,
 }
 
-pub fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub fn start(
+    config: &Config,
+    pool: &carrier_store::sqlx::PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let topics = Topics::new(&config.kafka);
     let producer = producer::create(&config.kafka, "carrier-router", Ordering::Strict)?;
     let options = ConsumerOptions {
@@ -48,7 +52,13 @@ pub fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<tok
         topics,
         runtime: tokio::runtime::Handle::current(),
     });
-    Ok(consumer::spawn(&config.kafka, options, processor, shutdown)?)
+    Ok(consumer::spawn(
+        &config.kafka,
+        options,
+        processor,
+        pool,
+        shutdown,
+    )?)
 }
 
 impl Processor for FanOut {

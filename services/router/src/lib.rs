@@ -108,7 +108,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let pool = carrier_store::connect_and_migrate(&config.database_url, 16, Duration::from_secs(30))
         .await
         .context("postgres")?;
-    let store = Arc::new(ConfigStore::new(pool, config.default_destination_timeout_ms));
+    let store = Arc::new(ConfigStore::new(
+        pool.clone(),
+        config.default_destination_timeout_ms,
+    ));
 
     let grpc_service = grpc::service(store.clone());
     let grpc_shutdown = shutdown.clone();
@@ -121,7 +124,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             .await
     });
 
-    let consumer = fanout::start(&config, shutdown.clone()).context("kafka")?;
+    let consumer = fanout::start(&config, &pool, shutdown.clone()).context("kafka")?;
     readiness.set_ready(true);
     tracing::info!(%grpc_addr, "router ready");
 

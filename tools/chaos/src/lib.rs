@@ -49,21 +49,9 @@ pub use settings::Settings;
 /// them (they run with `CARRIER_CHAOS_RUN_IGNORED=1`, and always in `make chaos`); each fix
 /// removes its entry.
 pub const SHORT_MATRIX_IGNORED: &[(&str, &str)] = &[
-    (
-        "kill-delivery",
-        "issue 10 §0: a delivery replica restarted after kill -9 is assigned only part of the dead \
-         member's partitions on Tansu 0.6 (`partitions assigned ... partitions=[2]` while the \
-         survivor keeps [0, 1]); partition 3 stays with the dead member, unread (committed offset \
-         stops), and its destinations get nothing",
-    ),
-    (
-        "scale-delivery",
-        "issue 10 §3 and the late-request trap: during the rebalances of a scale up/down a \
-         partition is assigned to its next owner before the previous one has revoked it \
-         (delivery-1 `partitions assigned [2, 3]` at .909, delivery-2 `partitions revoked [2]` at \
-         .515 the next second): 2 requests in flight at one destination, duplicates without a \
-         crash, and in one full run raw reorders",
-    ),
+    // Empty since partitions are assigned by leases (issue 10 §0 and §3): kill-delivery and
+    // scale-delivery failed on Tansu's group coordinator (a killed member kept its partitions;
+    // a partition reached its next owner before the previous one let it go).
 ];
 
 /// Why `scenario` is skipped in `make test`, if it is.

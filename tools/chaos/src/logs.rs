@@ -7,6 +7,7 @@ use std::path::PathBuf;
 const PATTERNS: &[&str] = &[
     "partitions assigned",
     "partitions revoked",
+    "lease lost",
     "ERROR",
     "panicked",
     "chaos: start",

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use carrier_store::leases::Fence;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
@@ -22,17 +23,46 @@ pub struct OffsetTracker {
     partition: i32,
     state: Mutex<State>,
     idle: Condvar,
+    /// Cancelled when the lease is lost; cancels `released` too (its parent).
+    lost: CancellationToken,
     released: CancellationToken,
+    fence: Option<Fence>,
 }
 
 impl OffsetTracker {
+    /// A tracker without a lease (unit tests of processors).
     pub fn new(partition: i32) -> Self {
+        Self::with_fence(partition, None)
+    }
+
+    pub(crate) fn with_fence(partition: i32, fence: Option<Fence>) -> Self {
+        let lost = CancellationToken::new();
         Self {
             partition,
             state: Mutex::default(),
             idle: Condvar::new(),
-            released: CancellationToken::new(),
+            released: lost.child_token(),
+            lost,
+            fence,
         }
+    }
+
+    /// The lease this partition is worked under: hold it in a transaction that writes state
+    /// belonging to the partition (`Fence::hold`), so a previous owner's late write is refused.
+    /// `None` only for trackers made by [`OffsetTracker::new`].
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    /// Cancelled when this member's lease of the partition ran out (it could not be renewed in
+    /// time, or another member holds it now): abandon work in flight at once, even a request
+    /// half sent. Another member may start on the partition soon after.
+    pub fn lost_token(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    pub(crate) fn lose(&self) {
+        self.lost.cancel();
     }
 
     pub fn partition(&self) -> i32 {
@@ -77,7 +107,8 @@ impl OffsetTracker {
         self.state.lock().expect("tracker lock").active
     }
 
-    /// Cancelled when the partition is revoked or the consumer stops: start no new work then.
+    /// Cancelled when the partition is released (handed to another member, the consumer stops,
+    /// or the lease is lost): start no new work then.
     pub fn released_token(&self) -> &CancellationToken {
         &self.released
     }

@@ -204,21 +204,32 @@ async fn attempt_until_final(
         parked_for_pause = parked_for_pause && destination.paused_by_operator;
         hold.last_attempt_ms = chrono::Utc::now().timestamp_millis();
         attempts += 1;
-        let result = match stored_body(shared, task).await {
-            Ok(stored) => {
-                let body = stored.as_deref().unwrap_or(&task.body);
-                attempt::send(
-                    &shared.client,
-                    &shared.outbound,
-                    &destination,
-                    task,
-                    body,
-                    number,
-                    shared.excerpt_bytes,
-                )
-                .await
+        let send = async {
+            match stored_body(shared, task).await {
+                Ok(stored) => {
+                    let body = stored.as_deref().unwrap_or(&task.body);
+                    attempt::send(
+                        &shared.client,
+                        &shared.outbound,
+                        &destination,
+                        task,
+                        body,
+                        number,
+                        shared.excerpt_bytes,
+                    )
+                    .await
+                }
+                Err(error) => AttemptResult::not_sent(error),
             }
-            Err(error) => AttemptResult::not_sent(error),
+        };
+        // A lost lease abandons the request even half sent: another worker may own the
+        // partition shortly after, and two requests to one destination must never overlap.
+        let result = tokio::select! {
+            result = send => result,
+            _ = tracker.lost_token().cancelled() => {
+                tracing::warn!(destination_id = %task.destination_id, log_id = %task.log_id, "partition lease lost during an attempt; request abandoned, the next owner sends it again");
+                return Outcome::Released;
+            }
         };
         metrics()
             .attempts

@@ -146,7 +146,7 @@ impl Hold {
             return;
         }
         set_lane_head(partition, &self.destination_id, Some(head.clone()));
-        match shared.parking.record_held(&head).await {
+        match shared.parking.record_held(partition.tracker.fence(), &head).await {
             Ok(()) => self.stored = true,
             Err(error) => {
                 tracing::warn!(%error, destination_id = %head.destination_id, "could not record the held queue state")
@@ -160,7 +160,11 @@ impl Hold {
         if !self.stored {
             return;
         }
-        match shared.parking.clear_held(&self.destination_id).await {
+        match shared
+            .parking
+            .clear_held(partition.tracker.fence(), &self.destination_id)
+            .await
+        {
             Ok(()) => self.stored = false,
             Err(error) => {
                 tracing::warn!(%error, destination_id = %self.destination_id, "could not clear the held queue state")

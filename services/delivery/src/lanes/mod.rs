@@ -98,7 +98,10 @@ pub fn start(
     Ok(consumer::spawn(
         &config.kafka,
         options,
-        Arc::new(LaneProcessor { shared }),
+        Arc::new(LaneProcessor {
+            shared: shared.clone(),
+        }),
+        shared.parking.pool(),
         shutdown,
     )?)
 }

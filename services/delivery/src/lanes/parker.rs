@@ -35,7 +35,11 @@ pub(super) async fn run_parker(shared: Arc<Shared>, partition: Arc<PartitionStat
                 })
                 .collect();
             let mut failures = 0u32;
-            while let Err(error) = shared.parking.park(partition.tracker.partition(), &rows).await {
+            while let Err(error) = shared
+                .parking
+                .park(partition.tracker.fence(), partition.tracker.partition(), &rows)
+                .await
+            {
                 failures += 1;
                 tracing::error!(%error, tasks = rows.len(), failures, "parking tasks failed; their offsets stay uncommitted, retrying");
                 if !sleep_unless_released(
@@ -114,7 +118,11 @@ pub(super) async fn remove_done_rows(shared: &Shared, partition: &PartitionState
     if done.is_empty() {
         return;
     }
-    if let Err(error) = shared.parking.remove_many(destination_id, &done).await {
+    if let Err(error) = shared
+        .parking
+        .remove_many(partition.tracker.fence(), destination_id, &done)
+        .await
+    {
         tracing::warn!(%error, destination_id, rows = done.len(), "final parked tasks could not be removed yet; retrying");
         if let Some(lane) = partition.book().lanes.get_mut(destination_id) {
             lane.parked_done.extend(done);
@@ -145,7 +153,11 @@ pub(super) async fn enter_parked_mode(
     };
     if let Err(error) = shared
         .parking
-        .park(partition.tracker.partition(), std::slice::from_ref(&row))
+        .park(
+            partition.tracker.fence(),
+            partition.tracker.partition(),
+            std::slice::from_ref(&row),
+        )
         .await
     {
         tracing::error!(%error, destination_id = %head.task.destination_id, "cannot park a held destination yet; its backlog stays in memory and parking is tried again");

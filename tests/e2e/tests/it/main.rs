@@ -9,6 +9,7 @@ mod faults;
 mod fhir;
 mod idempotency;
 mod isolation;
+mod leases;
 mod logs;
 mod manual_retry;
 mod markers;

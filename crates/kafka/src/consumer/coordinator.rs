@@ -1,0 +1,497 @@
+//! Who works on which partition: leases in Postgres (`carrier_store::leases`), renewed by this
+//! member, taken only when free, handed over only after the work drained. See `design.md`.
+//!
+//! One tokio task runs the loop below. Every commit interval it stores committable offsets;
+//! every quarter of the lease it refreshes the member's heartbeat, renews its leases, and moves
+//! towards the assignment the live members imply: releasing what is no longer its share (after
+//! a drain) and taking what is (once free). A watchdog per lease fires the tracker's `lost`
+//! token when the lease was not renewed in time, so work stops before another member may start.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carrier_store::leases::Leases;
+use rdkafka::Offset;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::assignment;
+use super::fetcher::Fetcher;
+use super::metrics::metrics;
+use super::OffsetTracker;
+
+/// How often the partition count is looked up again (partitions can be added to a topic).
+const PARTITIONS_REFRESH: Duration = Duration::from_secs(30);
+
+struct Held {
+    epoch: i64,
+    tracker: Arc<OffsetTracker>,
+    /// This member's own deadline for the lease; the watchdog loses the lease when it passes.
+    deadline: watch::Sender<Instant>,
+    /// The offset last stored in the lease row.
+    stored: Option<i64>,
+    state: HeldState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldState {
+    /// Being started (start offset looked up, processor created) or worked on.
+    Working,
+    /// Revoked from the fetcher; its work is draining. The lease is still renewed.
+    Releasing,
+    /// Its work did not drain in time: no longer renewed, lost when its deadline passes (which
+    /// abandons the requests still in flight) so the next owner starts after them.
+    Expiring,
+}
+
+enum Event {
+    /// A release finished; `drained` when all work ended and the lease was given up.
+    Released {
+        partition: i32,
+        epoch: i64,
+        drained: bool,
+    },
+    /// A partition could not be started (its start offset unknown); the lease was given up.
+    NotStarted { partition: i32, epoch: i64 },
+}
+
+pub(crate) struct Coordinator {
+    fetcher: Arc<Fetcher>,
+    leases: Leases,
+    topic: String,
+    lease: Duration,
+    held: HashMap<i32, Held>,
+    partitions: Option<i32>,
+    partitions_checked: Option<Instant>,
+    events: mpsc::UnboundedSender<Event>,
+    incoming: mpsc::UnboundedReceiver<Event>,
+    last_error_log: HashMap<&'static str, Instant>,
+}
+
+impl Coordinator {
+    pub fn new(fetcher: Arc<Fetcher>, leases: Leases, lease: Duration) -> Self {
+        let (events, incoming) = mpsc::unbounded_channel();
+        Self {
+            topic: fetcher.options.topic.clone(),
+            fetcher,
+            leases,
+            lease,
+            held: HashMap::new(),
+            partitions: None,
+            partitions_checked: None,
+            events,
+            incoming,
+            last_error_log: HashMap::new(),
+        }
+    }
+
+    /// How long before the lease's expiry in Postgres this member stops working on it: covers
+    /// the time a receiver takes to notice an abandoned request, and clock rate differences.
+    fn margin(&self) -> Duration {
+        (self.lease / 5).max(Duration::from_millis(200))
+    }
+
+    /// A bound on each Postgres call, so a hung connection cannot stall renewals of the others.
+    fn call_timeout(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_millis(500))
+    }
+
+    /// Runs until `shutdown`, then releases every partition (drained) and leaves the group.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let tick = (self.lease / 4).max(Duration::from_millis(100));
+        let mut commits = tokio::time::interval(self.fetcher.options.commit_interval);
+        commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_lease_tick = Instant::now();
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled(), if !stopping => {
+                    stopping = true;
+                    let partitions: Vec<i32> = self.held.keys().copied().collect();
+                    tracing::info!(topic = %self.topic, ?partitions, "consumer stopping, draining partitions");
+                    next_lease_tick = Instant::now();
+                }
+                _ = commits.tick() => {}
+                Some(event) = self.incoming.recv() => self.on_event(event),
+            }
+            self.reap_lost();
+            self.commit().await;
+            if Instant::now() >= next_lease_tick {
+                self.lease_tick(stopping).await;
+                next_lease_tick = Instant::now() + tick;
+            }
+            if stopping && self.held.is_empty() {
+                break;
+            }
+        }
+        if let Err(error) = self.leases.leave().await {
+            tracing::warn!(%error, topic = %self.topic, "could not leave the consumer group; the others see it gone when its heartbeat expires");
+        }
+        metrics().owned.with_label_values(&[&self.topic]).set(0);
+    }
+
+    fn warn_rate_limited(&mut self, step: &'static str, error: &dyn std::fmt::Display) {
+        metrics().errors.with_label_values(&[&self.topic, step]).inc();
+        let now = Instant::now();
+        if self
+            .last_error_log
+            .get(step)
+            .is_none_or(|at| now.duration_since(*at) > Duration::from_secs(10))
+        {
+            tracing::warn!(topic = %self.topic, step, %error, "partition lease bookkeeping failed; leases not renewed in time are given up");
+            self.last_error_log.insert(step, now);
+        }
+    }
+
+    async fn lease_tick(&mut self, stopping: bool) {
+        self.refresh_partition_count().await;
+        let asked = Instant::now();
+        let members = match tokio::time::timeout(self.call_timeout(), self.leases.heartbeat(self.lease)).await
+        {
+            Ok(Ok(members)) => Some(members),
+            Ok(Err(error)) => {
+                self.warn_rate_limited("heartbeat", &error);
+                None
+            }
+            Err(_) => {
+                self.warn_rate_limited("heartbeat", &"timed out");
+                None
+            }
+        };
+        self.renew().await;
+        let (Some(members), Some(partitions)) = (members, self.partitions) else {
+            return;
+        };
+        metrics()
+            .members
+            .with_label_values(&[&self.topic])
+            .set(members.len() as i64);
+        let wanted = if stopping {
+            Vec::new()
+        } else {
+            assignment::owned_by(self.leases.member(), &members, partitions)
+        };
+        let to_release: Vec<i32> = self
+            .held
+            .iter()
+            .filter(|(p, h)| h.state == HeldState::Working && !wanted.contains(p))
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in to_release {
+            self.start_release(partition);
+        }
+        for partition in wanted {
+            if !self.held.contains_key(&partition) {
+                self.acquire(partition, asked).await;
+            }
+        }
+        metrics()
+            .owned
+            .with_label_values(&[&self.topic])
+            .set(self.held.len() as i64);
+    }
+
+    async fn refresh_partition_count(&mut self) {
+        if self
+            .partitions_checked
+            .is_some_and(|at| at.elapsed() < PARTITIONS_REFRESH && self.partitions.is_some())
+        {
+            return;
+        }
+        let fetcher = self.fetcher.clone();
+        match tokio::task::spawn_blocking(move || fetcher.partition_count()).await {
+            Ok(Ok(count)) if count > 0 => {
+                self.partitions = Some(count);
+                self.partitions_checked = Some(Instant::now());
+            }
+            Ok(Ok(_)) => self.warn_rate_limited("metadata", &"the topic has no partitions (does it exist?)"),
+            Ok(Err(error)) => self.warn_rate_limited("metadata", &error),
+            Err(error) => self.warn_rate_limited("metadata", &error),
+        }
+    }
+
+    async fn renew(&mut self) {
+        let asked = Instant::now();
+        let held: Vec<(i32, i64)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.state != HeldState::Expiring)
+            .map(|(p, h)| (*p, h.epoch))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let renewed =
+            match tokio::time::timeout(self.call_timeout(), self.leases.renew(&held, self.lease)).await {
+                Ok(Ok(renewed)) => renewed,
+                Ok(Err(error)) => return self.warn_rate_limited("renew", &error),
+                Err(_) => return self.warn_rate_limited("renew", &"timed out"),
+            };
+        let deadline = asked + self.lease - self.margin();
+        for (partition, _) in held {
+            if renewed.contains(&partition) {
+                if let Some(h) = self.held.get(&partition) {
+                    h.deadline.send_replace(deadline);
+                }
+            } else {
+                self.lose(partition, "the lease expired or another member holds it");
+            }
+        }
+    }
+
+    async fn acquire(&mut self, partition: i32, asked: Instant) {
+        let acquired =
+            match tokio::time::timeout(self.call_timeout(), self.leases.acquire(partition, self.lease)).await
+            {
+                Ok(Ok(Some(acquired))) => acquired,
+                Ok(Ok(None)) => return,
+                Ok(Err(error)) => return self.warn_rate_limited("acquire", &error),
+                Err(_) => return self.warn_rate_limited("acquire", &"timed out"),
+            };
+        let tracker = Arc::new(OffsetTracker::with_fence(
+            partition,
+            Some(self.leases.fence(partition, acquired.epoch)),
+        ));
+        let (deadline, watched) = watch::channel(asked + self.lease - self.margin());
+        tokio::spawn(watchdog(tracker.clone(), watched));
+        self.held.insert(
+            partition,
+            Held {
+                epoch: acquired.epoch,
+                tracker: tracker.clone(),
+                deadline,
+                stored: acquired.committed_offset,
+                state: HeldState::Working,
+            },
+        );
+        // Started in the background: the processor may wait for its own state (delivery reads
+        // its parked destinations), and renewals must go on meanwhile.
+        let fetcher = self.fetcher.clone();
+        let events = self.events.clone();
+        let topic = self.topic.clone();
+        let epoch = acquired.epoch;
+        tokio::task::spawn_blocking(move || {
+            let start = match acquired.committed_offset {
+                Some(offset) => Ok(Offset::Offset(offset)),
+                // No offset stored with the lease yet: where the Kafka group left off (a group
+                // that ran before leases), or the beginning for a new group.
+                None => fetcher.kafka_committed(partition).map(|offset| match offset {
+                    Offset::Offset(_) => offset,
+                    _ => Offset::Beginning,
+                }),
+            };
+            let result = start.and_then(|start| {
+                tracing::info!(%topic, partitions = ?[partition], epoch, ?start, "partitions assigned");
+                fetcher.assign(tracker, start)
+            });
+            if let Err(error) = result {
+                tracing::warn!(%topic, partition, %error, "could not start a partition; its lease is given up and taken again later");
+                let _ = events.send(Event::NotStarted { partition, epoch });
+            }
+        });
+    }
+
+    /// Hands `partition` over: stop dispatching, let its work drain, store its offset, and give
+    /// the lease up (or, if work is still in flight, let it expire so that work is abandoned
+    /// before the next owner starts).
+    fn start_release(&mut self, partition: i32) {
+        let Some(held) = self.held.get_mut(&partition) else {
+            return;
+        };
+        held.state = HeldState::Releasing;
+        let tracker = held.tracker.clone();
+        let epoch = held.epoch;
+        tracing::info!(topic = %self.topic, partitions = ?[partition], epoch, "partitions revoked, draining");
+        let slot = self.fetcher.revoke(partition);
+        let handover = self.fetcher.options.handover_timeout;
+        let drain = self.fetcher.options.drain_timeout;
+        let leases = self.leases.clone();
+        let events = self.events.clone();
+        let topic = self.topic.clone();
+        let call_timeout = self.call_timeout();
+        tokio::spawn(async move {
+            let drained = {
+                let tracker = tracker.clone();
+                tokio::task::spawn_blocking(move || {
+                    let drained = drain_partition(&tracker, &topic, handover, drain);
+                    drop(slot);
+                    drained
+                })
+                .await
+                .unwrap_or(false)
+            };
+            let mut given_up = false;
+            if drained && !tracker.lost_token().is_cancelled() {
+                let stored = match tracker.committable() {
+                    Some(offset) => matches!(
+                        tokio::time::timeout(call_timeout, leases.commit(&[(partition, epoch, offset)])).await,
+                        Ok(Ok(stored)) if stored.contains(&partition)
+                    ),
+                    None => true,
+                };
+                given_up = stored
+                    && matches!(
+                        tokio::time::timeout(call_timeout, leases.release(partition, epoch)).await,
+                        Ok(Ok(true))
+                    );
+            }
+            let _ = events.send(Event::Released {
+                partition,
+                epoch,
+                drained: given_up,
+            });
+        });
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Released {
+                partition,
+                epoch,
+                drained,
+            } => {
+                let Some(held) = self.held.get_mut(&partition).filter(|h| h.epoch == epoch) else {
+                    return;
+                };
+                if drained {
+                    self.held.remove(&partition);
+                } else {
+                    tracing::warn!(
+                        topic = %self.topic,
+                        partition,
+                        "a released partition's work did not drain (or its offset could not be stored); its lease is left to expire, abandoning what is still in flight, and the next owner redoes what was not committed"
+                    );
+                    held.state = HeldState::Expiring;
+                }
+            }
+            Event::NotStarted { partition, epoch } => {
+                if self.held.get(&partition).is_some_and(|h| h.epoch == epoch) {
+                    if let Some(held) = self.held.remove(&partition) {
+                        held.tracker.lose();
+                    }
+                    let leases = self.leases.clone();
+                    tokio::spawn(async move {
+                        let _ = leases.release(partition, epoch).await;
+                    });
+                }
+            }
+        }
+        metrics()
+            .owned
+            .with_label_values(&[&self.topic])
+            .set(self.held.len() as i64);
+    }
+
+    /// Forgets leases whose watchdog fired.
+    fn reap_lost(&mut self) {
+        let lost: Vec<(i32, HeldState)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.tracker.lost_token().is_cancelled())
+            .map(|(p, h)| (*p, h.state))
+            .collect();
+        for (partition, state) in lost {
+            if state == HeldState::Expiring {
+                self.held.remove(&partition);
+                self.fetcher.revoke(partition);
+            } else {
+                self.lose(partition, "the lease could not be renewed in time");
+            }
+        }
+    }
+
+    /// Stops all work on `partition` at once: its lease is not this member's any more.
+    fn lose(&mut self, partition: i32, why: &str) {
+        let Some(held) = self.held.remove(&partition) else {
+            return;
+        };
+        held.tracker.lose();
+        self.fetcher.revoke(partition);
+        metrics().lost.with_label_values(&[&self.topic]).inc();
+        metrics()
+            .owned
+            .with_label_values(&[&self.topic])
+            .set(self.held.len() as i64);
+        tracing::warn!(
+            topic = %self.topic,
+            partition,
+            epoch = held.epoch,
+            why,
+            "partition lease lost; its work in flight is abandoned and the next owner redoes what was not committed"
+        );
+    }
+
+    /// Stores the committable offsets that moved.
+    async fn commit(&mut self) {
+        let offsets: Vec<(i32, i64, i64)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.state != HeldState::Expiring && !h.tracker.lost_token().is_cancelled())
+            .filter_map(|(p, h)| {
+                let offset = h.tracker.committable()?;
+                (h.stored != Some(offset)).then_some((*p, h.epoch, offset))
+            })
+            .collect();
+        if offsets.is_empty() {
+            return;
+        }
+        let stored = match tokio::time::timeout(self.call_timeout(), self.leases.commit(&offsets)).await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(error)) => return self.warn_rate_limited("commit", &error),
+            Err(_) => return self.warn_rate_limited("commit", &"timed out"),
+        };
+        for (partition, _, offset) in offsets {
+            if stored.contains(&partition) {
+                if let Some(h) = self.held.get_mut(&partition) {
+                    h.stored = Some(offset);
+                }
+            } else {
+                self.lose(partition, "its offset commit was refused");
+            }
+        }
+    }
+}
+
+/// Loses the lease when its deadline passes without a renewal.
+async fn watchdog(tracker: Arc<OffsetTracker>, mut deadline: watch::Receiver<Instant>) {
+    loop {
+        let until = *deadline.borrow_and_update();
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => {
+                if *deadline.borrow() <= Instant::now() {
+                    tracker.lose();
+                    return;
+                }
+            }
+            changed = deadline.changed() => if changed.is_err() { return },
+            _ = tracker.lost_token().cancelled() => return,
+        }
+    }
+}
+
+/// The hand-over of a revoked partition (blocking): first let the processor finish the records
+/// it accepted (at most `handover`), then stop new work and wait for work in flight (at most
+/// `drain`). True when nothing is left in flight.
+fn drain_partition(tracker: &OffsetTracker, topic: &str, handover: Duration, drain: Duration) -> bool {
+    let partition = tracker.partition();
+    if !tracker.wait_drained_until(Instant::now() + handover) {
+        tracing::info!(
+            topic,
+            partition,
+            unfinished = tracker.pending(),
+            "accepted records not finished within the hand-over timeout; the next owner reads them again"
+        );
+    }
+    tracker.release();
+    if !tracker.wait_idle_until(Instant::now() + drain) {
+        tracing::warn!(
+            topic,
+            partition,
+            in_flight = tracker.active(),
+            "in-flight work did not finish within the drain timeout"
+        );
+        return false;
+    }
+    true
+}

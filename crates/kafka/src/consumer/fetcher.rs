@@ -1,0 +1,217 @@
+//! The librdkafka side: one blocking thread polls the consumer and hands each record to the
+//! processor of its partition; partitions are added and removed by the coordinator (manual
+//! assignment, no group membership in Kafka). It also pauses partitions with too much unfinished
+//! work and mirrors committed offsets to the Kafka group, for lag monitoring and tools (the
+//! offsets that count are the leases').
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::{ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
+
+/// One partition being worked on.
+pub(crate) struct Slot {
+    pub tracker: Arc<OffsetTracker>,
+    /// Dropped only after the partition's work has drained.
+    pub _processor: Box<dyn PartitionProcessor>,
+    mirrored: Option<i64>,
+    paused: bool,
+}
+
+pub(crate) struct Fetcher {
+    pub consumer: BaseConsumer,
+    pub options: ConsumerOptions,
+    processor: Arc<dyn Processor>,
+    slots: Mutex<HashMap<i32, Slot>>,
+}
+
+impl Fetcher {
+    pub fn new(consumer: BaseConsumer, options: ConsumerOptions, processor: Arc<dyn Processor>) -> Self {
+        Self {
+            consumer,
+            options,
+            processor,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts work on `partition` from `offset`. Blocking: the processor may read its state.
+    /// Nothing is started when the tracker was released or lost meanwhile.
+    pub fn assign(&self, tracker: Arc<OffsetTracker>, offset: Offset) -> Result<(), KafkaError> {
+        let partition = tracker.partition();
+        let processor = self.processor.assign(tracker.clone());
+        // Under the lock, so a revoke cannot fall between the check and the assignment.
+        let mut slots = self.slots.lock().expect("slots lock");
+        if tracker.is_released() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.options.topic, partition, offset)?;
+        self.consumer.incremental_assign(&list)?;
+        slots.insert(
+            partition,
+            Slot {
+                _processor: processor,
+                tracker,
+                mirrored: None,
+                paused: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops handing `partition`'s records out and returns its slot (its work goes on until the
+    /// caller releases or loses the tracker).
+    pub fn revoke(&self, partition: i32) -> Option<Slot> {
+        let mut slots = self.slots.lock().expect("slots lock");
+        let slot = slots.remove(&partition)?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.options.topic, partition);
+        if let Err(error) = self.consumer.incremental_unassign(&list) {
+            tracing::warn!(%error, topic = %self.options.topic, partition, "unassigning a partition failed");
+        }
+        Some(slot)
+    }
+
+    fn dispatch(&self, record: Record) {
+        let mut slots = self.slots.lock().expect("slots lock");
+        match slots.get_mut(&record.partition) {
+            Some(slot) if !slot.tracker.is_released() => {
+                if slot.tracker.accept(record.offset) {
+                    slot._processor.process(record);
+                }
+            }
+            _ => tracing::debug!(
+                partition = record.partition,
+                "record of a partition not worked on ignored"
+            ),
+        }
+    }
+
+    /// Pauses partitions over their cap, resumes those drained to half of it.
+    fn apply_backpressure(&self) {
+        let cap = self.options.max_pending_per_partition;
+        let mut slots = self.slots.lock().expect("slots lock");
+        for (partition, slot) in slots.iter_mut() {
+            let pending = slot.tracker.pending();
+            let change = if !slot.paused && pending >= cap {
+                Some(true)
+            } else if slot.paused && pending <= cap / 2 {
+                Some(false)
+            } else {
+                None
+            };
+            let Some(pause) = change else { continue };
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&self.options.topic, *partition);
+            let result = if pause {
+                self.consumer.pause(&list)
+            } else {
+                self.consumer.resume(&list)
+            };
+            match result {
+                Ok(()) => {
+                    slot.paused = pause;
+                    tracing::debug!(partition, pending, paused = pause, "partition fetching changed");
+                }
+                Err(error) => tracing::warn!(%error, partition, "pausing or resuming a partition failed"),
+            }
+        }
+    }
+
+    /// Copies committable offsets to the Kafka group (asynchronously; a failure only delays
+    /// what lag monitoring sees).
+    fn mirror_commits(&self) {
+        let mut list = TopicPartitionList::new();
+        let mut slots = self.slots.lock().expect("slots lock");
+        for (partition, slot) in slots.iter_mut() {
+            if let Some(offset) = slot.tracker.committable() {
+                if slot.mirrored != Some(offset) {
+                    let _ =
+                        list.add_partition_offset(&self.options.topic, *partition, Offset::Offset(offset));
+                    slot.mirrored = Some(offset);
+                }
+            }
+        }
+        drop(slots);
+        if list.count() > 0 {
+            if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+                tracing::debug!(%error, topic = %self.options.topic, "mirroring offsets to the Kafka group failed");
+            }
+        }
+    }
+
+    /// Polls until `stop` is cancelled (by the coordinator, once every partition is released).
+    pub fn poll_until(&self, stop: CancellationToken) {
+        let mut last_mirror = Instant::now();
+        let mut last_error_log: Option<Instant> = None;
+        while !stop.is_cancelled() {
+            match self.consumer.poll(Duration::from_millis(50)) {
+                None => {}
+                Some(Ok(message)) => {
+                    let headers = message
+                        .headers()
+                        .map(|headers| {
+                            headers
+                                .iter()
+                                .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec()).unwrap_or_default()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let record = Record {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key().map(|k| k.to_vec()),
+                        payload: message.payload().map(|p| p.to_vec()).unwrap_or_default(),
+                        headers,
+                    };
+                    drop(message);
+                    self.dispatch(record);
+                }
+                // A broker outage produces one error per poll; say it once every few seconds.
+                Some(Err(error)) if last_error_log.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) => {
+                    tracing::warn!(%error, topic = %self.options.topic, "consumer error");
+                    last_error_log = Some(Instant::now());
+                }
+                Some(Err(_)) => {}
+            }
+            self.apply_backpressure();
+            if last_mirror.elapsed() >= self.options.commit_interval {
+                self.mirror_commits();
+                last_mirror = Instant::now();
+            }
+        }
+        self.mirror_commits();
+    }
+
+    /// The Kafka group's committed offset of `partition` (where a group that committed only to
+    /// Kafka, before leases, left off). `Offset::Invalid` when it has none.
+    pub fn kafka_committed(&self, partition: i32) -> Result<Offset, KafkaError> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.options.topic, partition);
+        let committed = self.consumer.committed_offsets(list, Duration::from_secs(10))?;
+        Ok(committed
+            .find_partition(&self.options.topic, partition)
+            .map(|e| e.offset())
+            .unwrap_or(Offset::Invalid))
+    }
+
+    /// The topic's partition count from the broker's metadata.
+    pub fn partition_count(&self) -> Result<i32, KafkaError> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.options.topic), Duration::from_secs(5))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.options.topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len() as i32))
+    }
+}

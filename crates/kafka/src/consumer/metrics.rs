@@ -1,0 +1,43 @@
+//! The consumer's metrics, labelled by topic.
+
+use std::sync::OnceLock;
+
+use carrier_telemetry::prometheus::{IntCounterVec, IntGaugeVec};
+
+pub(crate) struct Metrics {
+    /// Partitions this member holds a lease of.
+    pub owned: IntGaugeVec,
+    /// Live members of the group this member sees.
+    pub members: IntGaugeVec,
+    /// Leases this member lost while working (renewal failed in time, or another member took
+    /// the partition): its work in flight was abandoned.
+    pub lost: IntCounterVec,
+    /// Lease bookkeeping that failed (Postgres unreachable or slow), by step.
+    pub errors: IntCounterVec,
+}
+
+pub(crate) fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| Metrics {
+        owned: carrier_telemetry::gauge_vec(
+            "carrier_consumer_partitions_owned",
+            "Partitions this member holds a lease of",
+            &["topic"],
+        ),
+        members: carrier_telemetry::gauge_vec(
+            "carrier_consumer_group_members",
+            "Live members of the consumer group seen by this member",
+            &["topic"],
+        ),
+        lost: carrier_telemetry::counter_vec(
+            "carrier_consumer_leases_lost_total",
+            "Partition leases lost while working; work in flight was abandoned",
+            &["topic"],
+        ),
+        errors: carrier_telemetry::counter_vec(
+            "carrier_consumer_lease_errors_total",
+            "Failed lease operations (heartbeat, renew, acquire, commit, release)",
+            &["topic", "step"],
+        ),
+    })
+}

@@ -1,0 +1,266 @@
+//! Partition leases: which member of a consumer group may work on which partition, until when,
+//! and the offset it has committed. The consumer's coordinator (`carrier_kafka::consumer`)
+//! drives them; services that write state belonging to a partition hold a [`Fence`] in the
+//! writing transaction so a previous owner's late write is refused.
+//!
+//! All times are Postgres' `now()`: members' clocks never decide who owns a partition. A member
+//! keeps its own, shorter, deadline from the moment it *asked* (see the coordinator).
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPool;
+use sqlx::PgConnection;
+
+/// One member's view of the lease tables of a group on a topic.
+#[derive(Clone)]
+pub struct Leases {
+    pool: PgPool,
+    group: String,
+    topic: String,
+    member: String,
+}
+
+/// A lease just taken: its epoch, and where the previous owner left off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acquired {
+    pub epoch: i64,
+    pub committed_offset: Option<i64>,
+}
+
+/// Proof of ownership for a write: one partition at one epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// A write's fence no longer holds: another member owns the partition, or the lease expired.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error("the lease of partition {partition} (epoch {epoch}) is no longer held")]
+    Lost { partition: i32, epoch: i64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl Fence {
+    /// Checks, inside the caller's transaction, that this lease is still held and unexpired,
+    /// and keeps it so until the transaction ends: the row is share-locked, and a new owner's
+    /// takeover (an UPDATE of it) waits for the commit. Either the write commits while the lease
+    /// is held, or it is refused.
+    pub async fn hold(&self, tx: &mut PgConnection) -> Result<(), FenceError> {
+        let held: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM partition_leases
+              WHERE group_id = $1 AND topic = $2 AND partition = $3
+                AND owner = $4 AND epoch = $5 AND expires_at > now()
+              FOR SHARE",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(self.partition)
+        .bind(&self.owner)
+        .bind(self.epoch)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match held {
+            Some(_) => Ok(()),
+            None => Err(FenceError::Lost {
+                partition: self.partition,
+                epoch: self.epoch,
+            }),
+        }
+    }
+}
+
+fn interval(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+impl Leases {
+    pub fn new(pool: PgPool, group: &str, topic: &str, member: &str) -> Self {
+        Self {
+            pool,
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            member: member.to_owned(),
+        }
+    }
+
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    pub fn fence(&self, partition: i32, epoch: i64) -> Fence {
+        Fence {
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+            partition,
+            owner: self.member.clone(),
+            epoch,
+        }
+    }
+
+    /// Refreshes this member's row (live for `lease` more) and returns every live member,
+    /// sorted. Rows of members gone for an hour are deleted on the way.
+    pub async fn heartbeat(&self, lease: Duration) -> Result<Vec<String>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO consumer_members (group_id, topic, member_id, expires_at)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+             ON CONFLICT (group_id, topic, member_id)
+             DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(&self.member)
+        .bind(interval(lease))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM consumer_members
+              WHERE group_id = $1 AND topic = $2 AND expires_at < now() - interval '1 hour'",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .execute(&mut *tx)
+        .await?;
+        let members = sqlx::query_scalar(
+            "SELECT member_id FROM consumer_members
+              WHERE group_id = $1 AND topic = $2 AND expires_at > now()
+              ORDER BY member_id",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(members)
+    }
+
+    /// Takes `partition` for `lease` if nobody holds it: never owned, released, or expired.
+    /// `None` while another member's lease runs.
+    pub async fn acquire(&self, partition: i32, lease: Duration) -> Result<Option<Acquired>, sqlx::Error> {
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "INSERT INTO partition_leases (group_id, topic, partition, owner, epoch, expires_at)
+             VALUES ($1, $2, $3, $4, 1, now() + make_interval(secs => $5))
+             ON CONFLICT (group_id, topic, partition) DO UPDATE
+                SET owner = excluded.owner,
+                    epoch = partition_leases.epoch + 1,
+                    expires_at = excluded.expires_at,
+                    changed_at = now()
+              WHERE partition_leases.owner IS NULL OR partition_leases.expires_at <= now()
+             RETURNING epoch, committed_offset",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(partition)
+        .bind(&self.member)
+        .bind(interval(lease))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(epoch, committed_offset)| Acquired {
+            epoch,
+            committed_offset,
+        }))
+    }
+
+    /// Extends the unexpired leases among `held` (partition, epoch) by `lease`; returns the
+    /// partitions extended. A partition missing from the answer is no longer this member's.
+    pub async fn renew(&self, held: &[(i32, i64)], lease: Duration) -> Result<Vec<i32>, sqlx::Error> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (partitions, epochs): (Vec<i32>, Vec<i64>) = held.iter().copied().unzip();
+        sqlx::query_scalar(
+            "UPDATE partition_leases AS l
+                SET expires_at = now() + make_interval(secs => $6)
+               FROM unnest($4::int[], $5::bigint[]) AS h(partition, epoch)
+              WHERE l.group_id = $1 AND l.topic = $2 AND l.owner = $3
+                AND l.partition = h.partition AND l.epoch = h.epoch AND l.expires_at > now()
+             RETURNING l.partition",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(&self.member)
+        .bind(&partitions)
+        .bind(&epochs)
+        .bind(interval(lease))
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Stores the committed offsets of held leases, (partition, epoch, offset) each; returns the
+    /// partitions stored (an offset of a lease no longer held is refused).
+    pub async fn commit(&self, offsets: &[(i32, i64, i64)]) -> Result<Vec<i32>, sqlx::Error> {
+        if offsets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let partitions: Vec<i32> = offsets.iter().map(|o| o.0).collect();
+        let epochs: Vec<i64> = offsets.iter().map(|o| o.1).collect();
+        let committed: Vec<i64> = offsets.iter().map(|o| o.2).collect();
+        sqlx::query_scalar(
+            "UPDATE partition_leases AS l
+                SET committed_offset = c.committed
+               FROM unnest($4::int[], $5::bigint[], $6::bigint[]) AS c(partition, epoch, committed)
+              WHERE l.group_id = $1 AND l.topic = $2 AND l.owner = $3
+                AND l.partition = c.partition AND l.epoch = c.epoch AND l.expires_at > now()
+             RETURNING l.partition",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(&self.member)
+        .bind(&partitions)
+        .bind(&epochs)
+        .bind(&committed)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Gives a lease up at once (its work is drained): the next owner need not wait for it to
+    /// expire. False when it was not held any more.
+    pub async fn release(&self, partition: i32, epoch: i64) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE partition_leases
+                SET owner = NULL, expires_at = now(), changed_at = now()
+              WHERE group_id = $1 AND topic = $2 AND partition = $3 AND owner = $4 AND epoch = $5",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(partition)
+        .bind(&self.member)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Removes this member from the group (at a clean stop).
+    pub async fn leave(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM consumer_members WHERE group_id = $1 AND topic = $2 AND member_id = $3")
+            .bind(&self.group)
+            .bind(&self.topic)
+            .bind(&self.member)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Committed offsets and owners of a group's partitions on a topic, for operators and tests.
+pub async fn owners(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+) -> Result<Vec<(i32, Option<String>, Option<i64>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT partition, CASE WHEN expires_at > now() THEN owner END, committed_offset
+           FROM partition_leases WHERE group_id = $1 AND topic = $2 ORDER BY partition",
+    )
+    .bind(group)
+    .bind(topic)
+    .fetch_all(pool)
+    .await
+}
