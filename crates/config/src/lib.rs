@@ -80,7 +80,10 @@ pub struct KafkaSettings {
     pub brokers: String,
     /// Prefix of every topic name: `carrier.` gives `carrier.inbound`, `carrier.deliveries`, ...
     pub topic_prefix: String,
-    /// Consumer group session timeout; a dead consumer's partitions move after this long.
+    /// How long a consumer's partition lease lasts (renewed every quarter of it): a member that
+    /// died or is cut off from Postgres loses its partitions after this long, and stops its own
+    /// work on them a fifth of it earlier. Partitions are assigned by leases in Postgres, not by
+    /// Kafka's group coordinator (`crates/kafka/src/consumer/design.md`).
     pub session_timeout_ms: u32,
     /// How long a produce may take (queueing, retries and the broker's ack) before it fails.
     pub message_timeout_ms: u32,

@@ -106,38 +106,56 @@ impl Leases {
     /// Refreshes this member's row (live for `lease` more) and returns every live member,
     /// sorted. Rows of members gone for an hour are deleted on the way.
     pub async fn heartbeat(&self, lease: Duration) -> Result<Vec<String>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO consumer_members (group_id, topic, member_id, expires_at)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-             ON CONFLICT (group_id, topic, member_id)
-             DO UPDATE SET expires_at = excluded.expires_at",
+        Ok(self.heartbeat_and_renew(&[], lease).await?.0)
+    }
+
+    /// One round trip every quarter of a lease: refreshes this member's row, extends the
+    /// unexpired leases among `held` (partition, epoch) by `lease`, and returns every live
+    /// member (sorted) and the partitions extended. A partition missing from the latter is no
+    /// longer this member's. One statement, because a slow Postgres must cost one delay here,
+    /// not five: renewals that come late lose leases.
+    pub async fn heartbeat_and_renew(
+        &self,
+        held: &[(i32, i64)],
+        lease: Duration,
+    ) -> Result<(Vec<String>, Vec<i32>), sqlx::Error> {
+        let (partitions, epochs): (Vec<i32>, Vec<i64>) = held.iter().copied().unzip();
+        // The outer SELECT does not see the CTEs' own writes (one snapshot): this member is
+        // added from `me`, and the gone members are left out by their expiry.
+        let (members, renewed): (Vec<String>, Vec<i32>) = sqlx::query_as(
+            "WITH me AS (
+                INSERT INTO consumer_members (group_id, topic, member_id, expires_at)
+                VALUES ($1, $2, $3, now() + make_interval(secs => $6))
+                ON CONFLICT (group_id, topic, member_id)
+                DO UPDATE SET expires_at = excluded.expires_at
+                RETURNING member_id
+             ), renewed AS (
+                UPDATE partition_leases AS l
+                   SET expires_at = now() + make_interval(secs => $6)
+                  FROM unnest($4::int[], $5::bigint[]) AS h(partition, epoch)
+                 WHERE l.group_id = $1 AND l.topic = $2 AND l.owner = $3
+                   AND l.partition = h.partition AND l.epoch = h.epoch AND l.expires_at > now()
+                RETURNING l.partition
+             ), gone AS (
+                DELETE FROM consumer_members
+                 WHERE group_id = $1 AND topic = $2 AND expires_at < now() - interval '1 hour'
+             )
+             SELECT
+                (SELECT array_agg(member_id ORDER BY member_id) FROM (
+                    SELECT member_id FROM consumer_members
+                     WHERE group_id = $1 AND topic = $2 AND expires_at > now() AND member_id <> $3
+                    UNION SELECT member_id FROM me) AS live),
+                (SELECT coalesce(array_agg(partition), '{}') FROM renewed)",
         )
         .bind(&self.group)
         .bind(&self.topic)
         .bind(&self.member)
+        .bind(&partitions)
+        .bind(&epochs)
         .bind(interval(lease))
-        .execute(&mut *tx)
+        .fetch_one(&self.pool)
         .await?;
-        sqlx::query(
-            "DELETE FROM consumer_members
-              WHERE group_id = $1 AND topic = $2 AND expires_at < now() - interval '1 hour'",
-        )
-        .bind(&self.group)
-        .bind(&self.topic)
-        .execute(&mut *tx)
-        .await?;
-        let members = sqlx::query_scalar(
-            "SELECT member_id FROM consumer_members
-              WHERE group_id = $1 AND topic = $2 AND expires_at > now()
-              ORDER BY member_id",
-        )
-        .bind(&self.group)
-        .bind(&self.topic)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(members)
+        Ok((members, renewed))
     }
 
     /// Takes `partition` for `lease` if nobody holds it: never owned, released, or expired.
@@ -167,29 +185,10 @@ impl Leases {
         }))
     }
 
-    /// Extends the unexpired leases among `held` (partition, epoch) by `lease`; returns the
-    /// partitions extended. A partition missing from the answer is no longer this member's.
+    /// Extends the unexpired leases among `held` (partition, epoch) by `lease` (and this
+    /// member's heartbeat); returns the partitions extended.
     pub async fn renew(&self, held: &[(i32, i64)], lease: Duration) -> Result<Vec<i32>, sqlx::Error> {
-        if held.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (partitions, epochs): (Vec<i32>, Vec<i64>) = held.iter().copied().unzip();
-        sqlx::query_scalar(
-            "UPDATE partition_leases AS l
-                SET expires_at = now() + make_interval(secs => $6)
-               FROM unnest($4::int[], $5::bigint[]) AS h(partition, epoch)
-              WHERE l.group_id = $1 AND l.topic = $2 AND l.owner = $3
-                AND l.partition = h.partition AND l.epoch = h.epoch AND l.expires_at > now()
-             RETURNING l.partition",
-        )
-        .bind(&self.group)
-        .bind(&self.topic)
-        .bind(&self.member)
-        .bind(&partitions)
-        .bind(&epochs)
-        .bind(interval(lease))
-        .fetch_all(&self.pool)
-        .await
+        Ok(self.heartbeat_and_renew(held, lease).await?.1)
     }
 
     /// Stores the committed offsets of held leases, (partition, epoch, offset) each; returns the

@@ -4,7 +4,9 @@
 //! Tables: `organizations`, `sources`, `destinations`, `subscriptions` (configuration, written by
 //! the router) and `logs`, `attempts` (the log store, written by the notifier, read by ingress);
 //! `parked_tasks`, `destination_queues` (held backlogs and their state) and `delivery_workers`
-//! (which worker owns which partitions), written by delivery; `destination_incidents`, `alerts`
+//! (which worker owns which partitions), written by delivery; `consumer_members`,
+//! `partition_leases` (which member of each stage works on which partition, and its committed
+//! offset, [`leases`]), written by every consumer; `destination_incidents`, `alerts`
 //! and `alert_deliveries` (incident state and the alert outbox), written by the notifier;
 //! `idempotency_keys` (ingress) and `message_bodies` (large bodies kept out of Kafka, [`bodies`]).
 #![forbid(unsafe_code)]

@@ -146,21 +146,10 @@ impl Coordinator {
 
     async fn lease_tick(&mut self, stopping: bool) {
         self.refresh_partition_count().await;
-        let asked = Instant::now();
-        let members = match tokio::time::timeout(self.call_timeout(), self.leases.heartbeat(self.lease)).await
-        {
-            Ok(Ok(members)) => Some(members),
-            Ok(Err(error)) => {
-                self.warn_rate_limited("heartbeat", &error);
-                None
-            }
-            Err(_) => {
-                self.warn_rate_limited("heartbeat", &"timed out");
-                None
-            }
+        let Some(members) = self.heartbeat_and_renew().await else {
+            return;
         };
-        self.renew().await;
-        let (Some(members), Some(partitions)) = (members, self.partitions) else {
+        let Some(partitions) = self.partitions else {
             return;
         };
         metrics()
@@ -183,6 +172,7 @@ impl Coordinator {
         }
         for partition in wanted {
             if !self.held.contains_key(&partition) {
+                let asked = Instant::now();
                 self.acquire(partition, asked).await;
             }
         }
@@ -211,7 +201,9 @@ impl Coordinator {
         }
     }
 
-    async fn renew(&mut self) {
+    /// Refreshes the heartbeat and renews the leases (one round trip); the live members, or
+    /// `None` when Postgres did not answer in time.
+    async fn heartbeat_and_renew(&mut self) -> Option<Vec<String>> {
         let asked = Instant::now();
         let held: Vec<(i32, i64)> = self
             .held
@@ -219,25 +211,30 @@ impl Coordinator {
             .filter(|(_, h)| h.state != HeldState::Expiring)
             .map(|(p, h)| (*p, h.epoch))
             .collect();
-        if held.is_empty() {
-            return;
-        }
-        let renewed =
-            match tokio::time::timeout(self.call_timeout(), self.leases.renew(&held, self.lease)).await {
-                Ok(Ok(renewed)) => renewed,
-                Ok(Err(error)) => return self.warn_rate_limited("renew", &error),
-                Err(_) => return self.warn_rate_limited("renew", &"timed out"),
-            };
+        let call = self.leases.heartbeat_and_renew(&held, self.lease);
+        let (members, renewed) = match tokio::time::timeout(self.call_timeout(), call).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                self.warn_rate_limited("heartbeat", &error);
+                return None;
+            }
+            Err(_) => {
+                self.warn_rate_limited("heartbeat", &"timed out");
+                return None;
+            }
+        };
         let deadline = asked + self.lease - self.margin();
         for (partition, _) in held {
             if renewed.contains(&partition) {
                 if let Some(h) = self.held.get(&partition) {
+                    h.tracker.set_deadline(deadline);
                     h.deadline.send_replace(deadline);
                 }
             } else {
                 self.lose(partition, "the lease expired or another member holds it");
             }
         }
+        Some(members)
     }
 
     async fn acquire(&mut self, partition: i32, asked: Instant) {
@@ -253,7 +250,9 @@ impl Coordinator {
             partition,
             Some(self.leases.fence(partition, acquired.epoch)),
         ));
-        let (deadline, watched) = watch::channel(asked + self.lease - self.margin());
+        let until = asked + self.lease - self.margin();
+        tracker.set_deadline(until);
+        let (deadline, watched) = watch::channel(until);
         tokio::spawn(watchdog(tracker.clone(), watched));
         self.held.insert(
             partition,
@@ -282,6 +281,9 @@ impl Coordinator {
                 }),
             };
             let result = start.and_then(|start| {
+                if let Offset::Offset(offset) = start {
+                    tracker.set_start(offset);
+                }
                 tracing::info!(%topic, partitions = ?[partition], epoch, ?start, "partitions assigned");
                 fetcher.assign(tracker, start)
             });

@@ -123,6 +123,9 @@ pub fn spawn(
     };
     let coordinator = coordinator::Coordinator::new(fetcher, leases, lease);
     Ok(tokio::spawn(async move {
+        // Also when this task is dropped unfinished (its runtime shutting down, e.g. after a
+        // test panicked): the poller thread must end, or the runtime's shutdown waits for it.
+        let _stop = stop.clone().drop_guard();
         coordinator.run(shutdown).await;
         stop.cancel();
         let _ = poller.await;

@@ -14,6 +14,8 @@ struct State {
     pending: BTreeSet<i64>,
     /// One past the highest offset accepted.
     next: Option<i64>,
+    /// Where this owner started reading (its predecessor committed everything below).
+    start: Option<i64>,
     /// Work that has started and must finish (or time out) before the partition is released.
     active: usize,
 }
@@ -27,6 +29,10 @@ pub struct OffsetTracker {
     lost: CancellationToken,
     released: CancellationToken,
     fence: Option<Fence>,
+    /// This member's own deadline for the lease (see the coordinator); checked synchronously
+    /// too, so a process that resumes after a freeze does not start work before its watchdog
+    /// had a chance to run.
+    deadline: Mutex<Option<Instant>>,
 }
 
 impl OffsetTracker {
@@ -44,6 +50,7 @@ impl OffsetTracker {
             released: lost.child_token(),
             lost,
             fence,
+            deadline: Mutex::new(None),
         }
     }
 
@@ -90,6 +97,22 @@ impl OffsetTracker {
         }
     }
 
+    /// Every offset below this one was either committed before this owner started or has been
+    /// handed to the processor: state a previous owner stored for offsets at or above it (e.g.
+    /// parked tasks) may still be joined by records of lower offsets. `None` before the first
+    /// record when the start is unknown (a new group reading from the beginning).
+    pub fn seen_below(&self) -> Option<i64> {
+        let state = self.state.lock().expect("tracker lock");
+        match (state.start, state.next) {
+            (Some(start), Some(next)) => Some(start.max(next)),
+            (start, next) => start.or(next),
+        }
+    }
+
+    pub(crate) fn set_start(&self, offset: i64) {
+        self.state.lock().expect("tracker lock").start = Some(offset);
+    }
+
     /// The offset to commit: the oldest unfinished one, or one past the last seen when all are
     /// finished. `None` before the first record.
     pub fn committable(&self) -> Option<i64> {
@@ -113,8 +136,18 @@ impl OffsetTracker {
         &self.released
     }
 
+    /// True once the partition was released, or its lease lost or past this member's deadline.
     pub fn is_released(&self) -> bool {
         self.released.is_cancelled()
+            || self
+                .deadline
+                .lock()
+                .expect("deadline lock")
+                .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    pub(crate) fn set_deadline(&self, deadline: Instant) {
+        *self.deadline.lock().expect("deadline lock") = Some(deadline);
     }
 
     pub(crate) fn release(&self) {

@@ -202,6 +202,11 @@ async fn attempt_until_final(
             return Outcome::Released;
         }
         parked_for_pause = parked_for_pause && destination.paused_by_operator;
+        // The lease's own deadline, checked here too: after a freeze this task may run before
+        // the watchdog that would have cancelled `released`.
+        if tracker.is_released() {
+            return Outcome::Released;
+        }
         hold.last_attempt_ms = chrono::Utc::now().timestamp_millis();
         attempts += 1;
         let send = async {

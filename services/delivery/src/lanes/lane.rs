@@ -132,11 +132,43 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                 rows,
             } => {
                 remove_done_rows(&shared, &partition, &destination_id).await;
+                // Rows a previous owner parked can be joined by tasks of lower offsets that this
+                // owner reads again from Kafka (they were not committed) and parks behind them:
+                // only rows below what this owner has read, with no write of its own pending,
+                // are in their final order. (Read in this order: a task handed out after
+                // `seen_below` is above it; one handed out before is counted in `parking`.)
+                let seen_below = partition.tracker.seen_below();
+                let writes_pending = partition
+                    .book()
+                    .lanes
+                    .get(&destination_id)
+                    .is_some_and(|lane| lane.parking > 0);
+                if writes_pending {
+                    if !sleep_unless_released(partition.tracker.released_token(), Duration::from_millis(20))
+                        .await
+                    {
+                        break;
+                    }
+                    continue;
+                }
                 match shared
                     .parking
                     .next(&destination_id, cursor, rows, PARKED_BATCH_BYTES)
                     .await
                 {
+                    Ok(tasks)
+                        if !tasks.is_empty() && seen_below.is_none_or(|below| tasks[0].offset >= below) =>
+                    {
+                        // The stream has not reached this row yet; what precedes it may still come.
+                        if !sleep_unless_released(
+                            partition.tracker.released_token(),
+                            Duration::from_millis(20),
+                        )
+                        .await
+                        {
+                            break;
+                        }
+                    }
                     Ok(tasks) if tasks.is_empty() => {
                         if leave_parked_mode(&partition, &destination_id, generation) {
                             tracing::info!(
@@ -155,7 +187,8 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                             }
                         }
                     }
-                    Ok(tasks) => {
+                    Ok(mut tasks) => {
+                        tasks.retain(|task| seen_below.is_none_or(|below| task.offset < below));
                         let mut book = partition.book();
                         if let Some(lane) = book.lanes.get_mut(&destination_id) {
                             lane.parked_unfinished += tasks.len();
