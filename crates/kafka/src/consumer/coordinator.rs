@@ -67,6 +67,8 @@ pub(crate) struct Coordinator {
     events: mpsc::UnboundedSender<Event>,
     incoming: mpsc::UnboundedReceiver<Event>,
     last_error_log: HashMap<&'static str, Instant>,
+    /// How long the last heartbeat took: about what a commit costs now.
+    last_call: Duration,
 }
 
 impl Coordinator {
@@ -83,6 +85,7 @@ impl Coordinator {
             events,
             incoming,
             last_error_log: HashMap::new(),
+            last_call: Duration::ZERO,
         }
     }
 
@@ -116,10 +119,15 @@ impl Coordinator {
                 Some(event) = self.incoming.recv() => self.on_event(event),
             }
             self.reap_lost();
-            self.commit().await;
-            if Instant::now() >= next_lease_tick {
+            // Renewals first: under a slow Postgres, commits queued ahead of them would make
+            // them late. A commit is skipped when it could delay the next renewal.
+            let now = Instant::now();
+            if now >= next_lease_tick {
+                next_lease_tick = now + tick;
                 self.lease_tick(stopping).await;
-                next_lease_tick = Instant::now() + tick;
+            }
+            if Instant::now() + self.last_call < next_lease_tick {
+                self.commit().await;
             }
             if stopping && self.held.is_empty() {
                 break;
@@ -212,7 +220,9 @@ impl Coordinator {
             .map(|(p, h)| (*p, h.epoch))
             .collect();
         let call = self.leases.heartbeat_and_renew(&held, self.lease);
-        let (members, renewed) = match tokio::time::timeout(self.call_timeout(), call).await {
+        let answer = tokio::time::timeout(self.call_timeout(), call).await;
+        self.last_call = asked.elapsed();
+        let (members, renewed) = match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {
                 self.warn_rate_limited("heartbeat", &error);

@@ -55,6 +55,10 @@ impl Fetcher {
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.options.topic, partition, offset)?;
         self.consumer.incremental_assign(&list)?;
+        // librdkafka keeps an application's pause across unassign and assign: a partition
+        // paused when it was revoked would come back paused, and the fresh slot (not paused)
+        // would never resume it (issue 10 §1).
+        self.consumer.resume(&list)?;
         slots.insert(
             partition,
             Slot {
@@ -213,5 +217,113 @@ impl Fetcher {
             .iter()
             .find(|t| t.name() == self.options.topic && t.error().is_none())
             .map_or(0, |t| t.partitions().len() as i32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the real broker of the tests (`CARRIER_TEST_BROKERS`, as `make test` sets).
+
+    use super::*;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::ClientConfig;
+
+    /// Records what it is given and never finishes anything: its partition fills its cap.
+    struct Holding(Arc<Mutex<Vec<i64>>>);
+    struct HoldingPartition(Arc<Mutex<Vec<i64>>>);
+
+    impl Processor for Holding {
+        fn assign(&self, _tracker: Arc<OffsetTracker>) -> Box<dyn PartitionProcessor> {
+            Box::new(HoldingPartition(self.0.clone()))
+        }
+    }
+
+    impl PartitionProcessor for HoldingPartition {
+        fn process(&mut self, record: Record) {
+            self.0.lock().unwrap().push(record.offset);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_paused_when_it_was_revoked_is_fetched_again_when_assigned_again() {
+        let brokers = std::env::var("CARRIER_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+        let topic = format!("fetcher-pause-{}", uuid::Uuid::new_v4().simple());
+        let settings = carrier_config::KafkaSettings {
+            brokers: brokers.clone(),
+            ..Default::default()
+        };
+        crate::admin::ensure_topics(&settings, &[(&topic, 1)])
+            .await
+            .unwrap();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for n in 0..10 {
+            let payload = format!("{n}");
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(&topic).payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &topic)
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let options = ConsumerOptions {
+            topic: topic.clone(),
+            group_id: topic.clone(),
+            client_id: "fetcher-test".into(),
+            max_pending_per_partition: 3,
+            handover_timeout: Duration::from_millis(10),
+            drain_timeout: Duration::from_millis(10),
+            commit_interval: Duration::from_millis(200),
+        };
+        let fetcher = Arc::new(Fetcher::new(consumer, options, Arc::new(Holding(seen.clone()))));
+        let stop = CancellationToken::new();
+        let poller = {
+            let (fetcher, stop) = (fetcher.clone(), stop.clone());
+            std::thread::spawn(move || fetcher.poll_until(stop))
+        };
+        let wait_for = |what: &str, done: &dyn Fn(&[i64]) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !done(&seen.lock().unwrap()) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: saw {:?}",
+                    seen.lock().unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+
+        fetcher
+            .assign(Arc::new(OffsetTracker::new(0)), Offset::Beginning)
+            .unwrap();
+        wait_for("the cap's worth of records", &|seen| seen.len() >= 3);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !fetcher.slots.lock().unwrap()[&0].paused {
+            assert!(Instant::now() < deadline, "the full partition is paused");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let before = seen.lock().unwrap().len();
+
+        // Handed away while paused, then back to this member with a fresh slot.
+        drop(fetcher.revoke(0));
+        fetcher
+            .assign(Arc::new(OffsetTracker::new(0)), Offset::Beginning)
+            .unwrap();
+        wait_for("the partition read again from its start", &|seen| {
+            seen.len() > before && seen[before..].contains(&0)
+        });
+        stop.cancel();
+        poller.join().unwrap();
     }
 }

@@ -110,6 +110,9 @@ pub fn spawn(
     let lease_pool = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout((lease / 4).max(Duration::from_millis(250)))
+        // No ping before each call: under a slow network it would double every renewal's
+        // time; a broken connection fails the call, and the next one reconnects.
+        .test_before_acquire(false)
         .connect_lazy_with((*pool.connect_options()).clone());
     let member = member_id(&options.client_id);
     tracing::info!(topic = %options.topic, group = %options.group_id, %member, lease_ms = lease.as_millis() as u64, "joining the consumer group");

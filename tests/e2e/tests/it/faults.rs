@@ -1,5 +1,6 @@
 //! Faults: the broker stopping, a delivery worker killed mid-stream.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use carrier_testkit::broker::Broker;
@@ -142,19 +143,90 @@ async fn killing_the_delivery_worker_mid_stream_loses_nothing_and_keeps_order() 
     )
     .await;
     for path in ["a", "b"] {
-        let arrivals = sequences(&receiver.received_on(path), None);
-        assert_eq!(
-            first_arrivals(&arrivals),
-            expected,
-            "{path}: complete and in order"
-        );
-        let requests = receiver.received_on(path);
-        for request in &requests {
-            assert!(!request.header("webhook-id").is_empty());
-        }
+        crate::assert_raw_order(&receiver, path, &expected);
     }
     let _ = replacement.start_kill();
     let _ = replacement.wait().await;
+    stack.stop().await;
+}
+
+/// Issue 10 §0: on Tansu's group coordinator a member killed with SIGKILL kept its partitions
+/// (the survivor went on with its own half only, the dead member's destinations got nothing).
+/// With leases the survivor takes the dead member's partitions once their leases expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_of_two_delivery_replicas_killed_for_good_its_partitions_go_to_the_other() {
+    const MESSAGES: usize = 200;
+    const DESTINATIONS: usize = 6;
+    let stack = Stack::start(StackOptions {
+        delivery_in_process: false,
+        ..StackOptions::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let api = &stack.api;
+    let organization = api.create_organization("Two Replica Clinic").await;
+    let source = api.create_source(&organization, "production").await;
+    let paths: Vec<String> = (0..DESTINATIONS).map(|n| format!("d{n}")).collect();
+    for path in &paths {
+        api.subscribed_destination(
+            &organization,
+            &source,
+            &receiver.url(path),
+            "production",
+            "Results",
+        )
+        .await;
+    }
+    let token = api.token(&source).await;
+    let mut first = stack.spawn_delivery_process();
+    let mut second = stack.spawn_delivery_process();
+    for sequence in 0..MESSAGES / 2 {
+        let (status, response) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200, "{response}");
+    }
+    carrier_testkit::eventually(Duration::from_secs(60), "both halves flowing", || {
+        let started = paths.iter().all(|path| !receiver.received_on(path).is_empty());
+        async move { started.then_some(()) }
+    })
+    .await;
+    // Each replica owns part of the partitions (so the one killed leaves some behind).
+    let pool = carrier_store::connect_and_migrate(&stack.database_url, 2, Duration::from_secs(30))
+        .await
+        .expect("database");
+    let group = format!("{}-delivery", stack.prefix);
+    let topic = format!("{}deliveries", stack.kafka.topic_prefix);
+    carrier_testkit::eventually(Duration::from_secs(60), "two owners of the partitions", || {
+        let (pool, group, topic) = (pool.clone(), group.clone(), topic.clone());
+        async move {
+            let owners = carrier_store::leases::owners(&pool, &group, &topic).await.ok()?;
+            let distinct: HashSet<String> = owners.into_iter().filter_map(|(_, owner, _)| owner).collect();
+            (distinct.len() == 2).then_some(())
+        }
+    })
+    .await;
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.expect("worker exits");
+    for sequence in MESSAGES / 2..MESSAGES {
+        let (status, response) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200, "{response}");
+    }
+    let expected: Vec<u64> = (0..MESSAGES as u64).collect();
+    carrier_testkit::eventually(
+        Duration::from_secs(90),
+        "every message at every destination, through the survivor",
+        || {
+            let done = paths
+                .iter()
+                .all(|path| first_arrivals(&sequences(&receiver.received_on(path), None)).len() == MESSAGES);
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    for path in &paths {
+        crate::assert_raw_order(&receiver, path, &expected);
+    }
+    let _ = second.start_kill();
+    let _ = second.wait().await;
     stack.stop().await;
 }
 
