@@ -283,6 +283,7 @@ impl Stack {
             )
             .env("CARRIER_RETRY__BASE_MS", config.retry.base_ms.to_string())
             .env("CARRIER_RETRY__CAP_MS", config.retry.cap_ms.to_string())
+            .env("CARRIER_RETRY__JITTER", config.retry.jitter.to_string())
             .env(
                 "CARRIER_RETRY__NON_PRODUCTION_RETRY_MS",
                 config.retry.non_production_retry_ms.to_string(),

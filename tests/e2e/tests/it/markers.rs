@@ -96,6 +96,13 @@ async fn a_used_retry_now_does_not_cut_the_stored_backoff_short_on_the_next_owne
     .await;
 
     // Retry now: attempted at once (and failing again, its next attempt a full backoff away).
+    // The log store is written by the notifier, apart from delivery's queue state: the log must
+    // be there before it can be retried.
+    carrier_testkit::eventually(Duration::from_secs(30), "the log in the log store", || {
+        let (api, token, log_id) = (api.clone(), token.clone(), log_id.clone());
+        async move { (api.log(&token, &log_id).await.0 == 200).then_some(()) }
+    })
+    .await;
     let (status, body) = retry(api, &token, &log_id).await;
     assert_eq!(status, 202, "{body}");
     queue_until(
