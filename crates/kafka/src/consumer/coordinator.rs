@@ -36,7 +36,10 @@ struct Held {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HeldState {
-    /// Being started (start offset looked up, processor created) or worked on.
+    /// Being started (start offset looked up, processor created): not handed over until it
+    /// has started, so a release cannot overtake the assignment.
+    Starting,
+    /// Worked on.
     Working,
     /// Revoked from the fetcher; its work is draining. The lease is still renewed.
     Releasing,
@@ -46,6 +49,8 @@ enum HeldState {
 }
 
 enum Event {
+    /// A partition started (its records are being dispatched).
+    Started { partition: i32, epoch: i64 },
     /// A release finished; `drained` when all work ended and the lease was given up.
     Released {
         partition: i32,
@@ -271,7 +276,7 @@ impl Coordinator {
                 tracker: tracker.clone(),
                 deadline,
                 stored: acquired.committed_offset,
-                state: HeldState::Working,
+                state: HeldState::Starting,
             },
         );
         // Started in the background: the processor may wait for its own state (delivery reads
@@ -297,9 +302,14 @@ impl Coordinator {
                 tracing::info!(%topic, partitions = ?[partition], epoch, ?start, "partitions assigned");
                 fetcher.assign(tracker, start)
             });
-            if let Err(error) = result {
-                tracing::warn!(%topic, partition, %error, "could not start a partition; its lease is given up and taken again later");
-                let _ = events.send(Event::NotStarted { partition, epoch });
+            match result {
+                Ok(()) => {
+                    let _ = events.send(Event::Started { partition, epoch });
+                }
+                Err(error) => {
+                    tracing::warn!(%topic, partition, %error, "could not start a partition; its lease is given up and taken again later");
+                    let _ = events.send(Event::NotStarted { partition, epoch });
+                }
             }
         });
     }
@@ -358,6 +368,13 @@ impl Coordinator {
 
     fn on_event(&mut self, event: Event) {
         match event {
+            Event::Started { partition, epoch } => {
+                if let Some(held) = self.held.get_mut(&partition).filter(|h| h.epoch == epoch) {
+                    if held.state == HeldState::Starting {
+                        held.state = HeldState::Working;
+                    }
+                }
+            }
             Event::Released {
                 partition,
                 epoch,
