@@ -94,12 +94,18 @@ enum Next {
     Done,
 }
 
+/// How long a lane may wait for the partition's stream to reach a parked row before it says so.
+const STREAM_WAIT_WARNING: Duration = Duration::from_secs(60);
+
 /// Works through one destination's tasks in offset order, one at a time, until none is left
 /// or the partition is released: first what it holds in memory (prefetched rows, then live
 /// tasks), then, in parked mode, the destination's backlog in the parking store.
 pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>, destination_id: String) {
     // The first parked task this lane delivers may be a head an earlier owner was retrying.
     let mut first_parked = true;
+    // Since when the lane waits for the stream to reach its next parked row (logged once if
+    // that takes long: the row may belong to an earlier incarnation of the topic).
+    let mut waiting_for_stream: Option<(std::time::Instant, bool)> = None;
     loop {
         if partition.tracker.is_released() {
             break;
@@ -160,6 +166,18 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                         if !tasks.is_empty() && seen_below.is_none_or(|below| tasks[0].offset >= below) =>
                     {
                         // The stream has not reached this row yet; what precedes it may still come.
+                        let (since, logged) =
+                            waiting_for_stream.get_or_insert((std::time::Instant::now(), false));
+                        if !*logged && since.elapsed() > STREAM_WAIT_WARNING {
+                            *logged = true;
+                            tracing::warn!(
+                                destination_id,
+                                partition = partition.tracker.partition(),
+                                parked_offset = tasks[0].offset,
+                                read_below = ?seen_below,
+                                "a parked task lies beyond what the partition's stream has reached; the destination waits for it (if the topic was deleted and created again, its parked rows belong to the old topic: see the runbook)"
+                            );
+                        }
                         if !sleep_unless_released(
                             partition.tracker.released_token(),
                             Duration::from_millis(20),
@@ -188,6 +206,7 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                         }
                     }
                     Ok(mut tasks) => {
+                        waiting_for_stream = None;
                         tasks.retain(|task| seen_below.is_none_or(|below| task.offset < below));
                         let mut book = partition.book();
                         if let Some(lane) = book.lanes.get_mut(&destination_id) {
