@@ -13,6 +13,15 @@ carrier_log() { echo "carrier: $*" >&2; }
 # propagates when the function is called from an `if`/`||` (where set -e is off).
 carrier_die() { echo "carrier: ERROR: $*" >&2; return 1; }
 
+# True if process PID is alive: it exists and is not a zombie (a process killed a moment ago can
+# linger as a zombie until it is reaped, and `kill -0` still succeeds on it).
+carrier_pid_alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    case "$(ps -o stat= -p "$1" 2>/dev/null)" in
+        Z*|"") return 1 ;;
+    esac
+}
+
 # True if something accepts TCP connections on 127.0.0.1:PORT.
 carrier_port_open() {
     timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null

@@ -40,7 +40,7 @@ start() {
     local name="$1" port="$2"
     shift 2
     local pidfile="$PID_DIR/$name.pid"
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if [ -f "$pidfile" ] && carrier_pid_alive "$(cat "$pidfile")"; then
         carrier_log "$name already running (pid $(cat "$pidfile"))"
         return
     fi
