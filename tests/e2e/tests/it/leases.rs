@@ -4,25 +4,21 @@
 use std::time::Duration;
 
 use carrier_store::leases::{FenceError, Leases};
-use carrier_store::sqlx::{Connection, PgConnection};
+use carrier_store::sqlx::{Connection, PgConnection, PgPool};
 
-async fn database() -> String {
+/// A fresh migrated database: its URL and a pool.
+async fn database() -> (String, PgPool) {
     let database = carrier_testkit::unique("carrier_leases_");
     let url = format!("{}/{database}", carrier_testkit::test_postgres());
-    carrier_store::connect_and_migrate(&url, 4, Duration::from_secs(30))
+    let pool = carrier_store::connect_and_migrate(&url, 4, Duration::from_secs(30))
         .await
-        .expect("database")
-        .close()
-        .await;
-    url
+        .expect("database");
+    (url, pool)
 }
 
 #[tokio::test]
 async fn a_partition_has_one_owner_until_its_lease_expires_or_is_released() {
-    let url = database().await;
-    let pool = carrier_store::connect_and_migrate(&url, 4, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (_, pool) = database().await;
     let a = Leases::new(pool.clone(), "group", "topic", "a");
     let b = Leases::new(pool.clone(), "group", "topic", "b");
     let lease = Duration::from_millis(1500);
@@ -94,10 +90,7 @@ async fn a_partition_has_one_owner_until_its_lease_expires_or_is_released() {
 
 #[tokio::test]
 async fn a_write_under_a_fence_finishes_before_the_next_owner_takes_over() {
-    let url = database().await;
-    let pool = carrier_store::connect_and_migrate(&url, 4, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (url, pool) = database().await;
     let a = Leases::new(pool.clone(), "group", "topic", "a");
     let b = Leases::new(pool.clone(), "group", "topic", "b");
     let lease = Duration::from_millis(1000);
