@@ -20,7 +20,7 @@ use super::{ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Recor
 pub(crate) struct Slot {
     pub tracker: Arc<OffsetTracker>,
     /// Dropped only after the partition's work has drained.
-    pub _processor: Box<dyn PartitionProcessor>,
+    pub processor: Box<dyn PartitionProcessor>,
     mirrored: Option<i64>,
     paused: bool,
 }
@@ -62,7 +62,7 @@ impl Fetcher {
         slots.insert(
             partition,
             Slot {
-                _processor: processor,
+                processor,
                 tracker,
                 mirrored: None,
                 paused: false,
@@ -89,7 +89,7 @@ impl Fetcher {
         match slots.get_mut(&record.partition) {
             Some(slot) if !slot.tracker.is_released() => {
                 if slot.tracker.accept(record.offset) {
-                    slot._processor.process(record);
+                    slot.processor.process(record);
                 }
             }
             _ => tracing::debug!(
