@@ -7,6 +7,7 @@ use carrier_config::KafkaSettings;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
@@ -71,8 +72,7 @@ impl RecordReader {
     }
 
     /// The record at `offset` of `topic`/`partition`. `None` when it no longer exists
-    /// (retention) or did not arrive within `timeout`. Each read assigns the consumer to that
-    /// one position anew (librdkafka discards what it fetched for an earlier assignment).
+    /// (retention) or did not arrive within `timeout`.
     pub async fn read(
         &self,
         topic: &str,
@@ -80,8 +80,28 @@ impl RecordReader {
         offset: i64,
         timeout: Duration,
     ) -> Result<Option<Vec<u8>>, KafkaError> {
+        let found = self
+            .read_with(topic, partition, offset, timeout, |message| {
+                message.payload().unwrap_or_default().to_vec()
+            })
+            .await?;
+        Ok(match found {
+            ReadAt::Found(payload) => Some(payload),
+            ReadAt::Absent | ReadAt::Unknown => None,
+        })
+    }
+
+    /// What is at `offset`, seen through `view`. Each read assigns the consumer to that one
+    /// position anew (librdkafka discards what it fetched for an earlier assignment).
+    pub async fn read_with<T: Send + 'static>(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+        view: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> T + Send + 'static,
+    ) -> Result<ReadAt<T>, KafkaError> {
         use rdkafka::consumer::Consumer;
-        use rdkafka::message::Message;
         use rdkafka::{Offset, TopicPartitionList};
 
         let mut assignment = TopicPartitionList::new();
@@ -95,21 +115,31 @@ impl RecordReader {
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(message)) if message.topic() != topic || message.partition() != partition => {}
                     Some(Ok(message)) if message.offset() == offset => {
-                        return Ok(Some(message.payload().unwrap_or_default().to_vec()))
+                        return Ok(ReadAt::Found(view(&message)))
                     }
-                    Some(Ok(message)) if message.offset() > offset => return Ok(None),
+                    Some(Ok(message)) if message.offset() > offset => return Ok(ReadAt::Absent),
                     Some(Ok(_)) | None => {}
                     Some(Err(error)) => {
                         tracing::debug!(%error, offset, "fetching one record failed");
-                        return Ok(None);
+                        return Ok(ReadAt::Unknown);
                     }
                 }
             }
-            Ok(None)
+            Ok(ReadAt::Unknown)
         })
         .await
-        .unwrap_or(Ok(None))
+        .unwrap_or(Ok(ReadAt::Unknown))
     }
+}
+
+/// The outcome of reading one position.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadAt<T> {
+    Found(T),
+    /// The partition goes on past the position, without a record at it.
+    Absent,
+    /// Nothing arrived in time, or the fetch failed (out of range included).
+    Unknown,
 }
 
 /// The number of partitions of `topic`.

@@ -20,11 +20,23 @@ pub struct Leases {
     member: String,
 }
 
-/// A lease just taken: its epoch, and where the previous owner left off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A lease just taken: its epoch, and where the previous owner left off in which stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acquired {
     pub epoch: i64,
     pub committed_offset: Option<i64>,
+    /// The stream generation the committed offset (and state keyed by offsets) belongs to.
+    pub generation: i64,
+    /// A record of that stream, to check the partition still holds it.
+    pub anchor: Option<Anchor>,
+}
+
+/// One record of a partition's stream: its offset and a digest of what it holds. Another
+/// record at that offset means the stream was replaced (the topic recreated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub offset: i64,
+    pub digest: Vec<u8>,
 }
 
 /// Proof of ownership for a write: one partition at one epoch.
@@ -161,7 +173,8 @@ impl Leases {
     /// Takes `partition` for `lease` if nobody holds it: never owned, released, or expired.
     /// `None` while another member's lease runs.
     pub async fn acquire(&self, partition: i32, lease: Duration) -> Result<Option<Acquired>, sqlx::Error> {
-        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+        type Row = (i64, Option<i64>, i64, Option<i64>, Option<Vec<u8>>);
+        let row: Option<Row> = sqlx::query_as(
             "INSERT INTO partition_leases (group_id, topic, partition, owner, epoch, expires_at)
              VALUES ($1, $2, $3, $4, 1, now() + make_interval(secs => $5))
              ON CONFLICT (group_id, topic, partition) DO UPDATE
@@ -170,7 +183,7 @@ impl Leases {
                     expires_at = excluded.expires_at,
                     changed_at = now()
               WHERE partition_leases.owner IS NULL OR partition_leases.expires_at <= now()
-             RETURNING epoch, committed_offset",
+             RETURNING epoch, committed_offset, generation, anchor_offset, anchor_digest",
         )
         .bind(&self.group)
         .bind(&self.topic)
@@ -179,10 +192,58 @@ impl Leases {
         .bind(interval(lease))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(epoch, committed_offset)| Acquired {
-            epoch,
-            committed_offset,
-        }))
+        Ok(row.map(
+            |(epoch, committed_offset, generation, anchor_offset, anchor_digest)| Acquired {
+                epoch,
+                committed_offset,
+                generation,
+                anchor: anchor_offset
+                    .zip(anchor_digest)
+                    .map(|(offset, digest)| Anchor { offset, digest }),
+            },
+        ))
+    }
+
+    /// The partition's stream is not the one its stored offset belongs to: starts the next
+    /// generation (no committed offset, no anchor). Returns the new generation; `None` when the
+    /// lease is no longer held.
+    pub async fn start_generation(&self, partition: i32, epoch: i64) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar(
+            "UPDATE partition_leases
+                SET generation = generation + 1, committed_offset = NULL,
+                    anchor_offset = NULL, anchor_digest = NULL, anchored_at = NULL, changed_at = now()
+              WHERE group_id = $1 AND topic = $2 AND partition = $3 AND owner = $4 AND epoch = $5
+                AND expires_at > now()
+             RETURNING generation",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(partition)
+        .bind(&self.member)
+        .bind(epoch)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Records `anchor` as the held lease's record of its stream. False when the lease is no
+    /// longer held.
+    pub async fn set_anchor(&self, partition: i32, epoch: i64, anchor: &Anchor) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE partition_leases
+                SET anchor_offset = $6, anchor_digest = $7, anchored_at = now()
+              WHERE group_id = $1 AND topic = $2 AND partition = $3 AND owner = $4 AND epoch = $5
+                AND expires_at > now()",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(partition)
+        .bind(&self.member)
+        .bind(epoch)
+        .bind(anchor.offset)
+        .bind(&anchor.digest)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Extends the unexpired leases among `held` (partition, epoch) by `lease` (and this

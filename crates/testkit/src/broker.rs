@@ -71,6 +71,18 @@ impl Broker {
         self.kill().await;
         self.launch().await;
     }
+
+    /// Starts the broker again on the same port with empty storage: every topic is gone and
+    /// offsets start again at 0, as after deleting the topics (the caller creates them again).
+    pub async fn wipe(&mut self) {
+        self.kill().await;
+        for entry in std::fs::read_dir(&self.dir).expect("broker dir").flatten() {
+            if entry.file_name().to_string_lossy().starts_with("tansu.db") {
+                std::fs::remove_file(entry.path()).expect("broker storage removed");
+            }
+        }
+        self.launch().await;
+    }
 }
 
 impl Drop for Broker {

@@ -113,10 +113,30 @@ impl Stack {
         create_topics(&kafka, options.delivery_partitions).await;
         let database_url = format!("{}/carrier_{prefix}", crate::test_postgres());
 
-        let mut services = Vec::new();
-        let router_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let router_grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let router_url = format!("http://{}", router_grpc.local_addr().expect("addr"));
+        let ingress_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let ingress_url = format!("http://{}", ingress_http.local_addr().expect("addr"));
+        let mut stack = Stack {
+            api: Api::new(&ingress_url, carrier_ingress::DEV_ADMIN_TOKEN),
+            prefix,
+            kafka,
+            database_url,
+            router_url,
+            ingress_url,
+            options: options.clone(),
+            services: Vec::new(),
+        };
+        stack.spawn_services(router_grpc, ingress_http).await;
+        stack
+    }
+
+    /// Starts router, notifier, ingress and (if in process) a delivery worker, serving on the
+    /// given listeners, and waits until ingress is ready.
+    async fn spawn_services(&mut self, router_grpc: TcpListener, ingress_http: TcpListener) {
+        let (prefix, database_url, kafka, options) =
+            (&self.prefix, &self.database_url, &self.kafka, &self.options);
+        let router_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let router_config = carrier_router::Config {
             database_url: database_url.clone(),
             kafka: kafka.clone(),
@@ -127,47 +147,57 @@ impl Stack {
             http: router_http,
             grpc: router_grpc,
         };
-        services.push(spawn("router", |shutdown| {
+        self.services.push(spawn("router", |shutdown| {
             carrier_router::run(router_config, listeners, shutdown)
         }));
 
-        let notifier_config = notifier_config(&prefix, &database_url, &kafka, &options);
+        let notifier_config = notifier_config(prefix, database_url, kafka, options);
         let notifier_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        services.push(spawn("notifier", |shutdown| {
+        self.services.push(spawn("notifier", |shutdown| {
             carrier_notifier::run(notifier_config, notifier_http, shutdown)
         }));
 
-        let ingress_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let ingress_url = format!("http://{}", ingress_http.local_addr().expect("addr"));
         let ingress_config = carrier_ingress::Config {
             profile: Profile::Dev,
-            router_url: router_url.clone(),
+            router_url: self.router_url.clone(),
             database_url: database_url.clone(),
             kafka: kafka.clone(),
             rate_limit: options.rate_limit.clone(),
             token_ttl_secs: options.token_ttl_secs,
-            token_url: Some(format!("{ingress_url}/oauth/token")),
+            token_url: Some(format!("{}/oauth/token", self.ingress_url)),
             ..Default::default()
         };
-        services.push(spawn("ingress", |shutdown| {
+        self.services.push(spawn("ingress", |shutdown| {
             carrier_ingress::run(ingress_config, ingress_http, shutdown)
         }));
-
-        let mut stack = Stack {
-            api: Api::new(&ingress_url, carrier_ingress::DEV_ADMIN_TOKEN),
-            prefix,
-            kafka,
-            database_url,
-            router_url,
-            ingress_url,
-            options: options.clone(),
-            services,
-        };
-        if options.delivery_in_process {
-            stack.start_delivery().await;
+        if self.options.delivery_in_process {
+            self.start_delivery().await;
         }
-        stack.wait_ready().await;
-        stack
+        self.wait_ready().await;
+    }
+
+    /// Stops every in-process service the way SIGTERM would, keeping the database and topics:
+    /// nothing of the stack talks to the broker until [`Stack::start_services`].
+    pub async fn stop_services(&mut self) {
+        for service in self.services.iter().rev() {
+            service.shutdown.cancel();
+        }
+        for service in std::mem::take(&mut self.services).into_iter().rev() {
+            match tokio::time::timeout(Duration::from_secs(60), service.task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => panic!("{} failed: {error:#}", service.name),
+                Ok(Err(error)) => panic!("{} panicked: {error}", service.name),
+                Err(_) => panic!("{} did not shut down within 60 s", service.name),
+            }
+        }
+    }
+
+    /// Starts the services again after [`Stack::stop_services`], at the same addresses.
+    pub async fn start_services(&mut self) {
+        let address = |url: &str| url.trim_start_matches("http://").to_string();
+        let router_grpc = TcpListener::bind(address(&self.router_url)).await.expect("bind");
+        let ingress_http = TcpListener::bind(address(&self.ingress_url)).await.expect("bind");
+        self.spawn_services(router_grpc, ingress_http).await;
     }
 
     /// Starts one more notifier replica (same consumer group, database and settings).
@@ -378,17 +408,7 @@ impl Stack {
 
     /// Stops every in-process service (SIGTERM-like graceful shutdown) and drops the database.
     pub async fn stop(mut self) {
-        for service in self.services.iter().rev() {
-            service.shutdown.cancel();
-        }
-        for service in std::mem::take(&mut self.services).into_iter().rev() {
-            match tokio::time::timeout(Duration::from_secs(60), service.task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(error))) => panic!("{} failed: {error:#}", service.name),
-                Ok(Err(error)) => panic!("{} panicked: {error}", service.name),
-                Err(_) => panic!("{} did not shut down within 60 s", service.name),
-            }
-        }
+        self.stop_services().await;
         let admin_url = format!("{}/postgres", crate::test_postgres());
         if let Ok(mut connection) = sqlx::PgConnection::connect(&admin_url).await {
             let name = self

@@ -8,9 +8,25 @@ use carrier_store::sqlx::{self, PgPool, Row};
 use prost::Message;
 use uuid::Uuid;
 
-/// A task to park: its offset in `carrier.deliveries` and the task itself.
-pub struct ToPark {
+/// Where a task was read: the generation of its partition's stream and its offset there. Tasks
+/// of a destination are in this order (an older generation's all come first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub generation: i64,
     pub offset: i64,
+}
+
+impl Position {
+    /// Before every parked row.
+    pub const START: Position = Position {
+        generation: -1,
+        offset: -1,
+    };
+}
+
+/// A parked task: where it was read in `carrier.deliveries`, and the task itself.
+pub struct ToPark {
+    pub position: Position,
     pub task: DeliveryTask,
 }
 
@@ -42,53 +58,59 @@ impl ParkingStore {
         tasks: &[ToPark],
     ) -> Result<(), FenceError> {
         let mut destinations = Vec::with_capacity(tasks.len());
+        let mut generations = Vec::with_capacity(tasks.len());
         let mut offsets = Vec::with_capacity(tasks.len());
         let mut log_ids = Vec::with_capacity(tasks.len());
         let mut bodies = Vec::with_capacity(tasks.len());
         for parked in tasks {
             destinations.push(uuid(&parked.task.destination_id));
-            offsets.push(parked.offset);
+            generations.push(parked.position.generation);
+            offsets.push(parked.position.offset);
             log_ids.push(uuid(&parked.task.log_id));
             bodies.push(parked.task.encode_to_vec());
         }
         let mut tx = fenced(&self.pool, fence).await?;
         sqlx::query(
-            "INSERT INTO parked_tasks (destination_id, task_offset, partition, log_id, task)
-             SELECT d, o, $3, l, t FROM UNNEST($1::uuid[], $2::bigint[], $4::uuid[], $5::bytea[]) AS u(d, o, l, t)
-             ON CONFLICT (destination_id, task_offset) DO NOTHING",
+            "INSERT INTO parked_tasks (destination_id, generation, task_offset, partition, log_id, task)
+             SELECT d, g, o, $3, l, t
+               FROM UNNEST($1::uuid[], $6::bigint[], $2::bigint[], $4::uuid[], $5::bytea[]) AS u(d, g, o, l, t)
+             ON CONFLICT (destination_id, generation, task_offset) DO NOTHING",
         )
         .bind(&destinations)
         .bind(&offsets)
         .bind(partition)
         .bind(&log_ids)
         .bind(&bodies)
+        .bind(&generations)
         .execute(&mut *tx)
         .await?;
         Ok(tx.commit().await?)
     }
 
-    /// The next parked tasks of a destination after `after_offset`, oldest first: at most
-    /// `limit` of them and, past the first, no more than `max_bytes` of task bytes in all (so a
-    /// batch of large bodies does not fill the worker's memory).
+    /// The next parked tasks of a destination after `after`, oldest first: at most `limit` of
+    /// them and, past the first, no more than `max_bytes` of task bytes in all (so a batch of
+    /// large bodies does not fill the worker's memory).
     pub async fn next(
         &self,
         destination_id: &str,
-        after_offset: i64,
+        after: Position,
         limit: i64,
         max_bytes: i64,
     ) -> Result<Vec<ToPark>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT task_offset, task FROM (
-                SELECT task_offset, task,
-                       sum(octet_length(task)) OVER (ORDER BY task_offset) - octet_length(task) AS before
-                FROM (SELECT task_offset, task FROM parked_tasks
-                      WHERE destination_id = $1 AND task_offset > $2 ORDER BY task_offset LIMIT $3) AS head
-             ) AS batch WHERE before < $4 ORDER BY task_offset",
+            "SELECT generation, task_offset, task FROM (
+                SELECT generation, task_offset, task,
+                       sum(octet_length(task)) OVER (ORDER BY generation, task_offset) - octet_length(task) AS before
+                FROM (SELECT generation, task_offset, task FROM parked_tasks
+                      WHERE destination_id = $1 AND (generation, task_offset) > ($5, $2)
+                      ORDER BY generation, task_offset LIMIT $3) AS head
+             ) AS batch WHERE before < $4 ORDER BY generation, task_offset",
         )
         .bind(uuid(destination_id))
-        .bind(after_offset)
+        .bind(after.offset)
         .bind(limit)
         .bind(max_bytes)
+        .bind(after.generation)
         .fetch_all(&self.pool)
         .await?;
         let mut tasks = Vec::with_capacity(rows.len());
@@ -96,7 +118,10 @@ impl ParkingStore {
             let bytes: Vec<u8> = row.get("task");
             match DeliveryTask::decode(bytes.as_slice()) {
                 Ok(task) => tasks.push(ToPark {
-                    offset: row.get("task_offset"),
+                    position: Position {
+                        generation: row.get("generation"),
+                        offset: row.get("task_offset"),
+                    },
                     task,
                 }),
                 Err(error) => {
@@ -112,14 +137,20 @@ impl ParkingStore {
         &self,
         fence: Option<&Fence>,
         destination_id: &str,
-        offsets: &[i64],
+        positions: &[Position],
     ) -> Result<(), FenceError> {
+        let (generations, offsets): (Vec<i64>, Vec<i64>) =
+            positions.iter().map(|p| (p.generation, p.offset)).unzip();
         let mut tx = fenced(&self.pool, fence).await?;
-        sqlx::query("DELETE FROM parked_tasks WHERE destination_id = $1 AND task_offset = ANY($2)")
-            .bind(uuid(destination_id))
-            .bind(offsets)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM parked_tasks WHERE destination_id = $1
+                AND (generation, task_offset) IN (SELECT * FROM UNNEST($2::bigint[], $3::bigint[]))",
+        )
+        .bind(uuid(destination_id))
+        .bind(&generations)
+        .bind(&offsets)
+        .execute(&mut *tx)
+        .await?;
         Ok(tx.commit().await?)
     }
 

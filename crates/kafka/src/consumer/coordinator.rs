@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use carrier_store::leases::Leases;
-use rdkafka::Offset;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::assignment;
 use super::fetcher::Fetcher;
 use super::metrics::metrics;
+use super::stream::{self, ANCHOR_REFRESH};
 use super::OffsetTracker;
+use crate::admin::RecordReader;
 
 /// How often the partition count is looked up again (partitions can be added to a topic).
 const PARTITIONS_REFRESH: Duration = Duration::from_secs(30);
@@ -31,6 +32,8 @@ struct Held {
     deadline: watch::Sender<Instant>,
     /// The offset last stored in the lease row.
     stored: Option<i64>,
+    /// When a new anchor of the stream was last asked for (see `stream.rs`).
+    anchor_asked: Instant,
     state: HeldState,
 }
 
@@ -49,8 +52,9 @@ enum HeldState {
 }
 
 enum Event {
-    /// A partition started (its records are being dispatched).
-    Started { partition: i32, epoch: i64 },
+    /// A partition started (its records are being dispatched); `fresh` when it started a new
+    /// stream generation, which has no stored offset yet.
+    Started { partition: i32, epoch: i64, fresh: bool },
     /// A release finished; `drained` when all work ended and the lease was given up.
     Released {
         partition: i32,
@@ -63,6 +67,8 @@ enum Event {
 
 pub(crate) struct Coordinator {
     fetcher: Arc<Fetcher>,
+    /// Reads a partition's anchor record when a new owner checks its stream.
+    reader: Arc<RecordReader>,
     leases: Leases,
     topic: String,
     lease: Duration,
@@ -77,11 +83,12 @@ pub(crate) struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(fetcher: Arc<Fetcher>, leases: Leases, lease: Duration) -> Self {
+    pub fn new(fetcher: Arc<Fetcher>, reader: RecordReader, leases: Leases, lease: Duration) -> Self {
         let (events, incoming) = mpsc::unbounded_channel();
         Self {
             topic: fetcher.options.topic.clone(),
             fetcher,
+            reader: Arc::new(reader),
             leases,
             lease,
             held: HashMap::new(),
@@ -133,6 +140,7 @@ impl Coordinator {
             }
             if Instant::now() + self.last_call < next_lease_tick {
                 self.commit().await;
+                self.store_anchors().await;
             }
             if stopping && self.held.is_empty() {
                 break;
@@ -269,6 +277,8 @@ impl Coordinator {
         tracker.set_deadline(until);
         let (deadline, watched) = watch::channel(until);
         tokio::spawn(watchdog(tracker.clone(), watched));
+        // The first record this owner reads anchors the stream for the next one.
+        tracker.want_anchor();
         self.held.insert(
             partition,
             Held {
@@ -276,35 +286,39 @@ impl Coordinator {
                 tracker: tracker.clone(),
                 deadline,
                 stored: acquired.committed_offset,
+                anchor_asked: Instant::now(),
                 state: HeldState::Starting,
             },
         );
-        // Started in the background: the processor may wait for its own state (delivery reads
-        // its parked destinations), and renewals must go on meanwhile.
+        // Started in the background: the stream check reads from the broker, the processor may
+        // wait for its own state (delivery reads its parked destinations), and renewals must go
+        // on meanwhile.
         let fetcher = self.fetcher.clone();
+        let reader = self.reader.clone();
+        let leases = self.leases.clone();
         let events = self.events.clone();
         let topic = self.topic.clone();
         let epoch = acquired.epoch;
-        tokio::task::spawn_blocking(move || {
-            let start = match acquired.committed_offset {
-                Some(offset) => Ok(Offset::Offset(offset)),
-                // No offset stored with the lease yet: where the Kafka group left off (a group
-                // that ran before leases), or the beginning for a new group.
-                None => fetcher.kafka_committed(partition).map(|offset| match offset {
-                    Offset::Offset(_) => offset,
-                    _ => Offset::Beginning,
-                }),
-            };
-            let result = start.and_then(|start| {
-                if let Offset::Offset(offset) = start {
+        tokio::spawn(async move {
+            let result = async {
+                let start = stream::resolve(&fetcher, &reader, &leases, partition, &acquired).await?;
+                let fresh = start.generation != acquired.generation;
+                tracker.set_generation(start.generation);
+                if let rdkafka::Offset::Offset(offset) = start.offset {
                     tracker.set_start(offset);
                 }
-                tracing::info!(%topic, partitions = ?[partition], epoch, ?start, "partitions assigned");
-                fetcher.assign(tracker, start)
-            });
+                tracing::info!(%topic, partitions = ?[partition], epoch, generation = start.generation, start = ?start.offset, "partitions assigned");
+                tokio::task::spawn_blocking(move || fetcher.assign(tracker, start.offset)).await??;
+                Ok::<bool, stream::StartError>(fresh)
+            }
+            .await;
             match result {
-                Ok(()) => {
-                    let _ = events.send(Event::Started { partition, epoch });
+                Ok(fresh) => {
+                    let _ = events.send(Event::Started {
+                        partition,
+                        epoch,
+                        fresh,
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%topic, partition, %error, "could not start a partition; its lease is given up and taken again later");
@@ -368,10 +382,17 @@ impl Coordinator {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Started { partition, epoch } => {
+            Event::Started {
+                partition,
+                epoch,
+                fresh,
+            } => {
                 if let Some(held) = self.held.get_mut(&partition).filter(|h| h.epoch == epoch) {
                     if held.state == HeldState::Starting {
                         held.state = HeldState::Working;
+                    }
+                    if fresh {
+                        held.stored = None;
                     }
                 }
             }
@@ -449,6 +470,31 @@ impl Coordinator {
             why,
             "partition lease lost; its work in flight is abandoned and the next owner redoes what was not committed"
         );
+    }
+
+    /// Stores the anchors the trackers found, and asks for a fresh one where the last is old.
+    async fn store_anchors(&mut self) {
+        let mut found = Vec::new();
+        for (partition, held) in self.held.iter_mut() {
+            if held.state != HeldState::Working {
+                continue;
+            }
+            if let Some(anchor) = held.tracker.take_anchor() {
+                found.push((*partition, held.epoch, anchor));
+            } else if held.anchor_asked.elapsed() >= ANCHOR_REFRESH {
+                held.anchor_asked = Instant::now();
+                held.tracker.want_anchor();
+            }
+        }
+        for (partition, epoch, anchor) in found {
+            let call = self.leases.set_anchor(partition, epoch, &anchor);
+            match tokio::time::timeout(self.call_timeout(), call).await {
+                Ok(Ok(_)) => {}
+                // Asked again at the next refresh; until then the previous anchor stands.
+                Ok(Err(error)) => self.warn_rate_limited("anchor", &error),
+                Err(_) => self.warn_rate_limited("anchor", &"timed out"),
+            }
+        }
     }
 
     /// Stores the committable offsets that moved.

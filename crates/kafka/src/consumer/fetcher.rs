@@ -8,13 +8,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use carrier_store::leases::Anchor;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
+use super::metrics::metrics;
+use super::{stream, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
 
 /// One partition being worked on.
 pub(crate) struct Slot {
@@ -89,6 +92,12 @@ impl Fetcher {
         match slots.get_mut(&record.partition) {
             Some(slot) if !slot.tracker.is_released() => {
                 if slot.tracker.accept(record.offset) {
+                    if slot.tracker.wants_anchor() {
+                        slot.tracker.offer_anchor(Anchor {
+                            offset: record.offset,
+                            digest: stream::digest(record.timestamp, record.key.as_deref(), &record.payload),
+                        });
+                    }
                     slot.processor.process(record);
                 }
             }
@@ -172,12 +181,16 @@ impl Fetcher {
                     let record = Record {
                         partition: message.partition(),
                         offset: message.offset(),
+                        timestamp: message.timestamp().to_millis(),
                         key: message.key().map(|k| k.to_vec()),
                         payload: message.payload().map(|p| p.to_vec()).unwrap_or_default(),
                         headers,
                     };
                     drop(message);
                     self.dispatch(record);
+                }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    self.stop_partitions_out_of_range();
                 }
                 // A broker outage produces one error per poll; say it once every few seconds.
                 Some(Err(error)) if last_error_log.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) => {
@@ -193,6 +206,66 @@ impl Fetcher {
             }
         }
         self.mirror_commits();
+    }
+
+    /// A partition's position fell outside it (librdkafka stopped fetching it, as configured):
+    /// records were deleted by retention before they were read, or the topic was created again.
+    /// The partition stops here (its lease is lost, then expires) and is started again from
+    /// what its lease says, which tells the two apart (`stream.rs`). librdkafka's error does not
+    /// say which partition it was: those whose position lies outside their watermarks now stop,
+    /// and if none does any more (records arrived meanwhile), every partition stops, because one
+    /// of them is no longer fetched.
+    fn stop_partitions_out_of_range(&self) {
+        let trackers: Vec<(i32, Arc<OffsetTracker>)> = self
+            .slots
+            .lock()
+            .expect("slots lock")
+            .iter()
+            .map(|(partition, slot)| (*partition, slot.tracker.clone()))
+            .collect();
+        let outside: Vec<&(i32, Arc<OffsetTracker>)> = trackers
+            .iter()
+            .filter(|(partition, tracker)| {
+                let Some(position) = tracker.seen_below() else {
+                    return false;
+                };
+                match self.watermarks(*partition) {
+                    Ok((low, high)) if position < low || position > high => {
+                        tracing::warn!(topic = %self.options.topic, partition, position, earliest = low, end = high, "a partition's position lies outside it");
+                        true
+                    }
+                    Ok(_) => false,
+                    Err(error) => {
+                        tracing::debug!(%error, partition, "reading watermarks failed");
+                        false
+                    }
+                }
+            })
+            .collect();
+        let stopping = if outside.is_empty() {
+            trackers.iter().collect()
+        } else {
+            outside
+        };
+        let partitions: Vec<i32> = stopping.iter().map(|(partition, _)| *partition).collect();
+        metrics()
+            .out_of_range
+            .with_label_values(&[&self.options.topic])
+            .inc();
+        tracing::warn!(
+            topic = %self.options.topic,
+            ?partitions,
+            "a partition's position fell outside it (records deleted by retention, or the topic created again); these partitions stop here and start again from their leases"
+        );
+        for (_, tracker) in stopping {
+            tracker.lose();
+        }
+    }
+
+    /// The partition's earliest offset and its end (one past its last record).
+    pub fn watermarks(&self, partition: i32) -> Result<(i64, i64), KafkaError> {
+        self.consumer
+            .fetch_watermarks(&self.options.topic, partition, Duration::from_secs(10))
     }
 
     /// The Kafka group's committed offset of `partition` (where a group that committed only to
@@ -323,6 +396,79 @@ mod tests {
         wait_for("the partition read again from its start", &|seen| {
             seen.len() > before && seen[before..].contains(&0)
         });
+        stop.cancel();
+        poller.join().unwrap();
+    }
+
+    /// librdkafka reports a position outside the partition (Kafka answers OFFSET_OUT_OF_RANGE;
+    /// the consumer runs with `auto.offset.reset=error`) without saying which partition: the
+    /// fetcher stops those whose position lies outside their watermarks, and only those. Tansu
+    /// never answers OFFSET_OUT_OF_RANGE, so the error is raised here by calling the handler.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_position_outside_its_partition_stops_that_partition_only() {
+        let brokers = std::env::var("CARRIER_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+        let topic = format!("fetcher-range-{}", uuid::Uuid::new_v4().simple());
+        let settings = carrier_config::KafkaSettings {
+            brokers: brokers.clone(),
+            fetch_wait_max_ms: 10,
+            ..Default::default()
+        };
+        crate::admin::ensure_topics(&settings, &[(&topic, 2)])
+            .await
+            .unwrap();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for n in 0..5 {
+            let payload = format!("{n}");
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(&topic).payload(&payload).partition(0),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+        let options = ConsumerOptions {
+            topic: topic.clone(),
+            group_id: topic.clone(),
+            client_id: "fetcher-test".into(),
+            max_pending_per_partition: 100,
+            handover_timeout: Duration::from_millis(10),
+            drain_timeout: Duration::from_millis(10),
+            commit_interval: Duration::from_millis(200),
+        };
+        let consumer: BaseConsumer = super::super::client_config(&settings, &options).create().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let fetcher = Arc::new(Fetcher::new(consumer, options, Arc::new(Holding(seen.clone()))));
+        let stop = CancellationToken::new();
+        let poller = {
+            let (fetcher, stop) = (fetcher.clone(), stop.clone());
+            std::thread::spawn(move || fetcher.poll_until(stop))
+        };
+        // Partition 0 at a stored offset of a topic since created again; partition 1 in range.
+        let outside = Arc::new(OffsetTracker::new(0));
+        outside.set_start(1_000);
+        fetcher.assign(outside.clone(), Offset::Offset(1_000)).unwrap();
+        let inside = Arc::new(OffsetTracker::new(1));
+        inside.set_start(0);
+        fetcher.assign(inside.clone(), Offset::Offset(0)).unwrap();
+        tokio::task::spawn_blocking({
+            let fetcher = fetcher.clone();
+            move || fetcher.stop_partitions_out_of_range()
+        })
+        .await
+        .unwrap();
+        assert!(
+            outside.lost_token().is_cancelled(),
+            "the partition outside its range stops"
+        );
+        assert!(!inside.lost_token().is_cancelled(), "the other goes on");
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "no record was taken from another position"
+        );
         stop.cancel();
         poller.join().unwrap();
     }

@@ -14,6 +14,12 @@ pub(crate) struct Metrics {
     pub lost: IntCounterVec,
     /// Lease bookkeeping that failed (Postgres unreachable or slow), by step.
     pub errors: IntCounterVec,
+    /// Partitions found holding another stream than their stored offset belongs to (a topic
+    /// created again): each started a new generation from the beginning.
+    pub generations: IntCounterVec,
+    /// Partitions whose position fell outside the partition while worked on; each was
+    /// started again from its lease.
+    pub out_of_range: IntCounterVec,
 }
 
 pub(crate) fn metrics() -> &'static Metrics {
@@ -38,6 +44,16 @@ pub(crate) fn metrics() -> &'static Metrics {
             "carrier_consumer_lease_errors_total",
             "Failed lease operations (heartbeat, renew, acquire, commit, release)",
             &["topic", "step"],
+        ),
+        generations: carrier_telemetry::counter_vec(
+            "carrier_consumer_stream_generations_total",
+            "Partitions whose stream was replaced (topic recreated); each started a new generation",
+            &["topic"],
+        ),
+        out_of_range: carrier_telemetry::counter_vec(
+            "carrier_consumer_out_of_range_total",
+            "Partitions whose position fell outside the partition while worked on",
+            &["topic"],
         ),
     })
 }

@@ -6,6 +6,8 @@
 //! - [`fetcher`]: the librdkafka thread — polls, hands each record to the
 //!   [`PartitionProcessor`] of its partition, pauses partitions with too much unfinished work.
 //! - [`tracker`]: per partition, which offsets are unfinished and what work is in flight.
+//! - [`stream`]: where a new owner starts, and whether the partition still holds the stream
+//!   its stored offset belongs to (a recreated topic starts a new generation).
 //!
 //! Processors do the actual work on the tokio runtime and report each finished offset to the
 //! partition's [`OffsetTracker`].
@@ -14,6 +16,7 @@ mod assignment;
 mod coordinator;
 mod fetcher;
 mod metrics;
+mod stream;
 mod tracker;
 
 use std::sync::Arc;
@@ -34,6 +37,8 @@ pub use tracker::{ActivityGuard, OffsetTracker};
 pub struct Record {
     pub partition: i32,
     pub offset: i64,
+    /// The record's timestamp (milliseconds), when the broker has one.
+    pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -83,30 +88,9 @@ pub fn spawn(
     pool: &PgPool,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        // The group is used only to mirror committed offsets (lag monitoring); partitions are
-        // assigned by leases, not by the group coordinator.
-        .set("group.id", &options.group_id)
-        .set("client.id", &options.client_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-        .set("fetch.message.max.bytes", crate::MAX_RECORD_BYTES.to_string())
-        // Prefetch is memory the worker holds beyond its own caps: keep it to about one
-        // largest record per fetch and a few MiB queued in librdkafka.
-        .set(
-            "fetch.max.bytes",
-            (crate::MAX_RECORD_BYTES + 1024 * 1024).to_string(),
-        )
-        .set(
-            "queued.max.messages.kbytes",
-            settings.consumer_queue_kbytes.to_string(),
-        )
-        .set("topic.metadata.refresh.interval.ms", "10000")
-        .create()?;
+    let consumer: BaseConsumer = client_config(settings, &options).create()?;
     let lease = Duration::from_millis(settings.session_timeout_ms.max(1000) as u64);
+
     let lease_pool = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout((lease / 4).max(Duration::from_millis(250)))
@@ -124,7 +108,8 @@ pub fn spawn(
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || fetcher.poll_until(stop))
     };
-    let coordinator = coordinator::Coordinator::new(fetcher, leases, lease);
+    let reader = crate::admin::RecordReader::new(settings)?;
+    let coordinator = coordinator::Coordinator::new(fetcher, reader, leases, lease);
     Ok(tokio::spawn(async move {
         // Also when this task is dropped unfinished (its runtime shutting down, e.g. after a
         // test panicked): the poller thread must end, or the runtime's shutdown waits for it.
@@ -133,6 +118,37 @@ pub fn spawn(
         stop.cancel();
         let _ = poller.await;
     }))
+}
+
+/// The librdkafka consumer of a member.
+pub(crate) fn client_config(settings: &KafkaSettings, options: &ConsumerOptions) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        // The group is used only to mirror committed offsets (lag monitoring); partitions are
+        // assigned by leases, not by the group coordinator.
+        .set("group.id", &options.group_id)
+        .set("client.id", &options.client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Never jump silently: a position outside the partition (records deleted by retention,
+        // or a topic created again) is an error, and the partition is started again from what
+        // its lease says (see `stream.rs`).
+        .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+        .set("fetch.message.max.bytes", crate::MAX_RECORD_BYTES.to_string())
+        // Prefetch is memory the worker holds beyond its own caps: keep it to about one
+        // largest record per fetch and a few MiB queued in librdkafka.
+        .set(
+            "fetch.max.bytes",
+            (crate::MAX_RECORD_BYTES + 1024 * 1024).to_string(),
+        )
+        .set(
+            "queued.max.messages.kbytes",
+            settings.consumer_queue_kbytes.to_string(),
+        )
+        .set("topic.metadata.refresh.interval.ms", "10000");
+    config
 }
 
 /// A member ID unique to this process: `<client id>@<host>/<pid>-<random>`. A restarted

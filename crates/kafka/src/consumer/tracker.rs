@@ -2,10 +2,11 @@
 //! work is in flight right now (what a revoke must wait for).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use carrier_store::leases::Fence;
+use carrier_store::leases::{Anchor, Fence};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
@@ -33,6 +34,11 @@ pub struct OffsetTracker {
     /// too, so a process that resumes after a freeze does not start work before its watchdog
     /// had a chance to run.
     deadline: Mutex<Option<Instant>>,
+    /// The generation of the partition's stream this owner reads (see `stream.rs`).
+    generation: AtomicI64,
+    /// Set when the coordinator wants a new anchor: the next record accepted becomes it.
+    anchor_wanted: AtomicBool,
+    anchor_found: Mutex<Option<Anchor>>,
 }
 
 impl OffsetTracker {
@@ -51,6 +57,9 @@ impl OffsetTracker {
             lost,
             fence,
             deadline: Mutex::new(None),
+            generation: AtomicI64::new(0),
+            anchor_wanted: AtomicBool::new(false),
+            anchor_found: Mutex::new(None),
         }
     }
 
@@ -74,6 +83,36 @@ impl OffsetTracker {
 
     pub fn partition(&self) -> i32 {
         self.partition
+    }
+
+    /// The generation of the partition's stream this owner reads. Offsets name records only
+    /// within one generation: state keyed by offsets (parked tasks) is keyed by it too, and
+    /// state of an older generation comes before everything of this one.
+    pub fn generation(&self) -> i64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_generation(&self, generation: i64) {
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// Asks for the next accepted record as the stream's new anchor.
+    pub(crate) fn want_anchor(&self) {
+        self.anchor_wanted.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn wants_anchor(&self) -> bool {
+        self.anchor_wanted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn offer_anchor(&self, anchor: Anchor) {
+        self.anchor_wanted.store(false, Ordering::Release);
+        *self.anchor_found.lock().expect("anchor lock") = Some(anchor);
+    }
+
+    /// An anchor found since the last call, to be stored with the lease.
+    pub(crate) fn take_anchor(&self) -> Option<Anchor> {
+        self.anchor_found.lock().expect("anchor lock").take()
     }
 
     /// Records that `offset` was handed out. Returns false for an offset at or below one already

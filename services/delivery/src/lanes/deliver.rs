@@ -18,7 +18,7 @@ use super::partition::{complete, finished_key, Origin, PartitionState, Queued};
 use super::Shared;
 use crate::attempt::{self, AttemptResult};
 use crate::destinations::LookupError;
-use crate::parking::{HeldHead, HeldReason};
+use crate::parking::{HeldHead, HeldReason, Position};
 use crate::retry::Decision;
 
 /// Attempts one task until its log is final (or the partition is released, in which case the
@@ -45,11 +45,11 @@ pub(super) async fn deliver(
             attempts,
             activity,
         } => {
-            let parked_offset = (queued.origin == Origin::Parked).then_some(queued.offset);
+            let parked_at = (queued.origin == Origin::Parked).then_some(queued.position);
             finish(shared, partition, queued, environment, ending, activity).await;
             hold.release(shared, partition).await;
             Some(Ended {
-                parked_offset,
+                parked_at,
                 first_try: attempts <= 1,
             })
         }
@@ -58,8 +58,8 @@ pub(super) async fn deliver(
 
 /// A task whose log is final, as its lane needs to know it.
 pub(super) struct Ended {
-    /// Its offset, when it was parked (it is then past the lane's parked cursor).
-    pub(super) parked_offset: Option<i64>,
+    /// Its position, when it was parked (it is then past the lane's parked cursor).
+    pub(super) parked_at: Option<Position>,
     /// It needed at most one attempt here: the destination is flowing.
     pub(super) first_try: bool,
 }
@@ -414,7 +414,7 @@ async fn finish(
             Err(error) => {
                 // The task stays unfinished: after a restart it is attempted again and its
                 // event written then. Commits of this partition wait until then.
-                tracing::error!(%error, log_id = %queued.task.log_id, offset = queued.offset, "final log event could not be written; the partition's commits are held");
+                tracing::error!(%error, log_id = %queued.task.log_id, offset = queued.position.offset, "final log event could not be written; the partition's commits are held");
                 abandon_parked(&partition, &queued);
             }
         }

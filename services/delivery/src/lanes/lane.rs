@@ -11,7 +11,7 @@ use super::metrics::{metrics, NO_LABELS};
 use super::parker::{leave_parked_mode, remove_done_rows, PARKED_BATCH, PARKED_BATCH_BYTES};
 use super::partition::{complete, finished_key, Origin, PartitionState, Queued};
 use super::Shared;
-use crate::parking::HeldHead;
+use crate::parking::{HeldHead, Position, ToPark};
 
 /// One destination's line within a partition.
 pub(super) struct Lane {
@@ -23,21 +23,21 @@ pub(super) struct Lane {
     pub(super) parked: bool,
     /// Bumped each time tasks of this destination are written to the parking store, so the
     /// lane can tell that none arrived while it found the store empty.
-    pub(super) park_generation: u64,
+    pub(super) park_writes: u64,
     /// Tasks of this destination handed to the parker and not yet written.
     pub(super) parking: usize,
     /// Rows read from the parking store and not started yet (a bounded batch; dropped while the
     /// head is held, and read again later).
     pub(super) prefetched: VecDeque<Queued>,
-    /// The offset of the last row taken from the parking store.
-    pub(super) cursor: i64,
+    /// The position of the last row taken from the parking store.
+    pub(super) cursor: Position,
     /// Whether the last task this lane finished needed a single attempt: the lane then reads
     /// parked rows in batches; after a failure, or at the start, one at a time.
     pub(super) flowing: bool,
     /// Parked tasks this lane took to deliver whose outcome is not recorded yet.
     pub(super) parked_unfinished: usize,
-    /// Offsets of parked tasks that are final: their rows are removed in one statement.
-    pub(super) parked_done: Vec<i64>,
+    /// Positions of parked tasks that are final: their rows are removed in one statement.
+    pub(super) parked_done: Vec<Position>,
     /// The held head, while one is (the live view operators get through the control service).
     pub(super) held: Option<HeldHead>,
     /// Ends the lane's current wait (backoff, operator pause) at once: an operator acted.
@@ -49,10 +49,10 @@ impl Lane {
         Self {
             queue,
             parked,
-            park_generation: 0,
+            park_writes: 0,
             parking: 0,
             prefetched: VecDeque::new(),
-            cursor: -1,
+            cursor: Position::START,
             flowing: false,
             parked_unfinished: 0,
             parked_done: Vec::new(),
@@ -87,11 +87,20 @@ enum Next {
     Deliver(Box<Queued>),
     /// Parked mode: read the next tasks from the parking store.
     ReadParked {
-        generation: u64,
-        cursor: i64,
+        writes: u64,
+        cursor: Position,
         rows: i64,
     },
     Done,
+}
+
+/// Whether a parked row is in its final place in the destination's order. Rows of an earlier
+/// generation of the partition's stream always are (that stream came first, and is over).
+/// Rows of this owner's generation once the stream has passed them: a previous owner's rows can
+/// be joined by tasks of lower offsets that this owner reads again (they were not committed).
+pub(super) fn in_final_order(row: Position, generation: i64, seen_below: Option<i64>) -> bool {
+    row.generation < generation
+        || (row.generation == generation && seen_below.is_some_and(|below| row.offset < below))
 }
 
 /// How long a lane may wait for the partition's stream to reach a parked row before it says so.
@@ -119,7 +128,7 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                         Next::Deliver(Box::new(queued))
                     } else if lane.parked {
                         Next::ReadParked {
-                            generation: lane.park_generation,
+                            writes: lane.park_writes,
                             cursor: lane.cursor,
                             rows: if lane.flowing { PARKED_BATCH } else { 1 },
                         }
@@ -132,11 +141,7 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
         };
         match next {
             Next::Done => break,
-            Next::ReadParked {
-                generation,
-                cursor,
-                rows,
-            } => {
+            Next::ReadParked { writes, cursor, rows } => {
                 remove_done_rows(&shared, &partition, &destination_id).await;
                 // Rows a previous owner parked can be joined by tasks of lower offsets that this
                 // owner reads again from Kafka (they were not committed) and parks behind them:
@@ -144,6 +149,8 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                 // are in their final order. (Read in this order: a task handed out after
                 // `seen_below` is above it; one handed out before is counted in `parking`.)
                 let seen_below = partition.tracker.seen_below();
+                let stream_generation = partition.tracker.generation();
+                let settled = |row: &ToPark| in_final_order(row.position, stream_generation, seen_below);
                 let writes_pending = partition
                     .book()
                     .lanes
@@ -162,9 +169,7 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                     .next(&destination_id, cursor, rows, PARKED_BATCH_BYTES)
                     .await
                 {
-                    Ok(tasks)
-                        if !tasks.is_empty() && seen_below.is_none_or(|below| tasks[0].offset >= below) =>
-                    {
+                    Ok(tasks) if !tasks.is_empty() && !settled(&tasks[0]) => {
                         // The stream has not reached this row yet; what precedes it may still come.
                         let (since, logged) =
                             waiting_for_stream.get_or_insert((std::time::Instant::now(), false));
@@ -173,9 +178,11 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                             tracing::warn!(
                                 destination_id,
                                 partition = partition.tracker.partition(),
-                                parked_offset = tasks[0].offset,
+                                parked_offset = tasks[0].position.offset,
+                                parked_generation = tasks[0].position.generation,
+                                stream_generation,
                                 read_below = ?seen_below,
-                                "a parked task lies beyond what the partition's stream has reached; the destination waits for it (if the topic was deleted and created again, its parked rows belong to the old topic: see the runbook)"
+                                "a parked task lies beyond what the partition's stream has reached; the destination waits for it"
                             );
                         }
                         if !sleep_unless_released(
@@ -188,7 +195,7 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                         }
                     }
                     Ok(tasks) if tasks.is_empty() => {
-                        if leave_parked_mode(&partition, &destination_id, generation) {
+                        if leave_parked_mode(&partition, &destination_id, writes) {
                             tracing::info!(
                                 destination_id,
                                 "parked backlog drained; destination back to live traffic"
@@ -207,14 +214,14 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                     }
                     Ok(mut tasks) => {
                         waiting_for_stream = None;
-                        tasks.retain(|task| seen_below.is_none_or(|below| task.offset < below));
+                        tasks.retain(settled);
                         let mut book = partition.book();
                         if let Some(lane) = book.lanes.get_mut(&destination_id) {
                             lane.parked_unfinished += tasks.len();
                             for parked in tasks {
-                                lane.cursor = parked.offset;
+                                lane.cursor = parked.position;
                                 lane.prefetched.push_back(Queued {
-                                    offset: parked.offset,
+                                    position: parked.position,
                                     task: parked.task,
                                     origin: Origin::Parked,
                                 });
@@ -250,8 +257,8 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                     if let Some(lane) = book.lanes.get_mut(&destination_id) {
                         lane.flowing = ended.first_try;
                         // A task parked while it was the head is past the cursor now.
-                        if let Some(offset) = ended.parked_offset {
-                            lane.cursor = lane.cursor.max(offset);
+                        if let Some(position) = ended.parked_at {
+                            lane.cursor = lane.cursor.max(position);
                         }
                     }
                 }

@@ -30,7 +30,7 @@ pub(super) async fn run_parker(shared: Arc<Shared>, partition: Arc<PartitionStat
             let rows: Vec<ToPark> = batch
                 .iter()
                 .map(|queued| ToPark {
-                    offset: queued.offset,
+                    position: queued.position,
                     task: queued.task.clone(),
                 })
                 .collect();
@@ -59,14 +59,14 @@ pub(super) async fn run_parker(shared: Arc<Shared>, partition: Arc<PartitionStat
                 let mut book = partition.book();
                 for queued in &batch {
                     if let Some(lane) = book.lanes.get_mut(&queued.task.destination_id) {
-                        lane.park_generation += 1;
+                        lane.park_writes += 1;
                         lane.parking = lane.parking.saturating_sub(1);
                     }
                 }
             }
             for queued in &batch {
                 if queued.origin == Origin::Live {
-                    partition.tracker.finish(queued.offset);
+                    partition.tracker.finish(queued.position.offset);
                 }
             }
         }
@@ -83,11 +83,11 @@ pub(super) const PARKED_BATCH_BYTES: i64 = 1024 * 1024;
 /// lock, which `process` also takes (and under which it hands tasks to the parker): a new task
 /// either was handed over before the switch (and is counted in `parking`) or arrives after it and
 /// joins the live queue.
-pub(super) fn leave_parked_mode(partition: &PartitionState, destination_id: &str, generation: u64) -> bool {
+pub(super) fn leave_parked_mode(partition: &PartitionState, destination_id: &str, writes: u64) -> bool {
     let mut book = partition.book();
     match book.lanes.get_mut(destination_id) {
         Some(lane)
-            if lane.park_generation == generation
+            if lane.park_writes == writes
                 && lane.parking == 0
                 && lane.parked_unfinished == 0
                 && lane.parked_done.is_empty()
@@ -148,7 +148,7 @@ pub(super) async fn enter_parked_mode(
         return true;
     }
     let row = ToPark {
-        offset: head.offset,
+        position: head.position,
         task: head.task.clone(),
     };
     if let Err(error) = shared
@@ -163,7 +163,7 @@ pub(super) async fn enter_parked_mode(
         tracing::error!(%error, destination_id = %head.task.destination_id, "cannot park a held destination yet; its backlog stays in memory and parking is tried again");
         return false;
     }
-    partition.tracker.finish(head.offset);
+    partition.tracker.finish(head.position.offset);
     head.origin = Origin::Parked;
     let mut book = partition.book();
     let Some(lane) = book.lanes.get_mut(&head.task.destination_id) else {
@@ -195,7 +195,7 @@ pub(super) fn drop_prefetched(partition: &PartitionState, head: &Queued) {
         if !lane.prefetched.is_empty() {
             lane.parked_unfinished = lane.parked_unfinished.saturating_sub(lane.prefetched.len());
             lane.prefetched.clear();
-            lane.cursor = head.offset;
+            lane.cursor = head.position;
         }
     }
 }

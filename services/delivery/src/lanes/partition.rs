@@ -13,6 +13,7 @@ use tokio::sync::{Notify, Semaphore};
 use super::lane::{spawn_lane, Lane};
 use super::metrics::{metrics, NO_LABELS};
 use super::Shared;
+use crate::parking::Position;
 
 /// How many finished logs each destination remembers, to skip a task written twice (the router
 /// re-routes a message after a crash) instead of sending it again. A re-routed task follows its
@@ -25,7 +26,8 @@ pub(super) const REMEMBERED_DESTINATIONS: usize = 4_096;
 
 /// A task waiting in its lane, with where it came from.
 pub(super) struct Queued {
-    pub(super) offset: i64,
+    /// Where it was read (a live task: this owner's generation of the stream).
+    pub(super) position: Position,
     pub(super) task: DeliveryTask,
     pub(super) origin: Origin,
 }
@@ -146,7 +148,10 @@ impl PartitionProcessor for PartitionLanes {
         };
         let destination_id = task.destination_id.clone();
         let queued = Queued {
-            offset: record.offset,
+            position: Position {
+                generation: self.partition.tracker.generation(),
+                offset: record.offset,
+            },
             task,
             origin: Origin::Live,
         };
@@ -203,14 +208,14 @@ pub(super) fn finished_key(task: &DeliveryTask) -> String {
 /// parked row removed.
 pub(super) fn complete(partition: &PartitionState, queued: &Queued) {
     match queued.origin {
-        Origin::Live => partition.tracker.finish(queued.offset),
+        Origin::Live => partition.tracker.finish(queued.position.offset),
         Origin::Parked => {
             // The lane removes final rows in batches (before it reads the next ones, and before
             // it leaves parked mode); a lane that is gone (partition released) removes nothing:
             // the row stays, and the next owner skips or redoes it.
             if let Some(lane) = partition.book().lanes.get_mut(&queued.task.destination_id) {
                 lane.parked_unfinished = lane.parked_unfinished.saturating_sub(1);
-                lane.parked_done.push(queued.offset);
+                lane.parked_done.push(queued.position);
             }
         }
     }

@@ -221,10 +221,13 @@ fn a_lane_cannot_leave_parked_mode_while_a_task_of_it_is_on_its_way_to_the_store
         },
     );
     partition.book().lanes.insert("d".into(), Lane::parked());
-    let generation = partition.book().lanes["d"].park_generation;
+    let writes = partition.book().lanes["d"].park_writes;
     // `process` hands a new task of the parked destination to the parker (under the lanes lock).
     partition.book().park(Queued {
-        offset: 7,
+        position: crate::parking::Position {
+            generation: 0,
+            offset: 7,
+        },
         task: DeliveryTask {
             destination_id: "d".into(),
             ..Default::default()
@@ -232,24 +235,51 @@ fn a_lane_cannot_leave_parked_mode_while_a_task_of_it_is_on_its_way_to_the_store
         origin: Origin::Live,
     });
     assert!(
-        !leave_parked_mode(&partition, "d", generation),
+        !leave_parked_mode(&partition, "d", writes),
         "the store looked empty, but a task is on its way into it"
     );
     // The parker takes the batch: the task is still counted until it is written.
     let batch = std::mem::take(&mut partition.book().to_park);
     assert_eq!(batch.len(), 1);
-    assert!(!leave_parked_mode(&partition, "d", generation));
-    // Written: the lane must read the store again (the generation moved) before going live.
+    assert!(!leave_parked_mode(&partition, "d", writes));
+    // Written: the lane must read the store again (the write count moved) before going live.
     {
         let mut book = partition.book();
         let lane = book.lanes.get_mut("d").unwrap();
         lane.parking -= 1;
-        lane.park_generation += 1;
+        lane.park_writes += 1;
     }
-    assert!(
-        !leave_parked_mode(&partition, "d", generation),
-        "read again first"
-    );
-    assert!(leave_parked_mode(&partition, "d", generation + 1));
+    assert!(!leave_parked_mode(&partition, "d", writes), "read again first");
+    assert!(leave_parked_mode(&partition, "d", writes + 1));
     assert!(!partition.book().lanes["d"].parked);
+}
+
+#[test]
+fn rows_of_an_earlier_stream_generation_come_first_and_this_ones_wait_for_the_stream() {
+    use super::lane::in_final_order;
+    use crate::parking::Position;
+    let at = |generation, offset| Position { generation, offset };
+    // The topic was created again: this owner reads generation 1 from offset 0.
+    assert!(
+        in_final_order(at(0, 500), 1, None),
+        "the old stream is over: its rows go first"
+    );
+    assert!(in_final_order(at(0, 500), 1, Some(3)));
+    assert!(
+        !in_final_order(at(1, 2), 1, None),
+        "nothing of this stream read yet"
+    );
+    assert!(in_final_order(at(1, 2), 1, Some(3)));
+    assert!(
+        !in_final_order(at(1, 3), 1, Some(3)),
+        "lower offsets may still join it"
+    );
+    assert!(
+        !in_final_order(at(2, 0), 1, Some(3)),
+        "a later generation than this owner's"
+    );
+    assert!(
+        at(0, 500) < at(1, 0),
+        "a destination's rows are ordered by generation first"
+    );
 }

@@ -7,6 +7,7 @@ mod chaos;
 mod client_assertion;
 mod faults;
 mod fhir;
+mod generations;
 mod idempotency;
 mod isolation;
 mod leases;
