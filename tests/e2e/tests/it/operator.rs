@@ -108,7 +108,8 @@ async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
     let recorded = carrier_testkit::eventually(Duration::from_secs(30), "the head's task position", || {
         let stack = &stack;
         let sql = format!(
-            "SELECT COALESCE(task_partition, -1)::bigint FROM logs WHERE id = '{}'",
+            // One row even before the notifier wrote the log.
+            "SELECT COALESCE((SELECT task_partition FROM logs WHERE id = '{}'), -1)::bigint",
             log_ids[0]
         );
         async move { Some(stack.count(&sql).await).filter(|partition| *partition >= 0) }
