@@ -104,6 +104,11 @@ pub struct KafkaSettings {
     /// Room of a producer's local queue, in KiB (`queue.buffering.max.kbytes`): records waiting
     /// to be sent or acknowledged. Ingress answers 503 when a message does not fit.
     pub producer_queue_kbytes: u32,
+    /// The largest record Carrier's producers write (`message.max.bytes`), at most 12 MiB (what
+    /// its consumers fetch). Set it to the cluster's `message.max.bytes` (1 MiB by default on
+    /// Kafka) and a record too large fails at once, before it reaches the broker: at ingress a
+    /// 502, at the router a halted partition (see the runbook).
+    pub max_record_bytes: usize,
 }
 
 impl Default for KafkaSettings {
@@ -118,6 +123,7 @@ impl Default for KafkaSettings {
             enable_idempotence: true,
             consumer_queue_kbytes: 16_384,
             producer_queue_kbytes: 262_144,
+            max_record_bytes: 12 * 1024 * 1024,
         }
     }
 }

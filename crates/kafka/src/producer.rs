@@ -49,7 +49,10 @@ pub fn create(
         .set("max.in.flight.requests.per.connection", in_flight)
         .set("linger.ms", settings.linger_ms.to_string())
         .set("message.timeout.ms", message_timeout_ms.to_string())
-        .set("message.max.bytes", crate::MAX_RECORD_BYTES.to_string())
+        .set(
+            "message.max.bytes",
+            settings.max_record_bytes.min(crate::MAX_RECORD_BYTES).to_string(),
+        )
         .set(
             "queue.buffering.max.kbytes",
             settings.producer_queue_kbytes.to_string(),

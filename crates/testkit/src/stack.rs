@@ -41,6 +41,9 @@ pub struct StackOptions {
     /// The notifier's SMTP server (none by default: e-mail alerts are skipped); see
     /// [`crate::smtp::SmtpServer`].
     pub smtp: carrier_notifier::SmtpSettings,
+    /// The largest record the router writes (`kafka.max_record_bytes`; the default when `None`):
+    /// a small value makes a task write fail for good, as a broker refusing its size would.
+    pub router_max_record_bytes: Option<usize>,
 }
 
 impl Default for StackOptions {
@@ -75,6 +78,7 @@ impl Default for StackOptions {
                 ..Default::default()
             },
             smtp: carrier_notifier::SmtpSettings::default(),
+            router_max_record_bytes: None,
         }
     }
 }
@@ -137,9 +141,13 @@ impl Stack {
         let (prefix, database_url, kafka, options) =
             (&self.prefix, &self.database_url, &self.kafka, &self.options);
         let router_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut router_kafka = kafka.clone();
+        if let Some(bytes) = options.router_max_record_bytes {
+            router_kafka.max_record_bytes = bytes;
+        }
         let router_config = carrier_router::Config {
             database_url: database_url.clone(),
-            kafka: kafka.clone(),
+            kafka: router_kafka,
             consumer_group: format!("{prefix}-router"),
             ..Default::default()
         };

@@ -91,11 +91,17 @@ impl Halt {
     }
 
     /// Halts the partition (logged and counted once).
-    fn set(&self, partition: i32, offset: i64, error: &dyn std::fmt::Display) {
+    fn set(&self, partition: i32, offset: i64, error: &dyn std::error::Error) {
         if !self.0.swap(true, std::sync::atomic::Ordering::AcqRel) {
             halted_partitions().inc();
+            // The cause says which refusal it was (e.g. `Message size too large`).
+            let cause = error
+                .source()
+                .map(|source| source.to_string())
+                .unwrap_or_default();
             tracing::error!(
                 %error,
+                %cause,
                 partition,
                 offset,
                 "a delivery task could not be written; routing of this partition is halted so later messages cannot overtake it (fix the cause and restart the router: it resumes from this message)"

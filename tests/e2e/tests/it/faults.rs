@@ -326,3 +326,65 @@ async fn workers_joining_and_leaving_keep_one_request_in_flight_per_destination_
     terminate(&mut second).await;
     stack.stop().await;
 }
+
+/// The value of `carrier_router_halted_partitions` in this process's registry (the stack's
+/// services run in the test's process).
+fn halted_partitions() -> f64 {
+    carrier_telemetry::prometheus::gather()
+        .iter()
+        .find(|family| family.name() == "carrier_router_halted_partitions")
+        .and_then(|family| family.get_metric().first().map(|m| m.get_gauge().get_value()))
+        .unwrap_or(0.0)
+}
+
+/// Issue 10 §9a: a delivery task write that fails for good (here a record over the router's
+/// `max_record_bytes`, as a broker refusing its size would) used to be skipped while the router
+/// went on routing the source's later messages: they reached the destination ahead of it. The
+/// inbound partition now halts at the failed message, and a router started again once the cause
+/// is fixed routes from it, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_write_that_fails_for_good_halts_its_partition_until_fixed_then_resumes_in_order() {
+    let mut stack = Stack::start(StackOptions {
+        router_max_record_bytes: Some(64 * 1024),
+        ..StackOptions::default()
+    })
+    .await;
+    let api = stack.api.clone();
+    let receiver = Receiver::start().await;
+    let Sender { token, .. } = api
+        .sender("Halting Hospital", "production", &receiver.url("a"), "Results")
+        .await;
+    // Small enough for ingress's records, too large for the router's.
+    let mut large = message("Results", 0);
+    large["Padding"] = serde_json::Value::String("x".repeat(100 * 1024));
+    let (status, response) = api.send(&token, &large).await;
+    assert_eq!(status, 200, "{response}");
+    for sequence in 1..5 {
+        let (status, response) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200, "{response}");
+    }
+    carrier_testkit::eventually(
+        Duration::from_secs(30),
+        "the router to halt the partition",
+        || async { (halted_partitions() >= 1.0).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        receiver.received().is_empty(),
+        "nothing may overtake the failed message: {:?}",
+        sequences(&receiver.received(), None)
+    );
+
+    // The operator fixes the cause (the size limit) and starts the router again.
+    stack.stop_services().await;
+    stack.options.router_max_record_bytes = None;
+    stack.start_services().await;
+    carrier_testkit::eventually(Duration::from_secs(60), "all five to arrive", || {
+        let delivered = first_arrivals(&sequences(&receiver.received(), None)).len();
+        async move { (delivered >= 5).then_some(()) }
+    })
+    .await;
+    crate::assert_raw_order(&receiver, "a", &[0, 1, 2, 3, 4]);
+    stack.stop().await;
+}
