@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::deliver::deliver;
 use super::hold::sleep_unless_released;
 use super::metrics::{metrics, NO_LABELS};
-use super::parker::{leave_parked_mode, remove_done_rows, PARKED_BATCH, PARKED_BATCH_BYTES};
+use super::parker::{
+    leave_parked_mode, remove_done_rows, PARKED_BATCH, PARKED_BATCH_BYTES, PARKED_REMOVE_EVERY,
+};
 use super::partition::{complete, finished_key, Origin, PartitionState, Queued};
 use super::Shared;
 use crate::parking::{HeldHead, Position, ToPark};
@@ -253,13 +255,19 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                 let resume_held = first_parked && queued.origin == Origin::Parked;
                 first_parked = first_parked && !resume_held;
                 if let Some(ended) = deliver(&shared, &partition, queued, resume_held).await {
-                    let mut book = partition.book();
-                    if let Some(lane) = book.lanes.get_mut(&destination_id) {
-                        lane.flowing = ended.first_try;
-                        // A task parked while it was the head is past the cursor now.
-                        if let Some(position) = ended.parked_at {
-                            lane.cursor = lane.cursor.max(position);
-                        }
+                    let remove_now = {
+                        let mut book = partition.book();
+                        book.lanes.get_mut(&destination_id).is_some_and(|lane| {
+                            lane.flowing = ended.first_try;
+                            // A task parked while it was the head is past the cursor now.
+                            if let Some(position) = ended.parked_at {
+                                lane.cursor = lane.cursor.max(position);
+                            }
+                            lane.parked_done.len() >= PARKED_REMOVE_EVERY
+                        })
+                    };
+                    if remove_now {
+                        remove_done_rows(&shared, &partition, &destination_id).await;
                     }
                 }
             }
