@@ -388,3 +388,70 @@ async fn a_task_write_that_fails_for_good_halts_its_partition_until_fixed_then_r
     crate::assert_raw_order(&receiver, "a", &[0, 1, 2, 3, 4]);
     stack.stop().await;
 }
+
+/// Issue 10 §4: a destination may take longer to answer (timeouts up to 60 s) than a hand-over
+/// waits for work in flight (`drain_timeout`, 10 s in the tests' stack). The leaving worker must
+/// not go on with that request while the next owner starts: its lease is left to expire, which
+/// abandons the request first, and only then does the other worker take the partition and send
+/// the task again. Counted at the receiver: never two requests in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_outliving_the_hand_over_drain_is_abandoned_before_the_next_owner_sends() {
+    const MESSAGES: usize = 5;
+    let stack = Stack::start(StackOptions {
+        delivery_in_process: false,
+        delivery_partitions: 1,
+        ..StackOptions::default()
+    })
+    .await;
+    let api = &stack.api;
+    let receiver = Receiver::start().await;
+    let Sender {
+        token, destination, ..
+    } = api
+        .sender(
+            "Slow Receiver Hospital",
+            "production",
+            &receiver.url("a"),
+            "Results",
+        )
+        .await;
+    let destination_id = destination["id"].as_str().expect("destination id");
+    let (status, body) = api
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/v1/destinations/{destination_id}"),
+            Some(&serde_json::json!({ "timeout_ms": 60_000 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Longer than the drain, and than the lease (6 s): only abandoning it ends it in time.
+    receiver.respond_after(Duration::from_secs(30));
+
+    let mut leaving = stack.spawn_delivery_process();
+    for sequence in 0..MESSAGES {
+        let (status, response) = api.send(&token, &message("Results", sequence)).await;
+        assert_eq!(status, 200, "{response}");
+    }
+    carrier_testkit::eventually(Duration::from_secs(60), "the first request in flight", || {
+        let count = receiver.received().len();
+        async move { (count >= 1).then_some(()) }
+    })
+    .await;
+    let mut staying = stack.spawn_delivery_process();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    receiver.respond_after(Duration::ZERO);
+    // Shut down with the request in flight: the drain gives up after 10 s, the lease expires.
+    let started = Instant::now();
+    terminate(&mut leaving).await;
+    println!("the leaving worker exited after {:?}", started.elapsed());
+
+    let expected: Vec<u64> = (0..MESSAGES as u64).collect();
+    carrier_testkit::eventually(Duration::from_secs(90), "every message", || {
+        let delivered = first_arrivals(&sequences(&receiver.received(), None)).len();
+        async move { (delivered >= MESSAGES).then_some(()) }
+    })
+    .await;
+    crate::assert_raw_order(&receiver, "a", &expected);
+    terminate(&mut staying).await;
+    stack.stop().await;
+}
