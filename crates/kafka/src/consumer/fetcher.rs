@@ -317,31 +317,44 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_partition_paused_when_it_was_revoked_is_fetched_again_when_assigned_again() {
+    /// A new topic of `partitions` on the tests' broker with `records` records in partition 0;
+    /// its name and settings for it.
+    async fn topic_with_records(
+        name: &str,
+        partitions: i32,
+        records: usize,
+    ) -> (String, carrier_config::KafkaSettings) {
         let brokers = std::env::var("CARRIER_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
-        let topic = format!("fetcher-pause-{}", uuid::Uuid::new_v4().simple());
+        let topic = format!("{name}-{}", uuid::Uuid::new_v4().simple());
         let settings = carrier_config::KafkaSettings {
             brokers: brokers.clone(),
+            fetch_wait_max_ms: 10,
             ..Default::default()
         };
-        crate::admin::ensure_topics(&settings, &[(&topic, 1)])
+        crate::admin::ensure_topics(&settings, &[(&topic, partitions)])
             .await
             .unwrap();
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .create()
             .unwrap();
-        for n in 0..10 {
+        for n in 0..records {
             let payload = format!("{n}");
             producer
                 .send(
-                    FutureRecord::<(), _>::to(&topic).payload(&payload),
+                    FutureRecord::<(), _>::to(&topic).payload(&payload).partition(0),
                     Duration::from_secs(10),
                 )
                 .await
                 .unwrap();
         }
+        (topic, settings)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_paused_when_it_was_revoked_is_fetched_again_when_assigned_again() {
+        let (topic, settings) = topic_with_records("fetcher-pause", 1, 10).await;
+        let brokers = settings.brokers.clone();
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .set("group.id", &topic)
@@ -406,30 +419,7 @@ mod tests {
     /// never answers OFFSET_OUT_OF_RANGE, so the error is raised here by calling the handler.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_position_outside_its_partition_stops_that_partition_only() {
-        let brokers = std::env::var("CARRIER_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
-        let topic = format!("fetcher-range-{}", uuid::Uuid::new_v4().simple());
-        let settings = carrier_config::KafkaSettings {
-            brokers: brokers.clone(),
-            fetch_wait_max_ms: 10,
-            ..Default::default()
-        };
-        crate::admin::ensure_topics(&settings, &[(&topic, 2)])
-            .await
-            .unwrap();
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
-        for n in 0..5 {
-            let payload = format!("{n}");
-            producer
-                .send(
-                    FutureRecord::<(), _>::to(&topic).payload(&payload).partition(0),
-                    Duration::from_secs(10),
-                )
-                .await
-                .unwrap();
-        }
+        let (topic, settings) = topic_with_records("fetcher-range", 2, 5).await;
         let options = ConsumerOptions {
             topic: topic.clone(),
             group_id: topic.clone(),
