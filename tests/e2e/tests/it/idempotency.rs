@@ -147,3 +147,85 @@ async fn a_retried_post_answers_with_the_original_ids_and_the_message_is_deliver
         "each keyed message delivered exactly once, in order"
     );
 }
+
+/// Issue 10 §9b: a write that failed under an `Idempotency-Key` is taken over by the sender's
+/// retry with the same IDs (the failed copy may have landed after all). When the subscriptions
+/// changed in between, the takeover used to mint new IDs for everything: a destination could
+/// then get the message twice under two `webhook-id`s. It keeps the message ID and each earlier
+/// destination's log ID now; a destination subscribed since gets a log of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_takeover_after_a_subscription_change_keeps_the_earlier_message_and_log_ids() {
+    use carrier_store::sqlx::{self, Connection};
+    let mut stack = Stack::start(StackOptions::default()).await;
+    let receiver = Receiver::start().await;
+    let api = stack.api.clone();
+    let organization = api.create_organization("Takeover Hospital").await;
+    let source = api.create_source(&organization, "production").await;
+    let first = api
+        .create_destination(&organization, &receiver.url("a"), "production")
+        .await;
+    let first_id = first["id"].as_str().unwrap().to_string();
+    api.subscribe(&source.id, &first_id, "PatientAdmin").await;
+    let token = api.token(&source).await;
+
+    // A replica whose topics do not exist: the IDs are stored with the key, then the durable
+    // write is refused (502) and the claim is left for the sender's retry.
+    let broken_url = stack
+        .start_extra_ingress_with(|config| {
+            config.kafka.topic_prefix = format!("{}.", carrier_testkit::unique("missing"));
+        })
+        .await;
+    let body = message("PatientAdmin", 9);
+    let failed = post(&api.at(&broken_url), &token, "admission-9", &body).await;
+    assert_eq!(failed.status, 502, "{failed:?}");
+    let mut database = sqlx::PgConnection::connect(&stack.database_url).await.unwrap();
+    let (stored_message, stored_routes): (String, Value) = sqlx::query_as(
+        "SELECT message_id, routes FROM idempotency_keys WHERE source_id = $1 AND key = 'admission-9'",
+    )
+    .bind(&source.id)
+    .fetch_one(&mut database)
+    .await
+    .unwrap();
+    let stored_log = stored_routes[0]["log_id"].as_str().unwrap().to_string();
+
+    // A second destination is subscribed; the route cache (1 s) sees it.
+    let second = api
+        .create_destination(&organization, &receiver.url("b"), "production")
+        .await;
+    let second_id = second["id"].as_str().unwrap().to_string();
+    api.subscribe(&source.id, &second_id, "PatientAdmin").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    let retried = post(&api, &token, "admission-9", &body).await;
+    assert_eq!(retried.status, 200, "{retried:?}");
+    assert_eq!(message_id(&retried), stored_message, "the message keeps its ID");
+    let log_of = |destination_id: &str| {
+        retried.body["Meta"]["Logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|log| log["DestinationID"] == destination_id)
+            .map(|log| log["ID"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("a log for {destination_id} in {retried:?}"))
+    };
+    assert_eq!(
+        log_of(&first_id),
+        stored_log,
+        "the earlier destination keeps its log ID"
+    );
+    let new_log = log_of(&second_id);
+    assert_ne!(new_log, stored_log, "the new destination gets a log of its own");
+
+    // What the receivers see: the earlier log's ID as `webhook-id` at the first destination.
+    carrier_testkit::eventually(Duration::from_secs(60), "both deliveries", || {
+        let count = receiver.received().len();
+        async move { (count >= 2).then_some(()) }
+    })
+    .await;
+    for (path, log_id) in [("/a", &stored_log), ("/b", &new_log)] {
+        let requests = receiver.received_on(path);
+        assert_eq!(requests.len(), 1, "{path}: once");
+        assert_eq!(requests[0].header("webhook-id"), log_id, "{path}");
+    }
+    stack.stop().await;
+}
