@@ -166,8 +166,30 @@ pub async fn send(
             }
         }
     }
+    // What a receiver said travels on into the log store, logs and alerts: cleaned here, where
+    // it enters (Postgres refuses NUL in text; control characters garble logs and alerts).
+    result.error = clean_text(&result.error, MAX_ERROR_CHARS);
+    result.response_excerpt = clean_text(&result.response_excerpt, excerpt_bytes);
     result.duration = started.elapsed();
     result
+}
+
+/// The longest error text an attempt records (a receiver's `Meta.Errors` can be long).
+const MAX_ERROR_CHARS: usize = 1024;
+
+/// `text` with NUL and the other control characters except tab, line feed and carriage return
+/// replaced by U+FFFD, cut to at most `max_chars` characters.
+fn clean_text(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .take(max_chars)
+        .map(|c| {
+            if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Why no response arrived.
@@ -271,6 +293,16 @@ mod tests {
                 .as_deref(),
             Some("down")
         );
+    }
+
+    #[test]
+    fn receiver_text_loses_nul_and_control_characters_and_is_capped() {
+        assert_eq!(
+            clean_text("Arr\u{0}ival\u{1b}[31m\u{7f}", 100),
+            "Arr\u{FFFD}ival\u{FFFD}[31m\u{FFFD}"
+        );
+        assert_eq!(clean_text("line 1\nline 2\ttab\r", 100), "line 1\nline 2\ttab\r");
+        assert_eq!(clean_text("héllo wörld", 5), "héllo");
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! only then are their offsets finished. A failed write is retried; nothing is skipped. The same
 //! transaction updates incident state and raises alerts (`incidents`); a batch that raised any
 //! wakes the alert dispatcher.
+//!
+//! One bad event must not hold the batch (and every destination whose events share its
+//! partition): when Postgres refuses the batch's data (SQLSTATE class 22, e.g. a NUL byte in
+//! text), its events are written one by one, and an event refused on its own is set aside in
+//! `dead_letter_events` (counted, logged) instead of being retried forever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +15,7 @@ use std::time::Duration;
 use carrier_kafka::consumer::{self, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
 use carrier_kafka::Topics;
 use carrier_proto::records_v1::LogEvent;
-use carrier_store::sqlx::PgPool;
+use carrier_store::sqlx::{self, PgPool};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +23,18 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatch::Wakeup;
 use crate::log_store;
 use crate::Config;
+
+fn dead_letters() -> &'static carrier_telemetry::prometheus::IntCounterVec {
+    static METRIC: std::sync::OnceLock<carrier_telemetry::prometheus::IntCounterVec> =
+        std::sync::OnceLock::new();
+    METRIC.get_or_init(|| {
+        carrier_telemetry::counter_vec(
+            "carrier_notifier_dead_letter_events_total",
+            "Log events the log store refused, set aside in dead_letter_events",
+            &[],
+        )
+    })
+}
 
 fn alerts_raised() -> &'static carrier_telemetry::prometheus::IntCounterVec {
     static METRIC: std::sync::OnceLock<carrier_telemetry::prometheus::IntCounterVec> =
@@ -33,6 +50,7 @@ fn alerts_raised() -> &'static carrier_telemetry::prometheus::IntCounterVec {
 
 struct Batcher {
     pool: PgPool,
+    topic: String,
     failing_after_attempts: i32,
     wakeup: Wakeup,
     batch_size: usize,
@@ -57,6 +75,7 @@ pub fn start(
     };
     let batcher = Batcher {
         pool: pool.clone(),
+        topic: options.topic.clone(),
         failing_after_attempts: config.alerts.failing_after_attempts as i32,
         wakeup,
         batch_size: config.batch_size,
@@ -76,10 +95,13 @@ impl Processor for Batcher {
     fn assign(&self, tracker: Arc<OffsetTracker>) -> Box<dyn PartitionProcessor> {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.runtime.spawn(write_batches(
-            self.pool.clone(),
-            self.failing_after_attempts,
-            self.wakeup.clone(),
-            tracker.clone(),
+            Writer {
+                pool: self.pool.clone(),
+                topic: self.topic.clone(),
+                failing_after_attempts: self.failing_after_attempts,
+                wakeup: self.wakeup.clone(),
+                tracker: tracker.clone(),
+            },
             receiver,
             self.batch_size,
             self.batch_wait,
@@ -113,16 +135,122 @@ impl PartitionProcessor for PartitionBatcher {
     }
 }
 
-async fn write_batches(
+/// What a partition's writer task writes with.
+struct Writer {
     pool: PgPool,
+    topic: String,
     failing_after_attempts: i32,
     wakeup: Wakeup,
     tracker: Arc<OffsetTracker>,
+}
+
+/// Postgres refused the data itself (SQLSTATE class 22: a NUL byte in text, a value out of
+/// range), not the connection or the moment: retrying the same data cannot succeed.
+fn refused_data(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")))
+}
+
+impl Writer {
+    /// Writes `events` in one transaction: true when written (or set aside), false when the
+    /// partition was released meanwhile. Retries what can succeed later; a batch whose data
+    /// Postgres refuses is written one event at a time, and an event refused alone is set aside.
+    async fn write(&self, events: &[(i64, LogEvent)]) -> bool {
+        let released = self.tracker.released_token();
+        let mut failures = 0u32;
+        loop {
+            let batch: Vec<&LogEvent> = events.iter().map(|(_, event)| event).collect();
+            let error = match log_store::write(&self.pool, &batch, self.failing_after_attempts).await {
+                Ok(raised) => {
+                    if raised > 0 {
+                        alerts_raised()
+                            .with_label_values::<&str>(&[])
+                            .inc_by(raised as u64);
+                        self.wakeup.wake_all();
+                    }
+                    return true;
+                }
+                Err(error) => error,
+            };
+            if refused_data(&error) {
+                if let [(offset, event)] = events {
+                    return self.set_aside(*offset, event, &error).await;
+                }
+                tracing::warn!(%error, events = events.len(), "the log store refused a batch's data; writing its events one by one");
+                for event in events {
+                    if !Box::pin(self.write(std::slice::from_ref(event))).await {
+                        return false;
+                    }
+                }
+                return true;
+            }
+            failures += 1;
+            tracing::warn!(%error, events = events.len(), failures, "writing log events failed, retrying");
+            let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = released.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Stores an event the log store refuses in `dead_letter_events` (retried until stored:
+    /// its offset is finished only then).
+    async fn set_aside(&self, offset: i64, event: &LogEvent, refused: &sqlx::Error) -> bool {
+        let partition = self.tracker.partition();
+        tracing::error!(
+            error = %refused,
+            log_id = %event.log_id,
+            destination_id = %event.destination_id,
+            partition,
+            offset,
+            "the log store refuses a log event; it is set aside in dead_letter_events and the partition's other events go on"
+        );
+        let mut failures = 0u32;
+        loop {
+            let stored = sqlx::query(
+                "INSERT INTO dead_letter_events (topic, partition, record_offset, log_id, destination_id, event, error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.topic)
+            .bind(partition)
+            .bind(offset)
+            .bind(clean(&event.log_id))
+            .bind(clean(&event.destination_id))
+            .bind(event.encode_to_vec())
+            .bind(clean(&refused.to_string()))
+            .execute(&self.pool)
+            .await;
+            match stored {
+                Ok(_) => {
+                    dead_letters().with_label_values::<&str>(&[]).inc();
+                    return true;
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, failures, "setting a refused log event aside failed, retrying");
+                    let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.tracker.released_token().cancelled() => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Text Postgres takes (the fields of a refused event may hold the very bytes it refused).
+fn clean(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+async fn write_batches(
+    writer: Writer,
     mut receiver: mpsc::UnboundedReceiver<(i64, LogEvent)>,
     batch_size: usize,
     batch_wait: Duration,
 ) {
-    let released = tracker.released_token().clone();
+    let released = writer.tracker.released_token().clone();
     loop {
         let mut batch = Vec::with_capacity(batch_size);
         tokio::select! {
@@ -139,33 +267,12 @@ async fn write_batches(
                 Ok(None) | Err(_) => break,
             }
         }
-        let _activity = tracker.activity();
-        let mut failures = 0u32;
-        loop {
-            let events: Vec<&LogEvent> = batch.iter().map(|(_, event)| event).collect();
-            match log_store::write(&pool, &events, failing_after_attempts).await {
-                Ok(raised) => {
-                    if raised > 0 {
-                        alerts_raised()
-                            .with_label_values::<&str>(&[])
-                            .inc_by(raised as u64);
-                        wakeup.wake_all();
-                    }
-                    break;
-                }
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, events = batch.len(), failures, "writing log events failed, retrying");
-                    let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = released.cancelled() => return,
-                    }
-                }
-            }
+        let _activity = writer.tracker.activity();
+        if !writer.write(&batch).await {
+            return;
         }
         for (offset, _) in &batch {
-            tracker.finish(*offset);
+            writer.tracker.finish(*offset);
         }
     }
 }

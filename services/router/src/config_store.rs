@@ -80,6 +80,19 @@ fn check_timeout(timeout_ms: u32) -> Result<u32> {
     }
 }
 
+/// The verification token goes out as a header value with every attempt: a character a header
+/// cannot carry would fail every attempt, and the destination's queue would hold forever.
+fn check_verification_token(token: &str) -> Result<()> {
+    if (1..=256).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "verification_token must be 1 to 256 visible ASCII characters (it is sent as a header value)"
+                .into(),
+        ))
+    }
+}
+
 fn check_alert_emails(emails: &[String]) -> Result<()> {
     for email in emails {
         if !email.contains('@') {
@@ -375,6 +388,9 @@ impl ConfigStore {
         let organization_id = parse_id("organization_id", &request.organization_id)?;
         self.require_organization(organization_id).await?;
         let timeout_ms = check_timeout(request.timeout_ms.unwrap_or(self.default_timeout_ms))?;
+        if let Some(token) = &request.verification_token {
+            check_verification_token(token)?;
+        }
         let token = request.verification_token.unwrap_or_else(|| random_token(24));
         let row = sqlx::query(
             "INSERT INTO destinations (id, organization_id, name, url, environment, verification_token, signing_secret, timeout_ms)
@@ -413,6 +429,9 @@ impl ConfigStore {
         }
         if let Some(timeout_ms) = request.timeout_ms {
             check_timeout(timeout_ms)?;
+        }
+        if let Some(token) = &request.verification_token {
+            check_verification_token(token)?;
         }
         let row = sqlx::query(
             "UPDATE destinations SET

@@ -30,6 +30,9 @@ struct Envelope {
     meta: Option<Value>,
 }
 
+/// The most destinations one message may name in `Meta.Destinations`.
+const MAX_DESTINATIONS: usize = 100;
+
 /// Validates the body of a Data Model API request. Every error names the field.
 pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
     super::require_json_object(body)?;
@@ -53,7 +56,9 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
         }
     };
     let data_model = required_string("DataModel")?;
+    super::check_routing_field("Meta.DataModel", &data_model)?;
     let event_type = required_string("EventType")?;
+    super::check_routing_field("Meta.EventType", &event_type)?;
     let test = match meta.get("Test") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(test)) => *test,
@@ -63,15 +68,25 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
     match meta.get("Destinations") {
         None | Some(Value::Null) => {}
         Some(Value::Array(destinations)) => {
+            if destinations.len() > MAX_DESTINATIONS {
+                return Err(ApiError::bad_request(format!(
+                    "Meta.Destinations may name at most {MAX_DESTINATIONS} destinations"
+                )));
+            }
             for (index, destination) in destinations.iter().enumerate() {
-                match destination.get("ID") {
-                    Some(Value::String(id)) if !id.is_empty() => destination_ids.push(id.clone()),
-                    Some(Value::Number(id)) => destination_ids.push(id.to_string()),
+                let id = match destination.get("ID") {
+                    Some(Value::String(id)) if !id.is_empty() => id.clone(),
+                    Some(Value::Number(id)) => id.to_string(),
                     _ => {
                         return Err(ApiError::bad_request(format!(
                             "Required field missing - Meta.Destinations[{index}].ID"
                         )))
                     }
+                };
+                super::check_routing_field(&format!("Meta.Destinations[{index}].ID"), &id)?;
+                // Named twice is sent once (and a long repeated list cannot grow the route cache).
+                if !destination_ids.contains(&id) {
+                    destination_ids.push(id);
                 }
             }
         }
@@ -152,6 +167,44 @@ mod tests {
 
     fn error_text(body: &str) -> String {
         parse_meta(body.as_bytes()).unwrap_err().text
+    }
+
+    #[test]
+    fn routing_fields_are_printable_ascii_of_bounded_length() {
+        assert_eq!(
+            error_text(r#"{"Meta": {"DataModel": "Results", "EventType": "Arr\u0000ival"}}"#),
+            "Meta.EventType must be 1 to 64 printable ASCII characters"
+        );
+        assert_eq!(
+            error_text(r#"{"Meta": {"DataModel": "Résultats", "EventType": "New"}}"#),
+            "Meta.DataModel must be 1 to 64 printable ASCII characters"
+        );
+        let long = "x".repeat(65);
+        assert_eq!(
+            error_text(&format!(
+                r#"{{"Meta": {{"DataModel": "Results", "EventType": "{long}"}}}}"#
+            )),
+            "Meta.EventType must be 1 to 64 printable ASCII characters"
+        );
+        assert_eq!(
+            error_text(
+                r#"{"Meta": {"DataModel": "Results", "EventType": "New", "Destinations": [{"ID": "a\nb"}]}}"#
+            ),
+            "Meta.Destinations[0].ID must be 1 to 64 printable ASCII characters"
+        );
+        let many: Vec<String> = (0..101).map(|n| format!(r#"{{"ID": "d{n}"}}"#)).collect();
+        assert_eq!(
+            error_text(&format!(
+                r#"{{"Meta": {{"DataModel": "Results", "EventType": "New", "Destinations": [{}]}}}}"#,
+                many.join(",")
+            )),
+            "Meta.Destinations may name at most 100 destinations"
+        );
+        let twice = parse_meta(
+            br#"{"Meta": {"DataModel": "Results", "EventType": "Admission Notice", "Destinations": [{"ID": "d1"}, {"ID": "d1"}, {"ID": 7}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(twice.destination_ids, ["d1", "7"], "named twice, routed once");
     }
 
     #[test]

@@ -37,6 +37,20 @@ use crate::AppState;
 /// The event type of a single resource: posting to `/fhir/R4/{type}` is FHIR's `create`.
 pub const RESOURCE_EVENT_TYPE: &str = "create";
 
+/// FHIR R4's `bundle-type` value set: a Bundle's `type` is its event type (a header value and a
+/// log store column), so only these are taken.
+pub const BUNDLE_TYPES: &[&str] = &[
+    "document",
+    "message",
+    "transaction",
+    "transaction-response",
+    "batch",
+    "batch-response",
+    "history",
+    "searchset",
+    "collection",
+];
+
 /// The header that marks a FHIR message as a test message.
 pub const TEST_HEADER: &str = "carrier-test";
 
@@ -240,7 +254,13 @@ pub fn parse(path_type: &str, headers: &HeaderMap, body: &[u8]) -> Result<Submis
     }
     let event_type = if resource_type == "Bundle" {
         match head.bundle_type {
-            Some(Value::String(value)) if !value.is_empty() => value,
+            Some(Value::String(value)) if BUNDLE_TYPES.contains(&value.as_str()) => value,
+            Some(Value::String(value)) if !value.is_empty() => {
+                return Err(ApiError::bad_request(format!(
+                    "Bundle.type must be one of {} (FHIR R4 bundle-type)",
+                    BUNDLE_TYPES.join(", ")
+                )))
+            }
             None | Some(Value::Null) | Some(Value::String(_)) => {
                 return Err(ApiError::bad_request("Required field missing - Bundle.type"))
             }
@@ -398,6 +418,10 @@ mod tests {
         assert_eq!(
             submission("Bundle", r#"{"resourceType": "Bundle", "type": ["message"]}"#).unwrap_err(),
             "Bundle.type must be a string"
+        );
+        assert_eq!(
+            submission("Bundle", r#"{"resourceType": "Bundle", "type": "mess\u0000age"}"#).unwrap_err(),
+            "Bundle.type must be one of document, message, transaction, transaction-response, batch, batch-response, history, searchset, collection (FHIR R4 bundle-type)"
         );
     }
 

@@ -96,6 +96,24 @@ pub(crate) fn require_json_object(body: &[u8]) -> Result<(), ApiError> {
     }
 }
 
+/// The longest routing field a sender may name (a data model, an event type, a destination ID).
+pub(crate) const MAX_ROUTING_FIELD_CHARS: usize = 64;
+
+/// Checks a routing field a sender names (`field` is its name in errors): it is sent to
+/// receivers as an HTTP header value and stored in the log store's text columns, so it must be
+/// 1 to 64 printable ASCII characters (a NUL stopped the log store; a character a header cannot
+/// carry failed every attempt).
+pub(crate) fn check_routing_field(field: &str, value: &str) -> Result<(), ApiError> {
+    let printable = value.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+    if printable && !value.is_empty() && value.len() <= MAX_ROUTING_FIELD_CHARS {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{field} must be 1 to {MAX_ROUTING_FIELD_CHARS} printable ASCII characters"
+        )))
+    }
+}
+
 /// Reads a whole body of at most `limit` bytes. A larger body is refused as it streams in
 /// (413), without being buffered whole; a `Content-Length` over the limit is refused at once.
 pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {

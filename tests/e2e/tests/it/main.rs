@@ -8,6 +8,7 @@ mod client_assertion;
 mod faults;
 mod fhir;
 mod generations;
+mod hostile_input;
 mod idempotency;
 mod isolation;
 mod leases;
