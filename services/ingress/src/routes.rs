@@ -14,7 +14,9 @@ use tonic::transport::Channel;
 
 use crate::error::ApiError;
 
-/// Entries beyond this are dropped all at once (a simple bound; they are cheap to refetch).
+/// The most answers remembered. A full cache first forgets its expired answers, then, if still
+/// full, all of them (they are cheap to ask again). Keys are bounded too: ingress takes at most
+/// 100 destination IDs of 64 characters per message, and routing fields of 64.
 const MAX_ENTRIES: usize = 10_000;
 
 pub struct RouteCache {
@@ -60,6 +62,10 @@ impl RouteCache {
         let response = router.clone().resolve(request).await?.into_inner();
         if !self.ttl.is_zero() {
             let mut entries = self.entries.lock().expect("route cache lock");
+            if entries.len() >= MAX_ENTRIES {
+                let ttl = self.ttl;
+                entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            }
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
