@@ -54,6 +54,9 @@ pub async fn fetch_one(
 /// set-up each time).
 pub struct RecordReader {
     consumer: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    /// One read at a time: each read replaces the consumer's assignment, so two at once would
+    /// take each other's position away and both wait out their timeout.
+    reading: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl RecordReader {
@@ -68,6 +71,7 @@ impl RecordReader {
             .create()?;
         Ok(RecordReader {
             consumer: std::sync::Arc::new(consumer),
+            reading: std::sync::Arc::default(),
         })
     }
 
@@ -107,8 +111,10 @@ impl RecordReader {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
         let consumer = self.consumer.clone();
+        let reading = self.reading.clone();
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             consumer.assign(&assignment)?;
             let deadline = std::time::Instant::now() + timeout;
             while std::time::Instant::now() < deadline {
@@ -159,4 +165,62 @@ pub async fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<us
     })
     .await
     .unwrap_or(Ok(0))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the real broker of the tests (`CARRIER_TEST_BROKERS`, as `make test` sets).
+
+    use super::*;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    /// New owners of several partitions check their anchors at once through one reader: each
+    /// read must find its record (they used to replace each other's assignment and time out).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_reads_through_one_reader_each_find_their_record() {
+        let brokers = std::env::var("CARRIER_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+        let settings = KafkaSettings {
+            brokers: brokers.clone(),
+            ..Default::default()
+        };
+        let topic = format!("reader-{}", uuid::Uuid::new_v4().simple());
+        ensure_topics(&settings, &[(&topic, 4)]).await.unwrap();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for partition in 0..4 {
+            for n in 0..3 {
+                let payload = format!("p{partition}-{n}");
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(&topic)
+                            .payload(&payload)
+                            .partition(partition),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        let reader = std::sync::Arc::new(RecordReader::new(&settings).unwrap());
+        let mut reads = tokio::task::JoinSet::new();
+        for partition in 0..4 {
+            let (reader, topic) = (reader.clone(), topic.clone());
+            reads.spawn(async move {
+                let read = reader
+                    .read(&topic, partition, 1, Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                (partition, read)
+            });
+        }
+        for (partition, read) in reads.join_all().await {
+            assert_eq!(
+                read.as_deref(),
+                Some(format!("p{partition}-1").as_bytes()),
+                "partition {partition}"
+            );
+        }
+    }
 }

@@ -28,7 +28,7 @@ use crate::admin::{ReadAt, RecordReader};
 pub(crate) const ANCHOR_REFRESH: Duration = Duration::from_secs(3600);
 
 /// How long a new owner waits for the anchor record before it gives up checking.
-const ANCHOR_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const ANCHOR_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What identifies a record within a partition beyond its offset.
 pub(crate) fn digest(timestamp: Option<i64>, key: Option<&[u8]>, payload: &[u8]) -> Vec<u8> {
