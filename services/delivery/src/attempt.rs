@@ -25,6 +25,9 @@ pub struct AttemptResult {
     pub response_excerpt: String,
     pub started_at_ms: i64,
     pub duration: Duration,
+    /// No request can be made from this task and destination (a header value HTTP cannot
+    /// carry): another attempt would fail the same way, so the log fails now.
+    pub unsendable: bool,
 }
 
 /// The HTTP client shared by every lane: pooled keep-alive connections, no redirects, no
@@ -56,6 +59,7 @@ impl AttemptResult {
             response_excerpt: String::new(),
             started_at_ms: Utc::now().timestamp_millis(),
             duration: Duration::ZERO,
+            unsendable: false,
         }
     }
 }
@@ -109,6 +113,7 @@ pub async fn send(
         response_excerpt: String::new(),
         started_at_ms,
         duration: Duration::ZERO,
+        unsendable: false,
     };
     // IP-literal hosts are dialled without a resolver: check them here. Names are checked by
     // the client's resolver, on every address they resolve to.
@@ -133,6 +138,14 @@ pub async fn send(
                 "destination refused by outbound policy"
             );
             result.error = refused.to_string();
+        }
+        Err(Failure::Request(error)) if error.is_builder() => {
+            tracing::warn!(destination_id = %destination.id, log_id = %task.log_id, error = %root_cause(&error), "no request can be made for this task; its log fails without retrying");
+            result.error = format!(
+                "the request cannot be built (a value HTTP headers cannot carry: check the destination's verification_token): {}",
+                root_cause(&error)
+            );
+            result.unsendable = true;
         }
         Err(Failure::Request(error)) => {
             result.error = describe(&error);

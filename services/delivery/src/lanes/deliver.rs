@@ -152,6 +152,7 @@ async fn attempt_until_final(
                     response_excerpt: String::new(),
                     started_at_ms: chrono::Utc::now().timestamp_millis(),
                     duration: Duration::ZERO,
+                    unsendable: false,
                 };
                 let ending = Ending::Attempted {
                     number,
@@ -246,13 +247,18 @@ async fn attempt_until_final(
             .observe(result.duration.as_secs_f64());
         let environment = destination.environment.parse().unwrap_or(Environment::Production);
         let nth_try = number - previous_attempts;
-        match shared.policy.decide(
-            environment,
-            task.test,
-            nth_try,
-            result.success,
-            rand::random::<f64>(),
-        ) {
+        let decision = if result.unsendable {
+            Decision::Final(LogStatus::Failed)
+        } else {
+            shared.policy.decide(
+                environment,
+                task.test,
+                nth_try,
+                result.success,
+                rand::random::<f64>(),
+            )
+        };
+        match decision {
             Decision::Final(status) => {
                 if status != LogStatus::Delivered {
                     tracing::info!(

@@ -157,3 +157,39 @@ async fn a_receivers_nul_and_control_bytes_are_cleaned_before_they_reach_the_log
     );
     stack.stop().await;
 }
+
+/// A destination stored before its verification token was checked (or changed in the database)
+/// holds a value no header can carry: every attempt would fail the same way, and a production
+/// queue would hold forever. The log fails at once, saying why, and the queue moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_no_request_can_be_made_for_fails_its_log_at_once_with_the_reason() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let api = &stack.api;
+    let receiver = Receiver::start().await;
+    let Sender {
+        token, destination, ..
+    } = api
+        .sender("Unsendable Hospital", "production", &receiver.url("a"), "Results")
+        .await;
+    let destination_id = destination["id"].as_str().unwrap();
+    let set = format!(
+        "WITH changed AS (UPDATE destinations SET verification_token = E'tok\\x07en' WHERE id = '{destination_id}' RETURNING 1) SELECT count(*) FROM changed"
+    );
+    assert_eq!(stack.count(&set).await, 1);
+    let (status, answer) = api.send(&token, &message("Results", 1)).await;
+    assert_eq!(status, 200, "{answer}");
+    let log_id = answer["Meta"]["Logs"][0]["ID"].as_str().unwrap().to_string();
+    let log = carrier_testkit::eventually(Duration::from_secs(60), "the log, failed", || {
+        let (api, token, log_id) = (api, &token, &log_id);
+        async move {
+            let (status, log) = api.log(token, log_id).await;
+            (status == 200 && log["status"] == "failed").then_some(log)
+        }
+    })
+    .await;
+    assert_eq!(log["attempts"].as_array().map(Vec::len), Some(1), "{log}");
+    let error = log["attempts"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("the request cannot be built"), "{error}");
+    assert!(receiver.received().is_empty(), "nothing was sent");
+    stack.stop().await;
+}
