@@ -306,7 +306,6 @@ async fn attempt_until_final(
                 // The attempt's event is written in the background; the log stays queued.
                 let events = shared.events.clone();
                 let event_task = task.clone();
-                let production = environment == Environment::Production;
                 let environment = destination.environment.clone();
                 shared.runtime.spawn(async move {
                     if let Err(error) = events.attempt(&event_task, &environment, number, &result, LogStatus::Queued).await {
@@ -314,7 +313,11 @@ async fn attempt_until_final(
                     }
                     drop(activity);
                 });
-                if production && enter_parked_mode(shared, partition, queued).await {
+                // Parked whatever its environment: a failing head waiting for its retry must not
+                // hold the partition's commits (a staging destination's line of 500 tasks at one
+                // retry delay each held them for minutes, and every crash redid that much of its
+                // partition's other destinations: the fault matrix's kill-delivery).
+                if enter_parked_mode(shared, partition, queued).await {
                     drop_prefetched(partition, queued);
                 }
                 if !sleep_until_retry(

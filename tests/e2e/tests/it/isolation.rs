@@ -95,3 +95,65 @@ async fn a_failing_staging_destination_does_not_hold_production_destinations_of_
     assert_raw_order(&healthy, "production", &expected);
     stack.stop().await;
 }
+
+/// A failing staging head waits out its retry delay (5 s by default) while its destination's
+/// later tasks queue behind it. Unparked, it held its partition's committed offset the whole
+/// time, and a crash redid everything the partition delivered since (the fault matrix's
+/// kill-delivery: 3,555 duplicates at a healthy destination sharing a partition with an
+/// always-failing staging one). Its head is parked at its first failure now, so the partition's
+/// commits move past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_staging_head_waiting_for_its_retry_does_not_hold_its_partitions_commits() {
+    const MESSAGES: usize = 20;
+    let mut options = StackOptions {
+        delivery_partitions: 1,
+        ..StackOptions::default()
+    };
+    options.retry.non_production_retry_ms = 60_000;
+    let stack = Stack::start(options).await;
+    let api = &stack.api;
+    let failing = Receiver::start().await;
+    failing.respond_with(500, "down");
+    let healthy = Receiver::start().await;
+    let organization = api.create_organization("Commit Hospital").await;
+    let staging = api.create_source(&organization, "staging").await;
+    let production = api.create_source(&organization, "production").await;
+    api.subscribed_destination(&organization, &staging, &failing.url("s"), "staging", "Results")
+        .await;
+    api.subscribed_destination(
+        &organization,
+        &production,
+        &healthy.url("p"),
+        "production",
+        "Results",
+    )
+    .await;
+    let (staging_token, production_token) = (api.token(&staging).await, api.token(&production).await);
+    for sequence in 0..MESSAGES {
+        for token in [&staging_token, &production_token] {
+            let (status, body) = api.send(token, &message("Results", sequence)).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    // Every task is either delivered or parked: the committed offset reaches the partition's end
+    // long before the staging head's retry (60 s) comes.
+    let tasks = (2 * MESSAGES) as i64;
+    let sql = format!(
+        "SELECT COALESCE((SELECT committed_offset FROM partition_leases WHERE group_id = '{}-delivery' AND partition = 0), -1)",
+        stack.prefix
+    );
+    carrier_testkit::eventually(
+        Duration::from_secs(30),
+        "the commit past the failing head",
+        || {
+            let (stack, sql) = (&stack, &sql);
+            async move { (stack.count(sql).await >= tasks).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        crate::first_arrivals(&crate::sequences(&healthy.received(), None)).len(),
+        MESSAGES
+    );
+    stack.stop().await;
+}
