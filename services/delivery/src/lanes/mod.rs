@@ -40,7 +40,7 @@ use crate::retry::RetryPolicy;
 use crate::Config;
 use lane::{spawn_lane, Lane};
 use parker::run_parker;
-use partition::{Limits, PartitionLanes, PartitionState};
+use partition::{Limits, PartitionLanes, PartitionState, RecentLogs};
 
 /// What every lane shares.
 struct Shared {
@@ -55,6 +55,8 @@ struct Shared {
     excerpt_bytes: usize,
     limits: Limits,
     runtime: tokio::runtime::Handle,
+    /// Each partition's recently finished logs, kept across this worker's assignments of it.
+    finished_logs: std::sync::Mutex<std::collections::HashMap<i32, Arc<std::sync::Mutex<RecentLogs>>>>,
 }
 
 /// Starts the consumer; the lanes it runs are visible through `directory`.
@@ -85,6 +87,7 @@ pub fn start(
             unacknowledged_events: config.max_pending_per_partition,
         },
         runtime: tokio::runtime::Handle::current(),
+        finished_logs: Default::default(),
     });
     let options = ConsumerOptions {
         topic: Topics::new(&config.kafka).deliveries,
@@ -112,7 +115,19 @@ struct LaneProcessor {
 
 impl Processor for LaneProcessor {
     fn assign(&self, tracker: Arc<OffsetTracker>) -> Box<dyn PartitionProcessor> {
-        let partition = Arc::new(PartitionState::new(tracker.clone(), self.shared.limits));
+        let finished_logs = self
+            .shared
+            .finished_logs
+            .lock()
+            .expect("finished logs map lock")
+            .entry(tracker.partition())
+            .or_default()
+            .clone();
+        let partition = Arc::new(PartitionState::new(
+            tracker.clone(),
+            self.shared.limits,
+            finished_logs,
+        ));
         // Destinations with parked tasks start in parked mode before any record of this
         // partition is dispatched, so a live task never overtakes a parked one (invariant 2).
         // This runs on the consumer thread (not a runtime worker), where blocking is allowed.

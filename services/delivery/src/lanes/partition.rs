@@ -58,7 +58,8 @@ pub(super) struct PartitionState {
     /// The lanes and the tasks on their way to the parking store, under one lock: whether a task
     /// is queued or parked, and whether a lane may leave parked mode, are decided on one state.
     pub(super) book: Mutex<Book>,
-    pub(super) finished_logs: Mutex<RecentLogs>,
+    /// Kept by the worker across its assignments of this partition (see `RecentLogs`).
+    pub(super) finished_logs: Arc<Mutex<RecentLogs>>,
     pub(super) park_wakeup: Notify,
     /// Permits for final log events not yet acknowledged: a lane waits for one before it lets a
     /// finished task go, so a broker outage stops the lanes instead of filling memory.
@@ -109,11 +110,15 @@ impl Book {
 }
 
 impl PartitionState {
-    pub(super) fn new(tracker: Arc<OffsetTracker>, limits: Limits) -> Self {
+    pub(super) fn new(
+        tracker: Arc<OffsetTracker>,
+        limits: Limits,
+        finished_logs: Arc<Mutex<RecentLogs>>,
+    ) -> Self {
         Self {
             tracker,
             book: Mutex::new(Book::default()),
-            finished_logs: Mutex::new(RecentLogs::default()),
+            finished_logs,
             park_wakeup: Notify::new(),
             unacknowledged: Arc::new(Semaphore::new(limits.unacknowledged_events)),
             limits,
@@ -222,7 +227,12 @@ pub(super) fn complete(partition: &PartitionState, queued: &Queued) {
 }
 
 /// The logs each destination finished recently (a bounded window per destination, for a bounded
-/// number of destinations).
+/// number of destinations). A worker keeps a partition's window when it loses the partition and
+/// takes it again (e.g. all leases lost during a Postgres restart): the router re-routes the
+/// messages it had not committed, and their copies land behind tasks this worker redoes from
+/// its stored offset; without the window it sent those copies again, after later messages (a
+/// raw reorder the fault matrix's restart-postgres found). Finished stays finished whichever
+/// lease it was finished under.
 #[derive(Default)]
 pub(super) struct RecentLogs {
     by_destination: HashMap<String, DestinationLogs>,
