@@ -138,6 +138,61 @@ impl RecordReader {
     }
 }
 
+impl RecordReader {
+    /// The records of `topic`/`partition` from `from` (or the partition's earliest, if later)
+    /// up to `to` (exclusive), seen through `view`, in offset order; what arrived by `timeout`
+    /// if not all of them did.
+    pub async fn read_range<T: Send + 'static>(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+        timeout: Duration,
+        view: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> T + Send + 'static,
+    ) -> Result<Vec<T>, KafkaError> {
+        use rdkafka::consumer::Consumer;
+        use rdkafka::{Offset, TopicPartitionList};
+
+        let consumer = self.consumer.clone();
+        let reading = self.reading.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let (low, _) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+            let from = from.max(low);
+            let mut found = Vec::new();
+            if from >= to {
+                return Ok(found);
+            }
+            let mut assignment = TopicPartitionList::new();
+            assignment.add_partition_offset(&topic, partition, Offset::Offset(from))?;
+            consumer.assign(&assignment)?;
+            let deadline = std::time::Instant::now() + timeout;
+            while std::time::Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(message)) if message.topic() != topic || message.partition() != partition => {}
+                    Some(Ok(message)) if message.offset() >= to => break,
+                    Some(Ok(message)) if message.offset() >= from => {
+                        found.push(view(&message));
+                        if message.offset() + 1 >= to {
+                            break;
+                        }
+                    }
+                    Some(Ok(_)) | None => {}
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, from, to, "fetching a range of records failed");
+                        break;
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+        .unwrap_or(Ok(Vec::new()))
+    }
+}
+
 /// The outcome of reading one position.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadAt<T> {

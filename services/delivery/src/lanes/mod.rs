@@ -57,6 +57,9 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     /// Each partition's recently finished logs, kept across this worker's assignments of it.
     finished_logs: std::sync::Mutex<std::collections::HashMap<i32, Arc<std::sync::Mutex<RecentLogs>>>>,
+    /// Reads the tasks just below a new assignment's start (see `seed_finished_logs`).
+    reader: carrier_kafka::admin::RecordReader,
+    topic: String,
 }
 
 /// Starts the consumer; the lanes it runs are visible through `directory`.
@@ -88,6 +91,8 @@ pub fn start(
         },
         runtime: tokio::runtime::Handle::current(),
         finished_logs: Default::default(),
+        reader: carrier_kafka::admin::RecordReader::new(&config.kafka)?,
+        topic: Topics::new(&config.kafka).deliveries,
     });
     let options = ConsumerOptions {
         topic: Topics::new(&config.kafka).deliveries,
@@ -123,6 +128,11 @@ impl Processor for LaneProcessor {
             .entry(tracker.partition())
             .or_default()
             .clone();
+        if let Some(start) = tracker.seen_below() {
+            self.shared
+                .runtime
+                .block_on(seed_finished_logs(&self.shared, &tracker, start, &finished_logs));
+        }
         let partition = Arc::new(PartitionState::new(
             tracker.clone(),
             self.shared.limits,
@@ -156,6 +166,57 @@ impl Processor for LaneProcessor {
             partition,
             dispatching: true,
         })
+    }
+}
+
+/// Tasks below a new assignment's start whose logs it remembers as finished.
+const SEEDED_TASKS: i64 = 2_000;
+
+/// Remembers the logs of the tasks just below where a new owner starts as finished: the stored
+/// offset is a low watermark, so everything below it is final. The router re-routes the messages
+/// it had not committed when it lost its own lease (during a Postgres outage, every lease), and
+/// those copies (same log IDs) land in the partition after tasks this owner reads; an owner
+/// that did not finish the originals itself would send them again after later messages, a raw
+/// reorder (the fault matrix's restart-postgres). The router's uncommitted window is far
+/// smaller than this many tasks of one partition.
+async fn seed_finished_logs(
+    shared: &Shared,
+    tracker: &OffsetTracker,
+    start: i64,
+    finished_logs: &std::sync::Mutex<RecentLogs>,
+) {
+    use carrier_kafka::rdkafka::message::Message;
+    use carrier_proto::records_v1::DeliveryTask;
+    use prost::Message as _;
+    let read = shared
+        .reader
+        .read_range(
+            &shared.topic,
+            tracker.partition(),
+            start - SEEDED_TASKS,
+            start,
+            Duration::from_secs(5),
+            |message| message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        )
+        .await;
+    match read {
+        Ok(payloads) => {
+            let mut logs = finished_logs.lock().expect("finished logs lock");
+            for payload in &payloads {
+                if let Ok(task) = DeliveryTask::decode(payload.as_slice()) {
+                    logs.insert(&task.destination_id, partition::finished_key(&task));
+                }
+            }
+            tracing::debug!(
+                partition = tracker.partition(),
+                start,
+                tasks = payloads.len(),
+                "finished logs below the start remembered"
+            );
+        }
+        Err(error) => {
+            tracing::warn!(%error, partition = tracker.partition(), "could not read the tasks below the start; copies of them re-routed later could be sent again")
+        }
     }
 }
 
