@@ -242,12 +242,19 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
             }
             Next::Deliver(queued) => {
                 let queued = *queued;
-                if partition
+                let key = finished_key(&queued.task);
+                let finished = partition
                     .finished_logs
                     .lock()
                     .expect("finished logs lock")
-                    .contains(&destination_id, &finished_key(&queued.task))
-                {
+                    .contains(&destination_id, &key)
+                    || (queued.origin == Origin::Live
+                        && partition
+                            .below_start
+                            .lock()
+                            .expect("below start lock")
+                            .contains(&destination_id, &key));
+                if finished {
                     tracing::debug!(log_id = %queued.task.log_id, "duplicate task of a finished log skipped");
                     complete(&partition, &queued);
                     continue;

@@ -128,16 +128,16 @@ impl Processor for LaneProcessor {
             .entry(tracker.partition())
             .or_default()
             .clone();
-        if let Some(start) = tracker.seen_below() {
-            self.shared
-                .runtime
-                .block_on(seed_finished_logs(&self.shared, &tracker, start, &finished_logs));
-        }
         let partition = Arc::new(PartitionState::new(
             tracker.clone(),
             self.shared.limits,
             finished_logs,
         ));
+        if let Some(start) = tracker.seen_below() {
+            self.shared
+                .runtime
+                .block_on(seed_finished_logs(&self.shared, &partition, start));
+        }
         // Destinations with parked tasks start in parked mode before any record of this
         // partition is dispatched, so a live task never overtakes a parked one (invariant 2).
         // This runs on the consumer thread (not a runtime worker), where blocking is allowed.
@@ -173,18 +173,15 @@ impl Processor for LaneProcessor {
 const SEEDED_TASKS: i64 = 2_000;
 
 /// Remembers the logs of the tasks just below where a new owner starts as finished: the stored
-/// offset is a low watermark, so everything below it is final. The router re-routes the messages
+/// offset is a low watermark, so everything below it is final or parked (parked rows are not
+/// checked against these: `PartitionState::below_start`). The router re-routes the messages
 /// it had not committed when it lost its own lease (during a Postgres outage, every lease), and
 /// those copies (same log IDs) land in the partition after tasks this owner reads; an owner
 /// that did not finish the originals itself would send them again after later messages, a raw
 /// reorder (the fault matrix's restart-postgres). The router's uncommitted window is far
 /// smaller than this many tasks of one partition.
-async fn seed_finished_logs(
-    shared: &Shared,
-    tracker: &OffsetTracker,
-    start: i64,
-    finished_logs: &std::sync::Mutex<RecentLogs>,
-) {
+async fn seed_finished_logs(shared: &Shared, partition: &PartitionState, start: i64) {
+    let tracker = &partition.tracker;
     use carrier_kafka::rdkafka::message::Message;
     use carrier_proto::records_v1::DeliveryTask;
     use prost::Message as _;
@@ -201,7 +198,7 @@ async fn seed_finished_logs(
         .await;
     match read {
         Ok(payloads) => {
-            let mut logs = finished_logs.lock().expect("finished logs lock");
+            let mut logs = partition.below_start.lock().expect("below start lock");
             for payload in &payloads {
                 if let Ok(task) = DeliveryTask::decode(payload.as_slice()) {
                     logs.insert(&task.destination_id, partition::finished_key(&task));

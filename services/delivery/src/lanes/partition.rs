@@ -60,6 +60,10 @@ pub(super) struct PartitionState {
     pub(super) book: Mutex<Book>,
     /// Kept by the worker across its assignments of this partition (see `RecentLogs`).
     pub(super) finished_logs: Arc<Mutex<RecentLogs>>,
+    /// The logs of the tasks just below this assignment's start (`seed_finished_logs`): final,
+    /// but only as far as the stream is concerned. A parked task is below the start too and not
+    /// delivered yet, so this applies to live tasks only (the router's copies arrive live).
+    pub(super) below_start: Mutex<RecentLogs>,
     pub(super) park_wakeup: Notify,
     /// Permits for final log events not yet acknowledged: a lane waits for one before it lets a
     /// finished task go, so a broker outage stops the lanes instead of filling memory.
@@ -119,6 +123,7 @@ impl PartitionState {
             tracker,
             book: Mutex::new(Book::default()),
             finished_logs,
+            below_start: Mutex::new(RecentLogs::default()),
             park_wakeup: Notify::new(),
             unacknowledged: Arc::new(Semaphore::new(limits.unacknowledged_events)),
             limits,
