@@ -40,7 +40,7 @@ use crate::retry::RetryPolicy;
 use crate::Config;
 use lane::{spawn_lane, Lane};
 use parker::run_parker;
-use partition::{Limits, PartitionLanes, PartitionState, RecentLogs};
+use partition::{Limits, PartitionLanes, PartitionState};
 
 /// What every lane shares.
 struct Shared {
@@ -55,8 +55,6 @@ struct Shared {
     excerpt_bytes: usize,
     limits: Limits,
     runtime: tokio::runtime::Handle,
-    /// Each partition's recently finished logs, kept across this worker's assignments of it.
-    finished_logs: std::sync::Mutex<std::collections::HashMap<i32, Arc<std::sync::Mutex<RecentLogs>>>>,
     /// Reads the tasks just below a new assignment's start (see `seed_finished_logs`).
     reader: carrier_kafka::admin::RecordReader,
     topic: String,
@@ -90,7 +88,6 @@ pub fn start(
             unacknowledged_events: config.max_pending_per_partition,
         },
         runtime: tokio::runtime::Handle::current(),
-        finished_logs: Default::default(),
         reader: carrier_kafka::admin::RecordReader::new(&config.kafka)?,
         topic: Topics::new(&config.kafka).deliveries,
     });
@@ -120,19 +117,7 @@ struct LaneProcessor {
 
 impl Processor for LaneProcessor {
     fn assign(&self, tracker: Arc<OffsetTracker>) -> Box<dyn PartitionProcessor> {
-        let finished_logs = self
-            .shared
-            .finished_logs
-            .lock()
-            .expect("finished logs map lock")
-            .entry(tracker.partition())
-            .or_default()
-            .clone();
-        let partition = Arc::new(PartitionState::new(
-            tracker.clone(),
-            self.shared.limits,
-            finished_logs,
-        ));
+        let partition = Arc::new(PartitionState::new(tracker.clone(), self.shared.limits));
         if let Some(start) = tracker.seen_below() {
             self.shared
                 .runtime

@@ -219,7 +219,6 @@ fn a_lane_cannot_leave_parked_mode_while_a_task_of_it_is_on_its_way_to_the_store
             partition_pressure: 100,
             unacknowledged_events: 10,
         },
-        Default::default(),
     );
     partition.book().lanes.insert("d".into(), Lane::parked());
     let writes = partition.book().lanes["d"].park_writes;
