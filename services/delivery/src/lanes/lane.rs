@@ -253,7 +253,7 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                             .below_start
                             .lock()
                             .expect("below start lock")
-                            .contains(&destination_id, &key));
+                            .contains(&key));
                 if finished {
                     tracing::debug!(log_id = %queued.task.log_id, "duplicate task of a finished log skipped");
                     complete(&partition, &queued);

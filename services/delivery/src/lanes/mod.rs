@@ -186,7 +186,7 @@ async fn seed_finished_logs(shared: &Shared, partition: &PartitionState, start: 
             let mut logs = partition.below_start.lock().expect("below start lock");
             for payload in &payloads {
                 if let Ok(task) = DeliveryTask::decode(payload.as_slice()) {
-                    logs.insert(&task.destination_id, partition::finished_key(&task));
+                    logs.insert(partition::finished_key(&task));
                 }
             }
             tracing::debug!(

@@ -62,7 +62,9 @@ pub(super) struct PartitionState {
     /// The logs of the tasks just below this assignment's start (`seed_finished_logs`): final,
     /// but only as far as the stream is concerned. A parked task is below the start too and not
     /// delivered yet, so this applies to live tasks only (the router's copies arrive live).
-    pub(super) below_start: Mutex<RecentLogs>,
+    /// All of them (at most `SEEDED_TASKS`), not a window per destination: a copy of the
+    /// oldest must be recognised too.
+    pub(super) below_start: Mutex<HashSet<String>>,
     pub(super) park_wakeup: Notify,
     /// Permits for final log events not yet acknowledged: a lane waits for one before it lets a
     /// finished task go, so a broker outage stops the lanes instead of filling memory.
@@ -118,7 +120,7 @@ impl PartitionState {
             tracker,
             book: Mutex::new(Book::default()),
             finished_logs: Mutex::new(RecentLogs::default()),
-            below_start: Mutex::new(RecentLogs::default()),
+            below_start: Mutex::new(HashSet::new()),
             park_wakeup: Notify::new(),
             unacknowledged: Arc::new(Semaphore::new(limits.unacknowledged_events)),
             limits,
