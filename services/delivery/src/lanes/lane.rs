@@ -248,12 +248,11 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                     .lock()
                     .expect("finished logs lock")
                     .contains(&destination_id, &key)
-                    || (queued.origin == Origin::Live
-                        && partition
-                            .below_start
-                            .lock()
-                            .expect("below start lock")
-                            .contains(&key));
+                    || partition
+                        .below_start
+                        .lock()
+                        .expect("below start lock")
+                        .has_copy(&queued, &key);
                 if finished {
                     tracing::debug!(log_id = %queued.task.log_id, "duplicate task of a finished log skipped");
                     complete(&partition, &queued);

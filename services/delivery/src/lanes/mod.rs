@@ -183,10 +183,14 @@ async fn seed_finished_logs(shared: &Shared, partition: &PartitionState, start: 
         .await;
     match read {
         Ok(payloads) => {
-            let mut logs = partition.below_start.lock().expect("below start lock");
+            let mut below = partition.below_start.lock().expect("below start lock");
+            below.start = Some(crate::parking::Position {
+                generation: tracker.generation(),
+                offset: start,
+            });
             for payload in &payloads {
                 if let Ok(task) = DeliveryTask::decode(payload.as_slice()) {
-                    logs.insert(partition::finished_key(&task));
+                    below.logs.insert(partition::finished_key(&task));
                 }
             }
             tracing::debug!(

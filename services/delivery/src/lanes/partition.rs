@@ -59,12 +59,8 @@ pub(super) struct PartitionState {
     /// is queued or parked, and whether a lane may leave parked mode, are decided on one state.
     pub(super) book: Mutex<Book>,
     pub(super) finished_logs: Mutex<RecentLogs>,
-    /// The logs of the tasks just below this assignment's start (`seed_finished_logs`): final,
-    /// but only as far as the stream is concerned. A parked task is below the start too and not
-    /// delivered yet, so this applies to live tasks only (the router's copies arrive live).
-    /// All of them (at most `SEEDED_TASKS`), not a window per destination: a copy of the
-    /// oldest must be recognised too.
-    pub(super) below_start: Mutex<HashSet<String>>,
+    /// The logs of the tasks just below this assignment's start (`seed_finished_logs`).
+    pub(super) below_start: Mutex<BelowStart>,
     pub(super) park_wakeup: Notify,
     /// Permits for final log events not yet acknowledged: a lane waits for one before it lets a
     /// finished task go, so a broker outage stops the lanes instead of filling memory.
@@ -120,7 +116,7 @@ impl PartitionState {
             tracker,
             book: Mutex::new(Book::default()),
             finished_logs: Mutex::new(RecentLogs::default()),
-            below_start: Mutex::new(HashSet::new()),
+            below_start: Mutex::new(BelowStart::default()),
             park_wakeup: Notify::new(),
             unacknowledged: Arc::new(Semaphore::new(limits.unacknowledged_events)),
             limits,
@@ -198,6 +194,24 @@ impl PartitionProcessor for PartitionLanes {
         if new_lane {
             spawn_lane(&self.shared, &self.partition, destination_id);
         }
+    }
+}
+
+/// The logs of the tasks just below an assignment's start, all of them (at most
+/// `SEEDED_TASKS`, not a window per destination: a copy of the oldest must be recognised too).
+/// They are final as far as the stream goes, but a parked task lies below the start too and is
+/// not delivered yet: only tasks this owner read from the stream (at or after `start`, live or
+/// parked by it, such as the router's copies) are checked against them.
+#[derive(Default)]
+pub(super) struct BelowStart {
+    pub(super) start: Option<Position>,
+    pub(super) logs: HashSet<String>,
+}
+
+impl BelowStart {
+    /// Whether `queued` is a copy of a task below the start.
+    pub(super) fn has_copy(&self, queued: &Queued, key: &str) -> bool {
+        self.start.is_some_and(|start| queued.position >= start) && self.logs.contains(key)
     }
 }
 
