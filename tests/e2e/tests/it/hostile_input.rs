@@ -7,11 +7,26 @@ use std::time::Duration;
 
 use carrier_kafka::producer::{self, Ordering, WhenFull};
 use carrier_proto::records_v1::{Attempt, AttemptOutcome, LogEvent, LogStatus};
-use carrier_testkit::client::{message, Sender};
+use carrier_testkit::client::{message, Api, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 use prost::Message;
 use serde_json::json;
+
+/// Sends message 1 from `token`'s source and waits until its (first) log has `status`; the log.
+async fn send_and_wait_for(api: &Api, token: &str, status: &str) -> serde_json::Value {
+    let (code, answer) = api.send(token, &message("Results", 1)).await;
+    assert_eq!(code, 200, "{answer}");
+    let log_id = answer["Meta"]["Logs"][0]["ID"].as_str().unwrap().to_string();
+    carrier_testkit::eventually(Duration::from_secs(60), &format!("the log, {status}"), || {
+        let log_id = log_id.clone();
+        async move {
+            let (code, log) = api.log(token, &log_id).await;
+            (code == 200 && log["status"] == status).then_some(log)
+        }
+    })
+    .await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn routing_fields_that_no_header_or_log_store_can_carry_are_refused_where_they_enter() {
@@ -97,17 +112,7 @@ async fn a_log_event_the_log_store_refuses_is_set_aside_and_the_partition_goes_o
     .unwrap();
 
     // The next message's log reaches the log store, and the poison is set aside.
-    let (status, answer) = api.send(&token, &message("Results", 1)).await;
-    assert_eq!(status, 200, "{answer}");
-    let log_id = answer["Meta"]["Logs"][0]["ID"].as_str().unwrap().to_string();
-    carrier_testkit::eventually(Duration::from_secs(60), "the next log, delivered", || {
-        let (api, token, log_id) = (api, &token, &log_id);
-        async move {
-            let (status, log) = api.log(token, log_id).await;
-            (status == 200 && log["status"] == "delivered").then_some(())
-        }
-    })
-    .await;
+    send_and_wait_for(api, &token, "delivered").await;
     let set_aside = format!(
         "SELECT count(*) FROM dead_letter_events WHERE log_id = '{}' AND error LIKE '%0x00%'",
         poison.log_id
@@ -134,23 +139,16 @@ async fn a_receivers_nul_and_control_bytes_are_cleaned_before_they_reach_the_log
             "Results",
         )
         .await;
-    let (status, answer) = api.send(&token, &message("Results", 1)).await;
-    assert_eq!(status, 200, "{answer}");
-    let log_id = answer["Meta"]["Logs"][0]["ID"].as_str().unwrap().to_string();
-    carrier_testkit::eventually(Duration::from_secs(30), "a failed attempt", || {
-        let count = receiver.received().len();
-        async move { (count >= 2).then_some(()) }
-    })
-    .await;
-    receiver.respond_with(200, r#"{"Meta":{"Errors":[]}}"#);
-    let log = carrier_testkit::eventually(Duration::from_secs(60), "the log, delivered", || {
-        let (api, token, log_id) = (api, &token, &log_id);
-        async move {
-            let (status, log) = api.log(token, log_id).await;
-            (status == 200 && log["status"] == "delivered").then_some(log)
-        }
-    })
-    .await;
+    let waiting = send_and_wait_for(api, &token, "delivered");
+    let recovery = async {
+        carrier_testkit::eventually(Duration::from_secs(30), "a failed attempt", || {
+            let count = receiver.received().len();
+            async move { (count >= 2).then_some(()) }
+        })
+        .await;
+        receiver.respond_with(200, r#"{"Meta":{"Errors":[]}}"#);
+    };
+    let (log, ()) = tokio::join!(waiting, recovery);
     assert_eq!(
         log["attempts"][0]["response_excerpt"], "bad\u{FFFD}input \u{FFFD}[31mred",
         "{log}"
@@ -176,17 +174,7 @@ async fn a_task_no_request_can_be_made_for_fails_its_log_at_once_with_the_reason
         "WITH changed AS (UPDATE destinations SET verification_token = E'tok\\x07en' WHERE id = '{destination_id}' RETURNING 1) SELECT count(*) FROM changed"
     );
     assert_eq!(stack.count(&set).await, 1);
-    let (status, answer) = api.send(&token, &message("Results", 1)).await;
-    assert_eq!(status, 200, "{answer}");
-    let log_id = answer["Meta"]["Logs"][0]["ID"].as_str().unwrap().to_string();
-    let log = carrier_testkit::eventually(Duration::from_secs(60), "the log, failed", || {
-        let (api, token, log_id) = (api, &token, &log_id);
-        async move {
-            let (status, log) = api.log(token, log_id).await;
-            (status == 200 && log["status"] == "failed").then_some(log)
-        }
-    })
-    .await;
+    let log = send_and_wait_for(api, &token, "failed").await;
     assert_eq!(log["attempts"].as_array().map(Vec::len), Some(1), "{log}");
     let error = log["attempts"][0]["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("the request cannot be built"), "{error}");
