@@ -124,10 +124,14 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
 fn auth_cost_micros(token: &str) -> f64 {
     let signer = carrier_ingress::auth::TokenSigner::new(carrier_ingress::DEV_TOKEN_SIGNING_KEY, 300);
     // The stack's own token was signed with the dev key: verify a fresh one of the same shape.
-    let (source_id, organization_id) = signer
+    let source = signer
         .verify(token, carrier_ingress::auth::now_unix())
-        .unwrap_or_else(|_| ("source".into(), "organization".into()));
-    let token = signer.issue(&source_id, &organization_id, carrier_ingress::auth::now_unix());
+        .unwrap_or_else(|_| carrier_ingress::auth::SourceToken {
+            source_id: "source".into(),
+            organization_id: "organization".into(),
+            environment: "production".into(),
+        });
+    let token = signer.issue(&source, carrier_ingress::auth::now_unix());
     let mut headers = HeaderMap::new();
     headers.insert(
         "authorization",

@@ -71,6 +71,33 @@ pub enum Profile {
     Dev,
 }
 
+/// Words that mark a value copied from an example instead of generated (`change-me-...`).
+const PLACEHOLDER_MARKS: [&str; 6] = [
+    "changeme",
+    "change-me",
+    "change_me",
+    "replace-me",
+    "placeholder",
+    "example",
+];
+
+/// Checks that a production secret (`field` names it in the error) is not one of the values
+/// Carrier's own files show as examples or use in development (`known`), nor marked as a
+/// placeholder (`change-me...`), nor one character repeated: such a value passes a length
+/// check but is known to everyone who read the compose file.
+pub fn check_not_placeholder(field: &str, value: &str, known: &[&str]) -> Result<(), ConfigError> {
+    let lowered = value.to_ascii_lowercase();
+    let marked = PLACEHOLDER_MARKS.iter().any(|mark| lowered.contains(mark));
+    let repeated = value.chars().all(|c| value.starts_with(c));
+    if marked || repeated || known.contains(&value) {
+        return Err(ConfigError::Invalid(format!(
+            "{field} is a placeholder or example value; generate a secret of your own \
+             (e.g. `openssl rand -hex 32`)"
+        )));
+    }
+    Ok(())
+}
+
 /// Settings every service that talks to Kafka shares: the `[kafka]` section
 /// (`CARRIER_KAFKA__BROKERS`, `CARRIER_KAFKA__TOPIC_PREFIX`, ...).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -170,6 +197,26 @@ impl std::fmt::Display for Environment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholder_secrets_are_refused_and_generated_ones_pass() {
+        let known = ["dev-admin-token"];
+        for value in [
+            "change-me-operator-token",
+            "CHANGE-ME-to-32-or-more-random-bytes-please",
+            "changeme0123456789",
+            "an-example-key-that-is-long-enough",
+            "dev-admin-token",
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ] {
+            let error = check_not_placeholder("admin_token", value, &known).unwrap_err();
+            assert!(
+                error.to_string().contains("admin_token is a placeholder"),
+                "{value}: {error}"
+            );
+        }
+        check_not_placeholder("admin_token", "9f86d081884c7d659a2feaa0c55ad015", &known).unwrap();
+    }
 
     #[derive(Debug, Serialize, Deserialize)]
     #[serde(default)]

@@ -55,8 +55,9 @@ pub async fn fetch_one(
 pub struct RecordReader {
     consumer: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
     /// One read at a time: each read replaces the consumer's assignment, so two at once would
-    /// take each other's position away and both wait out their timeout.
-    reading: std::sync::Arc<std::sync::Mutex<()>>,
+    /// take each other's position away and both wait out their timeout. An async lock, taken
+    /// before the blocking thread: a read waiting its turn holds no thread of the blocking pool.
+    reading: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RecordReader {
@@ -111,10 +112,15 @@ impl RecordReader {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
         let consumer = self.consumer.clone();
-        let reading = self.reading.clone();
+        // Waiting for the turn counts against the timeout too.
+        let started = std::time::Instant::now();
+        let Ok(one_at_a_time) = tokio::time::timeout(timeout, self.reading.clone().lock_owned()).await else {
+            return Ok(ReadAt::Unknown);
+        };
+        let timeout = timeout.saturating_sub(started.elapsed());
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
-            let _one_at_a_time = reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _one_at_a_time = one_at_a_time;
             consumer.assign(&assignment)?;
             let deadline = std::time::Instant::now() + timeout;
             while std::time::Instant::now() < deadline {
@@ -139,6 +145,26 @@ impl RecordReader {
 }
 
 impl RecordReader {
+    /// Whether `offset` lies within what `topic`/`partition` retains (its earliest offset up to
+    /// its end): tells a record lost to retention from one that could not be read in time.
+    pub async fn retains(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<bool, KafkaError> {
+        use rdkafka::consumer::Consumer;
+        let consumer = self.consumer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+            Ok((low..high).contains(&offset))
+        })
+        .await
+        .unwrap_or(Ok(true))
+    }
+
     /// The records of `topic`/`partition` from `from` (or the partition's earliest, if later)
     /// up to `to` (exclusive), seen through `view`, in offset order; what arrived by `timeout`
     /// if not all of them did.
@@ -155,10 +181,10 @@ impl RecordReader {
         use rdkafka::{Offset, TopicPartitionList};
 
         let consumer = self.consumer.clone();
-        let reading = self.reading.clone();
+        let one_at_a_time = self.reading.clone().lock_owned().await;
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
-            let _one_at_a_time = reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _one_at_a_time = one_at_a_time;
             let (low, _) = consumer.fetch_watermarks(&topic, partition, timeout)?;
             let from = from.max(low);
             let mut found = Vec::new();

@@ -20,6 +20,9 @@ pub enum ErrorKind {
     Conflict,
     /// The body is over the size limit (413).
     PayloadTooLarge,
+    /// The client did not send its whole request in time (408). HTTP only: a gRPC peer's
+    /// `DEADLINE_EXCEEDED` stays [`ErrorKind::Timeout`].
+    RequestTimeout,
     /// Too many requests from one client (429).
     RateLimited,
     /// Carrier itself failed in a way it did not foresee (500).
@@ -42,6 +45,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::RateLimited => 429,
             ErrorKind::Internal => 500,
             ErrorKind::QueueRejected => 502,
@@ -62,7 +66,7 @@ impl ErrorKind {
             ErrorKind::RateLimited | ErrorKind::Overloaded => tonic::Code::ResourceExhausted,
             ErrorKind::Internal => tonic::Code::Internal,
             ErrorKind::QueueRejected => tonic::Code::Unavailable,
-            ErrorKind::Timeout => tonic::Code::DeadlineExceeded,
+            ErrorKind::Timeout | ErrorKind::RequestTimeout => tonic::Code::DeadlineExceeded,
         }
     }
 

@@ -1,9 +1,15 @@
 //! Access tokens and who a request comes from.
 //!
-//! An access token is `ct1.<payload>.<signature>`: the payload (base64url) is
-//! `source_id:organization_id:expires_unix`, the signature an HMAC-SHA256 of it under the
-//! shared `token_signing_key`. Checking one needs no database or peer call, so every ingress
-//! replica verifies tokens on its own.
+//! An access token is `ct2.<key id>.<payload>.<signature>`: the payload (base64url) is
+//! `source_id:organization_id:environment:expires_unix`, the signature an HMAC-SHA256 of
+//! `ct2.<key id>.<payload>` under the signing key the key ID names. Checking one needs no
+//! database or peer call, so every ingress replica verifies tokens on its own.
+//!
+//! Key rotation without downtime: the key ID (a digest of the key, not the key) says which key
+//! signed a token, and a replica accepts tokens of its `token_signing_key` and of every key in
+//! `accepted_token_signing_keys`. To rotate: (1) add the new key to `accepted_token_signing_keys`
+//! on every replica; (2) make it the `token_signing_key`, the old one accepted; (3) once
+//! `token_ttl_secs` passed, drop the old key. No token is refused at any step.
 //!
 //! A disabled source's tokens are refused (403 `Source is disabled`) as soon as this replica
 //! knows it is disabled: at once on the replica that served the `PATCH`, within
@@ -28,7 +34,7 @@ use tonic::transport::Channel;
 
 use crate::error::ApiError;
 
-const PREFIX: &str = "ct1";
+const PREFIX: &str = "ct2";
 
 /// The texts of the 401 answers (the e2e status tests assert them).
 pub const MISSING_TOKEN: &str = "Missing Authorization header (expected 'Bearer <token>')";
@@ -110,14 +116,52 @@ impl DisabledSources {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Operator,
-    Source {
-        source_id: String,
-        organization_id: String,
-    },
+    Source(SourceToken),
+}
+
+/// What a verified access token says about its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceToken {
+    pub source_id: String,
+    pub organization_id: String,
+    /// The source's environment (`production`, `staging`, ...): a source sees and retries the
+    /// logs of this environment only.
+    pub environment: String,
+}
+
+/// One signing key and its ID.
+struct SigningKey {
+    id: String,
+    key: Vec<u8>,
+}
+
+impl SigningKey {
+    fn new(key: &str) -> Self {
+        use sha2::Digest;
+        let digest = Sha256::digest(key.as_bytes());
+        let id = digest[..6].iter().map(|byte| format!("{byte:02x}")).collect();
+        Self {
+            id,
+            key: key.as_bytes().to_vec(),
+        }
+    }
+
+    fn mac(&self, payload: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(PREFIX.as_bytes());
+        mac.update(b".");
+        mac.update(self.id.as_bytes());
+        mac.update(b".");
+        mac.update(payload.as_bytes());
+        mac
+    }
 }
 
 pub struct TokenSigner {
-    key: Vec<u8>,
+    /// Signs new tokens (and verifies them).
+    signing: SigningKey,
+    /// Verify only: the keys of a rotation in progress.
+    accepted: Vec<SigningKey>,
     ttl_secs: u64,
     disabled: Arc<DisabledSources>,
 }
@@ -125,10 +169,22 @@ pub struct TokenSigner {
 impl TokenSigner {
     pub fn new(key: &str, ttl_secs: u64) -> Self {
         Self {
-            key: key.as_bytes().to_vec(),
+            signing: SigningKey::new(key),
+            accepted: Vec::new(),
             ttl_secs,
             disabled: Arc::default(),
         }
+    }
+
+    /// Also accepts the tokens signed with `keys` (a rotation: see the module header).
+    pub fn accepting(mut self, keys: &[String]) -> Self {
+        self.accepted = keys.iter().map(|key| SigningKey::new(key)).collect();
+        self
+    }
+
+    /// The ID of the key new tokens are signed with.
+    pub fn key_id(&self) -> &str {
+        &self.signing.id
     }
 
     /// The disabled sources whose tokens [`TokenSigner::verify`] refuses.
@@ -140,44 +196,51 @@ impl TokenSigner {
         self.ttl_secs
     }
 
-    fn mac(&self, payload: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
-        mac.update(PREFIX.as_bytes());
-        mac.update(b".");
-        mac.update(payload.as_bytes());
-        mac
-    }
-
-    /// A token for `source_id`, valid `ttl_secs` from `now_unix`.
-    pub fn issue(&self, source_id: &str, organization_id: &str, now_unix: u64) -> String {
+    /// A token for the source, valid `ttl_secs` from `now_unix`.
+    pub fn issue(&self, source: &SourceToken, now_unix: u64) -> String {
         let payload = URL_SAFE_NO_PAD.encode(format!(
-            "{source_id}:{organization_id}:{}",
+            "{}:{}:{}:{}",
+            source.source_id,
+            source.organization_id,
+            source.environment,
             now_unix + self.ttl_secs
         ));
-        let signature = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
-        format!("{PREFIX}.{payload}.{signature}")
+        let signature = URL_SAFE_NO_PAD.encode(self.signing.mac(&payload).finalize().into_bytes());
+        format!("{PREFIX}.{}.{payload}.{signature}", self.signing.id)
     }
 
-    /// The source a token was issued to, if its signature holds, it has not expired and the
-    /// source is not disabled.
-    pub fn verify(&self, token: &str, now_unix: u64) -> Result<(String, String), ApiError> {
+    /// The source a token was issued to, if its signature holds under a key this replica
+    /// accepts, it has not expired and the source is not disabled.
+    pub fn verify(&self, token: &str, now_unix: u64) -> Result<SourceToken, ApiError> {
         let invalid = || ApiError::unauthorized(MALFORMED_TOKEN);
         let mut parts = token.split('.');
-        let (Some(PREFIX), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(PREFIX), Some(key_id), Some(payload), Some(signature), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(invalid());
         };
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid())?;
-        self.mac(payload)
+        let key = std::iter::once(&self.signing)
+            .chain(&self.accepted)
+            .find(|key| key.id == key_id)
+            .ok_or_else(|| ApiError::unauthorized(BAD_SIGNATURE))?;
+        key.mac(payload)
             .verify_slice(&signature)
             .map_err(|_| ApiError::unauthorized(BAD_SIGNATURE))?;
         let decoded = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
         let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
         let mut fields = decoded.split(':');
-        let (Some(source_id), Some(organization_id), Some(expires), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(source_id), Some(organization_id), Some(environment), Some(expires), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
             return Err(invalid());
         };
         let expires: u64 = expires.parse().map_err(|_| invalid())?;
@@ -187,7 +250,11 @@ impl TokenSigner {
         if self.disabled.contains(source_id) {
             return Err(ApiError::new(ErrorKind::Forbidden, SOURCE_DISABLED));
         }
-        Ok((source_id.to_string(), organization_id.to_string()))
+        Ok(SourceToken {
+            source_id: source_id.to_string(),
+            organization_id: organization_id.to_string(),
+            environment: environment.to_string(),
+        })
     }
 }
 
@@ -222,11 +289,7 @@ pub fn caller(headers: &HeaderMap, signer: &TokenSigner, admin_token: &str) -> R
     if constant_time_eq(token.as_bytes(), admin_token.as_bytes()) {
         return Ok(Caller::Operator);
     }
-    let (source_id, organization_id) = signer.verify(token, now_unix())?;
-    Ok(Caller::Source {
-        source_id,
-        organization_id,
-    })
+    Ok(Caller::Source(signer.verify(token, now_unix())?))
 }
 
 /// Only the operator token is accepted.
@@ -243,7 +306,7 @@ pub fn operator(headers: &HeaderMap, admin_token: &str) -> Result<(), ApiError> 
 }
 
 /// Only a source token is accepted.
-pub fn source(headers: &HeaderMap, signer: &TokenSigner) -> Result<(String, String), ApiError> {
+pub fn source(headers: &HeaderMap, signer: &TokenSigner) -> Result<SourceToken, ApiError> {
     signer.verify(bearer(headers)?, now_unix())
 }
 
@@ -251,14 +314,20 @@ pub fn source(headers: &HeaderMap, signer: &TokenSigner) -> Result<(String, Stri
 mod tests {
     use super::*;
 
+    fn source(id: &str) -> SourceToken {
+        SourceToken {
+            source_id: id.into(),
+            organization_id: "org".into(),
+            environment: "staging".into(),
+        }
+    }
+
     #[test]
     fn tokens_verify_until_they_expire_and_reject_tampering() {
         let signer = TokenSigner::new("k".repeat(32).as_str(), 300);
-        let token = signer.issue("src", "org", 1_000);
-        assert_eq!(
-            signer.verify(&token, 1_299).unwrap(),
-            ("src".into(), "org".into())
-        );
+        let token = signer.issue(&source("src"), 1_000);
+        assert!(token.starts_with(&format!("ct2.{}.", signer.key_id())), "{token}");
+        assert_eq!(signer.verify(&token, 1_299).unwrap(), source("src"));
         assert!(signer.verify(&token, 1_300).unwrap_err().text.contains("expired"));
         let other = TokenSigner::new("x".repeat(32).as_str(), 300);
         assert_eq!(
@@ -267,20 +336,49 @@ mod tests {
             "another key's token is refused"
         );
         let mut forged = token.clone();
-        forged.replace_range(5..6, if &token[5..6] == "A" { "B" } else { "A" });
+        let at = token.rfind('.').unwrap() - 2;
+        forged.replace_range(at..at + 1, if &token[at..at + 1] == "A" { "B" } else { "A" });
         assert_eq!(signer.verify(&forged, 1_000).unwrap_err().text, BAD_SIGNATURE);
         assert_eq!(signer.verify("garbage", 1_000).unwrap_err().text, MALFORMED_TOKEN);
         assert_eq!(
-            signer.verify("ct1.a.b.c", 1_000).unwrap_err().text,
+            signer.verify("ct2.a.b.c.d", 1_000).unwrap_err().text,
             MALFORMED_TOKEN
         );
+        assert_eq!(
+            signer.verify("ct1.a.b", 1_000).unwrap_err().text,
+            MALFORMED_TOKEN,
+            "the format before key IDs"
+        );
+    }
+
+    #[test]
+    fn a_key_rotation_refuses_no_token_at_any_step() {
+        let (old, new) = ("o".repeat(32), "n".repeat(32));
+        // Before: every replica signs with the old key.
+        let before = TokenSigner::new(&old, 300);
+        let old_token = before.issue(&source("src"), 1_000);
+        // Step 1: the new key is accepted everywhere, not used yet.
+        let step_one = TokenSigner::new(&old, 300).accepting(std::slice::from_ref(&new));
+        assert!(step_one.verify(&old_token, 1_001).is_ok());
+        // Step 2: replicas switch one by one; both kinds of token pass on both kinds of replica.
+        let step_two = TokenSigner::new(&new, 300).accepting(std::slice::from_ref(&old));
+        let new_token = step_two.issue(&source("src"), 1_001);
+        assert_ne!(step_two.key_id(), step_one.key_id());
+        for replica in [&step_one, &step_two] {
+            assert!(replica.verify(&old_token, 1_002).is_ok());
+            assert!(replica.verify(&new_token, 1_002).is_ok());
+        }
+        // Step 3: the old key is dropped; its tokens have expired by then anyway.
+        let after = TokenSigner::new(&new, 300);
+        assert!(after.verify(&new_token, 1_100).is_ok());
+        assert_eq!(after.verify(&old_token, 1_100).unwrap_err().text, BAD_SIGNATURE);
     }
 
     #[test]
     fn a_disabled_source_s_tokens_are_refused_until_it_is_enabled_again() {
         let signer = TokenSigner::new("k".repeat(32).as_str(), 300);
-        let token = signer.issue("src", "org", 1_000);
-        let other = signer.issue("other", "org", 1_000);
+        let token = signer.issue(&source("src"), 1_000);
+        let other = signer.issue(&source("other"), 1_000);
         signer.disabled_sources().set("src", true);
         let error = signer.verify(&token, 1_001).unwrap_err();
         assert_eq!(error.kind, ErrorKind::Forbidden);

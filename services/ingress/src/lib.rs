@@ -14,6 +14,9 @@
 //!   router, which owns the configuration.
 //! - `auth`          access tokens, the operator token, and the disabled sources (polled from the
 //!   router) whose tokens are refused.
+//! - `overload`      the first thing every public request meets: caps on connections and on
+//!   requests in progress (globally, per source, manual retries), 503 with `Retry-After` past
+//!   them; header, body and request deadlines.
 //! - `rate_limit`    every public route: at most `limit` requests per client IP in any rolling
 //!   window, counted in Redis and shared by all replicas; 429 with `Retry-After` past it. Fails
 //!   open when Redis is away (Redis holds only what may be lost).
@@ -32,6 +35,7 @@ pub mod auth;
 mod delivery_control;
 mod error;
 pub mod openapi;
+pub mod overload;
 pub mod rate_limit;
 mod routes;
 
@@ -53,6 +57,7 @@ use tonic::transport::Channel;
 
 pub use auth::SOURCE_DISABLED;
 pub use error::ApiError;
+pub use overload::LimitSettings;
 pub use rate_limit::RateLimitSettings;
 
 /// The default operator token of the dev profile. Production refuses to start without its own.
@@ -74,6 +79,10 @@ pub struct Config {
     /// Key that signs access tokens (at least 32 bytes). Required in production; every ingress
     /// replica must share it.
     pub token_signing_key: Option<String>,
+    /// Keys whose tokens are accepted besides `token_signing_key`'s, during a rotation (see
+    /// README "Rotating secrets"): a list, or comma-separated in the environment.
+    #[serde(deserialize_with = "carrier_config::list_or_comma_separated")]
+    pub accepted_token_signing_keys: Vec<String>,
     /// Lifetime of an access token.
     pub token_ttl_secs: u64,
     /// The URL senders request tokens at, as they address it (e.g.
@@ -108,6 +117,9 @@ pub struct Config {
     pub idempotency_window_secs: u64,
     /// The `[rate_limit]` section (`CARRIER_RATE_LIMIT__*`): per-client-IP limit in Redis.
     pub rate_limit: RateLimitSettings,
+    /// The `[limits]` section (`CARRIER_LIMITS__*`): connections, requests in progress and
+    /// deadlines (see `overload`).
+    pub limits: LimitSettings,
 }
 
 impl Default for Config {
@@ -117,6 +129,7 @@ impl Default for Config {
             profile: Profile::Production,
             admin_token: None,
             token_signing_key: None,
+            accepted_token_signing_keys: Vec::new(),
             token_ttl_secs: 300,
             token_url: None,
             source_status_refresh_ms: 1_000,
@@ -131,6 +144,7 @@ impl Default for Config {
             produce_timeout_ms: 15_000,
             idempotency_window_secs: 24 * 60 * 60,
             rate_limit: RateLimitSettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -173,6 +187,34 @@ impl Config {
             }
             Some(_) => {}
         }
+        for key in &self.accepted_token_signing_keys {
+            if key.len() < 32 {
+                return Err(ConfigError::Invalid(
+                    "accepted_token_signing_keys: every key must be at least 32 bytes".into(),
+                ));
+            }
+        }
+        if self.profile == Profile::Production {
+            let known = [
+                DEV_ADMIN_TOKEN,
+                DEV_TOKEN_SIGNING_KEY,
+                // What docker-compose.yml and the Helm chart's notes showed before they required
+                // generated values.
+                "change-me-operator-token",
+                "change-me-to-32-or-more-random-bytes-please",
+            ];
+            let admin_token = self.admin_token.as_deref().expect("checked above");
+            carrier_config::check_not_placeholder("admin_token (CARRIER_ADMIN_TOKEN)", admin_token, &known)?;
+            let signing_key = self.token_signing_key.as_deref().expect("checked above");
+            carrier_config::check_not_placeholder(
+                "token_signing_key (CARRIER_TOKEN_SIGNING_KEY)",
+                signing_key,
+                &known,
+            )?;
+            for key in &self.accepted_token_signing_keys {
+                carrier_config::check_not_placeholder("accepted_token_signing_keys", key, &known)?;
+            }
+        }
         if self.token_ttl_secs == 0 {
             return Err(ConfigError::Invalid("token_ttl_secs must be positive".into()));
         }
@@ -197,6 +239,7 @@ impl Config {
             ));
         }
         self.rate_limit.validate()?;
+        self.limits.validate()?;
         Ok(self)
     }
 }
@@ -218,6 +261,11 @@ pub(crate) struct AppState {
     pub delivery_control: delivery_control::DeliveryControl,
     /// `None` when `rate_limit.enabled` is off.
     pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
+    /// The caps on requests in progress.
+    pub gate: overload::in_flight::Gate,
+    /// Reads delivery tasks back from `carrier.deliveries` for manual retries: one client for
+    /// every retry (creating one per request cost a broker connection each time).
+    pub task_reader: carrier_kafka::admin::RecordReader,
 }
 
 /// Runs ingress on `listener` until `shutdown` is cancelled; in-flight requests finish first.
@@ -252,7 +300,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         tokens: auth::TokenSigner::new(
             config.token_signing_key.as_deref().expect("validated"),
             config.token_ttl_secs,
-        ),
+        )
+        .accepting(&config.accepted_token_signing_keys),
         router: ConfigServiceClient::new(channel),
         routes: routes::RouteCache::new(Duration::from_millis(config.route_cache_ttl_ms)),
         producer,
@@ -265,6 +314,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         log_store,
         delivery_control: Default::default(),
         rate_limiter,
+        gate: overload::in_flight::Gate::new(&config.limits),
+        task_reader: carrier_kafka::admin::RecordReader::new(&config.kafka).context("kafka reader")?,
         config,
     });
     let source_status = tokio::spawn(state.tokens.disabled_sources().clone().refresh(
@@ -299,8 +350,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let app = api::router(state.clone()).merge(carrier_telemetry::probes_router(readiness.clone()));
     readiness.set_ready(true);
     tracing::info!(addr = %listener.local_addr()?, "ingress ready");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    overload::connections::serve(listener, app, &state.config.limits, shutdown.clone())
         .await
         .context("http server")?;
     source_status.await.context("source status task")?;
@@ -333,6 +383,41 @@ mod tests {
         .validated()
         .unwrap();
         assert_eq!(dev.admin_token.as_deref(), Some(DEV_ADMIN_TOKEN));
+    }
+
+    #[test]
+    fn production_refuses_the_compose_files_example_secrets() {
+        let error = Config {
+            admin_token: Some("change-me-operator-token".into()),
+            token_signing_key: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b".into()),
+            ..Config::default()
+        }
+        .validated()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("admin_token (CARRIER_ADMIN_TOKEN) is a placeholder"),
+            "{error}"
+        );
+        let error = Config {
+            admin_token: Some("4d967a30111bf29f0eba01c448b375c1".into()),
+            token_signing_key: Some(DEV_TOKEN_SIGNING_KEY.into()),
+            ..Config::default()
+        }
+        .validated()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("token_signing_key (CARRIER_TOKEN_SIGNING_KEY) is a placeholder"),
+            "{error}"
+        );
+        Config {
+            admin_token: Some("4d967a30111bf29f0eba01c448b375c1".into()),
+            token_signing_key: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b".into()),
+            ..Config::default()
+        }
+        .validated()
+        .expect("generated secrets pass");
     }
 
     #[test]

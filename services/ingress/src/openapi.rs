@@ -33,6 +33,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::api::admin::update_organization,
         crate::api::admin::create_source,
         crate::api::admin::get_source,
+        crate::api::admin::rotate_secret,
         crate::api::admin::create_destination,
         crate::api::admin::get_destination,
         crate::api::admin::update_destination,

@@ -61,16 +61,61 @@ impl RouteCache {
         }
         let response = router.clone().resolve(request).await?.into_inner();
         if !self.ttl.is_zero() {
-            let mut entries = self.entries.lock().expect("route cache lock");
-            if entries.len() >= MAX_ENTRIES {
-                let ttl = self.ttl;
-                entries.retain(|_, (at, _)| at.elapsed() < ttl);
-            }
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-            entries.insert(key, (Instant::now(), response.clone()));
+            self.remember(key, response.clone());
         }
         Ok(response)
+    }
+
+    fn remember(&self, key: ResolveKey, response: ResolveResponse) {
+        let mut entries = self.entries.lock().expect("route cache lock");
+        if entries.len() >= MAX_ENTRIES {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+        }
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (Instant::now(), response));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11 §3: however many different requests arrive within the TTL, the cache holds at
+    /// most `MAX_ENTRIES` answers (each with a key bounded by ingress's field limits).
+    #[test]
+    fn the_cache_never_holds_more_than_its_bound() {
+        let cache = RouteCache::new(Duration::from_secs(3600));
+        for index in 0..MAX_ENTRIES * 2 + 17 {
+            let key = ResolveKey {
+                source_id: "source".into(),
+                data_model: "Results".into(),
+                event_type: format!("event-{index}"),
+                destination_ids: vec![format!("{index:064}"); 2],
+            };
+            cache.remember(key, ResolveResponse::default());
+            assert!(cache.entries.lock().unwrap().len() <= MAX_ENTRIES);
+        }
+    }
+
+    #[test]
+    fn a_full_cache_forgets_expired_answers_first() {
+        let cache = RouteCache::new(Duration::from_millis(1));
+        let key = |index: usize| ResolveKey {
+            source_id: "source".into(),
+            data_model: "Results".into(),
+            event_type: format!("event-{index}"),
+            destination_ids: Vec::new(),
+        };
+        for index in 0..MAX_ENTRIES {
+            cache.remember(key(index), ResolveResponse::default());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        cache.remember(key(MAX_ENTRIES), ResolveResponse::default());
+        let entries = cache.entries.lock().unwrap();
+        assert_eq!(entries.len(), 1, "only the new answer is left");
+        assert!(entries.contains_key(&key(MAX_ENTRIES)));
     }
 }

@@ -31,7 +31,16 @@ pub enum AssertionError {
     Malformed(String),
     #[error("client_assertion: {0}")]
     Invalid(String),
+    /// Anything that depends on the client's registered key (unknown client, no key, a key or
+    /// alg that does not fit, a bad signature): one text for all, so a caller without the
+    /// private key cannot learn which client IDs exist or what key they registered.
+    #[error("{NOT_VERIFIED}")]
+    NotVerified,
 }
+
+/// The one refusal of an assertion that did not prove possession of a registered key.
+pub const NOT_VERIFIED: &str =
+    "client_assertion: unknown client, or the signature does not verify with its registered key";
 
 /// Checks a JWK to register on a source: a public RSA or EC (P-256, P-384) key.
 pub fn check_public_jwk(text: &str) -> Result<(), String> {
@@ -113,18 +122,13 @@ pub fn verify(
             header.alg
         )));
     }
-    let jwk: Jwk = serde_json::from_str(public_jwk)
-        .map_err(|_| AssertionError::Invalid("the registered public key is unusable".into()))?;
+    let jwk: Jwk = serde_json::from_str(public_jwk).map_err(|_| AssertionError::NotVerified)?;
     if let Some(key_algorithm) = jwk.common.key_algorithm {
         if format!("{key_algorithm:?}") != format!("{:?}", header.alg) {
-            return Err(AssertionError::Invalid(format!(
-                "alg {:?} does not match the registered key's alg {key_algorithm:?}",
-                header.alg
-            )));
+            return Err(AssertionError::NotVerified);
         }
     }
-    let key = DecodingKey::from_jwk(&jwk)
-        .map_err(|_| AssertionError::Invalid("the registered public key is unusable".into()))?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|_| AssertionError::NotVerified)?;
     let mut validation = Validation::new(header.alg);
     validation.algorithms = vec![header.alg];
     validation.leeway = LEEWAY_SECS;
@@ -133,17 +137,22 @@ pub fn verify(
     validation.set_issuer(&[client_id]);
     validation.sub = Some(client_id.to_string());
     validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    // jsonwebtoken checks the signature before the claims: a refusal that names a claim comes
+    // from a caller who holds the key, and may say what is wrong.
     let data = jsonwebtoken::decode::<Claims>(assertion, &key, &validation).map_err(|error| {
         use jsonwebtoken::errors::ErrorKind;
         AssertionError::Invalid(match error.kind() {
-            ErrorKind::InvalidSignature => "the signature does not verify with the registered key".into(),
+            ErrorKind::InvalidSignature
+            | ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidEcdsaKey
+            | ErrorKind::InvalidRsaKey(_)
+            | ErrorKind::InvalidKeyFormat => return AssertionError::NotVerified,
             ErrorKind::ExpiredSignature => "it has expired (exp)".into(),
             ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".into(),
             ErrorKind::InvalidAudience => format!("aud must be {audience}"),
             ErrorKind::InvalidIssuer => "iss must be the client ID".into(),
             ErrorKind::InvalidSubject => "sub must be the client ID".into(),
             ErrorKind::MissingRequiredClaim(claim) => format!("the claim {claim} is missing"),
-            ErrorKind::InvalidAlgorithm => "alg does not match the registered key".into(),
             other => format!("{other:?}"),
         })
     })?;
@@ -240,7 +249,7 @@ mod tests {
         let mut no_jti = claims("cl_1");
         no_jti.as_object_mut().unwrap().remove("jti");
         assert!(refusal(no_jti, &pkcs8).contains("jti"));
-        assert!(refusal(claims("cl_1"), &other_pkcs8).contains("signature does not verify"));
+        assert_eq!(refusal(claims("cl_1"), &other_pkcs8), NOT_VERIFIED);
         let hmac = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims("cl_1"),

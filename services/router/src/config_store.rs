@@ -128,6 +128,9 @@ fn random_token(bytes: usize) -> String {
 /// How a client secret is stored: its SHA-256. The secret is 32 random bytes made here (never
 /// chosen by a person), so no dictionary or brute force reaches it through the hash, and a slow
 /// password hash would only make `/oauth/token` an easy way to burn the router's CPU.
+/// The longest a replaced client secret may stay valid.
+pub const MAX_SECRET_OVERLAP_SECS: u32 = 7 * 24 * 60 * 60;
+
 fn secret_hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
@@ -253,6 +256,41 @@ impl ConfigStore {
         })
     }
 
+    /// Gives the source a new client secret. The replaced one stays valid for `overlap_secs`
+    /// (at most [`MAX_SECRET_OVERLAP_SECS`]); a second rotation within the window ends the
+    /// first secret's overlap at once (only one previous secret is kept).
+    pub async fn rotate_client_secret(&self, id: &str, overlap_secs: u32) -> Result<pb::RotatedSecret> {
+        let id = parse_id("source", id)?;
+        if overlap_secs > MAX_SECRET_OVERLAP_SECS {
+            return Err(StoreError::Invalid(format!(
+                "overlap_secs must be at most {MAX_SECRET_OVERLAP_SECS} (7 days)"
+            )));
+        }
+        let client_secret = format!("cs_{}", random_token(32));
+        let row = sqlx::query(
+            "UPDATE sources SET
+                 previous_client_secret_hash = CASE WHEN $3 > 0 THEN client_secret_hash END,
+                 previous_secret_expires_at = CASE WHEN $3 > 0 THEN now() + $3 * interval '1 second' END,
+                 client_secret_hash = $2
+             WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .bind(secret_hash(&client_secret))
+        .bind(i64::from(overlap_secs))
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("source {id} does not exist")))?;
+        let previous_valid_until_ms = row
+            .get::<Option<DateTime<Utc>>, _>("previous_secret_expires_at")
+            .map_or(0, |until| until.timestamp_millis());
+        tracing::info!(source_id = %id, overlap_secs, "client secret rotated");
+        Ok(pb::RotatedSecret {
+            source: Some(source_from_row(&row)),
+            client_secret,
+            previous_valid_until_ms,
+        })
+    }
+
     pub async fn get_source(&self, id: &str) -> Result<pb::Source> {
         let id = parse_id("source", id)?;
         let row = sqlx::query("SELECT * FROM sources WHERE id = $1")
@@ -272,8 +310,16 @@ impl ConfigStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::BadCredentials)?;
+        let offered = secret_hash(client_secret);
         let stored: Vec<u8> = row.get("client_secret_hash");
-        if !constant_time_eq(&stored, &secret_hash(client_secret)) {
+        // The secret a rotation replaced, until its overlap window ends.
+        let previous = row
+            .get::<Option<Vec<u8>>, _>("previous_client_secret_hash")
+            .zip(row.get::<Option<DateTime<Utc>>, _>("previous_secret_expires_at"))
+            .filter(|(_, until)| *until > Utc::now());
+        let current_matches = constant_time_eq(&stored, &offered);
+        let previous_matches = previous.is_some_and(|(hash, _)| constant_time_eq(&hash, &offered));
+        if !current_matches && !previous_matches {
             return Err(StoreError::BadCredentials);
         }
         if !row.get::<bool, _>("enabled") {
@@ -304,15 +350,15 @@ impl ConfigStore {
                 "audience is required with client_assertion".into(),
             ));
         }
+        // An unknown client and one without a key are refused like a bad signature.
+        let not_verified = || refused(client_assertion::AssertionError::NotVerified);
         let row = sqlx::query("SELECT * FROM sources WHERE client_id = $1")
             .bind(&claimed)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or(StoreError::BadCredentials)?;
+            .ok_or_else(not_verified)?;
         let Some(public_jwk) = row.get::<Option<String>, _>("public_jwk") else {
-            return Err(StoreError::Unauthorized(
-                "client_assertion: the client has no registered public key (public_jwk)".into(),
-            ));
+            return Err(not_verified());
         };
         let now_unix = Utc::now().timestamp().max(0) as u64;
         let verified = client_assertion::verify(assertion, &claimed, &public_jwk, audience, now_unix)
@@ -598,13 +644,18 @@ impl ConfigStore {
                     continue;
                 }
                 if !subscribed.contains(id) {
-                    // Unknown destination: 404; known but not subscribed: 403.
-                    self.get_destination(id).await.map_err(|error| match error {
-                        StoreError::Invalid(_) => {
-                            StoreError::NotFound(format!("Destination {id} does not exist"))
-                        }
-                        other => other,
-                    })?;
+                    // One of the source's organization's destinations, not subscribed: 403.
+                    // Unknown, or another organization's: the same 404, so a sender cannot
+                    // learn which destination IDs exist outside its organization.
+                    let organization_id = source.get::<Uuid, _>("organization_id").to_string();
+                    let own = match self.get_destination(id).await {
+                        Ok(destination) => destination.organization_id == organization_id,
+                        Err(StoreError::Invalid(_) | StoreError::NotFound(_)) => false,
+                        Err(other) => return Err(other),
+                    };
+                    if !own {
+                        return Err(StoreError::NotFound(format!("Destination {id} does not exist")));
+                    }
                     return Err(StoreError::Forbidden(format!(
                         "Destination {id} is not subscribed to {} {} from this source",
                         request.data_model, request.event_type

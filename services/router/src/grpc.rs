@@ -163,6 +163,18 @@ impl ConfigService for Service {
         ))
     }
 
+    async fn rotate_client_secret(
+        &self,
+        request: Request<pb::RotateClientSecretRequest>,
+    ) -> Result<Response<pb::RotatedSecret>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.store
+                .rotate_client_secret(&request.source_id, request.overlap_secs)
+                .await?,
+        ))
+    }
+
     async fn list_disabled_sources(
         &self,
         _request: Request<pb::ListDisabledSourcesRequest>,

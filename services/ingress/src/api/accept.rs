@@ -54,7 +54,7 @@ pub async fn authenticated_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(String, Bytes), ApiError> {
-    let (source_id, _organization_id) = auth::source(headers, &state.tokens)?;
+    let source_id = auth::source(headers, &state.tokens)?.source_id;
     let limit = state.config.max_body_bytes;
     super::check_declared_length(headers, limit)?;
     let body = super::read_body(body, limit).await?;

@@ -326,6 +326,68 @@ pub async fn update_source(
     Ok(Json(source_json(source)))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRotation {
+    /// How long the replaced secret keeps working, at most 604800 (7 days); 0 ends it now.
+    overlap_secs: Option<u32>,
+}
+
+/// How long a replaced client secret keeps working when the request does not say.
+const DEFAULT_SECRET_OVERLAP_SECS: u32 = 24 * 60 * 60;
+
+/// `POST /v1/sources/{id}/rotate-secret`: a new client secret, shown once. The secret it
+/// replaces stays valid for `overlap_secs` (24 h by default), so senders can switch to the new
+/// one without a refused token request. Tokens already issued stay valid until they expire.
+#[utoipa::path(
+    post,
+    path = "/v1/sources/{id}/rotate-secret",
+    operation_id = "rotate_client_secret",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Source ID")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "Optional: {\"overlap_secs\": 0 to 604800} (default 86400)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The source, its new client_secret (shown once) and previous_secret_valid_until (RFC 3339, or null)", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+    )
+)]
+pub async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    auth::operator(&headers, state.config.admin_token.as_deref().expect("validated"))?;
+    let body = super::read_body(body, 64 * 1024).await?;
+    let rotation: SecretRotation = if body.iter().all(u8::is_ascii_whitespace) {
+        SecretRotation::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::bad_request(format!("Invalid request body: {error}")))?
+    };
+    let rotated = state
+        .router
+        .clone()
+        .rotate_client_secret(pb::RotateClientSecretRequest {
+            source_id: id,
+            overlap_secs: rotation.overlap_secs.unwrap_or(DEFAULT_SECRET_OVERLAP_SECS),
+        })
+        .await?
+        .into_inner();
+    let mut answer = source_json(rotated.source.unwrap_or_default());
+    answer["client_secret"] = json!(rotated.client_secret);
+    answer["previous_secret_valid_until"] = match rotated.previous_valid_until_ms {
+        0 => Value::Null,
+        until => json!(chrono::DateTime::from_timestamp_millis(until)
+            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))),
+    };
+    Ok(Json(answer))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewDestination {

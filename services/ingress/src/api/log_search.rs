@@ -82,6 +82,23 @@ pub(crate) const STATUSES: [&str; 4] = ["queued", "delivered", "failed", "cancel
 const PARAMETERS: &str =
     "organization_id, destination_id, source_id, status, data_model, test, since, until, limit, cursor";
 
+/// What a source's caller may see of the log store (the operator sees everything): its
+/// organization's logs of its own environment, so a staging source can neither read nor retry
+/// production deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub organization_id: Uuid,
+    pub environment: String,
+}
+
+impl Scope {
+    /// Whether the log in `row` is within the scope.
+    pub fn covers(&self, row: &PgRow) -> bool {
+        row.get::<Uuid, _>("organization_id") == self.organization_id
+            && row.get::<String, _>("environment") == self.environment
+    }
+}
+
 /// A search's filters, validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct LogFilter {
@@ -222,14 +239,14 @@ impl LogFilter {
     }
 
     /// One page of matching logs in `order`, and the cursor of the next page (`None` on the
-    /// last). `organization` restricts the search to one organization (a source's caller).
+    /// last). `scope` restricts the search to what a source's caller may see.
     pub async fn page(
         &self,
         pool: &PgPool,
-        organization: Option<Uuid>,
+        scope: Option<&Scope>,
         order: Order,
     ) -> Result<(Vec<PgRow>, Option<Cursor>), sqlx::Error> {
-        let mut query = self.query(organization, order);
+        let mut query = self.query(scope, order);
         let mut rows = query.build().fetch_all(pool).await?;
         let more = rows.len() as i64 > self.limit;
         rows.truncate(self.limit as usize);
@@ -243,10 +260,15 @@ impl LogFilter {
 
     /// The SQL of [`LogFilter::page`] (one more row than the limit: it tells whether a next
     /// page exists).
-    fn query(&self, organization: Option<Uuid>, order: Order) -> QueryBuilder<'static, Postgres> {
+    fn query(&self, scope: Option<&Scope>, order: Order) -> QueryBuilder<'static, Postgres> {
         let mut query = QueryBuilder::new("SELECT * FROM logs WHERE TRUE");
+        if let Some(scope) = scope {
+            query
+                .push(" AND environment = ")
+                .push_bind(scope.environment.clone());
+        }
         for (column, value) in [
-            ("organization_id", organization),
+            ("organization_id", scope.map(|scope| scope.organization_id)),
             ("organization_id", self.organization_id),
             ("destination_id", self.destination_id),
             ("source_id", self.source_id),
@@ -380,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn the_query_restricts_a_source_to_its_organization_and_inlines_only_fixed_values() {
+    fn the_query_restricts_a_source_to_its_organization_and_environment_and_inlines_only_fixed_values() {
         let filter = LogFilter {
             status: Some("failed"),
             test: Some(true),
@@ -388,15 +410,15 @@ mod tests {
             limit: 10,
             ..LogFilter::default()
         };
-        let organization = Uuid::now_v7();
-        let sql = filter
-            .query(Some(organization), Order::OldestFirst)
-            .sql()
-            .to_string();
+        let scope = Scope {
+            organization_id: Uuid::now_v7(),
+            environment: "staging".into(),
+        };
+        let sql = filter.query(Some(&scope), Order::OldestFirst).sql().to_string();
         assert_eq!(
             sql,
-            "SELECT * FROM logs WHERE TRUE AND organization_id = $1 AND status = 'failed' \
-             AND data_model = $2 AND test ORDER BY received_at ASC, id ASC LIMIT $3"
+            "SELECT * FROM logs WHERE TRUE AND environment = $1 AND organization_id = $2 \
+             AND status = 'failed' AND data_model = $3 AND test ORDER BY received_at ASC, id ASC LIMIT $4"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! The log store's read routes: `GET /v1/logs/{id}` (one log with its attempts) and
 //! `GET /v1/logs` (a search, newest first, cursor-paginated; the filters are in `log_search`).
-//! The operator sees every log; a source sees only its organization's (another's log answers
-//! 404, so a log's existence is not revealed across organizations, and a search never returns it).
+//! The operator sees every log; a source sees only its organization's logs of its own
+//! environment (another's log answers 404, so a log's existence is not revealed across
+//! organizations or environments, and a search never returns it).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::log_search::{Limits, LogFilter, Order};
+use super::log_search::{Limits, LogFilter, Order, Scope};
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::AppState;
@@ -24,9 +25,9 @@ fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// The organization a caller's searches are restricted to: `None` for the operator (every
-/// organization), the source's own for a source token.
-pub(crate) fn caller_organization(state: &AppState, headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
+/// What a caller's searches are restricted to: `None` for the operator (every log), the
+/// source's organization and environment for a source token.
+pub(crate) fn caller_scope(state: &AppState, headers: &HeaderMap) -> Result<Option<Scope>, ApiError> {
     let caller = auth::caller(
         headers,
         &state.tokens,
@@ -34,9 +35,14 @@ pub(crate) fn caller_organization(state: &AppState, headers: &HeaderMap) -> Resu
     )?;
     match caller {
         Caller::Operator => Ok(None),
-        Caller::Source { organization_id, .. } => Uuid::parse_str(&organization_id)
-            .map(Some)
-            .map_err(|_| ApiError::internal("A signed token names an organization that is not a UUID")),
+        Caller::Source(source) => {
+            let organization_id = Uuid::parse_str(&source.organization_id)
+                .map_err(|_| ApiError::internal("A signed token names an organization that is not a UUID"))?;
+            Ok(Some(Scope {
+                organization_id,
+                environment: source.environment,
+            }))
+        }
     }
 }
 
@@ -60,17 +66,13 @@ pub(crate) fn log_json(row: &PgRow) -> Value {
 }
 
 /// The log `id` if the caller may see it: the operator sees every log, a source only its
-/// organization's (others get the same 404 as a log that does not exist).
+/// organization's of its own environment (others get the same 404 as a log that does not exist).
 pub(crate) async fn visible_log(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
 ) -> Result<(Uuid, PgRow), ApiError> {
-    let caller = auth::caller(
-        headers,
-        &state.tokens,
-        state.config.admin_token.as_deref().expect("validated"),
-    )?;
+    let scope = caller_scope(state, headers)?;
     let not_found = || ApiError::not_found(format!("Log {id} not found"));
     let log_id = Uuid::parse_str(id).map_err(|_| not_found())?;
     let row = sqlx::query("SELECT * FROM logs WHERE id = $1")
@@ -78,10 +80,8 @@ pub(crate) async fn visible_log(
         .fetch_optional(&state.log_store)
         .await?
         .ok_or_else(not_found)?;
-    if let Caller::Source { organization_id, .. } = &caller {
-        if organization_id != &row.get::<Uuid, _>("organization_id").to_string() {
-            return Err(not_found());
-        }
+    if scope.is_some_and(|scope| !scope.covers(&row)) {
+        return Err(not_found());
     }
     Ok((log_id, row))
 }
@@ -140,7 +140,7 @@ const SEARCH_LIMITS: Limits = Limits {
     operation_id = "search_logs",
     tag = "Logs",
     params(
-        ("organization_id" = Option<String>, Query, description = "Only this organization's logs (a source's token sees only its own organization's anyway)"),
+        ("organization_id" = Option<String>, Query, description = "Only this organization's logs (a source's token sees only its own organization's logs of its own environment anyway)"),
         ("destination_id" = Option<String>, Query, description = "Only logs of this destination"),
         ("source_id" = Option<String>, Query, description = "Only logs of messages from this source"),
         ("status" = Option<String>, Query, description = "queued, delivered, failed or cancelled"),
@@ -163,10 +163,10 @@ pub async fn search(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let organization = caller_organization(&state, &headers)?;
+    let scope = caller_scope(&state, &headers)?;
     let filter = LogFilter::parse(query, Order::NewestFirst, SEARCH_LIMITS)?;
     let (rows, next) = filter
-        .page(&state.log_store, organization, Order::NewestFirst)
+        .page(&state.log_store, scope.as_ref(), Order::NewestFirst)
         .await?;
     Ok(Json(json!({
         "logs": rows.iter().map(log_json).collect::<Vec<_>>(),

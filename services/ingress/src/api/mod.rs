@@ -28,13 +28,18 @@ use crate::AppState;
 /// in by the caller, outside the limit.
 pub fn router(state: Arc<AppState>) -> Router {
     let routes = public_routes(state.clone());
-    match &state.rate_limiter {
+    let routes = match &state.rate_limiter {
         Some(limiter) => routes.layer(axum::middleware::from_fn_with_state(
             limiter.clone(),
             crate::rate_limit::enforce,
         )),
         None => routes,
-    }
+    };
+    // Outermost: shedding costs nothing, so it comes before the rate limit's Redis call.
+    routes.layer(axum::middleware::from_fn_with_state(
+        state,
+        crate::overload::in_flight::admit,
+    ))
 }
 
 fn public_routes(state: Arc<AppState>) -> Router {
@@ -57,6 +62,7 @@ fn public_routes(state: Arc<AppState>) -> Router {
             "/v1/sources/{id}",
             patch(admin::update_source).get(admin::get_source),
         )
+        .route("/v1/sources/{id}/rotate-secret", post(admin::rotate_secret))
         .route("/v1/destinations", post(admin::create_destination))
         .route(
             "/v1/destinations/{id}",
@@ -116,18 +122,40 @@ pub(crate) fn check_routing_field(field: &str, value: &str) -> Result<(), ApiErr
 
 /// Reads a whole body of at most `limit` bytes. A larger body is refused as it streams in
 /// (413), without being buffered whole; a `Content-Length` over the limit is refused at once.
+/// A body still arriving at its deadline (`limits.body_read_timeout_ms`) is refused with 408.
 pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|error| {
         let error = error.into_inner();
         if error.is::<http_body_util::LengthLimitError>() {
-            ApiError::new(
+            return ApiError::new(
                 carrier_proto::ErrorKind::PayloadTooLarge,
                 format!("Request body exceeds the limit of {limit} bytes"),
-            )
-        } else {
-            ApiError::bad_request(format!("Request body could not be read: {error}"))
+            );
         }
+        if let Some(deadline) = find_cause::<crate::overload::in_flight::BodyDeadline>(&*error) {
+            deadline.record();
+            return ApiError::new(
+                carrier_proto::ErrorKind::RequestTimeout,
+                format!("Request body was not received in time ({deadline})"),
+            );
+        }
+        ApiError::bad_request(format!("Request body could not be read: {error}"))
     })
+}
+
+/// The first error of type `T` in `error`'s chain of sources (the body's own error arrives
+/// wrapped by axum once or twice).
+fn find_cause<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = error.source();
+    }
+    None
 }
 
 /// Refuses a declared `Content-Length` over the limit before reading anything.

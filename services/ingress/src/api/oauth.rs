@@ -196,15 +196,27 @@ pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
     match state.router.clone().authenticate(request).await {
         Ok(source) => {
             let source = source.into_inner();
-            let access_token = state
-                .tokens
-                .issue(&source.id, &source.organization_id, auth::now_unix());
-            Json(json!({
-                "access_token": access_token,
-                "token_type": "Bearer",
-                "expires_in": state.tokens.ttl_secs(),
-            }))
-            .into_response()
+            let access_token = state.tokens.issue(
+                &auth::SourceToken {
+                    source_id: source.id,
+                    organization_id: source.organization_id,
+                    environment: source.environment,
+                },
+                auth::now_unix(),
+            );
+            // RFC 6749 §5.1: a token answer must not be cached by anything on the way.
+            (
+                [
+                    (axum::http::header::CACHE_CONTROL, "no-store"),
+                    (axum::http::header::PRAGMA, "no-cache"),
+                ],
+                Json(json!({
+                    "access_token": access_token,
+                    "token_type": "Bearer",
+                    "expires_in": state.tokens.ttl_secs(),
+                })),
+            )
+                .into_response()
         }
         Err(status) => {
             let error = ApiError::from(status);

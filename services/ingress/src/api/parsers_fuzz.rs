@@ -195,7 +195,7 @@ proptest! {
         authorization in prop_oneof![
             header_value(),
             ".{0,60}".prop_map(|token| HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or(HeaderValue::from_static("Bearer"))),
-            "ct1\\.[A-Za-z0-9_.-]{0,60}".prop_map(|token| HeaderValue::from_str(&format!("Bearer {token}")).unwrap()),
+            "ct2\\.[A-Za-z0-9_.-]{0,60}".prop_map(|token| HeaderValue::from_str(&format!("Bearer {token}")).unwrap()),
         ],
         idempotency_key in header_value(),
         content_length in header_value(),

@@ -18,6 +18,11 @@
 //!
 //! Order: a bulk retry requeues the logs oldest first, each write acknowledged before the next
 //! is sent, so each destination gets its retries in the order its messages were received.
+//!
+//! Cost: every retry reads the broker, so a replica runs at most `limits.max_retries_in_flight`
+//! retry requests at once (503 with `Retry-After` past it), all through one shared reader
+//! (`AppState::task_reader`). A bulk retry stops requeueing after `limits.bulk_retry_budget_ms`
+//! and answers with what it did and a `next_cursor` to continue from.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +31,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use carrier_kafka::admin::RecordReader;
+use carrier_kafka::admin::ReadAt;
+use carrier_kafka::rdkafka::Message as _;
 use carrier_proto::delivery_v1::HeadRequest;
 use carrier_proto::records_v1::DeliveryTask;
 use carrier_proto::ErrorKind;
@@ -86,8 +92,8 @@ pub async fn retry(
         ));
     }
 
-    let reader = task_reader(&state)?;
-    let retry_id = requeue(&state, &reader, log_id, &row).await?;
+    let _slot = state.gate.retry_slot()?;
+    let retry_id = requeue(&state, log_id, &row).await?;
     tracing::info!(%log_id, retry_id, "manual retry queued");
     Ok((
         StatusCode::ACCEPTED,
@@ -95,25 +101,10 @@ pub async fn retry(
     ))
 }
 
-fn task_reader(state: &AppState) -> Result<RecordReader, ApiError> {
-    RecordReader::new(&state.config.kafka).map_err(|error| {
-        tracing::warn!(%error, "cannot create a reader of carrier.deliveries for a manual retry");
-        ApiError::new(
-            ErrorKind::QueueRejected,
-            "The message could not be read from the queue; retry later",
-        )
-    })
-}
-
 /// Queues a new attempt of the log in `row` behind its destination's waiting messages: reads its
 /// delivery task back from `carrier.deliveries` and produces it again with a new `retry_id`.
 /// Answers the `retry_id` once the broker has acknowledged the write.
-async fn requeue(
-    state: &AppState,
-    reader: &RecordReader,
-    log_id: Uuid,
-    row: &PgRow,
-) -> Result<String, ApiError> {
+async fn requeue(state: &AppState, log_id: Uuid, row: &PgRow) -> Result<String, ApiError> {
     let (Some(partition), Some(offset)) = (
         row.get::<Option<i32>, _>("task_partition"),
         row.get::<Option<i64>, _>("task_offset"),
@@ -123,20 +114,45 @@ async fn requeue(
             format!("Log {log_id} is not ready for a retry yet; try again shortly"),
         ));
     };
-    let payload = reader
-        .read(&state.topics.deliveries, partition, offset, READ_TIMEOUT)
+    let topic = &state.topics.deliveries;
+    let read_failed = || {
+        ApiError::new(
+            ErrorKind::QueueRejected,
+            "The message could not be read from the queue; retry later",
+        )
+    };
+    let not_retained = || {
+        retry_failures().with_label_values(&["not_retained"]).inc();
+        ApiError::not_found(format!("The message of log {log_id} is no longer retained"))
+    };
+    let found = state
+        .task_reader
+        .read_with(topic, partition, offset, READ_TIMEOUT, |message| {
+            message.payload().unwrap_or_default().to_vec()
+        })
         .await
         .map_err(|error| {
             tracing::warn!(%error, %log_id, "reading a delivery task for a manual retry failed");
-            ApiError::new(
-                ErrorKind::QueueRejected,
-                "The message could not be read from the queue; retry later",
-            )
-        })?
-        .ok_or_else(|| {
-            retry_failures().with_label_values(&["not_retained"]).inc();
-            ApiError::not_found(format!("The message of log {log_id} is no longer retained"))
+            read_failed()
         })?;
+    let payload = match found {
+        ReadAt::Found(payload) => payload,
+        ReadAt::Absent => return Err(not_retained()),
+        // Nothing came back: lost to retention, or the broker is slow or away (then say so,
+        // instead of calling a retained message gone).
+        ReadAt::Unknown => match state
+            .task_reader
+            .retains(topic, partition, offset, READ_TIMEOUT)
+            .await
+        {
+            Ok(false) => return Err(not_retained()),
+            Ok(true) | Err(_) => {
+                retry_failures().with_label_values(&["unreadable"]).inc();
+                tracing::warn!(%log_id, partition, offset, "a delivery task could not be read in time for a manual retry");
+                return Err(read_failed());
+            }
+        },
+    };
     let mut task = DeliveryTask::decode(payload.as_slice())
         .map_err(|_| ApiError::internal(format!("The stored message of log {log_id} is unreadable")))?;
     if task.log_id != log_id.to_string() {
@@ -165,7 +181,8 @@ async fn requeue(
 }
 
 /// Retries that could not be queued, by reason (`not_retained`: the message is past the
-/// topic's retention; `queue`: the broker refused the write).
+/// topic's retention; `unreadable`: it could not be read in time; `queue`: the broker refused
+/// the write).
 fn retry_failures() -> carrier_telemetry::prometheus::IntCounterVec {
     carrier_telemetry::counter_vec(
         "carrier_ingress_manual_retry_failures_total",
@@ -186,7 +203,7 @@ const BULK_LIMITS: Limits = Limits {
     operation_id = "retry_logs",
     tag = "Logs",
     params(
-        ("organization_id" = Option<String>, Query, description = "Only this organization's logs (a source's token retries only its own organization's anyway)"),
+        ("organization_id" = Option<String>, Query, description = "Only this organization's logs (a source's token retries only its own organization's logs of its own environment anyway)"),
         ("destination_id" = Option<String>, Query, description = "Only logs of this destination"),
         ("source_id" = Option<String>, Query, description = "Only logs of messages from this source"),
         ("status" = Option<String>, Query, description = "failed (default), cancelled or delivered; queued logs are still being delivered and are refused"),
@@ -211,7 +228,10 @@ pub async fn retry_matching(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let organization = super::logs::caller_organization(&state, &headers)?;
+    let scope = super::logs::caller_scope(&state, &headers)?;
+    let _slot = state.gate.retry_slot()?;
+    let budget = Duration::from_millis(state.gate.limits().bulk_retry_budget_ms);
+    let started = tokio::time::Instant::now();
     let mut filter = LogFilter::parse(query, Order::OldestFirst, BULK_LIMITS)?;
     match filter.status {
         None => filter.status = Some("failed"),
@@ -224,15 +244,20 @@ pub async fn retry_matching(
         Some(_) => {}
     }
     let (rows, mut next) = filter
-        .page(&state.log_store, organization, Order::OldestFirst)
+        .page(&state.log_store, scope.as_ref(), Order::OldestFirst)
         .await?;
     let mut retried = Vec::new();
     let mut not_retried = Vec::new();
     if !rows.is_empty() {
-        let reader = task_reader(&state)?;
         for (index, row) in rows.iter().enumerate() {
             let log_id: Uuid = row.get("id");
-            match requeue(&state, &reader, log_id, row).await {
+            // Out of time: answer what was done; the caller continues after the last log seen.
+            if index > 0 && started.elapsed() >= budget {
+                tracing::info!(done = index, page = rows.len(), "bulk retry used its time budget");
+                next = Some(super::log_search::Cursor::of_row(&rows[index - 1]));
+                break;
+            }
+            match requeue(&state, log_id, row).await {
                 Ok(_) => retried.push(log_id.to_string()),
                 // This log cannot be retried; the others still can (their order is kept).
                 Err(error)

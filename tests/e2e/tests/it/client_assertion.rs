@@ -98,6 +98,16 @@ async fn a_source_authenticates_with_a_signed_client_assertion_once_per_assertio
     .await;
     assert_eq!(status, 401, "{body}");
     assert!(description(&body).contains("signature does not verify"), "{body}");
+    // A client ID nobody registered is refused in the very same words (issue 11 §10): the answer
+    // does not tell which client IDs exist.
+    let (status, unknown) = token_with(
+        api,
+        Some("cl_nobody"),
+        &stranger.sign(&assertion_claims("cl_nobody", &audience)),
+    )
+    .await;
+    assert_eq!(status, 401, "{unknown}");
+    assert_eq!(description(&unknown), description(&body), "{unknown}");
     let (status, body) = token_with(
         api,
         Some("cl_someone_else"),

@@ -1,6 +1,7 @@
 //! The whole pipeline on a real broker, Postgres and HTTP receivers on loopback.
 //! `make test` starts the infrastructure; `CARRIER_TEST_BROKERS` points at the broker.
 
+mod access;
 mod alerts;
 mod auth;
 mod chaos;
@@ -17,6 +18,7 @@ mod manual_retry;
 mod markers;
 mod operator;
 mod outbound;
+mod overload;
 mod parking;
 mod pipeline;
 mod postgres_outage;

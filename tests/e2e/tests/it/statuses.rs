@@ -255,6 +255,8 @@ struct Fixture {
     forged_token: String,
     disabled_token: String,
     unsubscribed_destination: String,
+    /// A destination of another organization: answered exactly like one that does not exist.
+    foreign_destination: String,
     limited: Api,
     no_router: Api,
     no_broker: Api,
@@ -286,6 +288,10 @@ impl Fixture {
             .create_destination(&organization, &receiver.url("u"), "production")
             .await;
         let token = api.token(&source).await;
+        let other_organization = api.create_organization("Other Clinic").await;
+        let foreign = api
+            .create_destination(&other_organization, &receiver.url("f"), "production")
+            .await;
 
         let disabled = api.create_source(&organization, "production").await;
         api.subscribe(&disabled.id, destination["id"].as_str().unwrap(), data_models[0])
@@ -303,8 +309,8 @@ impl Fixture {
         // The same payload with a later expiry, under the original signature.
         let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(format!("{}:{organization}:4102444800", source.id));
-        parts[1] = payload;
+            .encode(format!("{}:{organization}:production:4102444800", source.id));
+        parts[2] = payload;
         let forged_token = parts.join(".");
 
         let short_lived = stack
@@ -365,6 +371,7 @@ impl Fixture {
             forged_token,
             disabled_token,
             unsubscribed_destination: unsubscribed["id"].as_str().unwrap().to_string(),
+            foreign_destination: foreign["id"].as_str().unwrap().to_string(),
             limited,
             no_router,
             no_broker,
@@ -436,7 +443,9 @@ async fn data_model_api_answers_every_status_with_its_text() {
         Case::post("data model without subscription", api, path, token, with_meta(json!({ "DataModel": "Billing", "EventType": "New" })))
             .is(404, "No destination is subscribed to data model Billing from this source"),
         Case::post("unknown destination", api, path, token, with_meta(json!({ "DataModel": "Results", "EventType": "New", "Destinations": [ { "ID": unknown_destination } ] })))
-            .is(404, format!("destination {unknown_destination} does not exist")),
+            .is(404, format!("Destination {unknown_destination} does not exist")),
+        Case::post("another organization's destination", api, path, token, with_meta(json!({ "DataModel": "Results", "EventType": "New", "Destinations": [ { "ID": fixture.foreign_destination } ] })))
+            .is(404, format!("Destination {} does not exist", fixture.foreign_destination)),
         Case::post("destination ID that is no ID", api, path, token, with_meta(json!({ "DataModel": "Results", "EventType": "New", "Destinations": [ { "ID": "d-1" } ] })))
             .is(404, "Destination d-1 does not exist"),
         Case::post("GET /endpoint", api, path, token, "")
