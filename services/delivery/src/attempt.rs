@@ -21,7 +21,13 @@ pub struct AttemptResult {
     pub success: bool,
     /// 0 when no response arrived.
     pub status_code: u16,
+    /// Why it failed, as stored with the attempt (the log API shows it to the source): may quote
+    /// the receiver's own error texts, which can hold patient data. Cleaned and capped.
     pub error: String,
+    /// Why it failed in Carrier's words only, never the receiver's (status code, connect error,
+    /// timeout): what tracing logs, the queue state, incidents and alerts carry.
+    pub error_summary: String,
+    /// The first `response_excerpt_bytes` of the response (empty when that setting is 0).
     pub response_excerpt: String,
     pub started_at_ms: i64,
     pub duration: Duration,
@@ -55,6 +61,7 @@ impl AttemptResult {
         AttemptResult {
             success: false,
             status_code: 0,
+            error_summary: error.clone(),
             error,
             response_excerpt: String::new(),
             started_at_ms: Utc::now().timestamp_millis(),
@@ -110,6 +117,7 @@ pub async fn send(
         success: false,
         status_code: 0,
         error: String::new(),
+        error_summary: String::new(),
         response_excerpt: String::new(),
         started_at_ms,
         duration: Duration::ZERO,
@@ -173,7 +181,13 @@ pub async fn send(
                 result.error = format!("destination answered HTTP {}", result.status_code);
             } else if result.error.is_empty() {
                 match body_errors(&body) {
-                    Some(text) => result.error = format!("destination answered 2xx with errors: {text}"),
+                    Some(text) => {
+                        result.error = format!("destination answered 2xx with errors: {text}");
+                        result.error_summary = format!(
+                            "destination answered HTTP {} with errors in its body",
+                            result.status_code
+                        );
+                    }
                     None => result.success = true,
                 }
             }
@@ -182,6 +196,10 @@ pub async fn send(
     // What a receiver said travels on into the log store, logs and alerts: cleaned here, where
     // it enters (Postgres refuses NUL in text; control characters garble logs and alerts).
     result.error = clean_text(&result.error, MAX_ERROR_CHARS);
+    if result.error_summary.is_empty() {
+        // Every other error is Carrier's own text (status, connect or policy failure).
+        result.error_summary = result.error.clone();
+    }
     result.response_excerpt = clean_text(&result.response_excerpt, excerpt_bytes);
     result.duration = started.elapsed();
     result

@@ -66,6 +66,7 @@ impl LogEvents {
             } as i32,
             status_code: u32::from(result.status_code),
             error: result.error.clone(),
+            error_summary: result.error_summary.clone(),
             response_excerpt: result.response_excerpt.clone(),
         });
         self.write(&event).await

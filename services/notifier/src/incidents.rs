@@ -57,8 +57,11 @@ impl Observation {
         if event.environment != "production" {
             return None;
         }
-        let error = if !attempt.error.is_empty() {
-            attempt.error.clone()
+        // Carrier's words only: an attempt's `error` can quote the receiver (patient data), and
+        // incidents go to every alert channel. An event from before `error_summary` existed
+        // says only its status code.
+        let error = if !attempt.error_summary.is_empty() {
+            attempt.error_summary.clone()
         } else if attempt.status_code != 0 {
             format!("destination answered HTTP {}", attempt.status_code)
         } else {
@@ -543,6 +546,11 @@ mod store_tests {
                 } as i32,
                 status_code: if success { 200 } else { 500 },
                 error: if success {
+                    String::new()
+                } else {
+                    "destination answered HTTP 500".into()
+                },
+                error_summary: if success {
                     String::new()
                 } else {
                     "destination answered HTTP 500".into()

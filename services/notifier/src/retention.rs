@@ -122,6 +122,19 @@ pub async fn purge_alerts_older_than(
     .await
 }
 
+/// Deletes the log events set aside in `dead_letter_events` before `cutoff`: they hold what a
+/// log's attempts hold (a receiver's error text and response excerpt can quote patient data),
+/// so they are kept no longer than the logs.
+pub async fn purge_dead_letters_older_than(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM dead_letter_events WHERE created_at < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
+}
+
 /// Purges every `interval` until `shutdown`; the first pass runs at start. A failed pass is
 /// logged and counted, and the next one tries again.
 pub async fn run(pool: PgPool, settings: RetentionSettings, shutdown: CancellationToken) {
@@ -137,6 +150,10 @@ pub async fn run(pool: PgPool, settings: RetentionSettings, shutdown: Cancellati
             let alerts = purge_alerts_older_than(&pool, cutoff, settings.batch_size).await?;
             if alerts > 0 {
                 tracing::info!(alerts, %cutoff, "alerts of incidents past retention deleted");
+            }
+            let dead_letters = purge_dead_letters_older_than(&pool, cutoff).await?;
+            if dead_letters > 0 {
+                tracing::info!(dead_letters, %cutoff, "dead-lettered log events past retention deleted");
             }
             Ok::<_, sqlx::Error>(logs)
         };

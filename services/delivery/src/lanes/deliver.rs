@@ -145,15 +145,7 @@ async fn attempt_until_final(
             }
             Err(LookupError::Gone(id)) => {
                 tracing::warn!(destination_id = %id, log_id = %task.log_id, "destination no longer exists; log cancelled");
-                let result = AttemptResult {
-                    success: false,
-                    status_code: 0,
-                    error: format!("destination {id} no longer exists"),
-                    response_excerpt: String::new(),
-                    started_at_ms: chrono::Utc::now().timestamp_millis(),
-                    duration: Duration::ZERO,
-                    unsendable: false,
-                };
+                let result = AttemptResult::not_sent(format!("destination {id} no longer exists"));
                 let ending = Ending::Attempted {
                     number,
                     result,
@@ -266,7 +258,7 @@ async fn attempt_until_final(
                         log_id = %task.log_id,
                         attempt = number,
                         test = task.test,
-                        error = %result.error,
+                        error = %result.error_summary,
                         "delivery failed; log is final and the destination's next message proceeds"
                     );
                 }
@@ -287,11 +279,11 @@ async fn attempt_until_final(
                     log_id = %task.log_id,
                     attempt = number,
                     retry_in_ms = delay.as_millis() as u64,
-                    error = %result.error,
+                    error = %result.error_summary,
                     "delivery attempt failed, will retry"
                 );
                 if environment == Environment::Production {
-                    hold.last_error = result.error.clone();
+                    hold.last_error = result.error_summary.clone();
                     let next_attempt_at_ms = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
                     hold.record(
                         shared,

@@ -431,7 +431,8 @@ async fn drop_database(database: &str) {
 }
 
 #[tokio::test]
-async fn the_purge_deletes_finished_incidents_alerts_past_retention_and_keeps_open_or_unsent_ones() {
+async fn the_purge_deletes_finished_incidents_alerts_and_dead_letters_past_retention_and_keeps_open_or_unsent_ones(
+) {
     carrier_testkit::init_test_logging();
     let database = carrier_testkit::unique("carrier_alert_purge_");
     let url = format!("{}/{database}", carrier_testkit::test_postgres());
@@ -513,6 +514,28 @@ async fn the_purge_deletes_finished_incidents_alerts_past_retention_and_keeps_op
         15,
         "5 alerts kept, 3 channels each"
     );
+
+    // Dead-lettered log events hold what attempts hold (receivers' texts): kept like the logs.
+    for days in [40i32, 2] {
+        sqlx::query(
+            "INSERT INTO dead_letter_events (topic, partition, record_offset, log_id, destination_id, event, error, created_at)
+             VALUES ('carrier.log-events', 0, $1, 'l', 'd', '\\x00', 'refused', now() - make_interval(days => $2))",
+        )
+        .bind(i64::from(days))
+        .bind(days)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let purged = carrier_notifier::retention::purge_dead_letters_older_than(&pool, cutoff)
+        .await
+        .expect("purge");
+    assert_eq!(purged, 1, "the dead letter past retention");
+    let left: Vec<i64> = sqlx::query_scalar("SELECT record_offset FROM dead_letter_events")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![2], "the recent one is kept");
     pool.close().await;
     drop_database(&database).await;
 }
