@@ -485,14 +485,23 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        for address in ["192.0.0.9", "198.18.0.1", "198.19.1.1", "64:ff9b:1::a00:1", "2001::5efe:1"] {
+        for address in [
+            "192.0.0.9",
+            "198.18.0.1",
+            "198.19.1.1",
+            "64:ff9b:1::a00:1",
+            "2001::5efe:1",
+        ] {
             let refused = default.check(ip(address)).unwrap_err();
             assert_eq!(refused.class, AddressClass::Reserved, "{address}");
             assert_eq!(
                 refused.to_string(),
                 format!("destination address {address} is reserved; refused by outbound policy")
             );
-            assert!(private.check(ip(address)).is_err(), "allow_private does not open {address}");
+            assert!(
+                private.check(ip(address)).is_err(),
+                "allow_private does not open {address}"
+            );
         }
         let listed = OutboundPolicy::new(&OutboundSettings {
             allowed_networks: vec!["198.18.0.0/15".into(), "2001::/32".into()],
@@ -519,13 +528,21 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(private.check(ip("::ffff:10.0.0.1")), Ok(()), "allow_private applies to it too");
+        assert_eq!(
+            private.check(ip("::ffff:10.0.0.1")),
+            Ok(()),
+            "allow_private applies to it too"
+        );
         let listed = OutboundPolicy::new(&OutboundSettings {
             allowed_networks: vec!["10.20.0.0/16".into()],
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(listed.check(ip("::ffff:10.20.0.1")), Ok(()), "an IPv4 listing covers it");
+        assert_eq!(
+            listed.check(ip("::ffff:10.20.0.1")),
+            Ok(()),
+            "an IPv4 listing covers it"
+        );
     }
 
     #[test]
@@ -698,7 +715,14 @@ mod tests {
         // when its first client is built.)
         let proxy = Server::start("502 Bad Gateway").await;
         let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
-        for variable in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        for variable in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
             std::env::set_var(variable, &proxy_url);
         }
         std::env::remove_var("NO_PROXY");

@@ -194,7 +194,14 @@ mod tests {
         // A correctly signed request with a far-off timestamp is refused too, and a tampered
         // one within the tolerance still does not verify.
         assert!(matches!(
-            verify_at(&secret, "log-1", 0, b"body", &sign(&secret, "log-1", 0, b"body").unwrap(), sent),
+            verify_at(
+                &secret,
+                "log-1",
+                0,
+                b"body",
+                &sign(&secret, "log-1", 0, b"body").unwrap(),
+                sent
+            ),
             Err(SignatureError::TimestampOutOfTolerance { .. })
         ));
         assert!(matches!(

@@ -4,8 +4,8 @@
 //! and counts delivery's refusals.
 
 pub use carrier_outbound::{
-    classify, client_builder, refusal_in, AddressClass, OutboundPolicy, OutboundSettings,
-    PolicyResolver, Refused,
+    classify, client_builder, refusal_in, AddressClass, OutboundPolicy, OutboundSettings, PolicyResolver,
+    Refused,
 };
 
 /// Counts a refused attempt (`carrier_delivery_outbound_refused_total{class}`).

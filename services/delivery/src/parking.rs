@@ -70,12 +70,7 @@ impl ParkingStore {
             log_ids.push(uuid(&parked.task.log_id));
             bodies.push(parked.task.encode_to_vec());
             // The stored body this task still needs: the body purge keeps it while it is parked.
-            stored_bodies.push(
-                parked
-                    .task
-                    .body_stored
-                    .then(|| parked.task.message_id.clone()),
-            );
+            stored_bodies.push(parked.task.body_stored.then(|| parked.task.message_id.clone()));
         }
         let mut tx = fenced(&self.pool, fence).await?;
         sqlx::query(
@@ -335,9 +330,10 @@ mod store_tests {
             let server = std::env::var("CARRIER_TEST_POSTGRES")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
             let name = format!("carrier_parking_{}", &Uuid::new_v4().simple().to_string()[..12]);
-            let pool = carrier_store::connect_and_migrate(&format!("{server}/{name}"), 4, Duration::from_secs(10))
-                .await
-                .expect("test Postgres (CARRIER_TEST_POSTGRES)");
+            let pool =
+                carrier_store::connect_and_migrate(&format!("{server}/{name}"), 4, Duration::from_secs(10))
+                    .await
+                    .expect("test Postgres (CARRIER_TEST_POSTGRES)");
             Database {
                 pool,
                 admin_url: format!("{server}/postgres"),
@@ -434,13 +430,19 @@ mod store_tests {
             .await
             .unwrap();
         assert_eq!(purged, 2, "the unreferenced old body and the inline task's");
-        assert!(database.body_kept(&held).await, "the parked task still needs its body");
+        assert!(
+            database.body_kept(&held).await,
+            "the parked task still needs its body"
+        );
         assert!(!database.body_kept(&unreferenced).await);
         assert!(!database.body_kept(&inline).await);
         assert!(database.body_kept(&recent).await, "within retention");
 
         // Delivered at last and removed: its body goes at the next purge.
-        parking.remove_many(None, &destination.to_string(), &positions).await.unwrap();
+        parking
+            .remove_many(None, &destination.to_string(), &positions)
+            .await
+            .unwrap();
         let purged = carrier_store::bodies::purge_older_than(&database.pool, 30 * DAY)
             .await
             .unwrap();

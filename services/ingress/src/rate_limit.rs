@@ -595,7 +595,10 @@ mod tests {
                 let limiter = limiter.clone();
                 async move { limiter.check_at(client, Some(ms)).await }
             };
-            assert_eq!(at("2001:db8:1:2::1", 1_000).await, Decision::Admitted { count: 1 });
+            assert_eq!(
+                at("2001:db8:1:2::1", 1_000).await,
+                Decision::Admitted { count: 1 }
+            );
             // Another address of the same /64 (a new privacy address) counts in the same window.
             assert_eq!(
                 at("2001:db8:1:2:a1b2:c3d4:e5f6:789", 2_000).await,
@@ -606,10 +609,16 @@ mod tests {
                 Decision::Limited { retry_after_secs: 8 }
             );
             // The neighbouring /64 is another client.
-            assert_eq!(at("2001:db8:1:3::1", 3_000).await, Decision::Admitted { count: 1 });
+            assert_eq!(
+                at("2001:db8:1:3::1", 3_000).await,
+                Decision::Admitted { count: 1 }
+            );
             // IPv4 stays per address, and a mapped address is its IPv4 client.
             assert_eq!(at("198.51.100.7", 3_000).await, Decision::Admitted { count: 1 });
-            assert_eq!(at("::ffff:198.51.100.7", 3_000).await, Decision::Admitted { count: 2 });
+            assert_eq!(
+                at("::ffff:198.51.100.7", 3_000).await,
+                Decision::Admitted { count: 2 }
+            );
             assert_eq!(
                 at("198.51.100.7", 3_000).await,
                 Decision::Limited { retry_after_secs: 10 }
