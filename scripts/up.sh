@@ -29,7 +29,8 @@ export CARRIER_KAFKA__BROKERS="127.0.0.1:${CARRIER_KAFKA_PORT:-9092}"
 # Tansu 0.6 panics on idempotent producers that outlive a broker restart (see KafkaSettings).
 export CARRIER_KAFKA__ENABLE_IDEMPOTENCE=false
 export CARRIER_DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}"
-# Delivery refuses loopback destinations in production; the sample receiver is on 127.0.0.1.
+# Delivery (and the notifier's Slack webhooks) refuse loopback in production; the sample
+# receiver is on 127.0.0.1.
 export CARRIER_OUTBOUND__ALLOW_LOOPBACK=true
 # The rate limiter runs (the benchmark pays its Redis round trip) but the benchmark is one client
 # on one address, far past 7,500 requests in 5 minutes.

@@ -66,8 +66,9 @@ pub enum Profile {
     /// Refuses to start without secrets.
     #[default]
     Production,
-    /// Local development and tests: default secrets. (Which destination addresses delivery may
-    /// dial is its own `[outbound]` setting; `make up` and the tests allow loopback there.)
+    /// Local development and tests: default secrets. (Which destination and webhook addresses
+    /// delivery and the notifier may dial is their `[outbound]` setting; `make up` and the tests
+    /// allow loopback there.)
     Dev,
 }
 

@@ -6,6 +6,10 @@
 //! stores a body over `inline_body_bytes` here before the durable write, the Kafka records carry
 //! `body_stored = true` and no body, and delivery reads the body when it sends. Records stay
 //! small, and a body is written once however many destinations it goes to.
+//!
+//! Bodies are purged after ingress's `stored_body_retention_days`, except those a parked task
+//! still names (`parked_tasks.body_message_id`, written by delivery's parking store): a held
+//! queue delivers its backlog whenever it is released, however long it was held.
 
 use std::time::Duration;
 
@@ -32,13 +36,18 @@ pub async fn load(pool: &PgPool, message_id: &str) -> Result<Option<Vec<u8>>, sq
         .await
 }
 
-/// Deletes bodies older than `retention`, 1,000 rows per statement; returns how many.
+/// Deletes bodies older than `retention`, 1,000 rows per statement; returns how many. A body a
+/// parked task still names (`parked_tasks.body_message_id`: the task waits in a held queue,
+/// failing or paused, however long) is kept whatever its age, or that queue could never deliver
+/// it; it becomes purgeable once its last parked task is final and removed.
 pub async fn purge_older_than(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     crate::in_batches(1000, || async {
         Ok(sqlx::query(
             "DELETE FROM message_bodies WHERE message_id IN (
-                SELECT message_id FROM message_bodies
-                WHERE created_at < now() - make_interval(secs => $1) LIMIT 1000)",
+                SELECT b.message_id FROM message_bodies b
+                WHERE b.created_at < now() - make_interval(secs => $1)
+                  AND NOT EXISTS (SELECT 1 FROM parked_tasks p WHERE p.body_message_id = b.message_id)
+                LIMIT 1000)",
         )
         .bind(retention.as_secs_f64())
         .execute(pool)

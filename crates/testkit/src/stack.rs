@@ -33,9 +33,10 @@ pub struct StackOptions {
     pub rate_limit: carrier_ingress::RateLimitSettings,
     /// Lifetime of ingress access tokens (`token_ttl_secs`).
     pub token_ttl_secs: u64,
-    /// Delivery's outbound policy: by default loopback is allowed (the test receivers listen on
-    /// 127.0.0.1); `outbound.rs` runs a stack with the production default instead.
-    pub outbound: carrier_delivery::outbound::OutboundSettings,
+    /// The outbound policy of delivery and of the notifier's Slack webhooks: by default loopback
+    /// is allowed (the test receivers listen on 127.0.0.1); `outbound.rs` runs a stack with the
+    /// production default instead.
+    pub outbound: carrier_outbound::OutboundSettings,
     /// The notifier's alert settings: by default quick polls and retries.
     pub alerts: carrier_notifier::AlertSettings,
     /// The notifier's SMTP server (none by default: e-mail alerts are skipped); see
@@ -67,7 +68,7 @@ impl Default for StackOptions {
                 ..Default::default()
             },
             token_ttl_secs: 300,
-            outbound: carrier_delivery::outbound::OutboundSettings {
+            outbound: carrier_outbound::OutboundSettings {
                 allow_loopback: true,
                 ..Default::default()
             },
@@ -455,6 +456,7 @@ fn notifier_config(
         consumer_group: format!("{prefix}-notifier"),
         alerts: options.alerts.clone(),
         smtp: options.smtp.clone(),
+        outbound: options.outbound.clone(),
         ..Default::default()
     }
 }

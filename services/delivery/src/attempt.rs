@@ -13,7 +13,7 @@ use carrier_proto::records_v1::DeliveryTask;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde_json::Value;
 
-use crate::outbound::{self, OutboundPolicy, PolicyResolver};
+use crate::outbound::{self, OutboundPolicy};
 
 /// What one attempt came to.
 #[derive(Debug, Clone)]
@@ -36,14 +36,12 @@ pub struct AttemptResult {
     pub unsendable: bool,
 }
 
-/// The HTTP client shared by every lane: pooled keep-alive connections, no redirects, no
-/// proxies (a proxy would dial the destination on Carrier's behalf, past the outbound policy),
-/// and a resolver that drops the addresses `policy` refuses.
+/// The HTTP client shared by every lane: pooled keep-alive connections on top of
+/// [`outbound::client_builder`] (no redirects, no proxies — a proxy would dial the destination
+/// on Carrier's behalf, past the outbound policy — and a resolver that drops the addresses
+/// `policy` refuses).
 pub fn client(policy: Arc<OutboundPolicy>) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .dns_resolver(Arc::new(PolicyResolver::new(policy)))
+    outbound::client_builder(policy)
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)
         .user_agent(concat!("Carrier/", env!("CARGO_PKG_VERSION")))

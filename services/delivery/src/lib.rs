@@ -13,7 +13,8 @@
 //! - `control`: the gRPC service operators reach through ingress (pause, resume, skip, retry
 //!   now, queue state), answered from the live lanes.
 //! - `outbound`: outbound safety; which destination addresses may be dialled (the `[outbound]`
-//!   settings), checked on the resolved addresses at connect time.
+//!   settings), checked on the resolved addresses at connect time (the policy is the shared
+//!   `carrier-outbound` crate; this module counts delivery's refusals).
 //! - `registry`: which partitions this worker owns and where its control service listens.
 #![forbid(unsafe_code)]
 

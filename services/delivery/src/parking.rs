@@ -62,18 +62,22 @@ impl ParkingStore {
         let mut offsets = Vec::with_capacity(tasks.len());
         let mut log_ids = Vec::with_capacity(tasks.len());
         let mut bodies = Vec::with_capacity(tasks.len());
+        let mut stored_bodies = Vec::with_capacity(tasks.len());
         for parked in tasks {
             destinations.push(uuid(&parked.task.destination_id));
             generations.push(parked.position.generation);
             offsets.push(parked.position.offset);
             log_ids.push(uuid(&parked.task.log_id));
             bodies.push(parked.task.encode_to_vec());
+            // The stored body this task still needs: the body purge keeps it while it is parked.
+            stored_bodies.push(parked.task.body_stored.then(|| parked.task.message_id.clone()));
         }
         let mut tx = fenced(&self.pool, fence).await?;
         sqlx::query(
-            "INSERT INTO parked_tasks (destination_id, generation, task_offset, partition, log_id, task)
-             SELECT d, g, o, $3, l, t
-               FROM UNNEST($1::uuid[], $6::bigint[], $2::bigint[], $4::uuid[], $5::bytea[]) AS u(d, g, o, l, t)
+            "INSERT INTO parked_tasks (destination_id, generation, task_offset, partition, log_id, task, body_message_id)
+             SELECT d, g, o, $3, l, t, b
+               FROM UNNEST($1::uuid[], $6::bigint[], $2::bigint[], $4::uuid[], $5::bytea[], $7::text[])
+                    AS u(d, g, o, l, t, b)
              ON CONFLICT (destination_id, generation, task_offset) DO NOTHING",
         )
         .bind(&destinations)
@@ -82,6 +86,7 @@ impl ParkingStore {
         .bind(&log_ids)
         .bind(&bodies)
         .bind(&generations)
+        .bind(&stored_bodies)
         .execute(&mut *tx)
         .await?;
         Ok(tx.commit().await?)
@@ -301,4 +306,149 @@ async fn fenced(
         fence.hold(&mut tx).await?;
     }
     Ok(tx)
+}
+
+/// The parking store on a real Postgres (`CARRIER_TEST_POSTGRES`), in a database of its own.
+#[cfg(test)]
+mod store_tests {
+    use std::time::Duration;
+
+    use carrier_store::sqlx::Connection;
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+    struct Database {
+        pool: PgPool,
+        admin_url: String,
+        name: String,
+    }
+
+    impl Database {
+        async fn create() -> Database {
+            let server = std::env::var("CARRIER_TEST_POSTGRES")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            let name = format!("carrier_parking_{}", &Uuid::new_v4().simple().to_string()[..12]);
+            let pool =
+                carrier_store::connect_and_migrate(&format!("{server}/{name}"), 4, Duration::from_secs(10))
+                    .await
+                    .expect("test Postgres (CARRIER_TEST_POSTGRES)");
+            Database {
+                pool,
+                admin_url: format!("{server}/postgres"),
+                name,
+            }
+        }
+
+        /// Stores a body under `message_id`, received `age` ago.
+        async fn stored_body(&self, message_id: &str, age: Duration) {
+            carrier_store::bodies::store(&self.pool, message_id, b"a large body")
+                .await
+                .unwrap();
+            sqlx::query("UPDATE message_bodies SET created_at = now() - make_interval(secs => $2) WHERE message_id = $1")
+                .bind(message_id)
+                .bind(age.as_secs_f64())
+                .execute(&self.pool)
+                .await
+                .unwrap();
+        }
+
+        async fn body_kept(&self, message_id: &str) -> bool {
+            carrier_store::bodies::load(&self.pool, message_id)
+                .await
+                .unwrap()
+                .is_some()
+        }
+
+        async fn drop(self) {
+            self.pool.close().await;
+            if let Ok(mut connection) = sqlx::PgConnection::connect(&self.admin_url).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+                    .execute(&mut connection)
+                    .await;
+            }
+        }
+    }
+
+    fn task(destination_id: Uuid, message_id: &str, body_stored: bool) -> DeliveryTask {
+        DeliveryTask {
+            log_id: Uuid::new_v4().to_string(),
+            message_id: message_id.to_string(),
+            destination_id: destination_id.to_string(),
+            body_stored,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_body_purge_keeps_old_bodies_of_parked_tasks_until_they_are_removed() {
+        let database = Database::create().await;
+        let parking = ParkingStore::new(database.pool.clone());
+        let destination = Uuid::new_v4();
+        let (held, unreferenced, inline, recent) = (
+            Uuid::now_v7().to_string(),
+            Uuid::now_v7().to_string(),
+            Uuid::now_v7().to_string(),
+            Uuid::now_v7().to_string(),
+        );
+        for message_id in [&held, &unreferenced, &inline] {
+            database.stored_body(message_id, 40 * DAY).await;
+        }
+        database.stored_body(&recent, DAY).await;
+        // A held destination's parked tasks: one reads its body from the store, one carries its
+        // body itself (it names no stored body, whatever its message ID).
+        let positions = [
+            Position {
+                generation: 0,
+                offset: 7,
+            },
+            Position {
+                generation: 0,
+                offset: 8,
+            },
+        ];
+        parking
+            .park(
+                None,
+                0,
+                &[
+                    ToPark {
+                        position: positions[0],
+                        task: task(destination, &held, true),
+                    },
+                    ToPark {
+                        position: positions[1],
+                        task: task(destination, &inline, false),
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+
+        let purged = carrier_store::bodies::purge_older_than(&database.pool, 30 * DAY)
+            .await
+            .unwrap();
+        assert_eq!(purged, 2, "the unreferenced old body and the inline task's");
+        assert!(
+            database.body_kept(&held).await,
+            "the parked task still needs its body"
+        );
+        assert!(!database.body_kept(&unreferenced).await);
+        assert!(!database.body_kept(&inline).await);
+        assert!(database.body_kept(&recent).await, "within retention");
+
+        // Delivered at last and removed: its body goes at the next purge.
+        parking
+            .remove_many(None, &destination.to_string(), &positions)
+            .await
+            .unwrap();
+        let purged = carrier_store::bodies::purge_older_than(&database.pool, 30 * DAY)
+            .await
+            .unwrap();
+        assert_eq!(purged, 1);
+        assert!(!database.body_kept(&held).await);
+        assert!(database.body_kept(&recent).await);
+        database.drop().await;
+    }
 }

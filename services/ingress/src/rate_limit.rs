@@ -5,7 +5,8 @@
 //!   answer afterwards (a 400 or 401 costs capacity too). Refused requests (429) are not counted,
 //!   so a client that keeps calling while limited gets back in as soon as its own earlier
 //!   requests leave the window. Probes (`/healthz`, `/readyz`, `/metrics`) are never counted.
-//! - **Exact sliding window**: one sorted set per client (`{key_prefix}rl:{ip}`), one member per
+//! - **Exact sliding window**: one sorted set per client (`{key_prefix}rl:{client}`, the client
+//!   being an IPv4 address or an IPv6 /64 prefix, [`client_ip::window_key`]), one member per
 //!   admitted request scored by its admission time in ms; trimmed, counted and added to in one
 //!   Lua script (`sliding_window.lua`, one round trip), with a TTL of one window. A 429 carries
 //!   `Retry-After`: the seconds until the counted request that blocks the client leaves the window.
@@ -41,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 
-pub use client_ip::{client_ip, parse_trusted_proxy};
+pub use client_ip::{client_ip, parse_trusted_proxy, window_key};
 
 /// Shortest interval between two "rate-limit store unavailable" warnings.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(5);
@@ -66,7 +67,8 @@ pub struct RateLimitSettings {
     /// Empty (default): the TCP peer is always the client.
     #[serde(deserialize_with = "carrier_config::list_or_comma_separated")]
     pub trusted_proxies: Vec<String>,
-    /// Prefix of the Redis keys (`{key_prefix}rl:{ip}`).
+    /// Prefix of the Redis keys (`{key_prefix}rl:{client}`: an IPv4 address, or an IPv6 /64
+    /// such as `2001:db8:1:2::/64`).
     pub key_prefix: String,
     /// Longest wait for Redis per request; past it the request goes through unlimited.
     pub timeout_ms: u64,
@@ -212,7 +214,8 @@ impl RateLimiter {
         &self.settings
     }
 
-    /// Counts a request of `client` if it fits in its window.
+    /// Counts a request of `client` if it fits in its window (its address's for IPv4, its /64's
+    /// for IPv6: [`window_key`]).
     pub async fn check(&self, client: IpAddr) -> Decision {
         self.check_at(client, None).await
     }
@@ -226,7 +229,7 @@ impl RateLimiter {
             return self.unavailable("skipped_after_failure", None);
         }
         let mut connection = connection.clone();
-        let key = format!("{}rl:{client}", self.settings.key_prefix);
+        let key = format!("{}rl:{}", self.settings.key_prefix, window_key(client));
         let member = format!(
             "{}-{}",
             self.replica_id,
@@ -416,10 +419,11 @@ pub async fn enforce(State(limiter): State<Arc<RateLimiter>>, request: Request, 
             limiter.metrics.limited.inc();
             tracing::debug!(%client, retry_after_secs, "rate limited");
             let settings = &limiter.settings;
+            let window = window_key(client);
             ApiError::new(
                 ErrorKind::RateLimited,
                 format!(
-                    "Rate limit exceeded: more than {} requests from {client} in {} seconds; retry after {retry_after_secs} seconds",
+                    "Rate limit exceeded: more than {} requests from {window} in {} seconds; retry after {retry_after_secs} seconds",
                     settings.limit, settings.window_secs
                 ),
             )
@@ -581,6 +585,53 @@ mod tests {
                 limiter.check_at(other, Some(17_000)).await,
                 Decision::Admitted { count: 1 }
             );
+        }
+
+        #[tokio::test]
+        async fn two_addresses_of_one_ipv6_64_share_a_window_and_the_next_64_has_its_own() {
+            let limiter = connected(settings(2, 10)).await;
+            let at = |client: &str, ms: i64| {
+                let client: IpAddr = client.parse().unwrap();
+                let limiter = limiter.clone();
+                async move { limiter.check_at(client, Some(ms)).await }
+            };
+            assert_eq!(
+                at("2001:db8:1:2::1", 1_000).await,
+                Decision::Admitted { count: 1 }
+            );
+            // Another address of the same /64 (a new privacy address) counts in the same window.
+            assert_eq!(
+                at("2001:db8:1:2:a1b2:c3d4:e5f6:789", 2_000).await,
+                Decision::Admitted { count: 2 }
+            );
+            assert_eq!(
+                at("2001:db8:1:2::3", 3_000).await,
+                Decision::Limited { retry_after_secs: 8 }
+            );
+            // The neighbouring /64 is another client.
+            assert_eq!(
+                at("2001:db8:1:3::1", 3_000).await,
+                Decision::Admitted { count: 1 }
+            );
+            // IPv4 stays per address, and a mapped address is its IPv4 client.
+            assert_eq!(at("198.51.100.7", 3_000).await, Decision::Admitted { count: 1 });
+            assert_eq!(
+                at("::ffff:198.51.100.7", 3_000).await,
+                Decision::Admitted { count: 2 }
+            );
+            assert_eq!(
+                at("198.51.100.7", 3_000).await,
+                Decision::Limited { retry_after_secs: 10 }
+            );
+            assert_eq!(at("198.51.100.8", 3_000).await, Decision::Admitted { count: 1 });
+            // The window lives under the /64's key.
+            let mut connection = limiter.connection.get().unwrap().clone();
+            let counted: i64 = redis::cmd("ZCARD")
+                .arg(format!("{}rl:2001:db8:1:2::/64", limiter.settings.key_prefix))
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            assert_eq!(counted, 2);
         }
 
         #[tokio::test]

@@ -1,13 +1,20 @@
 //! The three alert channels: SMTP e-mail to the organization's `alert_emails`, its
 //! Slack-compatible incoming webhook, and the Kafka topic `carrier.notifications`. Each send
 //! either delivers, finds nothing to send to (skipped), or fails (retried by the dispatcher).
+//!
+//! Webhook URLs are set per organization, so the webhook client follows delivery's outbound
+//! policy (`carrier-outbound`, the same `[outbound]` settings): every address a webhook's host
+//! resolves to is checked at connect time, IP-literal URLs before the request, and proxy
+//! variables and redirects are ignored. A refused webhook is a failed send, retried like any.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_config::{ConfigError, KafkaSettings};
 use carrier_kafka::producer::{self, Ordering};
 use carrier_kafka::rdkafka::producer::FutureProducer;
 use carrier_kafka::Topics;
+use carrier_outbound::{OutboundPolicy, OutboundSettings, Refused};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -60,6 +67,9 @@ pub enum SendError {
     Email(#[from] lettre::error::Error),
     #[error("slack webhook: {0}")]
     Http(#[from] reqwest::Error),
+    /// The webhook's address is one the outbound policy refuses (no connection was made).
+    #[error("slack webhook: {0}")]
+    Refused(#[from] Refused),
     #[error("slack webhook answered HTTP {status}: {body}")]
     HttpStatus { status: u16, body: String },
     #[error("kafka: {0}")]
@@ -129,13 +139,19 @@ impl SmtpSettings {
 pub struct Channels {
     smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
     http: reqwest::Client,
+    outbound: Arc<OutboundPolicy>,
     producer: FutureProducer,
     topic: String,
     timeout: Duration,
 }
 
 impl Channels {
-    pub fn new(smtp: &SmtpSettings, kafka: &KafkaSettings, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        smtp: &SmtpSettings,
+        kafka: &KafkaSettings,
+        outbound: &OutboundSettings,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let smtp = match smtp.host.as_deref().filter(|host| !host.trim().is_empty()) {
             None => None,
             Some(host) => {
@@ -161,14 +177,16 @@ impl Channels {
                 Some((builder.build(), smtp.from.parse::<Mailbox>()?))
             }
         };
-        // Webhook URLs are set by operators (admin API); redirects are not followed.
-        let http = reqwest::Client::builder()
+        // Webhook URLs are set per organization (admin API): the outbound policy's client (its
+        // resolver checks every address dialled; no redirects, no proxies).
+        let outbound = Arc::new(OutboundPolicy::new(outbound)?);
+        let http = carrier_outbound::client_builder(outbound.clone())
             .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             smtp,
             http,
+            outbound,
             producer: producer::create(kafka, "carrier-notifier", Ordering::PerRequest)?,
             topic: Topics::new(kafka).notifications,
             timeout,
@@ -233,13 +251,31 @@ impl Channels {
             return Ok(Sent::Skipped("the organization has no slack_webhook_url".into()));
         };
         let body = serde_json::to_vec(&notification.slack_body()).expect("a notification serializes");
-        let response = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await?;
+        // IP-literal hosts are dialled without a resolver: check them here; names are checked
+        // by the client's resolver, on every address they resolve to.
+        let sent = match self.outbound.check_url(url) {
+            Ok(()) => self
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await
+                .map_err(|error| match carrier_outbound::refusal_in(&error) {
+                    Some(refused) => SendError::Refused(refused),
+                    None => SendError::Http(error),
+                }),
+            Err(refused) => Err(SendError::Refused(refused)),
+        };
+        if let Err(SendError::Refused(refused)) = &sent {
+            tracing::warn!(
+                organization_id = %notification.organization_id,
+                address = %refused.address,
+                class = refused.class.as_str(),
+                "slack webhook refused by outbound policy"
+            );
+        }
+        let response = sent?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -271,5 +307,149 @@ impl Channels {
         )
         .await?;
         Ok(Sent::Delivered)
+    }
+}
+
+/// The Slack channel against a real HTTP server on 127.0.0.1: refused at connect time unless
+/// the outbound policy allows loopback (as the tests' stacks and `make up` do).
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::DateTime;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::incidents::AlertFacts;
+    use crate::notification::AlertKind;
+
+    /// A Slack-compatible webhook receiver on 127.0.0.1 answering 200; counts the POSTs it got.
+    async fn slack_receiver() -> (u16, Arc<AtomicUsize>) {
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (port, received)
+    }
+
+    fn channels(outbound: OutboundSettings) -> Channels {
+        // The producer is created, never used: no broker needs to answer.
+        let kafka = KafkaSettings {
+            brokers: std::env::var("CARRIER_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+            ..KafkaSettings::default()
+        };
+        Channels::new(
+            &SmtpSettings::default(),
+            &kafka,
+            &outbound,
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    }
+
+    fn notification() -> Notification {
+        let alert = AlertFacts {
+            kind: AlertKind::Failing,
+            incident_id: Uuid::from_u128(1),
+            since: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            attempts: 3,
+            last_error: "destination answered HTTP 500".into(),
+            head_log_id: Uuid::from_u128(2),
+            occurred_at: DateTime::from_timestamp(1_800_000_006, 0).unwrap(),
+        };
+        Notification::new(
+            Uuid::from_u128(3),
+            &alert,
+            Uuid::from_u128(4),
+            Uuid::from_u128(5),
+            "ADT feed".into(),
+            "production".into(),
+        )
+    }
+
+    fn webhook(url: String) -> Recipients {
+        Recipients {
+            alert_emails: Vec::new(),
+            slack_webhook_url: Some(url),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slack_webhook_on_loopback_is_refused_unless_loopback_is_allowed() {
+        let (port, received) = slack_receiver().await;
+        let refusing = channels(OutboundSettings::default());
+        for url in [
+            format!("http://127.0.0.1:{port}/hook"),
+            format!("http://localhost:{port}/hook"),
+            format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        ] {
+            let error = refusing
+                .send(Channel::Slack, &notification(), &webhook(url.clone()))
+                .await
+                .expect_err("loopback is refused");
+            let SendError::Refused(refused) = &error else {
+                panic!("{url}: expected a refusal, got {error:?}");
+            };
+            assert_eq!(refused.class, carrier_outbound::AddressClass::Loopback, "{url}");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("slack webhook: destination address ")
+                    && error
+                        .to_string()
+                        .ends_with("is loopback; refused by outbound policy"),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            received.load(Ordering::SeqCst),
+            0,
+            "no request reached the receiver"
+        );
+
+        let allowing = channels(OutboundSettings {
+            allow_loopback: true,
+            ..Default::default()
+        });
+        let sent = allowing
+            .send(
+                Channel::Slack,
+                &notification(),
+                &webhook(format!("http://127.0.0.1:{port}/hook")),
+            )
+            .await
+            .expect("loopback is allowed");
+        assert_eq!(sent, Sent::Delivered);
+        assert_eq!(received.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slack_webhook_on_a_listed_network_is_allowed() {
+        let (port, received) = slack_receiver().await;
+        let listed = channels(OutboundSettings {
+            allowed_networks: vec!["127.0.0.1".into()],
+            ..Default::default()
+        });
+        let sent = listed
+            .send(
+                Channel::Slack,
+                &notification(),
+                &webhook(format!("http://localhost:{port}/hook")),
+            )
+            .await;
+        // localhost may also resolve to ::1, which is not listed: the listed address is dialled.
+        assert_eq!(sent.expect("127.0.0.1 is listed"), Sent::Delivered);
+        assert_eq!(received.load(Ordering::SeqCst), 1);
     }
 }

@@ -11,7 +11,8 @@
 //! - `batches`: one writer per assigned partition, collecting events into batches; offsets are
 //!   finished only after their batch is committed in Postgres.
 //! - `dispatch`: one task per channel sends the outbox (retried with backoff, at least once).
-//! - `channels`: SMTP e-mail, Slack-compatible webhooks, the `carrier.notifications` topic.
+//! - `channels`: SMTP e-mail, Slack-compatible webhooks (under delivery's outbound policy,
+//!   `carrier-outbound`), the `carrier.notifications` topic.
 //! - `notification`: the JSON document every channel carries (`docs/schemas/notification.v1.json`).
 //! - `retention`: the periodic purge of logs older than `log_retention_days`, in short batches.
 //!
@@ -68,6 +69,10 @@ pub struct Config {
     pub alerts: AlertSettings,
     /// The `[smtp]` section (`CARRIER_SMTP__*`): the server alert e-mails go through.
     pub smtp: SmtpSettings,
+    /// The `[outbound]` section (`CARRIER_OUTBOUND__*`, the same settings as delivery's): which
+    /// addresses Slack webhooks may be sent to. By default only public ones; loopback and
+    /// private networks must be allowed.
+    pub outbound: carrier_outbound::OutboundSettings,
 }
 
 /// Incident detection and alert sending.
@@ -115,6 +120,7 @@ impl Default for Config {
             batch_wait_ms: 20,
             alerts: AlertSettings::default(),
             smtp: SmtpSettings::default(),
+            outbound: carrier_outbound::OutboundSettings::default(),
             log_retention_days: 30,
             log_purge_interval_secs: 600,
             log_purge_batch_size: 5_000,
@@ -142,7 +148,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks the alert and SMTP settings (also called by [`run`]).
+    /// Checks the alert, SMTP and outbound settings (also called by [`run`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let alerts = &self.alerts;
         if alerts.failing_after_attempts == 0 || alerts.failing_after_attempts > i32::MAX as u32 {
@@ -165,6 +171,7 @@ impl Config {
                 "alerts.lease_ms must exceed alerts.send_timeout_ms by more than 1000".into(),
             ));
         }
+        self.outbound.networks()?;
         self.smtp.validate()
     }
 }
@@ -182,6 +189,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let channels = channels::Channels::new(
         &config.smtp,
         &config.kafka,
+        &config.outbound,
         Duration::from_millis(config.alerts.send_timeout_ms),
     )
     .context("alert channels")?;

@@ -6,10 +6,32 @@
 //! is not one is the client. Everything left of that was written by the client itself and is
 //! never believed. An entry that is not an address stops the walk: the client is then the last
 //! address a trusted hop vouched for, never something further left.
+//!
+//! A client's window is keyed by [`window_key`]: an IPv4 address is one client, but an IPv6 host
+//! is handed a whole /64 (SLAAC, privacy addresses, one prefix per customer line) and can pick a
+//! new address in it for every request, so an IPv6 client counts by its /64 prefix.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
+
+/// The IPv6 prefix length one client is taken to own.
+pub const IPV6_CLIENT_PREFIX_LEN: u8 = 64;
+
+/// What a client's requests are counted under (the `{client}` of its Redis key, and the client
+/// named in a 429): an IPv4 address itself (`198.51.100.7`); an IPv6 address's /64 prefix
+/// (`2001:db8:1:2::/64`); an IPv4-mapped IPv6 address (`::ffff:198.51.100.7`) as its IPv4
+/// address, so a client seen over both socket families has one window.
+pub fn window_key(client: IpAddr) -> String {
+    match client.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX << (128 - u32::from(IPV6_CLIENT_PREFIX_LEN));
+            let prefix = Ipv6Addr::from(u128::from(v6) & mask);
+            format!("{prefix}/{IPV6_CLIENT_PREFIX_LEN}")
+        }
+    }
+}
 
 /// Parses one `trusted_proxies` entry: an address (`10.1.2.3`, `::1`) or a network
 /// (`10.0.0.0/8`, `fd00::/8`).
@@ -205,6 +227,53 @@ mod tests {
             client_ip(ip("10.0.0.2"), [not_utf8].into_iter(), &trusted(&proxies)),
             ip("10.0.0.2")
         );
+    }
+
+    #[test]
+    fn ipv4_clients_count_per_address_and_ipv6_clients_per_64() {
+        assert_eq!(window_key(ip("198.51.100.7")), "198.51.100.7");
+        assert_ne!(window_key(ip("198.51.100.7")), window_key(ip("198.51.100.8")));
+        // One /64, any interface identifier: one window.
+        for address in [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2::2",
+            "2001:db8:1:2:ffff:ffff:ffff:ffff",
+            "2001:db8:1:2:a1b2:c3d4:e5f6:789",
+        ] {
+            assert_eq!(window_key(ip(address)), "2001:db8:1:2::/64", "{address}");
+        }
+        // The neighbouring /64s are other clients.
+        assert_eq!(window_key(ip("2001:db8:1:3::1")), "2001:db8:1:3::/64");
+        assert_eq!(window_key(ip("2001:db8:1:1:ffff::1")), "2001:db8:1:1::/64");
+        assert_eq!(window_key(ip("::1")), "::/64");
+        // IPv4-mapped IPv6 is the IPv4 client, per address, not the mapped /96's first /64.
+        assert_eq!(window_key(ip("::ffff:198.51.100.7")), "198.51.100.7");
+        assert_ne!(
+            window_key(ip("::ffff:198.51.100.7")),
+            window_key(ip("::ffff:198.51.100.8"))
+        );
+    }
+
+    proptest::proptest! {
+        /// Two IPv6 addresses share a window exactly when their first 64 bits are equal; an
+        /// IPv4 address (also written mapped) shares one only with itself.
+        #[test]
+        fn windows_are_shared_exactly_within_a_64(a: u128, b: u128, v4a: u32, v4b: u32) {
+            let v6 = |bits: u128| IpAddr::V6(Ipv6Addr::from(bits));
+            let is_mapped = |bits: u128| v6(bits).to_canonical().is_ipv4();
+            // b's interface identifier in a's /64.
+            let neighbour = (a & !u128::from(u64::MAX)) | (b & u128::from(u64::MAX));
+            if !is_mapped(a) && !is_mapped(b) {
+                proptest::prop_assert_eq!(window_key(v6(a)) == window_key(v6(b)), a >> 64 == b >> 64);
+            }
+            if !is_mapped(a) && !is_mapped(neighbour) {
+                proptest::prop_assert_eq!(window_key(v6(a)), window_key(v6(neighbour)));
+            }
+            let (p, q) = (IpAddr::V4(v4a.into()), IpAddr::V4(v4b.into()));
+            proptest::prop_assert_eq!(window_key(p) == window_key(q), v4a == v4b);
+            let mapped = IpAddr::V6(std::net::Ipv4Addr::from(v4a).to_ipv6_mapped());
+            proptest::prop_assert_eq!(window_key(mapped), window_key(p));
+        }
     }
 
     #[test]

@@ -1,17 +1,17 @@
 //! Outbound safety: destinations on loopback are refused at connect time when the policy does
 //! not allow them, whether named by an IP literal or by a host name that resolves to loopback,
-//! and redirects are never followed.
+//! and redirects are never followed. The notifier's Slack webhooks follow the same policy.
 //!
 //! That the `webhook-signature` verifies with the destination's `signing_secret` is asserted by
 //! `pipeline::one_message_reaches_three_destinations_with_its_headers_and_logs`.
 
 use std::time::Duration;
 
-use carrier_delivery::outbound::OutboundSettings;
+use carrier_outbound::OutboundSettings;
 use carrier_testkit::client::{message, Api, Sender};
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const POLICY_TEXT: &str = "is loopback; refused by outbound policy";
 
@@ -188,5 +188,66 @@ async fn a_redirect_is_a_failure_and_its_location_is_not_requested() {
         receiver.received_on("elsewhere").is_empty(),
         "the Location is never requested"
     );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slack_webhook_on_loopback_is_refused_when_the_policy_does_not_allow_it() {
+    let stack = Stack::start(StackOptions {
+        // The production default for delivery and the notifier: only public addresses.
+        outbound: OutboundSettings::default(),
+        ..StackOptions::default()
+    })
+    .await;
+    let api = &stack.api;
+    let slack = Receiver::start().await;
+    let (status, organization) = api
+        .admin(
+            reqwest::Method::POST,
+            "/v1/organizations",
+            Some(&json!({ "name": "Refused Slack", "slack_webhook_url": slack.url("hook") })),
+        )
+        .await;
+    assert_eq!(status, 201, "{organization}");
+    let organization_id = organization["id"].as_str().unwrap();
+    // A production destination on loopback: its refused attempts fail like connect errors and
+    // raise the destination's failing alert.
+    let receiver = Receiver::start().await;
+    let source = api.create_source(organization_id, "production").await;
+    api.subscribed_destination(
+        organization_id,
+        &source,
+        &receiver.url("lab"),
+        "production",
+        "PatientAdmin",
+    )
+    .await;
+    let token = api.token(&source).await;
+    let (status, response) = api.send(&token, &message("PatientAdmin", 1)).await;
+    assert_eq!(status, 200, "{response}");
+
+    // The alert reaches Kafka; its Slack send is refused at connect time, and retried.
+    for (sql, what) in [
+        (
+            "SELECT count(*) FROM alert_deliveries WHERE channel = 'kafka' AND status = 'sent'",
+            "the failing alert on Kafka",
+        ),
+        (
+            "SELECT count(*) FROM alert_deliveries WHERE channel = 'slack' AND status = 'pending' AND attempts >= 2 \
+             AND last_error LIKE 'slack webhook: destination address 127.0.0.1 is loopback; refused by outbound policy%'",
+            "the Slack send refused twice",
+        ),
+    ] {
+        let stack = &stack;
+        carrier_testkit::eventually(Duration::from_secs(90), what, || async move {
+            (stack.count(sql).await >= 1).then_some(())
+        })
+        .await;
+    }
+    assert!(
+        slack.received().is_empty(),
+        "no request reached the Slack receiver"
+    );
+    assert!(receiver.received().is_empty(), "nor the destination");
     stack.stop().await;
 }
