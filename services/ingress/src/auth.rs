@@ -24,7 +24,7 @@ use carrier_proto::config_v1::config_service_client::ConfigServiceClient;
 use carrier_proto::config_v1::ListDisabledSourcesRequest;
 use carrier_proto::ErrorKind;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use carrier_internal_auth::AuthenticatedChannel;
 
 use crate::error::ApiError;
 
@@ -74,7 +74,7 @@ impl DisabledSources {
     /// last known set stays (the router itself still refuses a disabled source's messages).
     pub async fn refresh(
         self: Arc<Self>,
-        router: ConfigServiceClient<Channel>,
+        router: ConfigServiceClient<AuthenticatedChannel>,
         interval: Duration,
         shutdown: CancellationToken,
     ) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use carrier_proto::config_v1::config_service_client::ConfigServiceClient;
 use carrier_proto::config_v1::{ResolveRequest, ResolveResponse};
-use tonic::transport::Channel;
+use carrier_internal_auth::AuthenticatedChannel;
 
 use crate::error::ApiError;
 
@@ -42,7 +42,7 @@ impl RouteCache {
 
     pub async fn resolve(
         &self,
-        router: &ConfigServiceClient<Channel>,
+        router: &ConfigServiceClient<AuthenticatedChannel>,
         request: ResolveRequest,
     ) -> Result<ResolveResponse, ApiError> {
         let key = ResolveKey {
