@@ -141,7 +141,11 @@ impl InternalAuth {
                 .tls_config(tls.server_config())
                 .map_err(InternalAuthError::Tls)?;
         }
-        tracing::debug!(service = self.service, tls = self.tls_enabled(), "internal grpc server authenticates its callers");
+        tracing::debug!(
+            service = self.service,
+            tls = self.tls_enabled(),
+            "internal grpc server authenticates its callers"
+        );
         Ok(builder.layer(InterceptorLayer::new(self.check_token.clone())))
     }
 

@@ -157,7 +157,10 @@ mod tests {
         let error = with_token(DEV_SERVICE_TOKEN)
             .validated(Profile::Production)
             .unwrap_err();
-        assert!(matches!(error, InternalAuthError::DevTokenInProduction), "{error}");
+        assert!(
+            matches!(error, InternalAuthError::DevTokenInProduction),
+            "{error}"
+        );
 
         let error = with_token("short-token-of-31-bytes-long-xx")
             .validated(Profile::Production)
@@ -173,7 +176,10 @@ mod tests {
         let settings = with_token(token).validated(Profile::Production).unwrap();
         assert_eq!(settings.service_token.as_deref(), Some(token));
         let printed = format!("{settings:?}");
-        assert!(!printed.contains(token) && printed.contains("<redacted>"), "{printed}");
+        assert!(
+            !printed.contains(token) && printed.contains("<redacted>"),
+            "{printed}"
+        );
     }
 
     #[test]

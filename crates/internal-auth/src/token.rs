@@ -169,8 +169,14 @@ mod tests {
     #[test]
     fn only_the_shared_token_passes() {
         let expected = digest(TOKEN.as_bytes());
-        assert_eq!(judge(&expected, Some(format!("Bearer {TOKEN}").as_bytes())), Ok(()));
-        assert_eq!(judge(&expected, Some(format!("bearer {TOKEN}").as_bytes())), Ok(()));
+        assert_eq!(
+            judge(&expected, Some(format!("Bearer {TOKEN}").as_bytes())),
+            Ok(())
+        );
+        assert_eq!(
+            judge(&expected, Some(format!("bearer {TOKEN}").as_bytes())),
+            Ok(())
+        );
         assert_eq!(judge(&expected, None), Err(Refusal::Missing));
         assert_eq!(judge(&expected, Some(TOKEN.as_bytes())), Err(Refusal::Malformed));
         assert_eq!(judge(&expected, Some(b"Basic abc")), Err(Refusal::Malformed));

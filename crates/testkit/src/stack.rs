@@ -84,10 +84,7 @@ impl Default for StackOptions {
             smtp: carrier_notifier::SmtpSettings::default(),
             router_max_record_bytes: None,
             internal_auth: carrier_internal_auth::InternalAuthSettings {
-                service_token: Some(format!(
-                    "test-service-token-{}",
-                    uuid::Uuid::new_v4().simple()
-                )),
+                service_token: Some(format!("test-service-token-{}", uuid::Uuid::new_v4().simple())),
                 ..Default::default()
             },
         }
@@ -321,7 +318,10 @@ impl Stack {
         let mut command = tokio::process::Command::new(&binary);
         let internal_auth = &config.internal_auth;
         let path_env = [
-            ("CARRIER_INTERNAL_AUTH__TLS_CERT_PATH", &internal_auth.tls_cert_path),
+            (
+                "CARRIER_INTERNAL_AUTH__TLS_CERT_PATH",
+                &internal_auth.tls_cert_path,
+            ),
             ("CARRIER_INTERNAL_AUTH__TLS_KEY_PATH", &internal_auth.tls_key_path),
             ("CARRIER_INTERNAL_AUTH__TLS_CA_PATH", &internal_auth.tls_ca_path),
         ];

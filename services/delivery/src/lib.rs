@@ -161,8 +161,8 @@ impl Listeners {
 /// committed before it returns.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = config.validated()?;
-    let internal_auth = InternalAuth::new("delivery", &config.internal_auth, config.profile)
-        .context("internal_auth")?;
+    let internal_auth =
+        InternalAuth::new("delivery", &config.internal_auth, config.profile).context("internal_auth")?;
     let readiness = carrier_telemetry::Readiness::default();
     let probes = axum::serve(
         listeners.http,

@@ -20,11 +20,11 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use carrier_internal_auth::AuthenticatedChannel;
 use carrier_proto::config_v1::config_service_client::ConfigServiceClient;
 use carrier_proto::config_v1::ListDisabledSourcesRequest;
 use carrier_proto::ErrorKind;
 use tokio_util::sync::CancellationToken;
-use carrier_internal_auth::AuthenticatedChannel;
 
 use crate::error::ApiError;
 

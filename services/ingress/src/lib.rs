@@ -240,7 +240,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let internal_auth =
         InternalAuth::new("ingress", &config.internal_auth, config.profile).context("internal_auth")?;
     let channel = internal_auth
-        .channel(&config.router_url, Duration::from_secs(2), Duration::from_secs(10))
+        .channel(
+            &config.router_url,
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+        )
         .context("router_url")?;
     let log_store = carrier_store::connect_and_migrate(
         &config.database_url,
