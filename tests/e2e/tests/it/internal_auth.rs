@@ -330,6 +330,7 @@ async fn with_mutual_tls_only_clients_with_a_certificate_from_the_ca_get_in() {
         .connect()
         .await;
     let answer = list_over(plaintext, Some(token.clone())).await;
+    println!("plaintext call: {answer:?}");
     assert!(answer.is_err(), "a plaintext call got in: {answer:?}");
 
     // TLS without a client certificate, or with one from another CA: refused at the handshake,
@@ -339,6 +340,7 @@ async fn with_mutual_tls_only_clients_with_a_certificate_from_the_ca_get_in() {
         Some(token.clone()),
     )
     .await;
+    println!("call without a client certificate: {anonymous:?}");
     assert!(
         anonymous.is_err(),
         "a client without a certificate got in: {anonymous:?}"
@@ -348,6 +350,7 @@ async fn with_mutual_tls_only_clients_with_a_certificate_from_the_ca_get_in() {
         Some(token.clone()),
     )
     .await;
+    println!("call with another CA's certificate: {foreign:?}");
     assert!(
         foreign.is_err(),
         "a certificate of another CA got in: {foreign:?}"
