@@ -45,6 +45,10 @@ pub struct StackOptions {
     /// The largest record the router writes (`kafka.max_record_bytes`; the default when `None`):
     /// a small value makes a task write fail for good, as a broker refusing its size would.
     pub router_max_record_bytes: Option<usize>,
+    /// The `[internal_auth]` section of every service of the stack: by default a random service
+    /// token of the stack's own (not the dev default, so a service that did not get it shows),
+    /// without TLS.
+    pub internal_auth: carrier_internal_auth::InternalAuthSettings,
 }
 
 impl Default for StackOptions {
@@ -80,6 +84,10 @@ impl Default for StackOptions {
             },
             smtp: carrier_notifier::SmtpSettings::default(),
             router_max_record_bytes: None,
+            internal_auth: carrier_internal_auth::InternalAuthSettings {
+                service_token: Some(format!("test-service-token-{}", uuid::Uuid::new_v4().simple())),
+                ..Default::default()
+            },
         }
     }
 }
@@ -147,6 +155,8 @@ impl Stack {
             router_kafka.max_record_bytes = bytes;
         }
         let router_config = carrier_router::Config {
+            profile: Profile::Dev,
+            internal_auth: options.internal_auth.clone(),
             database_url: database_url.clone(),
             kafka: router_kafka,
             consumer_group: format!("{prefix}-router"),
@@ -168,6 +178,7 @@ impl Stack {
 
         let ingress_config = carrier_ingress::Config {
             profile: Profile::Dev,
+            internal_auth: options.internal_auth.clone(),
             router_url: self.router_url.clone(),
             database_url: database_url.clone(),
             kafka: kafka.clone(),
@@ -245,6 +256,8 @@ impl Stack {
     /// The configuration a delivery worker of this stack runs with.
     pub fn delivery_config(&self) -> carrier_delivery::Config {
         carrier_delivery::Config {
+            profile: Profile::Dev,
+            internal_auth: self.options.internal_auth.clone(),
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             router_url: self.router_url.clone(),
             database_url: self.database_url.clone(),
@@ -303,7 +316,29 @@ impl Stack {
     pub fn spawn_delivery_process(&self) -> tokio::process::Child {
         let config = self.delivery_config();
         let binary = binary_path("carrier-delivery");
-        tokio::process::Command::new(&binary)
+        let mut command = tokio::process::Command::new(&binary);
+        let internal_auth = &config.internal_auth;
+        let path_env = [
+            (
+                "CARRIER_INTERNAL_AUTH__TLS_CERT_PATH",
+                &internal_auth.tls_cert_path,
+            ),
+            ("CARRIER_INTERNAL_AUTH__TLS_KEY_PATH", &internal_auth.tls_key_path),
+            ("CARRIER_INTERNAL_AUTH__TLS_CA_PATH", &internal_auth.tls_ca_path),
+        ];
+        for (name, path) in path_env {
+            if let Some(path) = path {
+                command.env(name, path);
+            }
+        }
+        if let Some(name) = &internal_auth.tls_server_name {
+            command.env("CARRIER_INTERNAL_AUTH__TLS_SERVER_NAME", name);
+        }
+        if let Some(token) = &internal_auth.service_token {
+            command.env("CARRIER_INTERNAL_AUTH__SERVICE_TOKEN", token);
+        }
+        command
+            .env("CARRIER_PROFILE", "dev")
             .env("CARRIER_HTTP_ADDR", "127.0.0.1:0")
             .env("CARRIER_CONTROL_ADDR", "127.0.0.1:0")
             .env("CARRIER_ROUTER_URL", &config.router_url)
@@ -370,6 +405,7 @@ impl Stack {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let mut config = carrier_ingress::Config {
             profile: Profile::Dev,
+            internal_auth: self.options.internal_auth.clone(),
             router_url: self.router_url.clone(),
             database_url: self.database_url.clone(),
             kafka: self.kafka.clone(),

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use carrier_internal_auth::{AuthenticatedChannel, InternalAuth};
 use carrier_proto::config_v1::config_service_client::ConfigServiceClient;
 use carrier_proto::config_v1::{Destination, GetByIdRequest};
-use tonic::transport::Channel;
 
 /// Why settings could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -22,17 +22,14 @@ pub enum LookupError {
 }
 
 pub struct Destinations {
-    router: ConfigServiceClient<Channel>,
+    router: ConfigServiceClient<AuthenticatedChannel>,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, Arc<Destination>)>>,
 }
 
 impl Destinations {
-    pub fn new(router_url: &str, ttl: Duration) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(router_url.to_string())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .connect_lazy();
+    pub fn new(internal_auth: &InternalAuth, router_url: &str, ttl: Duration) -> anyhow::Result<Self> {
+        let channel = internal_auth.channel(router_url, Duration::from_secs(2), Duration::from_secs(5))?;
         Ok(Self {
             router: ConfigServiceClient::new(channel),
             ttl,
@@ -81,7 +78,7 @@ impl Destinations {
     }
 
     /// The router, for the control service's writes (configuration is the router's).
-    pub fn router(&self) -> ConfigServiceClient<Channel> {
+    pub fn router(&self) -> ConfigServiceClient<AuthenticatedChannel> {
         self.router.clone()
     }
 }

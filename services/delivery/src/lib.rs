@@ -11,7 +11,8 @@
 //! - `events`: one log event per attempt to `carrier.log-events`.
 //! - `parking`: the backlog of a held destination, in Postgres, out of worker memory.
 //! - `control`: the gRPC service operators reach through ingress (pause, resume, skip, retry
-//!   now, queue state), answered from the live lanes.
+//!   now, queue state), answered from the live lanes; only to callers with the internal
+//!   service token (`carrier-internal-auth`: `[internal_auth]`, optionally mutual TLS).
 //! - `outbound`: outbound safety; which destination addresses may be dialled (the `[outbound]`
 //!   settings), checked on the resolved addresses at connect time (the policy is the shared
 //!   `carrier-outbound` crate; this module counts delivery's refusals).
@@ -33,7 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use carrier_config::{ConfigError, KafkaSettings};
+use carrier_config::{ConfigError, KafkaSettings, Profile};
+use carrier_internal_auth::{InternalAuth, InternalAuthSettings};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,17 +44,23 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// `production` (default) or `dev` (the development service token when none is set).
+    pub profile: Profile,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub http_addr: SocketAddr,
     /// Address of the control service (gRPC `carrier.delivery.v1.DeliveryControl`).
     pub control_addr: SocketAddr,
     /// The URL other services reach this worker's control service at, e.g.
-    /// `http://$(POD_IP):50052` on Kubernetes. Defaults to `http://<control_addr>` (with the
-    /// bound port when `control_addr` has port 0); required when `control_addr` listens on all
-    /// interfaces.
+    /// `http://$(POD_IP):50052` on Kubernetes. Defaults to `http://<control_addr>` (`https://`
+    /// with mutual TLS; with the bound port when `control_addr` has port 0); required when
+    /// `control_addr` listens on all interfaces.
     pub control_advertise_url: Option<String>,
     /// gRPC URL of the router (destination settings).
     pub router_url: String,
+    /// The `[internal_auth]` section (`CARRIER_INTERNAL_AUTH__*`): the service token shared
+    /// with ingress and the router (sent to the router, required from callers of the control
+    /// service), and optional mutual TLS. The token is required in production.
+    pub internal_auth: InternalAuthSettings,
     /// Postgres URL of the parking store; the database is created if missing.
     pub database_url: String,
     /// The `[kafka]` section (`CARRIER_KAFKA__*`).
@@ -86,10 +94,12 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            profile: Profile::Production,
             http_addr: "127.0.0.1:8082".parse().expect("valid address"),
             control_addr: "127.0.0.1:50052".parse().expect("valid address"),
             control_advertise_url: None,
             router_url: "http://127.0.0.1:50051".into(),
+            internal_auth: InternalAuthSettings::default(),
             database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
             kafka: KafkaSettings::default(),
             consumer_group: "carrier-delivery".into(),
@@ -106,8 +116,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Loads and validates; fills the dev profile's service token when unset.
     pub fn load() -> Result<Self, ConfigError> {
-        let config: Config = carrier_config::load()?;
+        carrier_config::load::<Config>()?.validated()
+    }
+
+    pub fn validated(mut self) -> Result<Self, ConfigError> {
+        let config = &self;
         config.retry.validate().map_err(ConfigError::Invalid)?;
         config.outbound.networks()?;
         if config.max_pending_per_partition == 0 || config.max_queued_per_destination == 0 {
@@ -120,7 +135,11 @@ impl Config {
                 "control_advertise_url (CARRIER_CONTROL_ADVERTISE_URL) is required when control_addr listens on all interfaces".into(),
             ));
         }
-        Ok(config)
+        self.internal_auth = self
+            .internal_auth
+            .validated(self.profile)
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        Ok(self)
     }
 }
 
@@ -142,6 +161,9 @@ impl Listeners {
 /// Runs delivery until `shutdown` is cancelled; in-flight requests finish and their offsets are
 /// committed before it returns.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = config.validated()?;
+    let internal_auth =
+        InternalAuth::new("delivery", &config.internal_auth, config.profile).context("internal_auth")?;
     let readiness = carrier_telemetry::Readiness::default();
     let probes = axum::serve(
         listeners.http,
@@ -151,6 +173,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let probes = tokio::spawn(async move { probes.await });
 
     let destinations = Arc::new(destinations::Destinations::new(
+        &internal_auth,
         &config.router_url,
         Duration::from_millis(config.destination_cache_ttl_ms),
     )?);
@@ -167,7 +190,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let control_url = config
         .control_advertise_url
         .clone()
-        .unwrap_or_else(|| format!("http://{control_addr}"));
+        .unwrap_or_else(|| format!("{}://{control_addr}", internal_auth.scheme()));
     let control = control::server(control::ControlService {
         worker_id: worker_id.clone(),
         destinations: destinations.clone(),
@@ -177,8 +200,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     });
     let control_incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.control);
     let control_shutdown = shutdown.clone();
+    let mut control_server = internal_auth.server().context("internal_auth")?;
     let control = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        control_server
             .add_service(control)
             .serve_with_incoming_shutdown(control_incoming, control_shutdown.cancelled_owned())
             .await

@@ -26,11 +26,11 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use carrier_internal_auth::AuthenticatedChannel;
 use carrier_proto::config_v1::config_service_client::ConfigServiceClient;
 use carrier_proto::config_v1::ListDisabledSourcesRequest;
 use carrier_proto::ErrorKind;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::error::ApiError;
 
@@ -80,7 +80,7 @@ impl DisabledSources {
     /// last known set stays (the router itself still refuses a disabled source's messages).
     pub async fn refresh(
         self: Arc<Self>,
-        router: ConfigServiceClient<Channel>,
+        router: ConfigServiceClient<AuthenticatedChannel>,
         interval: Duration,
         shutdown: CancellationToken,
     ) {

@@ -12,20 +12,21 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use carrier_internal_auth::{AuthenticatedChannel, InternalAuth};
 use carrier_proto::delivery_v1::delivery_control_client::DeliveryControlClient;
 use carrier_proto::ErrorKind;
 use carrier_store::sqlx::{self, PgPool, Row};
-use tonic::transport::Channel;
 
 use crate::error::ApiError;
 
 /// How many workers a request tries before it gives up.
 const MAX_TRIES: usize = 3;
 
-/// Clients of the workers' control services, by URL (channels are reused).
-#[derive(Default)]
+/// Clients of the workers' control services, by URL (channels are reused). Every call carries
+/// the internal service token.
 pub struct DeliveryControl {
-    channels: Mutex<HashMap<String, Channel>>,
+    internal_auth: InternalAuth,
+    channels: Mutex<HashMap<String, AuthenticatedChannel>>,
 }
 
 struct Worker {
@@ -34,16 +35,22 @@ struct Worker {
 }
 
 impl DeliveryControl {
-    fn client(&self, url: &str) -> Result<DeliveryControlClient<Channel>, ApiError> {
+    pub fn new(internal_auth: InternalAuth) -> Self {
+        Self {
+            internal_auth,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, url: &str) -> Result<DeliveryControlClient<AuthenticatedChannel>, ApiError> {
         let mut channels = self.channels.lock().expect("channels lock");
         if let Some(channel) = channels.get(url) {
             return Ok(DeliveryControlClient::new(channel.clone()));
         }
-        let channel = Channel::from_shared(url.to_string())
-            .map_err(|_| ApiError::internal(format!("A delivery worker registered a bad URL: {url}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
+        let channel = self
+            .internal_auth
+            .channel(url, Duration::from_secs(2), Duration::from_secs(10))
+            .map_err(|_| ApiError::internal(format!("A delivery worker registered a bad URL: {url}")))?;
         if channels.len() > 1_000 {
             channels.clear();
         }
@@ -89,7 +96,7 @@ impl DeliveryControl {
     /// reached. Every control request is safe to repeat.
     pub async fn call<R, F, Fut>(&self, pool: &PgPool, destination_id: &str, call: F) -> Result<R, ApiError>
     where
-        F: Fn(DeliveryControlClient<Channel>) -> Fut,
+        F: Fn(DeliveryControlClient<AuthenticatedChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let workers = Self::workers(pool, destination_id).await?;

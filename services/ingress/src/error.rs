@@ -115,6 +115,12 @@ impl ApiError {
 /// A peer's gRPC status becomes the same kind of HTTP answer; an unreachable router is a 502.
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
+        // The peer refused ingress's own service token: a misconfiguration, not the caller's
+        // fault (and not a 401 for a sender's credentials).
+        if carrier_internal_auth::is_refusal(&status) {
+            tracing::warn!(message = status.message(), "an internal service refused ingress's credentials; check internal_auth.service_token (CARRIER_INTERNAL_AUTH__SERVICE_TOKEN) on every service");
+            return ApiError::internal("Internal error");
+        }
         let kind = ErrorKind::from_grpc_code(status.code());
         let text = match kind {
             ErrorKind::QueueRejected | ErrorKind::Timeout => {

@@ -21,6 +21,10 @@
 //!   window, counted in Redis and shared by all replicas; 429 with `Retry-After` past it. Fails
 //!   open when Redis is away (Redis holds only what may be lost).
 //!
+//! - `delivery_control`, `routes`, `auth` call the router and the delivery workers over gRPC,
+//!   every call carrying the internal service token (`carrier-internal-auth`: `[internal_auth]`,
+//!   optionally mutual TLS).
+//!
 //! - `openapi`       `GET /openapi.json` — the OpenAPI 3 document generated from the handlers
 //!   (committed at `docs/openapi.json`; a test keeps the two equal).
 //!
@@ -45,6 +49,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use carrier_config::{ConfigError, KafkaSettings, Profile};
+use carrier_internal_auth::{AuthenticatedChannel, InternalAuth, InternalAuthSettings};
 use carrier_kafka::producer::{self, Ordering};
 use carrier_kafka::rdkafka::producer::FutureProducer;
 use carrier_kafka::Topics;
@@ -53,7 +58,6 @@ use carrier_store::sqlx::PgPool;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub use auth::SOURCE_DISABLED;
 pub use error::ApiError;
@@ -94,6 +98,10 @@ pub struct Config {
     pub source_status_refresh_ms: u64,
     /// gRPC URL of the router (configuration and routing).
     pub router_url: String,
+    /// The `[internal_auth]` section (`CARRIER_INTERNAL_AUTH__*`): the service token ingress
+    /// presents to the router and the delivery workers (all three share it), and optional
+    /// mutual TLS. The token is required in production.
+    pub internal_auth: InternalAuthSettings,
     /// Postgres URL of the log store.
     pub database_url: String,
     /// Connections to Postgres per replica. Requests with an `Idempotency-Key` (two or three
@@ -134,6 +142,7 @@ impl Default for Config {
             token_url: None,
             source_status_refresh_ms: 1_000,
             router_url: "http://127.0.0.1:50051".into(),
+            internal_auth: InternalAuthSettings::default(),
             database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
             database_max_connections: 32,
             kafka: KafkaSettings::default(),
@@ -240,6 +249,10 @@ impl Config {
         }
         self.rate_limit.validate()?;
         self.limits.validate()?;
+        self.internal_auth = self
+            .internal_auth
+            .validated(self.profile)
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
         Ok(self)
     }
 }
@@ -251,7 +264,7 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 pub(crate) struct AppState {
     pub config: Config,
     pub tokens: auth::TokenSigner,
-    pub router: ConfigServiceClient<Channel>,
+    pub router: ConfigServiceClient<AuthenticatedChannel>,
     pub routes: routes::RouteCache,
     pub producer: FutureProducer,
     pub topics: Topics,
@@ -272,11 +285,15 @@ pub(crate) struct AppState {
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = config.validated()?;
     let readiness = carrier_telemetry::Readiness::default();
-    let channel = Channel::from_shared(config.router_url.clone())
-        .context("router_url")?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
+    let internal_auth =
+        InternalAuth::new("ingress", &config.internal_auth, config.profile).context("internal_auth")?;
+    let channel = internal_auth
+        .channel(
+            &config.router_url,
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+        )
+        .context("router_url")?;
     let log_store = carrier_store::connect_and_migrate(
         &config.database_url,
         config.database_max_connections,
@@ -312,7 +329,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             Duration::from_millis(config.produce_timeout_ms),
         ),
         log_store,
-        delivery_control: Default::default(),
+        delivery_control: delivery_control::DeliveryControl::new(internal_auth),
         rate_limiter,
         gate: overload::in_flight::Gate::new(&config.limits),
         task_reader: carrier_kafka::admin::RecordReader::new(&config.kafka).context("kafka reader")?,

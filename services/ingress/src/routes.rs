@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use carrier_internal_auth::AuthenticatedChannel;
 use carrier_proto::config_v1::config_service_client::ConfigServiceClient;
 use carrier_proto::config_v1::{ResolveRequest, ResolveResponse};
-use tonic::transport::Channel;
 
 use crate::error::ApiError;
 
@@ -42,7 +42,7 @@ impl RouteCache {
 
     pub async fn resolve(
         &self,
-        router: &ConfigServiceClient<Channel>,
+        router: &ConfigServiceClient<AuthenticatedChannel>,
         request: ResolveRequest,
     ) -> Result<ResolveResponse, ApiError> {
         let key = ResolveKey {

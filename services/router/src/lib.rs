@@ -5,7 +5,8 @@
 //! - `client_assertion` checks `private_key_jwt` client assertions (RFC 7523) against the
 //!   public key registered on a source.
 //! - `grpc` serves that store to ingress (admin API, token checks, resolve) and delivery
-//!   (destination settings at send time).
+//!   (destination settings at send time); only to callers with the internal service token
+//!   (`carrier-internal-auth`: `[internal_auth]`, optionally mutual TLS).
 //! - `fanout` consumes `carrier.inbound` and writes one task per destination to
 //!   `carrier.deliveries`, keyed by destination, plus a `queued` log event for each.
 #![forbid(unsafe_code)]
@@ -20,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use carrier_config::{ConfigError, KafkaSettings};
+use carrier_config::{ConfigError, KafkaSettings, Profile};
+use carrier_internal_auth::{InternalAuth, InternalAuthSettings};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,10 +33,16 @@ pub use config_store::{ConfigStore, StoreError};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// `production` (default) or `dev` (the development service token when none is set).
+    pub profile: Profile,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub http_addr: SocketAddr,
     /// Address of the gRPC configuration service.
     pub grpc_addr: SocketAddr,
+    /// The `[internal_auth]` section (`CARRIER_INTERNAL_AUTH__*`): the service token callers of
+    /// the gRPC service must present (shared with ingress and delivery), and optional mutual
+    /// TLS. The token is required in production.
+    pub internal_auth: InternalAuthSettings,
     /// Postgres URL; the database is created if missing.
     pub database_url: String,
     /// The `[kafka]` section (`CARRIER_KAFKA__*`).
@@ -55,8 +63,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            profile: Profile::Production,
             http_addr: "127.0.0.1:8081".parse().expect("valid address"),
             grpc_addr: "127.0.0.1:50051".parse().expect("valid address"),
+            internal_auth: InternalAuthSettings::default(),
             database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
             kafka: KafkaSettings::default(),
             consumer_group: "carrier-router".into(),
@@ -69,14 +79,22 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Loads and validates; fills the dev profile's service token when unset.
     pub fn load() -> Result<Self, ConfigError> {
-        let config: Config = carrier_config::load()?;
-        if config.max_pending_per_partition == 0 {
+        carrier_config::load::<Config>()?.validated()
+    }
+
+    pub fn validated(mut self) -> Result<Self, ConfigError> {
+        if self.max_pending_per_partition == 0 {
             return Err(ConfigError::Invalid(
                 "max_pending_per_partition must be at least 1".into(),
             ));
         }
-        Ok(config)
+        self.internal_auth = self
+            .internal_auth
+            .validated(self.profile)
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        Ok(self)
     }
 }
 
@@ -97,6 +115,9 @@ impl Listeners {
 
 /// Runs the router until `shutdown` is cancelled, then drains the fan-out and returns.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = config.validated()?;
+    let internal_auth =
+        InternalAuth::new("router", &config.internal_auth, config.profile).context("internal_auth")?;
     let readiness = carrier_telemetry::Readiness::default();
     let probes = axum::serve(
         listeners.http,
@@ -117,8 +138,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let grpc_shutdown = shutdown.clone();
     let grpc_addr = listeners.grpc.local_addr().context("grpc listener")?;
     let grpc_incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+    let mut grpc_server = internal_auth.server().context("internal_auth")?;
     let grpc = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        grpc_server
             .add_service(grpc_service)
             .serve_with_incoming_shutdown(grpc_incoming, grpc_shutdown.cancelled_owned())
             .await
@@ -126,7 +148,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let consumer = fanout::start(&config, &pool, shutdown.clone()).context("kafka")?;
     readiness.set_ready(true);
-    tracing::info!(%grpc_addr, "router ready");
+    tracing::info!(%grpc_addr, tls = internal_auth.tls_enabled(), "router ready");
 
     shutdown.cancelled().await;
     readiness.set_ready(false);
@@ -138,4 +160,41 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .context("probe server")?;
     tracing::info!("router stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn production_refuses_to_start_without_the_internal_service_token() {
+        figment::Jail::expect_with(|jail| {
+            let error = Config::load().unwrap_err().to_string();
+            assert!(error.contains("CARRIER_INTERNAL_AUTH__SERVICE_TOKEN"), "{error}");
+            jail.set_env("CARRIER_INTERNAL_AUTH__SERVICE_TOKEN", "too-short");
+            let error = Config::load().unwrap_err().to_string();
+            assert!(error.contains("at least 32 bytes"), "{error}");
+            jail.set_env(
+                "CARRIER_INTERNAL_AUTH__SERVICE_TOKEN",
+                carrier_internal_auth::DEV_SERVICE_TOKEN,
+            );
+            let error = Config::load().unwrap_err().to_string();
+            assert!(error.contains("public development token"), "{error}");
+            jail.set_env("CARRIER_PROFILE", "dev");
+            let dev = Config::load().map_err(|error| error.to_string())?;
+            assert_eq!(dev.profile, Profile::Dev);
+            jail.set_env(
+                "CARRIER_INTERNAL_AUTH__SERVICE_TOKEN",
+                "a-production-token-of-at-least-32-bytes",
+            );
+            jail.set_env("CARRIER_PROFILE", "production");
+            let production = Config::load().map_err(|error| error.to_string())?;
+            assert_eq!(
+                production.internal_auth.service_token.as_deref(),
+                Some("a-production-token-of-at-least-32-bytes")
+            );
+            Ok(())
+        });
+    }
 }

@@ -250,6 +250,9 @@ fn service(
     )
     .env("RUST_LOG", settings.log_filter.clone())
     .env("NO_COLOR", "1")
+    // The dev profile: development secrets, among them the internal service token every
+    // service shares.
+    .env("CARRIER_PROFILE", "dev")
     .env("CARRIER_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
     .env("CARRIER_DATABASE_URL", database_url.clone())
     .env("CARRIER_ROUTER_URL", format!("http://127.0.0.1:{router_grpc}"))
@@ -264,7 +267,6 @@ fn service(
     match kind {
         ServiceKind::Ingress => {
             spec = spec
-                .env("CARRIER_PROFILE", "dev")
                 .env("CARRIER_RATE_LIMIT__REDIS_URL", endpoints.redis_url.clone())
                 // One client address sends everything: a limit the load never reaches.
                 .env("CARRIER_RATE_LIMIT__LIMIT", "1000000000");

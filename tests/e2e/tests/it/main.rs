@@ -11,6 +11,7 @@ mod fhir;
 mod generations;
 mod hostile_input;
 mod idempotency;
+mod internal_auth;
 mod isolation;
 mod leases;
 mod logs;
