@@ -32,6 +32,8 @@ pub mod auth;
 mod delivery_control;
 mod error;
 pub mod openapi;
+#[doc(hidden)] // the request parsers, for the fuzz targets in fuzz/; not an API
+pub mod parsers;
 pub mod rate_limit;
 mod routes;
 
