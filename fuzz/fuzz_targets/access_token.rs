@@ -30,7 +30,11 @@ fn authorization(value: &[u8]) -> Option<http::HeaderMap> {
 
 fn assert_refused(error: &carrier_ingress::ApiError) {
     let status = parsers::status_of(error);
-    assert!(status == 401 || status == 403, "refused with {status}: {}", error.text);
+    assert!(
+        status == 401 || status == 403,
+        "refused with {status}: {}",
+        error.text
+    );
     assert!(!error.text.is_empty());
 }
 

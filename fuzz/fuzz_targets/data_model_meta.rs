@@ -21,7 +21,10 @@ fuzz_target!(|body: &[u8]| {
             assert!(routing.destination_ids.len() <= 100, "{routing:?}");
             for (index, id) in routing.destination_ids.iter().enumerate() {
                 assert!(is_routing_field(id), "{routing:?}");
-                assert!(!routing.destination_ids[..index].contains(id), "named twice: {routing:?}");
+                assert!(
+                    !routing.destination_ids[..index].contains(id),
+                    "named twice: {routing:?}"
+                );
             }
         }
         Err(error) => {

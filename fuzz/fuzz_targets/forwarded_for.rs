@@ -32,7 +32,10 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let peer: IpAddr = PEERS[selector as usize % PEERS.len()].parse().unwrap();
-    let trusted: Vec<_> = TRUSTED.iter().map(|entry| parse_trusted_proxy(entry).unwrap()).collect();
+    let trusted: Vec<_> = TRUSTED
+        .iter()
+        .map(|entry| parse_trusted_proxy(entry).unwrap())
+        .collect();
     let headers: Vec<&[u8]> = rest.split(|byte| *byte == b'\n').collect();
     let client = client_ip(peer, headers.iter().copied(), &trusted);
     let peer = peer.to_canonical();
@@ -61,7 +64,10 @@ fuzz_target!(|input: &[u8]| {
                 found = true;
                 break 'walk;
             }
-            assert!(is_trusted(address), "the walk passed the untrusted {address} to reach {client}");
+            assert!(
+                is_trusted(address),
+                "the walk passed the untrusted {address} to reach {client}"
+            );
         }
     }
     assert!(found, "{client} is not among the vouched entries of {headers:?}");

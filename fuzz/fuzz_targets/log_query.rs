@@ -18,7 +18,11 @@ fn check_cursor_round_trip(cursor: LogCursor, route: LogRoute) {
     };
     let text = cursor.encode(route);
     assert_eq!(LogCursor::decode(&text, route), Some(cursor), "{text}");
-    assert_eq!(LogCursor::decode(&text, other), None, "{text} continues the other order");
+    assert_eq!(
+        LogCursor::decode(&text, other),
+        None,
+        "{text} continues the other order"
+    );
 }
 
 fuzz_target!(|query: &[u8]| {

@@ -28,8 +28,15 @@ fuzz_target!(|input: &[u8]| {
     match parsers::idempotency_key(&headers) {
         Ok(Some(taken)) => {
             assert!(!taken.is_empty() && taken.len() <= parsers::MAX_IDEMPOTENCY_KEY_LEN);
-            assert!(taken.bytes().all(|byte| (0x20..=0x7e).contains(&byte)), "{taken:?}");
-            assert_eq!(taken.as_bytes(), key.trim_ascii(), "the key is the header, trimmed");
+            assert!(
+                taken.bytes().all(|byte| (0x20..=0x7e).contains(&byte)),
+                "{taken:?}"
+            );
+            assert_eq!(
+                taken.as_bytes(),
+                key.trim_ascii(),
+                "the key is the header, trimmed"
+            );
         }
         Ok(None) => panic!("the header is there"),
         Err(error) => {
@@ -42,10 +49,16 @@ fuzz_target!(|input: &[u8]| {
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.parse::<u64>().ok());
     match parsers::declared_length(&headers, LIMIT) {
-        Ok(()) => assert!(declared.is_none_or(|length| length <= LIMIT as u64), "{declared:?}"),
+        Ok(()) => assert!(
+            declared.is_none_or(|length| length <= LIMIT as u64),
+            "{declared:?}"
+        ),
         Err(error) => {
             assert_eq!(parsers::status_of(&error), 413, "{}", error.text);
-            assert!(declared.is_some_and(|length| length > LIMIT as u64), "{declared:?}");
+            assert!(
+                declared.is_some_and(|length| length > LIMIT as u64),
+                "{declared:?}"
+            );
         }
     }
 });

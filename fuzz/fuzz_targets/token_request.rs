@@ -19,7 +19,10 @@ fuzz_target!(|input: &[u8]| {
     };
     let mut headers = http::HeaderMap::new();
     if let Some(content_type) = content_type {
-        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
     }
     match parsers::token_request(&headers, body) {
         Ok(parameters) => {
@@ -31,7 +34,11 @@ fuzz_target!(|input: &[u8]| {
                 }
             } else {
                 assert!(std::str::from_utf8(body).is_ok());
-                assert!(!parameters.contains_key("") || body.starts_with(b"=") || body.windows(2).any(|w| w == b"&="));
+                assert!(
+                    !parameters.contains_key("")
+                        || body.starts_with(b"=")
+                        || body.windows(2).any(|w| w == b"&=")
+                );
             }
         }
         Err(status) => assert_eq!(status, 400),

@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 
+use axum::extract::Query;
 #[doc(hidden)]
 pub use axum::http;
-use axum::extract::Query;
 use axum::http::{HeaderMap, Uri};
 
-use crate::api::log_search::{Cursor, Limits, LogFilter, Order};
 use crate::api;
+use crate::api::log_search::{Cursor, Limits, LogFilter, Order};
 use crate::error::ApiError;
 
 /// What a Data Model or FHIR request routes by.
