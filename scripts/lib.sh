@@ -140,6 +140,44 @@ carrier_ensure_aiosmtpd() {
     echo "$py"
 }
 
+# ------------------------------------------------------- schemathesis (tests)
+
+# The version the e2e test `openapi_conformance` was verified with (its CLI flags and checks).
+CARRIER_SCHEMATHESIS_VERSION="${CARRIER_SCHEMATHESIS_VERSION:-4.32.5}"
+CARRIER_SCHEMATHESIS_VENV="${CARRIER_SCHEMATHESIS_VENV:-/var/cache/carrier/schemathesis}"
+
+# Prints the path of schemathesis's `st` (property-based tests of ingress against its own
+# /openapi.json), installing the pinned version from PyPI into a virtualenv of its own (its
+# dependencies stay apart from aiosmtpd's) when missing or of another version.
+carrier_ensure_schemathesis() {
+    local st="$CARRIER_SCHEMATHESIS_VENV/bin/st" py="$CARRIER_SCHEMATHESIS_VENV/bin/python"
+    local wanted="st, version $CARRIER_SCHEMATHESIS_VERSION"
+    if [ -x "$st" ] && [ "$("$st" --version 2>/dev/null)" = "$wanted" ]; then
+        echo "$st"; return
+    fi
+    if ! command -v python3 >/dev/null 2>&1; then
+        carrier_apt_install python3 python3-venv
+    fi
+    if [ ! -x "$py" ]; then
+        mkdir -p "$(dirname "$CARRIER_SCHEMATHESIS_VENV")"
+        carrier_log "creating a Python virtualenv in $CARRIER_SCHEMATHESIS_VENV"
+        if ! python3 -m venv "$CARRIER_SCHEMATHESIS_VENV" >&2; then
+            rm -rf "$CARRIER_SCHEMATHESIS_VENV"
+            local minor
+            minor="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+            carrier_apt_install python3-venv "python$minor-venv" || carrier_apt_install python3-venv
+            python3 -m venv "$CARRIER_SCHEMATHESIS_VENV" >&2 ||
+                { carrier_die "cannot create a virtualenv in $CARRIER_SCHEMATHESIS_VENV"; return 1; }
+        fi
+    fi
+    carrier_log "installing schemathesis $CARRIER_SCHEMATHESIS_VERSION (PyPI) into $CARRIER_SCHEMATHESIS_VENV"
+    "$py" -m pip install --quiet --disable-pip-version-check "schemathesis==$CARRIER_SCHEMATHESIS_VERSION" >&2 ||
+        { carrier_die "pip install schemathesis failed"; return 1; }
+    [ "$("$st" --version 2>/dev/null)" = "$wanted" ] ||
+        { carrier_die "$st is not schemathesis $CARRIER_SCHEMATHESIS_VERSION"; return 1; }
+    echo "$st"
+}
+
 # --------------------------------------------------------------------- Tansu
 
 # Prints the path of a tansu binary, building it once if needed.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: starts what the tests need (Postgres, Redis, a throwaway Tansu broker, Python's
 # aiosmtpd for the alert e-mail tests), builds the binaries the fault tests launch, and runs
-# every test with nextest.
+# every test with nextest. schemathesis (PyPI) runs in the e2e test `openapi_conformance`.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
@@ -16,6 +16,9 @@ carrier_ensure_redis
 export CARRIER_TANSU_BIN="$(carrier_tansu_bin)"
 CARRIER_TEST_PYTHON="$(carrier_ensure_aiosmtpd)"
 export CARRIER_TEST_PYTHON
+
+CARRIER_TEST_SCHEMATHESIS="$(carrier_ensure_schemathesis)"
+export CARRIER_TEST_SCHEMATHESIS
 
 # A fresh broker per run: tests create topics of their own under random prefixes.
 carrier_stop_pidfile "$TEST_BROKER_DIR/tansu.pid"

@@ -40,6 +40,8 @@ mod delivery_control;
 mod error;
 pub mod openapi;
 pub mod overload;
+#[doc(hidden)] // the request parsers, for the fuzz targets in fuzz/; not an API
+pub mod parsers;
 pub mod rate_limit;
 mod routes;
 
@@ -431,6 +433,10 @@ mod tests {
         Config {
             admin_token: Some("4d967a30111bf29f0eba01c448b375c1".into()),
             token_signing_key: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b".into()),
+            internal_auth: InternalAuthSettings {
+                service_token: Some("c4ca4238a0b923820dcc509a6f75849bc81e728d".into()),
+                ..Default::default()
+            },
             ..Config::default()
         }
         .validated()

@@ -12,7 +12,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +34,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::api::admin::create_source,
         crate::api::admin::get_source,
         crate::api::admin::rotate_secret,
+        crate::api::admin::update_source,
         crate::api::admin::create_destination,
         crate::api::admin::get_destination,
         crate::api::admin::update_destination,
@@ -92,9 +93,71 @@ pub fn document() -> String {
 }
 
 /// `GET /openapi.json`.
-#[utoipa::path(get, path = "/openapi.json", tag = "OAuth", responses((status = 200, description = "This document")))]
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "OAuth",
+    responses(
+        (status = 200, description = "This document", body = serde_json::Value, content_type = "application/json"),
+        EveryRouteErrors,
+    )
+)]
 pub async fn openapi_json() -> axum::response::Response {
     ([(CONTENT_TYPE, "application/json")], document()).into_response()
+}
+
+/// What every public route can answer besides its own statuses: the per-client rate limit, the
+/// requests shed at ingress's caps, and the request deadline.
+#[derive(IntoResponses)]
+pub enum EveryRouteErrors {
+    /// Rate limited: too many requests from this client (with Retry-After)
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    RateLimited(DataModelError),
+    /// Overloaded: shed at a capacity limit, or the producer queue is full (with Retry-After)
+    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    Overloaded(DataModelError),
+    /// Timeout: the request deadline passed, or the durable write did not complete in time
+    #[response(status = 504)]
+    Timeout(DataModelError),
+}
+
+/// What every public route that reads a request body can answer besides [`EveryRouteErrors`].
+#[derive(IntoResponses)]
+pub enum BodyErrors {
+    /// The request body was not received in time
+    #[response(status = 408)]
+    BodyTimeout(DataModelError),
+    /// Body over the limit
+    #[response(status = 413)]
+    TooLarge(DataModelError),
+}
+
+/// [`EveryRouteErrors`] and [`BodyErrors`] as the FHIR API renders them.
+#[derive(IntoResponses)]
+pub enum FhirEveryRouteErrors {
+    /// The request body was not received in time
+    #[response(status = 408, content_type = "application/fhir+json")]
+    BodyTimeout(OperationOutcome),
+    /// Body over the limit (10 MiB)
+    #[response(status = 413, content_type = "application/fhir+json")]
+    TooLarge(OperationOutcome),
+    /// Rate limited: too many requests from this client (with Retry-After)
+    #[response(
+        status = 429,
+        content_type = "application/fhir+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait"))
+    )]
+    RateLimited(OperationOutcome),
+    /// Overloaded: shed at a capacity limit, or the producer queue is full (with Retry-After)
+    #[response(
+        status = 503,
+        content_type = "application/fhir+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait"))
+    )]
+    Overloaded(OperationOutcome),
+    /// Timeout: the request deadline passed, or the durable write did not complete in time
+    #[response(status = 504, content_type = "application/fhir+json")]
+    Timeout(OperationOutcome),
 }
 
 /// A Data Model API message. Every field besides `Meta` is carried to the destinations as sent.
@@ -106,10 +169,14 @@ pub struct DataModelMessage {
 
 #[derive(Serialize, ToSchema)]
 pub struct DataModelMeta {
-    /// Routes the message: destinations subscribe to data models.
+    /// Routes the message: destinations subscribe to data models. 1 to 64 printable ASCII
+    /// characters, not all blank.
     #[serde(rename = "DataModel")]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[ -~]*[!-~][ -~]*$")]
     data_model: String,
+    /// 1 to 64 printable ASCII characters, not all blank.
     #[serde(rename = "EventType")]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[ -~]*[!-~][ -~]*$")]
     event_type: String,
     /// A test message (never retried). Default false.
     #[serde(rename = "Test")]
@@ -215,6 +282,7 @@ pub struct IssueDetails {
 #[derive(Serialize, ToSchema)]
 pub struct TokenRequest {
     /// `client_credentials`.
+    #[schema(pattern = "^client_credentials$")]
     grant_type: String,
     client_id: String,
     client_secret: String,

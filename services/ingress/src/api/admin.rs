@@ -100,6 +100,8 @@ pub struct NewOrganization {
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::BodyErrors,
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn create_organization(
@@ -133,6 +135,7 @@ pub async fn create_organization(
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn get_organization(
@@ -176,6 +179,8 @@ pub struct OrganizationChanges {
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::BodyErrors,
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn update_organization(
@@ -233,6 +238,8 @@ pub struct NewSource {
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::BodyErrors,
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn create_source(
@@ -269,6 +276,7 @@ pub async fn create_source(
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn get_source(
@@ -304,6 +312,23 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
 /// `PATCH /v1/sources/{id}`: `name`, `enabled`, `public_jwk`. Disabling takes effect at once on this replica
 /// and within `source_status_refresh_ms` on the others: tokens, `POST /endpoint` and the logs
 /// API refuse the source with 403 `Source is disabled`, and `/oauth/token` issues it none.
+#[utoipa::path(
+    patch,
+    path = "/v1/sources/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "Source ID")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "name, enabled, public_jwk (null removes it)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated source", body = serde_json::Value),
+        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::BodyErrors,
+        crate::openapi::EveryRouteErrors,
+    )
+)]
 pub async fn update_source(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -353,6 +378,8 @@ const DEFAULT_SECRET_OVERLAP_SECS: u32 = 24 * 60 * 60;
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::BodyErrors,
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn rotate_secret(
@@ -411,6 +438,8 @@ pub struct NewDestination {
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::BodyErrors,
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn create_destination(
@@ -447,6 +476,7 @@ pub async fn create_destination(
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn get_destination(
@@ -486,6 +516,8 @@ pub struct DestinationChanges {
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::BodyErrors,
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn update_destination(
@@ -532,6 +564,8 @@ pub struct NewSubscription {
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::BodyErrors,
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn create_subscription(

@@ -118,12 +118,10 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
         (status = 405, description = "Method not allowed", body = crate::openapi::DataModelError),
         (status = 409, description = "A request with the same Idempotency-Key is in progress (with Retry-After)", body = crate::openapi::DataModelError),
-        (status = 413, description = "Body over the limit (10 MiB)", body = crate::openapi::DataModelError),
-        (status = 429, description = "Rate limited (with Retry-After)", body = crate::openapi::DataModelError),
         (status = 500, description = "Unknown internal error", body = crate::openapi::DataModelError),
         (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
-        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
-        (status = 504, description = "The durable write did not complete in time", body = crate::openapi::DataModelError),
+        crate::openapi::BodyErrors,
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn post(

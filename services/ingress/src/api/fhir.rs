@@ -301,12 +301,9 @@ pub fn parse(path_type: &str, headers: &HeaderMap, body: &[u8]) -> Result<Submis
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
         (status = 405, description = "Method not allowed", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
         (status = 409, description = "A request with the same Idempotency-Key is in progress (with Retry-After)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 413, description = "Body over the limit (10 MiB)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 429, description = "Rate limited (with Retry-After)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
         (status = 500, description = "Unknown internal error", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
         (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 504, description = "The durable write did not complete in time", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        crate::openapi::FhirEveryRouteErrors,
     )
 )]
 pub async fn post(

@@ -97,6 +97,7 @@ pub(crate) async fn visible_log(
         (status = 200, description = "The log with its attempts", body = serde_json::Value),
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn get_one(
@@ -140,15 +141,15 @@ const SEARCH_LIMITS: Limits = Limits {
     operation_id = "search_logs",
     tag = "Logs",
     params(
-        ("organization_id" = Option<String>, Query, description = "Only this organization's logs (a source's token sees only its own organization's logs of its own environment anyway)"),
-        ("destination_id" = Option<String>, Query, description = "Only logs of this destination"),
-        ("source_id" = Option<String>, Query, description = "Only logs of messages from this source"),
-        ("status" = Option<String>, Query, description = "queued, delivered, failed or cancelled"),
-        ("data_model" = Option<String>, Query, description = "Only this data model (a FHIR resource type for the FHIR API)"),
+        ("organization_id" = Option<String>, Query, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Only this organization's logs (a source's token sees only its own organization's logs of its own environment anyway)"),
+        ("destination_id" = Option<String>, Query, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Only logs of this destination"),
+        ("source_id" = Option<String>, Query, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Only logs of messages from this source"),
+        ("status" = Option<String>, Query, pattern = "^(queued|delivered|failed|cancelled)$", description = "queued, delivered, failed or cancelled"),
+        ("data_model" = Option<String>, Query, pattern = "\\S", description = "Only this data model (a FHIR resource type for the FHIR API)"),
         ("test" = Option<bool>, Query, description = "true: only test messages; false: only real ones"),
-        ("since" = Option<String>, Query, description = "Received at or after this time (RFC 3339)"),
-        ("until" = Option<String>, Query, description = "Received before this time (RFC 3339)"),
-        ("limit" = Option<i64>, Query, description = "Logs per page, 1 to 500 (default 50)"),
+        ("since" = Option<String>, Query, format = DateTime, description = "Received at or after this time (RFC 3339)"),
+        ("until" = Option<String>, Query, format = DateTime, description = "Received before this time (RFC 3339)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Logs per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "The next_cursor of the previous page"),
     ),
     security(("bearer" = [])),
@@ -156,6 +157,7 @@ const SEARCH_LIMITS: Limits = Limits {
         (status = 200, description = "One page of matching logs, newest first (fields as GET /v1/logs/{id}, without attempts), and next_cursor (null on the last page)", body = serde_json::Value),
         (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::openapi::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn search(

@@ -104,6 +104,8 @@ fn form_urlencoded(text: &str) -> HashMap<String, String> {
         (status = 200, description = "A short-lived access token", body = crate::openapi::TokenResponse),
         (status = 400, description = "Missing or unsupported parameters (RFC 6749 error plus Meta.Errors)"),
         (status = 401, description = "Unknown client, wrong secret or disabled source"),
+        crate::openapi::BodyErrors,
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {

@@ -84,7 +84,7 @@ pub(crate) async fn queue_state(state: &AppState, id: &str) -> Result<QueueState
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
         (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
         (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
-        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn get(
@@ -133,7 +133,7 @@ async fn set_paused(
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
         (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
         (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
-        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn pause(
@@ -158,7 +158,7 @@ pub async fn pause(
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
         (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
         (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
-        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn resume(
@@ -185,7 +185,7 @@ pub async fn resume(
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
         (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
         (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
-        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn skip(

@@ -62,7 +62,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
         (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
         (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
-        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn retry(
@@ -203,15 +203,15 @@ const BULK_LIMITS: Limits = Limits {
     operation_id = "retry_logs",
     tag = "Logs",
     params(
-        ("organization_id" = Option<String>, Query, description = "Only this organization's logs (a source's token retries only its own organization's logs of its own environment anyway)"),
-        ("destination_id" = Option<String>, Query, description = "Only logs of this destination"),
-        ("source_id" = Option<String>, Query, description = "Only logs of messages from this source"),
-        ("status" = Option<String>, Query, description = "failed (default), cancelled or delivered; queued logs are still being delivered and are refused"),
-        ("data_model" = Option<String>, Query, description = "Only this data model"),
+        ("organization_id" = Option<String>, Query, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Only this organization's logs (a source's token retries only its own organization's logs of its own environment anyway)"),
+        ("destination_id" = Option<String>, Query, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Only logs of this destination"),
+        ("source_id" = Option<String>, Query, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Only logs of messages from this source"),
+        ("status" = Option<String>, Query, pattern = "^(delivered|failed|cancelled)$", description = "failed (default), cancelled or delivered; queued logs are still being delivered and are refused"),
+        ("data_model" = Option<String>, Query, pattern = "\\S", description = "Only this data model"),
         ("test" = Option<bool>, Query, description = "true: only test messages; false: only real ones"),
-        ("since" = Option<String>, Query, description = "Received at or after this time (RFC 3339)"),
-        ("until" = Option<String>, Query, description = "Received before this time (RFC 3339)"),
-        ("limit" = Option<i64>, Query, description = "Most logs retried by this request, 1 to 1000 (default 100)"),
+        ("since" = Option<String>, Query, format = DateTime, description = "Received at or after this time (RFC 3339)"),
+        ("until" = Option<String>, Query, format = DateTime, description = "Received before this time (RFC 3339)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Most logs retried by this request, 1 to 1000 (default 100)"),
         ("cursor" = Option<String>, Query, description = "The next_cursor of the previous bulk retry, to continue after it"),
     ),
     security(("bearer" = [])),
@@ -220,7 +220,7 @@ const BULK_LIMITS: Limits = Limits {
         (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::openapi::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
         (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
-        (status = 503, description = "Overloaded (with Retry-After)", body = crate::openapi::DataModelError),
+        crate::openapi::EveryRouteErrors,
     )
 )]
 pub async fn retry_matching(

@@ -17,6 +17,7 @@ mod leases;
 mod logs;
 mod manual_retry;
 mod markers;
+mod openapi_conformance;
 mod operator;
 mod outbound;
 mod overload;
