@@ -289,6 +289,55 @@ impl OutboundPolicy {
     }
 }
 
+/// A plain `http://` URL where `https://` is required (production destinations, Slack
+/// webhooks): the attempt or the send fails with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plain http:// to {host} refused: production destinations and alert webhooks must use https:// unless the outbound allowances name the address")]
+pub struct PlainHttpRefused {
+    pub host: String,
+}
+
+impl OutboundPolicy {
+    /// Whether `url` may be used where patient data travels for real (a production destination,
+    /// an alert webhook): `https://` always; `http://` only to an address the operator's
+    /// allowances name (a loopback, private or listed address that `allow_loopback`,
+    /// `allow_private` or `allowed_networks` lets through, or `localhost` with loopback
+    /// or a listed loopback address). A public address is never reached in the clear.
+    pub fn check_scheme(&self, url: &str) -> Result<(), PlainHttpRefused> {
+        let Ok(url) = reqwest::Url::parse(url) else {
+            return Ok(()); // the request itself reports the bad URL
+        };
+        if url.scheme() != "http" {
+            return Ok(());
+        }
+        let named = match url.host() {
+            Some(url::Host::Ipv4(address)) => self.names(IpAddr::V4(address)),
+            Some(url::Host::Ipv6(address)) => self.names(IpAddr::V6(address)),
+            Some(url::Host::Domain(name)) if name.eq_ignore_ascii_case("localhost") => {
+                self.names(IpAddr::from([127, 0, 0, 1]))
+                    || self.names(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+            }
+            Some(url::Host::Domain(_)) => false,
+            None => false,
+        };
+        if named {
+            Ok(())
+        } else {
+            Err(PlainHttpRefused {
+                host: url.host_str().unwrap_or_default().to_string(),
+            })
+        }
+    }
+
+    /// Whether an allowance names `address`: a non-public address the policy lets through, or
+    /// one inside `allowed_networks`.
+    fn names(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        let class = classify(address);
+        (class != AddressClass::Public && self.check(address).is_ok()) || self.listed(address, class)
+    }
+}
+
 /// The refusal somewhere in an error's source chain (a resolver refusal reaches the caller
 /// wrapped in the client's connect errors).
 pub fn refusal_in(error: &(dyn std::error::Error + 'static)) -> Option<Refused> {
@@ -752,5 +801,44 @@ mod tests {
         };
         let refused = refusal_in(error.as_ref()).expect("a refusal");
         assert_eq!(refused.class, AddressClass::Loopback);
+    }
+
+    #[test]
+    fn plain_http_reaches_only_addresses_the_allowances_name() {
+        let strict = OutboundPolicy::new(&OutboundSettings::default()).unwrap();
+        assert!(strict.check_scheme("https://receiver.example.org/hook").is_ok());
+        for url in [
+            "http://receiver.example.org/hook",
+            "http://93.184.216.34/hook",
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/hook",
+        ] {
+            let refused = strict.check_scheme(url).unwrap_err();
+            assert!(
+                refused.to_string().starts_with("plain http:// to "),
+                "{url}: {refused}"
+            );
+        }
+        let local = OutboundPolicy::new(&OutboundSettings {
+            allow_loopback: true,
+            allowed_networks: vec!["203.0.113.0/24".into()],
+            ..OutboundSettings::default()
+        })
+        .unwrap();
+        for url in [
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/hook",
+            "http://203.0.113.9/hook",
+            "http://[::1]/hook",
+        ] {
+            assert!(local.check_scheme(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5/hook",
+            "http://93.184.216.34/hook",
+            "http://receiver.example.org/hook",
+        ] {
+            assert!(local.check_scheme(url).is_err(), "{url}");
+        }
     }
 }

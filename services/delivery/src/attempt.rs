@@ -123,7 +123,13 @@ pub async fn send(
     };
     // IP-literal hosts are dialled without a resolver: check them here. Names are checked by
     // the client's resolver, on every address they resolve to.
+    // A production destination is reached over https:// unless the allowances name its address.
+    let in_the_clear = match destination.environment.as_str() {
+        "production" => policy.check_scheme(&destination.url).err(),
+        _ => None,
+    };
     let outcome = match policy.check_url(&destination.url) {
+        Ok(()) if in_the_clear.is_some() => Err(Failure::PlainHttp(in_the_clear.expect("checked"))),
         Ok(()) => request
             .send()
             .await
@@ -134,6 +140,15 @@ pub async fn send(
         Err(refused) => Err(Failure::Refused(refused)),
     };
     match outcome {
+        Err(Failure::PlainHttp(refused)) => {
+            tracing::warn!(
+                destination_id = %destination.id,
+                log_id = %task.log_id,
+                host = %refused.host,
+                "production destination refused: plain http:// to an address the allowances do not name"
+            );
+            result.error = refused.to_string();
+        }
         Err(Failure::Refused(refused)) => {
             outbound::count_refusal(&refused);
             tracing::warn!(
@@ -225,6 +240,8 @@ fn clean_text(text: &str, max_chars: usize) -> String {
 enum Failure {
     /// The outbound policy refused the destination's address (no connection was made).
     Refused(outbound::Refused),
+    /// A production destination's `http://` URL to an address no allowance names.
+    PlainHttp(carrier_outbound::PlainHttpRefused),
     Request(reqwest::Error),
 }
 
@@ -300,6 +317,42 @@ pub fn body_errors(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11 §9: a production destination is not sent to in the clear at a public address;
+    /// a staging one is (its data is not real). No connection is made for the refusal: the
+    /// address is a documentation range nothing answers on.
+    #[tokio::test]
+    async fn a_production_destination_over_plain_http_to_a_public_address_is_refused() {
+        let policy = Arc::new(OutboundPolicy::new(&outbound::OutboundSettings::default()).unwrap());
+        let client = client(policy.clone());
+        let mut destination = Destination {
+            id: "d".into(),
+            url: "http://93.184.216.34:9/hook".into(),
+            environment: "production".into(),
+            timeout_ms: 200,
+            ..Default::default()
+        };
+        let task = DeliveryTask {
+            log_id: "l".into(),
+            ..Default::default()
+        };
+        let result = send(&client, &policy, &destination, &task, b"{}", 1, 0).await;
+        assert!(!result.success);
+        assert!(
+            result.error.starts_with("plain http:// to 93.184.216.34 refused"),
+            "{}",
+            result.error
+        );
+        assert_eq!(result.error_summary, result.error);
+
+        destination.environment = "staging".into();
+        let result = send(&client, &policy, &destination, &task, b"{}", 1, 0).await;
+        assert!(
+            !result.error.starts_with("plain http://"),
+            "staging is attempted (and fails to connect): {}",
+            result.error
+        );
+    }
 
     #[test]
     fn two_hundreds_with_errors_in_the_body_are_failures() {

@@ -70,6 +70,10 @@ pub enum SendError {
     /// The webhook's address is one the outbound policy refuses (no connection was made).
     #[error("slack webhook: {0}")]
     Refused(#[from] Refused),
+    /// A plain `http://` webhook URL to an address no allowance names (alerts are reached
+    /// over https:// only, like production destinations).
+    #[error("slack webhook: {0}")]
+    PlainHttp(#[from] carrier_outbound::PlainHttpRefused),
     #[error("slack webhook answered HTTP {status}: {body}")]
     HttpStatus { status: u16, body: String },
     #[error("kafka: {0}")]
@@ -253,7 +257,17 @@ impl Channels {
         let body = serde_json::to_vec(&notification.slack_body()).expect("a notification serializes");
         // IP-literal hosts are dialled without a resolver: check them here; names are checked
         // by the client's resolver, on every address they resolve to.
+        let in_the_clear = self.outbound.check_scheme(url).err();
         let sent = match self.outbound.check_url(url) {
+            Ok(()) if in_the_clear.is_some() => {
+                let refused = in_the_clear.expect("checked");
+                tracing::warn!(
+                    organization_id = %notification.organization_id,
+                    host = %refused.host,
+                    "slack webhook refused: plain http:// to an address the allowances do not name"
+                );
+                Err(SendError::PlainHttp(refused))
+            }
             Ok(()) => self
                 .http
                 .post(url)
@@ -398,6 +412,12 @@ mod tests {
                 .send(Channel::Slack, &notification(), &webhook(url.clone()))
                 .await
                 .expect_err("loopback is refused");
+            // A name is checked at connect time, after the scheme: plain http:// to `localhost`
+            // that no allowance names is refused before any lookup.
+            if url.contains("localhost") {
+                assert!(matches!(error, SendError::PlainHttp(_)), "{url}: {error:?}");
+                continue;
+            }
             let SendError::Refused(refused) = &error else {
                 panic!("{url}: expected a refusal, got {error:?}");
             };
