@@ -140,6 +140,20 @@ impl Api {
         }
     }
 
+    /// `POST /oauth/token` with a client ID and secret (form-encoded), whatever the answer.
+    pub async fn token_request(&self, client_id: &str, client_secret: &str) -> Answer {
+        let form =
+            format!("grant_type=client_credentials&client_id={client_id}&client_secret={client_secret}");
+        self.request(
+            reqwest::Method::POST,
+            "/oauth/token",
+            None,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(form.into_bytes()),
+        )
+        .await
+    }
+
     /// `POST /fhir/R4/{resource_type}` with a FHIR resource (`application/fhir+json`) and extra
     /// headers (e.g. `("carrier-test", "true")`).
     pub async fn fhir(

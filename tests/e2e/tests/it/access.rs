@@ -12,24 +12,9 @@ use serde_json::{json, Value};
 
 /// `POST /oauth/token` with a client ID and secret: status, `Cache-Control`, JSON body.
 async fn token_request(api: &Api, client_id: &str, client_secret: &str) -> (u16, String, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/oauth/token", api.base_url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "grant_type=client_credentials&client_id={client_id}&client_secret={client_secret}"
-        ))
-        .send()
-        .await
-        .expect("ingress answers");
-    let status = response.status().as_u16();
-    let cache_control = response
-        .headers()
-        .get("cache-control")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
-    (status, cache_control, body)
+    let answer = api.token_request(client_id, client_secret).await;
+    let cache_control = answer.header("cache-control").to_string();
+    (answer.status, cache_control, answer.body)
 }
 
 fn with_secret(source: &SourceCredentials, client_secret: &str) -> SourceCredentials {

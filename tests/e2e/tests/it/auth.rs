@@ -10,18 +10,8 @@ use serde_json::{json, Value};
 
 /// `POST /oauth/token` with these credentials; status and JSON body.
 async fn token_request(api: &Api, client_id: &str, client_secret: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/oauth/token", api.base_url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "grant_type=client_credentials&client_id={client_id}&client_secret={client_secret}"
-        ))
-        .send()
-        .await
-        .expect("ingress answers");
-    let status = response.status().as_u16();
-    let body = serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
-    (status, body)
+    let answer = api.token_request(client_id, client_secret).await;
+    (answer.status, answer.body)
 }
 
 fn error_text(body: &Value) -> &str {
