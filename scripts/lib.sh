@@ -107,6 +107,26 @@ carrier_ensure_redis() {
 
 CARRIER_PYTHON_VENV="${CARRIER_PYTHON_VENV:-/var/cache/carrier/python}"
 
+# Creates the virtualenv `$1` (with its pip) unless it exists, installing Debian's python3 and
+# venv packages when missing.
+carrier_ensure_venv() {
+    local venv="$1"
+    if ! command -v python3 >/dev/null 2>&1; then
+        carrier_apt_install python3 python3-venv
+    fi
+    [ -x "$venv/bin/python" ] && return 0
+    mkdir -p "$(dirname "$venv")"
+    carrier_log "creating a Python virtualenv in $venv"
+    # Debian splits venv (and its pip) into python3-venv.
+    if ! python3 -m venv "$venv" >&2; then
+        rm -rf "$venv"
+        local minor
+        minor="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+        carrier_apt_install python3-venv "python$minor-venv" || carrier_apt_install python3-venv
+        python3 -m venv "$venv" >&2 || { carrier_die "cannot create a virtualenv in $venv"; return 1; }
+    fi
+}
+
 # Prints the path of a Python interpreter that has aiosmtpd (the SMTP server the alert tests
 # send e-mail to), installing it from PyPI into a virtualenv of Carrier's own when missing.
 carrier_ensure_aiosmtpd() {
@@ -117,22 +137,7 @@ carrier_ensure_aiosmtpd() {
     if [ -x "$py" ] && "$py" -c 'import aiosmtpd' 2>/dev/null; then
         echo "$py"; return
     fi
-    if ! command -v python3 >/dev/null 2>&1; then
-        carrier_apt_install python3 python3-venv
-    fi
-    if [ ! -x "$py" ]; then
-        mkdir -p "$(dirname "$CARRIER_PYTHON_VENV")"
-        carrier_log "creating a Python virtualenv in $CARRIER_PYTHON_VENV"
-        # Debian splits venv (and its pip) into python3-venv.
-        if ! python3 -m venv "$CARRIER_PYTHON_VENV" >&2; then
-            rm -rf "$CARRIER_PYTHON_VENV"
-            local minor
-            minor="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-            carrier_apt_install python3-venv "python$minor-venv" || carrier_apt_install python3-venv
-            python3 -m venv "$CARRIER_PYTHON_VENV" >&2 ||
-                { carrier_die "cannot create a virtualenv in $CARRIER_PYTHON_VENV"; return 1; }
-        fi
-    fi
+    carrier_ensure_venv "$CARRIER_PYTHON_VENV" || return 1
     carrier_log "installing aiosmtpd (PyPI) into $CARRIER_PYTHON_VENV"
     "$py" -m pip install --quiet --disable-pip-version-check aiosmtpd >&2 ||
         { carrier_die "pip install aiosmtpd failed"; return 1; }
@@ -155,21 +160,7 @@ carrier_ensure_schemathesis() {
     if [ -x "$st" ] && [ "$("$st" --version 2>/dev/null)" = "$wanted" ]; then
         echo "$st"; return
     fi
-    if ! command -v python3 >/dev/null 2>&1; then
-        carrier_apt_install python3 python3-venv
-    fi
-    if [ ! -x "$py" ]; then
-        mkdir -p "$(dirname "$CARRIER_SCHEMATHESIS_VENV")"
-        carrier_log "creating a Python virtualenv in $CARRIER_SCHEMATHESIS_VENV"
-        if ! python3 -m venv "$CARRIER_SCHEMATHESIS_VENV" >&2; then
-            rm -rf "$CARRIER_SCHEMATHESIS_VENV"
-            local minor
-            minor="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-            carrier_apt_install python3-venv "python$minor-venv" || carrier_apt_install python3-venv
-            python3 -m venv "$CARRIER_SCHEMATHESIS_VENV" >&2 ||
-                { carrier_die "cannot create a virtualenv in $CARRIER_SCHEMATHESIS_VENV"; return 1; }
-        fi
-    fi
+    carrier_ensure_venv "$CARRIER_SCHEMATHESIS_VENV" || return 1
     carrier_log "installing schemathesis $CARRIER_SCHEMATHESIS_VERSION (PyPI) into $CARRIER_SCHEMATHESIS_VENV"
     "$py" -m pip install --quiet --disable-pip-version-check "schemathesis==$CARRIER_SCHEMATHESIS_VERSION" >&2 ||
         { carrier_die "pip install schemathesis failed"; return 1; }
