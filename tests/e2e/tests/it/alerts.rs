@@ -427,3 +427,72 @@ async fn a_failing_alert_channel_is_retried_and_does_not_hold_up_the_others() {
     );
     stack.stop().await;
 }
+
+/// Issue 11 §8: a receiver's own error text can quote patient data. It is stored with the
+/// attempt (the log API shows it to the log's organization) but never reaches an alert: the
+/// alert on `carrier.notifications` (and so the e-mail and Slack texts built from the same
+/// incident) says only what Carrier saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receivers_error_text_stays_with_the_attempt_and_never_reaches_an_alert() {
+    const PHI: &str = "Patient Jane Roe MRN 0042 not found";
+    let stack = Stack::start(StackOptions::default()).await;
+    let api = stack.api.clone();
+    let organization = created(&api, "/v1/organizations", json!({ "name": "PHI Hospital" })).await;
+    let organization_id = organization["id"].as_str().expect("id").to_string();
+    let source = api.create_source(&organization_id, "production").await;
+    let token = api.token(&source).await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(200, &format!(r#"{{"Meta":{{"Errors":[{{"Text":"{PHI}"}}]}}}}"#));
+    let failing = destination(
+        &api,
+        &organization_id,
+        &source.id,
+        "Results feed",
+        &receiver.url("results"),
+        "production",
+        "Results",
+    )
+    .await;
+    let log_id = send(&api, &token, "Results", 1, false).await;
+    count_reaches(
+        &stack,
+        &format!("SELECT count(*) FROM alerts WHERE kind = 'failing' AND destination_id = '{failing}'"),
+        1,
+        "a failing alert",
+    )
+    .await;
+
+    let (_, notifications) =
+        carrier_testkit::eventually(Duration::from_secs(60), "the alert on Kafka", || async {
+            let (records, notifications) = notification_records(&stack).await;
+            (!notifications.is_empty()).then_some((records, notifications))
+        })
+        .await;
+    for notification in &notifications {
+        let text = notification.to_string();
+        assert!(
+            !text.contains("Jane Roe"),
+            "the receiver's text reached an alert: {text}"
+        );
+        assert_eq!(
+            notification["last_error"], "destination answered HTTP 200 with errors in its body",
+            "{text}"
+        );
+    }
+    let (status, log) = api.log(&token, &log_id).await;
+    assert_eq!(status, 200, "{log}");
+    assert!(
+        log.to_string().contains(PHI),
+        "the attempt keeps the receiver's text for the log's own organization: {log}"
+    );
+    let (status, queue) = api
+        .admin(
+            reqwest::Method::GET,
+            &format!("/v1/destinations/{failing}/queue"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{queue}");
+    assert!(!queue.to_string().contains("Jane Roe"), "{queue}");
+    stack.stop().await;
+}
