@@ -239,6 +239,26 @@ mod tests {
     }
 
     #[test]
+    fn manual_retries_past_their_cap_are_shed_with_503_and_retry_after() {
+        let gate = Gate::new(&LimitSettings {
+            max_retries_in_flight: 1,
+            ..LimitSettings::default()
+        });
+        let running = gate.retry_slot().expect("the first retry runs");
+        let shed = gate.retry_slot().expect_err("a second one at once is shed");
+        assert_eq!(shed.kind, ErrorKind::Overloaded);
+        assert_eq!(shed.retry_after_secs, Some(1));
+        assert!(
+            shed.text
+                .starts_with("Too many manual retries in progress (at most 1 at once)"),
+            "{}",
+            shed.text
+        );
+        drop(running);
+        assert!(gate.retry_slot().is_ok(), "the slot came back");
+    }
+
+    #[test]
     fn the_map_of_sources_forgets_a_source_with_nothing_in_progress() {
         let gate = Gate::new(&LimitSettings::default());
         drop(gate.source_slot("a"));
