@@ -13,6 +13,7 @@
 
 pub mod bodies;
 pub mod leases;
+pub mod scratch;
 
 use std::time::Duration;
 

@@ -128,16 +128,16 @@ pub async fn send(
         "production" => policy.check_scheme(&destination.url).err(),
         _ => None,
     };
-    let outcome = match policy.check_url(&destination.url) {
-        Ok(()) if in_the_clear.is_some() => Err(Failure::PlainHttp(in_the_clear.expect("checked"))),
-        Ok(()) => request
+    let outcome = match (policy.check_url(&destination.url), in_the_clear) {
+        (Err(refused), _) => Err(Failure::Refused(refused)),
+        (Ok(()), Some(refused)) => Err(Failure::PlainHttp(refused)),
+        (Ok(()), None) => request
             .send()
             .await
             .map_err(|error| match outbound::refusal_in(&error) {
                 Some(refused) => Failure::Refused(refused),
                 None => Failure::Request(error),
             }),
-        Err(refused) => Err(Failure::Refused(refused)),
     };
     match outcome {
         Err(Failure::PlainHttp(refused)) => {

@@ -313,32 +313,23 @@ async fn fenced(
 mod store_tests {
     use std::time::Duration;
 
-    use carrier_store::sqlx::Connection;
-
     use super::*;
 
     const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
-    struct Database {
-        pool: PgPool,
-        admin_url: String,
-        name: String,
+    /// A scratch database (see `carrier_store::scratch`) with this module's helpers.
+    struct Database(carrier_store::scratch::ScratchDatabase);
+
+    impl std::ops::Deref for Database {
+        type Target = carrier_store::scratch::ScratchDatabase;
+        fn deref(&self) -> &Self::Target {
+            &self.0
+        }
     }
 
     impl Database {
         async fn create() -> Database {
-            let server = std::env::var("CARRIER_TEST_POSTGRES")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-            let name = format!("carrier_parking_{}", &Uuid::new_v4().simple().to_string()[..12]);
-            let pool =
-                carrier_store::connect_and_migrate(&format!("{server}/{name}"), 4, Duration::from_secs(10))
-                    .await
-                    .expect("test Postgres (CARRIER_TEST_POSTGRES)");
-            Database {
-                pool,
-                admin_url: format!("{server}/postgres"),
-                name,
-            }
+            Database(carrier_store::scratch::ScratchDatabase::create("carrier_parking").await)
         }
 
         /// Stores a body under `message_id`, received `age` ago.
@@ -362,12 +353,7 @@ mod store_tests {
         }
 
         async fn drop(self) {
-            self.pool.close().await;
-            if let Ok(mut connection) = sqlx::PgConnection::connect(&self.admin_url).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
-                    .execute(&mut connection)
-                    .await;
-            }
+            self.0.drop().await;
         }
     }
 

@@ -258,9 +258,9 @@ impl Channels {
         // IP-literal hosts are dialled without a resolver: check them here; names are checked
         // by the client's resolver, on every address they resolve to.
         let in_the_clear = self.outbound.check_scheme(url).err();
-        let sent = match self.outbound.check_url(url) {
-            Ok(()) if in_the_clear.is_some() => {
-                let refused = in_the_clear.expect("checked");
+        let sent = match (self.outbound.check_url(url), in_the_clear) {
+            (Err(refused), _) => Err(SendError::Refused(refused)),
+            (Ok(()), Some(refused)) => {
                 tracing::warn!(
                     organization_id = %notification.organization_id,
                     host = %refused.host,
@@ -268,7 +268,7 @@ impl Channels {
                 );
                 Err(SendError::PlainHttp(refused))
             }
-            Ok(()) => self
+            (Ok(()), None) => self
                 .http
                 .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -279,7 +279,6 @@ impl Channels {
                     Some(refused) => SendError::Refused(refused),
                     None => SendError::Http(error),
                 }),
-            Err(refused) => Err(SendError::Refused(refused)),
         };
         if let Err(SendError::Refused(refused)) = &sent {
             tracing::warn!(
@@ -330,11 +329,7 @@ impl Channels {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use chrono::DateTime;
-    use uuid::Uuid;
-
     use super::*;
-    use crate::incidents::AlertFacts;
     use crate::notification::AlertKind;
 
     /// A Slack-compatible webhook receiver on 127.0.0.1 answering 200; counts the POSTs it got.
@@ -373,23 +368,7 @@ mod tests {
     }
 
     fn notification() -> Notification {
-        let alert = AlertFacts {
-            kind: AlertKind::Failing,
-            incident_id: Uuid::from_u128(1),
-            since: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
-            attempts: 3,
-            last_error: "destination answered HTTP 500".into(),
-            head_log_id: Uuid::from_u128(2),
-            occurred_at: DateTime::from_timestamp(1_800_000_006, 0).unwrap(),
-        };
-        Notification::new(
-            Uuid::from_u128(3),
-            &alert,
-            Uuid::from_u128(4),
-            Uuid::from_u128(5),
-            "ADT feed".into(),
-            "production".into(),
-        )
+        crate::notification::tests::sample(AlertKind::Failing)
     }
 
     fn webhook(url: String) -> Recipients {

@@ -171,10 +171,11 @@ impl Notification {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample(kind: AlertKind) -> Notification {
+    /// A notification of `kind` about the "ADT feed" destination (also used by `channels`' tests).
+    pub(crate) fn sample(kind: AlertKind) -> Notification {
         let alert = AlertFacts {
             kind,
             incident_id: Uuid::from_u128(1),

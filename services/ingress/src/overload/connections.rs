@@ -34,13 +34,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let header_read_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+    // Warned once per episode of a full server, not at every connection accepted while full.
+    let mut full = false;
     loop {
-        if slots.available_permits() == 0 {
-            metrics().connections_full.with_label_values::<&str>(&[]).inc();
-            tracing::warn!(
-                max_connections = limits.max_connections,
-                "every connection slot is taken; new connections wait to be accepted"
-            );
+        match (slots.available_permits() == 0, full) {
+            (true, false) => {
+                metrics().connections_full.with_label_values::<&str>(&[]).inc();
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "every connection slot is taken; new connections wait to be accepted"
+                );
+                full = true;
+            }
+            (false, true) => full = false,
+            _ => {}
         }
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
