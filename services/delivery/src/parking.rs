@@ -345,6 +345,24 @@ mod store_tests {
                 .unwrap();
         }
 
+        /// A log of `message_id` in the log store, with `status`.
+        async fn log(&self, message_id: &str, status: &str) {
+            sqlx::query(
+                "INSERT INTO logs (id, message_id, destination_id, organization_id, source_id, data_model,
+                                   event_type, environment, test, status, received_at)
+                 VALUES ($1, $2::uuid, $3, $3, $3, 'hl7v2', 'ADT^A01', 'production', false, $4, now() - interval '40 days')
+                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status",
+            )
+            // One log per message here: the message ID serves as the log ID too.
+            .bind(Uuid::parse_str(message_id).unwrap())
+            .bind(message_id)
+            .bind(Uuid::new_v4())
+            .bind(status)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        }
+
         async fn body_kept(&self, message_id: &str) -> bool {
             carrier_store::bodies::load(&self.pool, message_id)
                 .await
@@ -365,6 +383,39 @@ mod store_tests {
             body_stored,
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn the_body_purge_keeps_old_bodies_of_messages_still_queued_in_a_lane() {
+        // The head of a failing queue is retried in memory, not parked: its log is `queued`.
+        let database = Database::create().await;
+        let (in_lane, delivered) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+        for message_id in [&in_lane, &delivered] {
+            database.stored_body(message_id, 40 * DAY).await;
+        }
+        database.log(&in_lane, "queued").await;
+        database.log(&delivered, "delivered").await;
+        // Not a UUID: never a message's, and must not fail the purge of the others.
+        database.stored_body("not-a-uuid", 40 * DAY).await;
+
+        let purged = carrier_store::bodies::purge_older_than(&database.pool, 30 * DAY)
+            .await
+            .unwrap();
+        assert_eq!(purged, 2, "the delivered message's body and the odd row");
+        assert!(
+            database.body_kept(&in_lane).await,
+            "its queue still has to deliver it"
+        );
+        assert!(!database.body_kept(&delivered).await);
+
+        // Failed at last (the log is final): its body goes at the next purge.
+        database.log(&in_lane, "failed").await;
+        let purged = carrier_store::bodies::purge_older_than(&database.pool, 30 * DAY)
+            .await
+            .unwrap();
+        assert_eq!(purged, 1);
+        assert!(!database.body_kept(&in_lane).await);
+        database.drop().await;
     }
 
     #[tokio::test]
