@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: starts what the tests need (Postgres, Redis, a throwaway Tansu broker, Python's
 # aiosmtpd for the alert e-mail tests), builds the binaries the fault tests launch, and runs
-# every test with nextest. schemathesis (PyPI) runs in the e2e test `openapi_conformance`.
+# every test with nextest, after `cargo fmt --check` and clippy (warnings are errors). schemathesis (PyPI) runs in the e2e test `openapi_conformance`.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
@@ -33,6 +33,10 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
     carrier_log "installing cargo-nextest"
     cargo install cargo-nextest --locked
 fi
+
+carrier_log "checking formatting and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 carrier_log "building"
 cargo build --workspace --bins --tests
