@@ -50,7 +50,9 @@ for part in $PARTS; do
         # A second ingress, identical but for the rate limiter, on the same stack.
         UNLIMITED_PORT=8090
         carrier_port_open "$UNLIMITED_PORT" && carrier_die "port $UNLIMITED_PORT is taken"
-        CARRIER_PROFILE=dev CARRIER_HTTP_ADDR="127.0.0.1:$UNLIMITED_PORT" \
+        UNLIMITED_ADMIN_PORT=8091
+        carrier_port_open "$UNLIMITED_ADMIN_PORT" && carrier_die "port $UNLIMITED_ADMIN_PORT is taken"
+        CARRIER_PROFILE=dev CARRIER_HTTP_ADDR="127.0.0.1:$UNLIMITED_PORT" CARRIER_ADMIN_ADDR="127.0.0.1:$UNLIMITED_ADMIN_PORT" \
             CARRIER_KAFKA__BROKERS="127.0.0.1:${CARRIER_KAFKA_PORT:-9092}" CARRIER_KAFKA__ENABLE_IDEMPOTENCE=false \
             CARRIER_DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}" \
             CARRIER_RATE_LIMIT__ENABLED=false \
@@ -58,7 +60,7 @@ for part in $PARTS; do
             >>"$RUN_DIR/logs/ingress-unlimited.log" 2>&1 &
         echo $! >"$RUN_DIR/pids/ingress-unlimited.pid"
         for _ in $(seq 1 60); do
-            curl -fsS "http://127.0.0.1:$UNLIMITED_PORT/readyz" >/dev/null 2>&1 && break
+            curl -fsS "http://127.0.0.1:$UNLIMITED_ADMIN_PORT/readyz" >/dev/null 2>&1 && break
             sleep 0.5
         done
         CARRIER_BENCH_PAUSE_PIDS="$(cat "$RUN_DIR/pids/delivery.pid" "$RUN_DIR/pids/notifier.pid")" \

@@ -59,7 +59,9 @@ start delivery 8082 "$BIN/carrier-delivery"
 start ingress 8080 "$BIN/carrier-ingress"
 RECEIVER_ADDR=127.0.0.1:9000 start sample-receiver 9000 "$BIN/carrier-sample-receiver"
 
-for port in 8081 8083 8082 8080; do
+# Probes: router, notifier and delivery on their HTTP port; ingress on its operator port (8084),
+# not its public one.
+for port in 8081 8083 8082 8084; do
     ready=""
     for _ in $(seq 1 120); do
         if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then ready=1; break; fi
@@ -74,7 +76,7 @@ cat <<MSG
 
 Carrier is up.
   ingress          http://127.0.0.1:8080   (admin token: dev-admin-token)
-  metrics          http://127.0.0.1:{8080,8081,8082,8083}/metrics
+  metrics          http://127.0.0.1:{8084,8081,8082,8083}/metrics  (8084: ingress's operator port)
   sample receiver  http://127.0.0.1:9000   (what it received: $LOG_DIR/sample-receiver.log)
   logs             $LOG_DIR/
   operator CLI     $BIN/carrierctl   (CARRIER_TOKEN=dev-admin-token $BIN/carrierctl --help)

@@ -380,8 +380,8 @@ pub async fn run(output: &str) -> anyhow::Result<()> {
         .await?;
 
     // A real ingress on the bench database; it needs no broker, router or Redis to read logs.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let listeners = carrier_ingress::Listeners::loopback().await?;
+    let url = format!("http://{}", listeners.api.local_addr()?);
     let config = carrier_ingress::Config {
         profile: carrier_config::Profile::Dev,
         database_url: database_url.clone(),
@@ -392,7 +392,7 @@ pub async fn run(output: &str) -> anyhow::Result<()> {
         ..Default::default()
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let ingress = tokio::spawn(carrier_ingress::run(config, listener, shutdown.clone()));
+    let ingress = tokio::spawn(carrier_ingress::run(config, listeners, shutdown.clone()));
     let api = Api::new(&url, carrier_ingress::DEV_ADMIN_TOKEN);
     for _ in 0..100 {
         if api

@@ -14,9 +14,7 @@ use rdkafka::ClientConfig;
 /// Creates each `(name, partitions)` topic that does not exist yet; existing ones are left as
 /// they are (a partition count is never changed: see the deliveries topic's note in the README).
 pub async fn ensure_topics(settings: &KafkaSettings, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()?;
+    let admin = admin_client(settings)?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
@@ -33,6 +31,13 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[(&str, i32)]) -> 
         }
     }
     Ok(())
+}
+
+/// An admin client of the cluster `settings` names (topic creation and checks).
+pub fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()
 }
 
 /// Reads the record at `offset` of `topic`/`partition`, without joining a group. `None` when it

@@ -6,7 +6,8 @@
 //! - [`consumer`]: a consumer-group member that hands each assigned partition to a processor and
 //!   commits, per partition, only offsets below the oldest unfinished record
 //!   (see `consumer/design.md`).
-//! - [`admin`]: topic creation for tests and first start-up.
+//! - [`admin`]: topic creation for tests and first start-up, and reading single records back.
+//! - [`provisioning`]: the production topics (`carrierctl admin topics ensure|check`).
 //! - [`partitioner`]: which partition a key lands in (the producers' own mapping).
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod consumer;
 pub mod partitioner;
 pub mod producer;
+pub mod provisioning;
 
 pub use rdkafka;
 

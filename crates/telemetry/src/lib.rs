@@ -13,6 +13,70 @@ use tokio_util::sync::CancellationToken;
 
 pub use prometheus;
 
+/// The version of every Carrier binary (the workspace's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The commit the binary was built from: `CARRIER_BUILD_COMMIT` at build time (the Dockerfile
+/// passes it as a build argument), else `unknown`. Read at build time, not from `.git`, so a
+/// commit does not rebuild every crate.
+pub const COMMIT: &str = match option_env!("CARRIER_BUILD_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
+/// What `--version` prints: `carrier-ingress 0.1.0 (commit 1a2b3c4)`.
+pub fn version_line(binary: &str) -> String {
+    format!("{binary} {VERSION} (commit {COMMIT})")
+}
+
+/// The command line of a service binary, which is configured by `CARRIER_*` variables and a
+/// `CARRIER_CONFIG_FILE` only: `--version` (or `-V`) prints [`version_line`] and exits 0,
+/// `--help` (or `-h`) says where the configuration comes from, and anything else is refused with
+/// exit status 2. Call first thing in `main`.
+pub fn handle_command_line(binary: &str) {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    match arguments
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => {}
+        ["--version" | "-V"] => {
+            println!("{}", version_line(binary));
+            std::process::exit(0);
+        }
+        ["--help" | "-h"] => {
+            println!(
+                "{}\n\nUsage: {binary} [--version]\n\nConfigured by CARRIER_* environment variables \
+                 and the TOML file named by CARRIER_CONFIG_FILE (README \"Configuration\"); a \
+                 variable CARRIER_<NAME>_FILE reads CARRIER_<NAME> from a file.",
+                version_line(binary)
+            );
+            std::process::exit(0);
+        }
+        _ => {
+            eprintln!(
+                "{binary}: unexpected arguments {arguments:?}; it takes none but --version and \
+                 --help (configure it with CARRIER_* variables)"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `carrier_build_info{service, version, commit} 1`: which build each process runs (a
+/// rolling upgrade shows two versions side by side until it is done).
+pub fn register_build_info(service: &str) {
+    gauge_vec(
+        "carrier_build_info",
+        "The build a Carrier process runs: 1 for its service, version and commit.",
+        &["service", "version", "commit"],
+    )
+    .with_label_values(&[service, VERSION, COMMIT])
+    .set(1);
+}
+
 /// Installs the global tracing subscriber. `RUST_LOG` filters (default `info`);
 /// `CARRIER_LOG_FORMAT=json` writes one JSON object per line.
 pub fn init_tracing(service: &'static str) {
@@ -30,7 +94,7 @@ pub fn init_tracing(service: &'static str) {
         builder.try_init()
     };
     if result.is_ok() {
-        tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
+        tracing::info!(service, version = VERSION, commit = COMMIT, "starting");
     }
 }
 
@@ -97,6 +161,26 @@ pub fn probes_router(readiness: Readiness) -> Router {
         .route("/metrics", get(render_metrics))
 }
 
+/// Serves [`probes_router`] on `listener` until `shutdown`, and publishes `service`'s
+/// `carrier_build_info`. When `shutdown` fires, readiness turns false and the listener stops
+/// taking connections, while the service drains: a load balancer polling `/readyz` sends no new
+/// work from then on.
+pub async fn serve_probes(
+    service: &'static str,
+    listener: tokio::net::TcpListener,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    register_build_info(service);
+    let router = probes_router(readiness.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            readiness.set_ready(false);
+        })
+        .await
+}
+
 async fn render_metrics() -> (StatusCode, [(&'static str, &'static str); 1], String) {
     let encoder = prometheus::TextEncoder::new();
     match encoder.encode_to_string(&prometheus::gather()) {
@@ -157,4 +241,46 @@ where
     prometheus::register(Box::new(metric.clone())).expect("metric names are unique");
     registered.insert(name.to_string(), Box::new(metric.clone()));
     metric
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_drops_the_moment_shutdown_begins_and_build_info_is_published() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let readiness = Readiness::default();
+        readiness.set_ready(true);
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve_probes(
+            "telemetry-test",
+            listener,
+            readiness.clone(),
+            shutdown.clone(),
+        ));
+        let ready = reqwest::get(format!("{url}/readyz")).await.unwrap();
+        assert_eq!(ready.status().as_u16(), 200);
+        let metrics = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(&format!(
+                "carrier_build_info{{commit=\"{COMMIT}\",service=\"telemetry-test\",version=\"{VERSION}\"}} 1"
+            )),
+            "{metrics}"
+        );
+
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+        assert!(!readiness.is_ready(), "not ready once shutdown began");
+        assert_eq!(
+            version_line("carrier-x"),
+            format!("carrier-x {VERSION} (commit {COMMIT})")
+        );
+    }
 }

@@ -98,12 +98,22 @@ struct Service {
     task: JoinHandle<anyhow::Result<()>>,
 }
 
+/// An extra ingress replica of a [`Stack`].
+pub struct IngressReplica {
+    /// Its public API.
+    pub url: String,
+    /// Its operator port (`/readyz`, `/metrics`).
+    pub admin_url: String,
+}
+
 pub struct Stack {
     pub prefix: String,
     pub kafka: KafkaSettings,
     pub database_url: String,
     pub router_url: String,
     pub ingress_url: String,
+    /// Ingress's operator port: `/healthz`, `/readyz`, `/metrics`.
+    pub ingress_admin_url: String,
     pub api: Api,
     pub options: StackOptions,
     services: Vec<Service>,
@@ -128,8 +138,9 @@ impl Stack {
 
         let router_grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let router_url = format!("http://{}", router_grpc.local_addr().expect("addr"));
-        let ingress_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let ingress_url = format!("http://{}", ingress_http.local_addr().expect("addr"));
+        let ingress = carrier_ingress::Listeners::loopback().await.expect("bind");
+        let ingress_url = format!("http://{}", ingress.api.local_addr().expect("addr"));
+        let ingress_admin_url = format!("http://{}", ingress.admin.local_addr().expect("addr"));
         let mut stack = Stack {
             api: Api::new(&ingress_url, carrier_ingress::DEV_ADMIN_TOKEN),
             prefix,
@@ -137,16 +148,17 @@ impl Stack {
             database_url,
             router_url,
             ingress_url,
+            ingress_admin_url,
             options: options.clone(),
             services: Vec::new(),
         };
-        stack.spawn_services(router_grpc, ingress_http).await;
+        stack.spawn_services(router_grpc, ingress).await;
         stack
     }
 
     /// Starts router, notifier, ingress and (if in process) a delivery worker, serving on the
     /// given listeners, and waits until ingress is ready.
-    async fn spawn_services(&mut self, router_grpc: TcpListener, ingress_http: TcpListener) {
+    async fn spawn_services(&mut self, router_grpc: TcpListener, ingress: carrier_ingress::Listeners) {
         let (prefix, database_url, kafka, options) =
             (&self.prefix, &self.database_url, &self.kafka, &self.options);
         let router_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -188,7 +200,7 @@ impl Stack {
             ..Default::default()
         };
         self.services.push(spawn("ingress", |shutdown| {
-            carrier_ingress::run(ingress_config, ingress_http, shutdown)
+            carrier_ingress::run(ingress_config, ingress, shutdown)
         }));
         if self.options.delivery_in_process {
             self.start_delivery().await;
@@ -216,8 +228,13 @@ impl Stack {
     pub async fn start_services(&mut self) {
         let address = |url: &str| url.trim_start_matches("http://").to_string();
         let router_grpc = TcpListener::bind(address(&self.router_url)).await.expect("bind");
-        let ingress_http = TcpListener::bind(address(&self.ingress_url)).await.expect("bind");
-        self.spawn_services(router_grpc, ingress_http).await;
+        let ingress = carrier_ingress::Listeners {
+            api: TcpListener::bind(address(&self.ingress_url)).await.expect("bind"),
+            admin: TcpListener::bind(address(&self.ingress_admin_url))
+                .await
+                .expect("bind"),
+        };
+        self.spawn_services(router_grpc, ingress).await;
     }
 
     /// Starts one more notifier replica (same consumer group, database and settings).
@@ -401,8 +418,19 @@ impl Stack {
         &mut self,
         adjust: impl FnOnce(&mut carrier_ingress::Config),
     ) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        self.start_extra_ingress_replica(adjust).await.url
+    }
+
+    /// [`Stack::start_extra_ingress_with`], also returning the replica's operator port.
+    pub async fn start_extra_ingress_replica(
+        &mut self,
+        adjust: impl FnOnce(&mut carrier_ingress::Config),
+    ) -> IngressReplica {
+        let listeners = carrier_ingress::Listeners::loopback().await.expect("bind");
+        let replica = IngressReplica {
+            url: format!("http://{}", listeners.api.local_addr().expect("addr")),
+            admin_url: format!("http://{}", listeners.admin.local_addr().expect("addr")),
+        };
         let mut config = carrier_ingress::Config {
             profile: Profile::Dev,
             internal_auth: self.options.internal_auth.clone(),
@@ -417,17 +445,17 @@ impl Stack {
         };
         adjust(&mut config);
         self.services.push(spawn("ingress", |shutdown| {
-            carrier_ingress::run(config, listener, shutdown)
+            carrier_ingress::run(config, listeners, shutdown)
         }));
-        ingress_ready(&url).await;
-        url
+        ingress_ready(&replica.admin_url).await;
+        replica
     }
 
     async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         crate::eventually(Duration::from_secs(60), "ingress /readyz", || {
             let http = http.clone();
-            let url = format!("{}/readyz", self.ingress_url);
+            let url = format!("{}/readyz", self.ingress_admin_url);
             async move {
                 http.get(url)
                     .send()
@@ -487,6 +515,7 @@ fn notifier_config(
     options: &StackOptions,
 ) -> carrier_notifier::Config {
     carrier_notifier::Config {
+        profile: Profile::Dev,
         database_url: database_url.to_string(),
         kafka: kafka.clone(),
         consumer_group: format!("{prefix}-notifier"),
@@ -497,12 +526,13 @@ fn notifier_config(
     }
 }
 
-/// Waits until the ingress at `base_url` answers `/readyz` (an extra replica's `wait_ready`).
-async fn ingress_ready(base_url: &str) {
+/// Waits until the ingress whose operator port is `admin_url` answers `/readyz` (an extra
+/// replica's `wait_ready`).
+async fn ingress_ready(admin_url: &str) {
     let http = reqwest::Client::new();
     crate::eventually(Duration::from_secs(60), "ingress /readyz", || {
         let http = http.clone();
-        let url = format!("{base_url}/readyz");
+        let url = format!("{admin_url}/readyz");
         async move {
             http.get(url)
                 .send()

@@ -165,12 +165,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let internal_auth =
         InternalAuth::new("delivery", &config.internal_auth, config.profile).context("internal_auth")?;
     let readiness = carrier_telemetry::Readiness::default();
-    let probes = axum::serve(
+    let probes = tokio::spawn(carrier_telemetry::serve_probes(
+        "delivery",
         listeners.http,
-        carrier_telemetry::probes_router(readiness.clone()),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let probes = tokio::spawn(async move { probes.await });
+        readiness.clone(),
+        shutdown.clone(),
+    ));
 
     let destinations = Arc::new(destinations::Destinations::new(
         &internal_auth,
@@ -178,9 +178,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         Duration::from_millis(config.destination_cache_ttl_ms),
     )?);
     let events = events::LogEvents::new(&config.kafka).context("kafka producer")?;
-    let pool = carrier_store::connect_and_migrate(&config.database_url, 8, Duration::from_secs(30))
-        .await
-        .context("postgres")?;
+    let pool = carrier_store::connect(
+        "carrier-delivery",
+        &config.database_url,
+        8,
+        Duration::from_secs(30),
+        carrier_store::Schema::at_start(config.profile),
+    )
+    .await
+    .context("postgres")?;
     let parking = parking::ParkingStore::new(pool.clone());
     let directory = Arc::new(lanes::LaneDirectory::default());
     let partition_count = Arc::new(std::sync::atomic::AtomicI32::new(0));

@@ -3,6 +3,7 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    carrier_telemetry::handle_command_line("carrier-delivery");
     carrier_telemetry::init_tracing("delivery");
     let config = match carrier_delivery::Config::load() {
         Ok(config) => config,

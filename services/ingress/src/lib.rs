@@ -75,8 +75,12 @@ pub const DEV_TOKEN_SIGNING_KEY: &str = "dev-token-signing-key-not-for-productio
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Address of the public HTTP API (and `/healthz`, `/readyz`, `/metrics`).
+    /// Address of the public HTTP API.
     pub http_addr: SocketAddr,
+    /// Address of the operator's port: `/healthz`, `/readyz` and `/metrics`, kept off the public
+    /// port so that the internet sees neither the metrics nor the probes (and the rate limit and
+    /// overload caps of the public port never fail a probe).
+    pub admin_addr: SocketAddr,
     /// `production` (default) or `dev`.
     pub profile: Profile,
     /// Bearer token of the operator (admin API, every log). Required in production;
@@ -136,6 +140,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             http_addr: "127.0.0.1:8080".parse().expect("valid address"),
+            admin_addr: "127.0.0.1:8084".parse().expect("valid address"),
             profile: Profile::Production,
             admin_token: None,
             token_signing_key: None,
@@ -284,9 +289,43 @@ pub(crate) struct AppState {
 }
 
 /// Runs ingress on `listener` until `shutdown` is cancelled; in-flight requests finish first.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Ingress's bound sockets (tests bind `127.0.0.1:0`).
+pub struct Listeners {
+    /// The public API.
+    pub api: TcpListener,
+    /// Probes and metrics.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            api: carrier_telemetry::bind(config.http_addr).await?,
+            admin: carrier_telemetry::bind(config.admin_addr).await?,
+        })
+    }
+
+    /// Both on `127.0.0.1`, at ports the system picks (tests, benchmarks).
+    pub async fn loopback() -> std::io::Result<Self> {
+        Ok(Self {
+            api: TcpListener::bind("127.0.0.1:0").await?,
+            admin: TcpListener::bind("127.0.0.1:0").await?,
+        })
+    }
+}
+
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = config.validated()?;
     let readiness = carrier_telemetry::Readiness::default();
+    // Not ready from the first moment of a shutdown: the load balancer stops sending new
+    // requests while the ones in progress drain (the Helm chart's preStop delay gives it time to
+    // notice before SIGTERM arrives and the API port closes).
+    let admin = tokio::spawn(carrier_telemetry::serve_probes(
+        "ingress",
+        listeners.admin,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
     let internal_auth =
         InternalAuth::new("ingress", &config.internal_auth, config.profile).context("internal_auth")?;
     let channel = internal_auth
@@ -296,10 +335,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             Duration::from_secs(10),
         )
         .context("router_url")?;
-    let log_store = carrier_store::connect_and_migrate(
+    let log_store = carrier_store::connect(
+        "carrier-ingress",
         &config.database_url,
         config.database_max_connections,
         Duration::from_secs(30),
+        carrier_store::Schema::at_start(config.profile),
     )
     .await
     .context("postgres")?;
@@ -366,12 +407,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             async move { carrier_store::bodies::purge_older_than(&pool, retention).await }
         },
     ));
-    let app = api::router(state.clone()).merge(carrier_telemetry::probes_router(readiness.clone()));
+    let app = api::router(state.clone());
     readiness.set_ready(true);
-    tracing::info!(addr = %listener.local_addr()?, "ingress ready");
-    overload::connections::serve(listener, app, &state.config.limits, shutdown.clone())
+    tracing::info!(addr = %listeners.api.local_addr()?, "ingress ready");
+    overload::connections::serve(listeners.api, app, &state.config.limits, shutdown.clone())
         .await
         .context("http server")?;
+    admin
+        .await
+        .context("admin server task")?
+        .context("admin server")?;
     source_status.await.context("source status task")?;
     purge.await.context("idempotency purge task")?;
     body_purge.await.context("stored body purge task")?;

@@ -3,6 +3,7 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    carrier_telemetry::handle_command_line("carrier-ingress");
     carrier_telemetry::init_tracing("ingress");
     let config = match carrier_ingress::Config::load() {
         Ok(config) => config,
@@ -11,6 +12,6 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
-    carrier_ingress::run(config, listener, carrier_telemetry::shutdown_on_signal()).await
+    let listeners = carrier_ingress::Listeners::bind(&config).await?;
+    carrier_ingress::run(config, listeners, carrier_telemetry::shutdown_on_signal()).await
 }

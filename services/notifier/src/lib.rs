@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use carrier_config::{ConfigError, KafkaSettings};
+use carrier_config::{ConfigError, KafkaSettings, Profile};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,9 +43,12 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// `production` (default) or `dev`. Production requires a migrated schema
+    /// (`carrierctl admin migrate`); dev migrates it at start.
+    pub profile: Profile,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub http_addr: SocketAddr,
-    /// Postgres URL of the log store; the database is created if missing.
+    /// Postgres URL of the log store.
     pub database_url: String,
     /// The `[kafka]` section (`CARRIER_KAFKA__*`).
     pub kafka: KafkaSettings,
@@ -112,6 +115,7 @@ impl Default for AlertSettings {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            profile: Profile::Production,
             http_addr: "127.0.0.1:8083".parse().expect("valid address"),
             database_url: "postgres://postgres@127.0.0.1:5432/carrier".into(),
             kafka: KafkaSettings::default(),
@@ -179,13 +183,22 @@ impl Config {
 /// Runs the notifier until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let readiness = carrier_telemetry::Readiness::default();
-    let probes = axum::serve(listener, carrier_telemetry::probes_router(readiness.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let probes = tokio::spawn(async move { probes.await });
+    let probes = tokio::spawn(carrier_telemetry::serve_probes(
+        "notifier",
+        listener,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
     config.validate()?;
-    let pool = carrier_store::connect_and_migrate(&config.database_url, 8, Duration::from_secs(30))
-        .await
-        .context("postgres")?;
+    let pool = carrier_store::connect(
+        "carrier-notifier",
+        &config.database_url,
+        8,
+        Duration::from_secs(30),
+        carrier_store::Schema::at_start(config.profile),
+    )
+    .await
+    .context("postgres")?;
     let channels = channels::Channels::new(
         &config.smtp,
         &config.kafka,

@@ -3,6 +3,7 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    carrier_telemetry::handle_command_line("carrier-notifier");
     carrier_telemetry::init_tracing("notifier");
     let config = match carrier_notifier::Config::load() {
         Ok(config) => config,

@@ -119,16 +119,22 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let internal_auth =
         InternalAuth::new("router", &config.internal_auth, config.profile).context("internal_auth")?;
     let readiness = carrier_telemetry::Readiness::default();
-    let probes = axum::serve(
+    let probes = tokio::spawn(carrier_telemetry::serve_probes(
+        "router",
         listeners.http,
-        carrier_telemetry::probes_router(readiness.clone()),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let probes = tokio::spawn(async move { probes.await });
+        readiness.clone(),
+        shutdown.clone(),
+    ));
 
-    let pool = carrier_store::connect_and_migrate(&config.database_url, 16, Duration::from_secs(30))
-        .await
-        .context("postgres")?;
+    let pool = carrier_store::connect(
+        "carrier-router",
+        &config.database_url,
+        16,
+        Duration::from_secs(30),
+        carrier_store::Schema::at_start(config.profile),
+    )
+    .await
+    .context("postgres")?;
     let store = Arc::new(ConfigStore::new(
         pool.clone(),
         config.default_destination_timeout_ms,

@@ -3,6 +3,7 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    carrier_telemetry::handle_command_line("carrier-router");
     carrier_telemetry::init_tracing("router");
     let config = match carrier_router::Config::load() {
         Ok(config) => config,

@@ -35,15 +35,23 @@ pub enum CtlError {
     },
     #[error("Kafka: {0}")]
     Kafka(String),
+    /// No answer from Postgres (`admin`).
+    #[error("cannot reach the database: {0} (set CARRIER_DATABASE_URL)")]
+    DatabaseUnreachable(String),
+    /// The database refused what `admin` asked (a migration failed).
+    #[error("{0}")]
+    Database(String),
 }
 
 impl CtlError {
     /// 1: Carrier (or Kafka) refused; 2: bad usage (as clap's own); 3: unreachable.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CtlError::Api { .. } | CtlError::Kafka(_) => ExitCode::from(1),
+            CtlError::Api { .. } | CtlError::Kafka(_) | CtlError::Database(_) => ExitCode::from(1),
             CtlError::Usage(_) | CtlError::Read { .. } => ExitCode::from(2),
-            CtlError::Unreachable { .. } | CtlError::KafkaUnreachable { .. } => ExitCode::from(3),
+            CtlError::Unreachable { .. }
+            | CtlError::KafkaUnreachable { .. }
+            | CtlError::DatabaseUnreachable(_) => ExitCode::from(3),
         }
     }
 }

@@ -65,6 +65,45 @@ pub enum Command {
         #[command(subcommand)]
         command: NotificationsCommand,
     },
+    /// Installation and upgrades: the database schema and the Kafka topics. Configured like the
+    /// services (`CARRIER_DATABASE_URL`, `CARRIER_KAFKA__*`, `CARRIER_TOPICS__*`, or the TOML
+    /// file named by `CARRIER_CONFIG_FILE`), not by the API's URL and token.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Applies every pending database migration (run it before the services of a new version
+    /// start: they refuse an unmigrated schema). Safe to run again; concurrent runs wait for
+    /// each other.
+    Migrate {
+        /// Longest wait for Postgres to answer, in seconds.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
+    },
+    /// Where the database schema stands against this version's migrations; exit status 1
+    /// unless it is exactly this version's.
+    Schema,
+    /// Carrier's Kafka topics.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Creates the missing topics with the `[topics]` settings (partitions, replication factor,
+    /// `min.insync.replicas`, retention) and reports what differs on existing ones. Exit status
+    /// 1 if a topic could not be created or the deliveries topic's partition count differs from
+    /// the settings (it never changes).
+    Ensure,
+    /// Reports every difference between the topics and the settings, changing nothing; exit
+    /// status 1 on any.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,12 +4,15 @@
 //!   (`--url`/`CARRIER_URL`, `--token`/`CARRIER_TOKEN`).
 //! - `send` posts messages as a source (its client credentials, or its access token).
 //! - `notifications tail` reads the alerts topic from Kafka (`--brokers`/`CARRIER_KAFKA__BROKERS`).
+//! - `admin migrate|schema|topics ensure|topics check` install and upgrade: the database
+//!   schema and the topics, configured like the services (`CARRIER_*`, `CARRIER_CONFIG_FILE`).
 //!
 //! Output is for people by default (tables, aligned fields) and for scripts with `--json`
 //! (one JSON document per command; JSON lines for `tail`). Failures exit non-zero with Carrier's
 //! own error text on stderr (see `api::CtlError::exit_code`).
 #![forbid(unsafe_code)]
 
+mod admin;
 mod api;
 mod cli;
 mod destinations;
@@ -49,5 +52,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
         Command::Send(args) => send::run(&client()?, args, as_json).await,
         // Kafka only: no ingress URL or token involved.
         Command::Notifications { command } => notifications::run(command, as_json).await,
+        // The database and the cluster, configured like the services.
+        Command::Admin { command } => admin::run(command, as_json).await,
     }
 }

@@ -53,14 +53,17 @@ pub struct Endpoints {
 pub struct Service {
     pub kind: ServiceKind,
     pub process: Process,
-    /// Port of `/healthz`, `/readyz` and `/metrics`.
+    /// Port of the service's HTTP server: ingress's public API; the others' `/healthz`,
+    /// `/readyz` and `/metrics`.
     pub http_port: u16,
+    /// Port of `/healthz`, `/readyz` and `/metrics` (ingress's operator port, else `http_port`).
+    pub admin_port: u16,
 }
 
 impl Service {
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        let url = format!("http://127.0.0.1:{}/readyz", self.http_port);
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
@@ -239,6 +242,10 @@ fn service(
     router_grpc: u16,
 ) -> anyhow::Result<Service> {
     let http_port = free_port()?;
+    let admin_port = match kind {
+        ServiceKind::Ingress => free_port()?,
+        _ => http_port,
+    };
     let (brokers, database_url) = match kind {
         ServiceKind::Delivery => (&endpoints.delivery_brokers, &endpoints.delivery_database_url),
         _ => (&endpoints.brokers, &endpoints.database_url),
@@ -267,6 +274,7 @@ fn service(
     match kind {
         ServiceKind::Ingress => {
             spec = spec
+                .env("CARRIER_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
                 .env("CARRIER_RATE_LIMIT__REDIS_URL", endpoints.redis_url.clone())
                 // One client address sends everything: a limit the load never reaches.
                 .env("CARRIER_RATE_LIMIT__LIMIT", "1000000000");
@@ -291,5 +299,6 @@ fn service(
         kind,
         process: Process::new(spec),
         http_port,
+        admin_port,
     })
 }

@@ -24,6 +24,7 @@ mod overload;
 mod parking;
 mod pipeline;
 mod postgres_outage;
+mod probes;
 mod rate_limit;
 mod retries;
 mod statuses;

@@ -115,7 +115,8 @@ async fn two_ingress_replicas_share_one_sliding_window() {
         ..defaults
     })
     .await;
-    let second_url = stack.start_extra_ingress().await;
+    let second = stack.start_extra_ingress_replica(|_| {}).await;
+    let second_url = second.url.clone();
     let receiver = Receiver::start().await;
     // Setting up takes the stack client's address (127.0.0.1) exactly 5 requests: within the
     // limit. The client under test is another loopback address, with a window of its own.
@@ -163,9 +164,10 @@ async fn two_ingress_replicas_share_one_sliding_window() {
         "Retry-After counts down to r1's exit, not a whole window"
     );
 
-    // While limited, the probes answer; refusals were not counted.
+    // While limited, the probes answer (they are on the operator port, which the limit never
+    // sees); refusals were not counted.
     let probe_http = reqwest::Client::builder().local_address(client).build().unwrap();
-    for url in [&stack.ingress_url, &second_url] {
+    for url in [&stack.ingress_admin_url, &second.admin_url] {
         for probe in ["/healthz", "/readyz", "/metrics"] {
             let status = probe_http
                 .get(format!("{url}{probe}"))
@@ -208,7 +210,7 @@ async fn two_ingress_replicas_share_one_sliding_window() {
 
     // Refusals are visible to the operator.
     let metrics = probe_http
-        .get(format!("{}/metrics", second_url))
+        .get(format!("{}/metrics", second.admin_url))
         .send()
         .await
         .unwrap()
@@ -389,7 +391,7 @@ async fn losing_redis_mid_stream_refuses_and_loses_nothing_and_the_limit_returns
         "every message answered 200 arrives once, in answer order; no refused one arrives"
     );
 
-    let metrics = reqwest::get(format!("{}/metrics", stack.ingress_url))
+    let metrics = reqwest::get(format!("{}/metrics", stack.ingress_admin_url))
         .await
         .unwrap()
         .text()

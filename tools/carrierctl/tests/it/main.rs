@@ -3,6 +3,7 @@
 //! exit status and its stderr.
 //! `make test` starts the infrastructure; `CARRIER_TEST_BROKERS` points at the broker.
 
+mod admin;
 mod destinations;
 mod errors;
 mod logs;
@@ -19,13 +20,15 @@ use serde_json::Value;
 
 /// The variables `carrierctl` reads: cleared for every run, so the test's own environment
 /// cannot leak into it.
-const CTL_VARIABLES: [&str; 6] = [
+const CTL_VARIABLES: [&str; 8] = [
     "CARRIER_URL",
     "CARRIER_TOKEN",
     "CARRIER_CLIENT_ID",
     "CARRIER_CLIENT_SECRET",
     "CARRIER_KAFKA__BROKERS",
     "CARRIER_KAFKA__TOPIC_PREFIX",
+    "CARRIER_DATABASE_URL",
+    "CARRIER_CONFIG_FILE",
 ];
 
 /// One finished run of `carrierctl`.
