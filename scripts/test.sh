@@ -34,6 +34,9 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+# The Helm chart and docker-compose.yml (lint, values schema, rendering, compose config).
+bash "$REPO/scripts/check-deploy.sh"
+
 carrier_log "building"
 cargo build --workspace --bins --tests
 profile=default
