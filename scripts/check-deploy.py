@@ -418,8 +418,39 @@ def check_config_maps(label, by_kind, merged):
                 fail(f"{label}: {name} {key}: [kafka] is {kafka}")
 
 
+# Values documented as a whole in the chart's README (their fields are Kubernetes' own).
+WHOLE_VALUES = {"resources", "podSecurityContext", "containerSecurityContext", "behavior",
+                "adminNamespaceSelector", "startup", "readiness", "liveness"}
+
+
+def check_readme(chart_dir: Path, defaults: dict) -> None:
+    """Every value of values.yaml has a row in the chart's README."""
+    readme = (chart_dir / "README.md").read_text()
+    missing = []
+
+    def walk(node: dict, path: str) -> None:
+        for key, value in node.items():
+            full = f"{path}.{key}" if path else key
+            if isinstance(value, dict) and value and key not in WHOLE_VALUES:
+                walk(value, full)
+                continue
+            row = f"| `{full}` |" in readme
+            if full.startswith("services.") and not row:
+                # The per-service table names the key without services.<name>.
+                row = f"| `{full.split('.', 2)[2]}` |" in readme
+            if not row:
+                missing.append(full)
+
+    walk(defaults, "")
+    for full in missing:
+        fail(f"helm/carrier/README.md has no row for the value {full}")
+    if not missing:
+        ok("helm/carrier/README.md documents every value of values.yaml")
+
+
 def chart_checks(chart_dir: Path) -> None:
     chart = Chart(chart_dir)
+    check_readme(chart_dir, chart.defaults)
     ci_files = sorted((chart_dir / "ci").glob("*.yaml"))
     cases: list[tuple[str, dict | None]] = [("defaults", None)]
     for path in ci_files:
