@@ -548,6 +548,7 @@ def chart_checks(chart_dir: Path) -> None:
         "a secret in config": ({"config": {"ingress": {"admin_token": "x" * 20}}}, "is a secret"),
         "a nested secret in config": ({"config": {"notifier": {"smtp": {"password": "x"}}}}, "is a secret"),
         "no database URL": ({"database": {"url": ""}}, "database"),
+        "brokers in config": ({"config": {"common": {"kafka": {"brokers": "elsewhere:9092"}}}}, "kafka.brokers"),
     }
     for what, (values, needle) in refusals.items():
         try:

@@ -167,6 +167,12 @@ Secrets are refused here: they come from Secrets, as environment variables.
 {{- with $values.smtp.port }}{{ $_ := set $smtp "port" (int .) }}{{ end -}}
 {{- $_ := set $config "smtp" $smtp -}}
 {{- end -}}
+{{- range $source := list "common" "ingress" "router" "delivery" "notifier" -}}
+{{- $kafka := get (index $values.config $source) "kafka" -}}
+{{- if and (kindIs "map" $kafka) (or (hasKey $kafka "brokers") (hasKey $kafka "topic_prefix")) -}}
+{{- fail (printf "config.%s.kafka: set the brokers and the topic prefix with kafka.brokers and kafka.topicPrefix (the setup Job and KEDA read them too)" $source) -}}
+{{- end -}}
+{{- end -}}
 {{- if ne $component "setup" -}}
 {{- $config = mustMergeOverwrite $config (deepCopy $values.config.common) (deepCopy (index $values.config $component)) -}}
 {{- else -}}
