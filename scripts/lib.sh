@@ -169,6 +169,40 @@ carrier_ensure_schemathesis() {
     echo "$st"
 }
 
+# ------------------------------------------------ Helm SDK (deployment checks)
+
+# scripts/check-deploy.sh lints and renders the Helm chart with Helm's own Go SDK (v4.2.3),
+# which helm-python-sdk (PyPI) ships as a prebuilt C library inside its wheel: no helm binary,
+# no Go toolchain, no cluster. (helm-sdkpy, the other binding on PyPI, needs Python 3.12 or
+# newer, which Debian 12 lacks, and its lint takes no values and it cannot render templates.)
+# jsonschema checks values.schema.json; PyYAML reads the rendered manifests.
+CARRIER_HELM_SDK_REQUIREMENTS="${CARRIER_HELM_SDK_REQUIREMENTS:-helm-python-sdk==0.2.2 jsonschema==4.26.0 PyYAML==6.0.3}"
+CARRIER_HELM_SDK_VENV="${CARRIER_HELM_SDK_VENV:-/var/cache/carrier/helm-sdk}"
+
+# Prints the path of a Python interpreter (3.11 or newer: tomllib) with the pinned
+# CARRIER_HELM_SDK_REQUIREMENTS, installing them from PyPI into a virtualenv of their own when
+# missing or of other versions. A second call costs one `python -c` (no download, no import of
+# the 100 MB library).
+carrier_ensure_helm_sdk() {
+    local py="$CARRIER_HELM_SDK_VENV/bin/python"
+    local check='import importlib.metadata as m, sys
+wanted = [r.split("==") for r in sys.argv[1].split()]
+sys.exit(0 if sys.version_info >= (3, 11) and all(m.version(n) == v for n, v in wanted) else 1)'
+    if [ -x "$py" ] && "$py" -c "$check" "$CARRIER_HELM_SDK_REQUIREMENTS" 2>/dev/null; then
+        echo "$py"; return
+    fi
+    carrier_ensure_venv "$CARRIER_HELM_SDK_VENV" || return 1
+    "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+        { carrier_die "$py is Python $("$py" -c 'import sys; print(sys.version.split()[0])'); the deployment checks need 3.11 or newer (remove $CARRIER_HELM_SDK_VENV after installing one)"; return 1; }
+    carrier_log "installing $CARRIER_HELM_SDK_REQUIREMENTS (PyPI) into $CARRIER_HELM_SDK_VENV"
+    # shellcheck disable=SC2086 # one requirement per word
+    "$py" -m pip install --quiet --disable-pip-version-check $CARRIER_HELM_SDK_REQUIREMENTS >&2 ||
+        { carrier_die "pip install $CARRIER_HELM_SDK_REQUIREMENTS failed"; return 1; }
+    "$py" -c "$check" "$CARRIER_HELM_SDK_REQUIREMENTS" ||
+        { carrier_die "$py does not have $CARRIER_HELM_SDK_REQUIREMENTS after installing them"; return 1; }
+    echo "$py"
+}
+
 # --------------------------------------------------------------------- Tansu
 
 # Prints the path of a tansu binary, building it once if needed.

@@ -38,6 +38,9 @@ carrier_log "checking formatting and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The Helm chart and docker-compose.yml (lint, values schema, rendering, compose config).
+bash "$REPO/scripts/check-deploy.sh"
+
 carrier_log "building"
 cargo build --workspace --bins --tests
 profile=default
