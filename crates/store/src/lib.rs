@@ -75,6 +75,9 @@ pub struct SchemaStatus {
     pub pending: Vec<i64>,
     /// Applied migrations this build does not know (a newer Carrier migrated the database).
     pub unknown: Vec<i64>,
+    /// Those of `unknown` that older builds must not run on (`schema_compatibility`; a newer
+    /// migration is additive unless it says so there).
+    pub incompatible: Vec<i64>,
     /// Applied migrations whose text differs from this build's (an edited migration).
     pub changed: Vec<i64>,
     /// Migrations that started and did not finish (a failed `migrate`).
@@ -99,12 +102,13 @@ impl SchemaStatus {
                 list(&self.failed)
             ));
         }
-        if !self.unknown.is_empty() {
+        if !self.incompatible.is_empty() {
             return Some(format!(
                 "database schema has migration {} that this {service} (version {}, schema {}) \
-                 does not know: a newer Carrier migrated it. Run that newer version (a rollback \
-                 of the deployment does not roll the schema back; see docs/production.md)",
-                list(&self.unknown),
+                 does not know and must not run on: a newer Carrier migrated it. Run that newer \
+                 version (a rollback of the deployment does not roll the schema back; see \
+                 docs/production.md)",
+                list(&self.incompatible),
                 env!("CARGO_PKG_VERSION"),
                 self.expected
             ));
@@ -201,6 +205,7 @@ pub async fn schema_status(pool: &PgPool) -> Result<SchemaStatus, sqlx::Error> {
         applied: Vec::new(),
         pending: Vec::new(),
         unknown: Vec::new(),
+        incompatible: Vec::new(),
         changed: Vec::new(),
         failed: Vec::new(),
     };
@@ -217,6 +222,22 @@ pub async fn schema_status(pool: &PgPool) -> Result<SchemaStatus, sqlx::Error> {
     for migration in &known {
         if !rows.iter().any(|(version, ..)| *version == migration.version) {
             status.pending.push(migration.version);
+        }
+    }
+    if !status.unknown.is_empty() {
+        let compatibility: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('schema_compatibility')::text")
+                .fetch_one(pool)
+                .await?;
+        if compatibility.is_some() {
+            status.incompatible = sqlx::query_scalar(
+                "SELECT version FROM schema_compatibility
+                  WHERE version = ANY($1) AND oldest_compatible > $2 ORDER BY version",
+            )
+            .bind(&status.unknown)
+            .bind(status.expected)
+            .fetch_all(pool)
+            .await?;
         }
     }
     Ok(status)
@@ -250,6 +271,16 @@ pub async fn connect(
             let pool = connect_retrying(url, max_connections, wait).await?;
             let status = schema_status(&pool).await.map_err(StoreError::Connect)?;
             match status.refusal(service) {
+                None if !status.unknown.is_empty() => {
+                    tracing::warn!(
+                        service,
+                        newer = %list_versions(&status.unknown),
+                        schema = status.expected,
+                        "the database schema is newer than this build; running, since its newer \
+                         migrations are additive (a rolling upgrade in progress, or a rollback)"
+                    );
+                    Ok(pool)
+                }
                 None => Ok(pool),
                 Some(refusal) => {
                     pool.close().await;
@@ -346,7 +377,9 @@ mod tests {
         let (again, _) = migrate(&url, WAIT).await.unwrap();
         assert!(again.pending.is_empty(), "a second migrate has nothing to do");
 
-        // A newer Carrier migrated the database: this build does not know its migration.
+        // A newer Carrier migrated the database: this build does not know its migration. It is
+        // additive (no schema_compatibility row): this build still runs (a rolling upgrade, a
+        // rollback), but the schema is not current.
         sqlx::query(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
              VALUES (99990101000000, 'from a newer version', true, '\\x00', 1)",
@@ -354,6 +387,21 @@ mod tests {
         .execute(&database.pool)
         .await
         .unwrap();
+        let status = schema_status(&database.pool).await.unwrap();
+        assert_eq!(status.unknown, vec![99990101000000]);
+        assert!(status.incompatible.is_empty() && !status.is_current());
+        connect("carrier-router", &url, 2, WAIT, Schema::Require)
+            .await
+            .expect("an additive newer migration is run on")
+            .close()
+            .await;
+
+        // The newer migration says older builds must not run on it.
+        sqlx::query("INSERT INTO schema_compatibility (version, oldest_compatible) VALUES ($1, $1)")
+            .bind(99990101000000_i64)
+            .execute(&database.pool)
+            .await
+            .unwrap();
         let error = refusal(&url).await;
         assert!(error.contains("99990101000000"), "{error}");
         assert!(error.contains("newer Carrier"), "{error}");

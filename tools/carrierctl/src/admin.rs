@@ -90,7 +90,15 @@ async fn schema(config: &AdminConfig, as_json: bool) -> Result<ExitCode, CtlErro
         output::json(&schema_json(&status));
     } else {
         match status.refusal("carrierctl") {
-            None => output::line(&format!("schema at version {}: current", status.expected)),
+            None if status.is_current() => {
+                output::line(&format!("schema at version {}: current", status.expected))
+            }
+            None => output::line(&format!(
+                "schema is newer than this carrierctl (version {}): migration {} unknown here, \
+                 all additive (this version's services still run on it)",
+                status.expected,
+                carrier_store::list_versions(&status.unknown)
+            )),
             Some(refusal) => output::line(&refusal),
         }
     }
@@ -108,6 +116,7 @@ fn schema_json(status: &SchemaStatus) -> serde_json::Value {
         "applied": status.applied,
         "pending": status.pending,
         "unknown": status.unknown,
+        "incompatible": status.incompatible,
         "changed": status.changed,
         "failed": status.failed,
     })
