@@ -135,6 +135,7 @@ impl Config {
                 "control_advertise_url (CARRIER_CONTROL_ADVERTISE_URL) is required when control_addr listens on all interfaces".into(),
             ));
         }
+        carrier_kafka::client::validate(&self.kafka)?;
         self.internal_auth = self
             .internal_auth
             .validated(self.profile)

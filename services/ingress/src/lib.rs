@@ -249,6 +249,7 @@ impl Config {
                 "source_status_refresh_ms must be positive".into(),
             ));
         }
+        carrier_kafka::client::validate(&self.kafka)?;
         self.rate_limit.validate()?;
         self.limits.validate()?;
         self.internal_auth = self

@@ -172,6 +172,7 @@ impl Config {
             ));
         }
         self.outbound.networks()?;
+        carrier_kafka::client::validate(&self.kafka)?;
         self.smtp.validate()
     }
 }

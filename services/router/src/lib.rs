@@ -90,6 +90,7 @@ impl Config {
                 "max_pending_per_partition must be at least 1".into(),
             ));
         }
+        carrier_kafka::client::validate(&self.kafka)?;
         self.internal_auth = self
             .internal_auth
             .validated(self.profile)

@@ -15,15 +15,23 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use carrier_config::KafkaSettings;
+use carrier_kafka::client::{LastError, Role};
 use carrier_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use carrier_kafka::rdkafka::message::Message;
-use carrier_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use carrier_kafka::rdkafka::{Offset, TopicPartitionList};
 use carrier_kafka::Topics;
 use serde_json::Value;
 
 use crate::api::CtlError;
 use crate::cli::{NotificationsCommand, TailArgs};
 use crate::output::{self, cell};
+
+/// The `[kafka]` section of the deployment's configuration.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct KafkaSection {
+    kafka: KafkaSettings,
+}
 
 /// Longest wait for the brokers' metadata and watermarks at start.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,14 +43,19 @@ pub async fn run(command: NotificationsCommand, as_json: bool) -> Result<ExitCod
 }
 
 async fn tail(args: TailArgs, as_json: bool) -> Result<ExitCode, CtlError> {
+    // The rest of the deployment's `[kafka]` section (TLS, SASL, raw properties) from the same
+    // `CARRIER_CONFIG_FILE` and `CARRIER_KAFKA__*` variables (or `_FILE`s) the services read.
+    let deployment: KafkaSection =
+        carrier_config::load().map_err(|error| CtlError::Usage(error.to_string()))?;
     let settings = KafkaSettings {
         brokers: args.brokers.clone(),
         topic_prefix: args.topic_prefix.clone(),
-        ..KafkaSettings::default()
+        ..deployment.kafka
     };
+    carrier_kafka::client::validate(&settings).map_err(|error| CtlError::Usage(error.to_string()))?;
     let topic = Topics::new(&settings).notifications;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    let errors = LastError::default();
+    let consumer: StreamConsumer<LastError> = carrier_kafka::client::builder(&settings, Role::Consumer)
         // Required by the client, never used to join: partitions are assigned, nothing committed.
         .set("group.id", format!("carrierctl-tail-{}", uuid::Uuid::new_v4()))
         .set("client.id", "carrierctl")
@@ -54,13 +67,13 @@ async fn tail(args: TailArgs, as_json: bool) -> Result<ExitCode, CtlError> {
             "fetch.message.max.bytes",
             carrier_kafka::MAX_RECORD_BYTES.to_string(),
         )
-        .create()
+        .create_with_context(errors.clone())
         .map_err(|error| CtlError::Kafka(format!("cannot create a consumer: {error}")))?;
     let from_beginning = args.from_beginning;
     let assigned_topic = topic.clone();
     // Metadata and watermark requests block: off the runtime's threads.
     let (consumer, partitions) = tokio::task::spawn_blocking(move || {
-        let partitions = assign(&consumer, &settings, &assigned_topic, from_beginning)?;
+        let partitions = assign(&consumer, &errors, &settings, &assigned_topic, from_beginning)?;
         Ok::<_, CtlError>((consumer, partitions))
     })
     .await
@@ -104,14 +117,19 @@ async fn tail(args: TailArgs, as_json: bool) -> Result<ExitCode, CtlError> {
 
 /// Assigns every partition of `topic` at its start or its current end; answers how many.
 fn assign(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<LastError>,
+    errors: &LastError,
     settings: &KafkaSettings,
     topic: &str,
     from_beginning: bool,
 ) -> Result<usize, CtlError> {
+    // librdkafka's own reason (a refused TLS handshake or login) says more than the timeout.
     let unreachable = |error: carrier_kafka::rdkafka::error::KafkaError| CtlError::KafkaUnreachable {
         brokers: settings.brokers.clone(),
-        reason: error.to_string(),
+        reason: match errors.last() {
+            Some(reason) => format!("{error} ({reason})"),
+            None => error.to_string(),
+        },
     };
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
