@@ -39,9 +39,14 @@ impl FileValues {
             let value = content.strip_suffix('\n').unwrap_or(&content);
             let value = value.strip_suffix('\r').unwrap_or(value);
             // The key as figment's `Env` provider makes it: without the prefix, lowercase,
-            // sections split at `__`. The value is parsed the way `Env` parses a variable's.
+            // sections split at `__`. A number or boolean is parsed as `Env` parses a
+            // variable's; anything else stays text, so a password such as `[x]` or `{y}` is
+            // not read as a list or table.
             let key = target["CARRIER_".len()..].to_ascii_lowercase().replace("__", ".");
-            let parsed: Value = value.parse().expect("infallible");
+            let parsed = match value.parse::<Value>().expect("infallible") {
+                Value::Array(..) | Value::Dict(..) => Value::from(value.to_string()),
+                scalar => scalar,
+            };
             let nested = figment::util::nest(&key, parsed)
                 .into_dict()
                 .expect("a non-empty key gives a dict");

@@ -392,6 +392,26 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn secret_files_that_look_like_numbers_or_lists_stay_text() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("password", "[1234567890123456789]\n")?;
+            jail.set_env("CARRIER_KAFKA__SASL_USERNAME", "0123456789012345678901234567890");
+            jail.set_env("CARRIER_KAFKA__SASL_PASSWORD_FILE", "password");
+            let sample: Sample = load().map_err(|e| e.to_string())?;
+            assert_eq!(
+                sample.kafka.sasl_username.as_deref(),
+                Some("0123456789012345678901234567890")
+            );
+            assert_eq!(
+                sample.kafka.sasl_password.as_ref().map(Secret::expose),
+                Some("[1234567890123456789]")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
     fn the_config_file_variable_is_not_a_value_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("carrier.toml", "http_addr = \"127.0.0.1:3\"\n[kafka]\nbrokers = \"toml:1\"\n[kafka.client]\n\"socket.keepalive.enable\" = true\n")?;
