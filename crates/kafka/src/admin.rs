@@ -247,9 +247,25 @@ pub async fn check_connection(settings: &KafkaSettings, timeout: Duration) -> Re
         .create_with_context(context.clone())
         .map_err(|error| ConnectionError { error, reason: None })?;
     let answer = tokio::task::spawn_blocking(move || {
-        consumer
-            .fetch_metadata(None, timeout)
-            .map(|metadata| metadata.brokers().len())
+        // librdkafka's log lines (where it says why a connection failed) reach the context
+        // only while its queue is polled: poll beside the blocking metadata request.
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = consumer.poll(Duration::from_millis(20));
+                }
+            });
+            let answer = consumer
+                .fetch_metadata(None, timeout)
+                .map(|metadata| metadata.brokers().len());
+            if answer.is_err() {
+                // The failure's log line may still be queued.
+                let _ = consumer.poll(Duration::from_millis(200));
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            answer
+        })
     })
     .await
     .unwrap_or(Err(KafkaError::Canceled));

@@ -312,25 +312,52 @@ impl ClientBuilder {
     }
 }
 
-/// A client context that keeps the last error librdkafka reported for the client (a TLS
-/// handshake that failed, an authentication the broker refused, a broker that is down), so a
-/// caller whose request timed out can say why. Errors are logged as well, as librdkafka's
-/// default context does.
+/// A client context that keeps the last error or warning librdkafka reported for the client
+/// (a TLS handshake that failed, an authentication the broker refused, a broker that is down),
+/// so a caller whose request timed out can say why. librdkafka's log lines go on to the log as
+/// with its default context (target `librdkafka`).
 #[derive(Clone, Default)]
 pub struct LastError(std::sync::Arc<std::sync::Mutex<Option<String>>>);
 
 impl LastError {
-    /// librdkafka's last error for the client: its code and its reason.
+    /// librdkafka's last error for the client, as it worded it.
     pub fn last(&self) -> Option<String> {
         self.0.lock().map(|last| last.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, text: String) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(text);
+        }
     }
 }
 
 impl ClientContext for LastError {
+    /// librdkafka logs connection failures (`FAIL`: TLS handshake, SASL authentication, a
+    /// plaintext client at a TLS listener) from its own threads, whether or not anyone polls.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as Level;
+        match level {
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}");
+                self.record(message.to_string());
+            }
+            Level::Warning => {
+                tracing::warn!(target: "librdkafka", facility, "{message}");
+                self.record(message.to_string());
+            }
+            Level::Notice | Level::Info => tracing::info!(target: "librdkafka", facility, "{message}"),
+            Level::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    /// Errors reach the context only while the client is polled. "All brokers down" follows
+    /// the error that took the last one down: it does not replace it.
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "kafka client error");
-        if let Ok(mut last) = self.0.lock() {
-            *last = Some(format!("{error}: {reason}"));
+        tracing::error!(target: "librdkafka", %error, "{reason}");
+        let summary = error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown);
+        if !(summary && self.last().is_some()) {
+            self.record(format!("{error}: {reason}"));
         }
     }
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use carrier_config::KafkaSettings;
-use carrier_kafka::client::{LastError, Role};
+use carrier_kafka::client::Role;
 use carrier_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use carrier_kafka::rdkafka::message::Message;
 use carrier_kafka::rdkafka::{Offset, TopicPartitionList};
@@ -54,8 +54,15 @@ async fn tail(args: TailArgs, as_json: bool) -> Result<ExitCode, CtlError> {
     };
     carrier_kafka::client::validate(&settings).map_err(|error| CtlError::Usage(error.to_string()))?;
     let topic = Topics::new(&settings).notifications;
-    let errors = LastError::default();
-    let consumer: StreamConsumer<LastError> = carrier_kafka::client::builder(&settings, Role::Consumer)
+    // Say why the brokers cannot be reached (a refused TLS handshake or login) before anything
+    // else waits on them.
+    carrier_kafka::admin::check_connection(&settings, METADATA_TIMEOUT)
+        .await
+        .map_err(|error| CtlError::KafkaUnreachable {
+            brokers: settings.brokers.clone(),
+            reason: error.to_string(),
+        })?;
+    let consumer: StreamConsumer = carrier_kafka::client::builder(&settings, Role::Consumer)
         // Required by the client, never used to join: partitions are assigned, nothing committed.
         .set("group.id", format!("carrierctl-tail-{}", uuid::Uuid::new_v4()))
         .set("client.id", "carrierctl")
@@ -67,13 +74,13 @@ async fn tail(args: TailArgs, as_json: bool) -> Result<ExitCode, CtlError> {
             "fetch.message.max.bytes",
             carrier_kafka::MAX_RECORD_BYTES.to_string(),
         )
-        .create_with_context(errors.clone())
+        .create()
         .map_err(|error| CtlError::Kafka(format!("cannot create a consumer: {error}")))?;
     let from_beginning = args.from_beginning;
     let assigned_topic = topic.clone();
     // Metadata and watermark requests block: off the runtime's threads.
     let (consumer, partitions) = tokio::task::spawn_blocking(move || {
-        let partitions = assign(&consumer, &errors, &settings, &assigned_topic, from_beginning)?;
+        let partitions = assign(&consumer, &settings, &assigned_topic, from_beginning)?;
         Ok::<_, CtlError>((consumer, partitions))
     })
     .await
@@ -117,19 +124,14 @@ async fn tail(args: TailArgs, as_json: bool) -> Result<ExitCode, CtlError> {
 
 /// Assigns every partition of `topic` at its start or its current end; answers how many.
 fn assign(
-    consumer: &StreamConsumer<LastError>,
-    errors: &LastError,
+    consumer: &StreamConsumer,
     settings: &KafkaSettings,
     topic: &str,
     from_beginning: bool,
 ) -> Result<usize, CtlError> {
-    // librdkafka's own reason (a refused TLS handshake or login) says more than the timeout.
     let unreachable = |error: carrier_kafka::rdkafka::error::KafkaError| CtlError::KafkaUnreachable {
         brokers: settings.brokers.clone(),
-        reason: match errors.last() {
-            Some(reason) => format!("{error} ({reason})"),
-            None => error.to_string(),
-        },
+        reason: error.to_string(),
     };
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
