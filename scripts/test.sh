@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: starts what the tests need (Postgres, Redis, a throwaway Tansu broker, Python's
-# aiosmtpd for the alert e-mail tests, stunnel for the Kafka TLS tests), builds the binaries the
-# fault tests launch, and runs every test with nextest. schemathesis (PyPI) runs in the e2e test `openapi_conformance`.
+# aiosmtpd for the alert e-mail tests), builds the binaries the fault tests launch, and runs
+# every test with nextest. schemathesis (PyPI) runs in the e2e test `openapi_conformance`.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
