@@ -14,7 +14,16 @@ ARG DEBIAN_RELEASE=bookworm
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 WORKDIR /src
 # The rust image (buildpack-deps) has the C toolchain, make and zlib that librdkafka's bundled
-# build needs; protoc comes from the protoc-bin-vendored crate.
+# build needs; protoc comes from the protoc-bin-vendored crate. librdkafka links Debian's OpenSSL
+# (Kafka TLS, SCRAM) and libcurl (OAUTHBEARER/OIDC): their -dev packages here, the libraries in
+# the runtime stage.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libssl-dev libcurl4-openssl-dev \
+    && rm -rf /var/lib/apt/lists/*
+# The commit `--version` and carrier_build_info report: docker build --build-arg
+# CARRIER_BUILD_COMMIT=$(git rev-parse --short=12 HEAD) .
+ARG CARRIER_BUILD_COMMIT=unknown
+ENV CARRIER_BUILD_COMMIT=${CARRIER_BUILD_COMMIT}
 COPY . .
 RUN --mount=type=cache,id=carrier-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=carrier-cargo-git,target=/usr/local/cargo/git,sharing=locked \
@@ -33,9 +42,10 @@ LABEL org.opencontainers.image.title="Carrier" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.documentation="README.md, docs/production.md"
-# ca-certificates: the system roots, for TLS clients that read them.
+# ca-certificates: the system roots, for TLS clients that read them; libssl3 and libcurl4:
+# librdkafka's TLS and OIDC.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 libcurl4 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
 # The container health check of docker-compose.yml (bash /dev/tcp; no curl in the image).

@@ -28,6 +28,7 @@ fresh_stack() {
     CARRIER_BUILD=release bash "$REPO/scripts/up.sh"
 }
 
+carrier_ensure_build_deps
 cargo build --release -p carrier-bench
 for part in $PARTS; do
     case "$part" in

@@ -17,6 +17,7 @@ command -v redis-server >/dev/null || carrier_apt_install redis-server redis-too
 CARRIER_TANSU_BIN="$(carrier_tansu_bin)"
 export CARRIER_TANSU_BIN
 
+carrier_ensure_build_deps
 carrier_log "building release binaries"
 cargo build --release --workspace --bins
 BIN="${CARGO_TARGET_DIR:-$REPO/target}/release"

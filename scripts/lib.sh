@@ -39,6 +39,32 @@ carrier_apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
+# ------------------------------------------------------------- build libraries
+
+# What librdkafka is built against (the root Cargo.toml's rdkafka features): OpenSSL for Kafka
+# TLS and SASL SCRAM (`ssl`), libcurl for OAUTHBEARER/OIDC (`curl`), found with pkg-config.
+# No libsasl2: Carrier does not enable `gssapi` (Kerberos). Call before any cargo build.
+carrier_ensure_build_deps() {
+    local missing=() package
+    for package in libssl-dev libcurl4-openssl-dev pkg-config; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
+            missing+=("$package")
+    done
+    [ "${#missing[@]}" -eq 0 ] || carrier_apt_install "${missing[@]}"
+}
+
+# Prints the path of stunnel (the Kafka TLS tests put it in front of a Tansu broker),
+# installing Debian's stunnel4 when missing.
+carrier_ensure_stunnel() {
+    if [ -n "${CARRIER_TEST_STUNNEL:-}" ] && [ -x "$CARRIER_TEST_STUNNEL" ]; then
+        echo "$CARRIER_TEST_STUNNEL"; return
+    fi
+    if ! command -v stunnel4 >/dev/null 2>&1 && ! command -v stunnel >/dev/null 2>&1; then
+        carrier_apt_install stunnel4 || return 1
+    fi
+    command -v stunnel4 || command -v stunnel
+}
+
 # ---------------------------------------------------------------- PostgreSQL
 
 carrier_ensure_postgres() {

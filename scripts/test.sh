@@ -11,8 +11,12 @@ RUN_DIR="${CARRIER_RUN_DIR:-$REPO/.run}"
 TEST_BROKER_DIR="$RUN_DIR/test-broker"
 TEST_BROKER_PORT="${CARRIER_TEST_BROKER_PORT:-19092}"
 
+carrier_ensure_build_deps
 carrier_ensure_postgres
 carrier_ensure_redis
+# The Kafka TLS tests (tests/e2e/tests/it/kafka_tls.rs) put stunnel in front of a Tansu broker.
+CARRIER_TEST_STUNNEL="$(carrier_ensure_stunnel)"
+export CARRIER_TEST_STUNNEL
 export CARRIER_TANSU_BIN="$(carrier_tansu_bin)"
 CARRIER_TEST_PYTHON="$(carrier_ensure_aiosmtpd)"
 export CARRIER_TEST_PYTHON

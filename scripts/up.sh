@@ -12,6 +12,7 @@ PID_DIR="$RUN_DIR/pids"
 mkdir -p "$LOG_DIR" "$PID_DIR"
 
 command -v curl >/dev/null || carrier_apt_install curl
+carrier_ensure_build_deps
 bash "$REPO/scripts/infra-up.sh"
 
 # CARRIER_BUILD=release (used by `make bench`) runs optimised builds.

@@ -6,11 +6,26 @@
 //! `CARRIER_HTTP_ADDR` sets `http_addr`, `CARRIER_KAFKA__BROKERS` sets `brokers` of the
 //! `[kafka]` section. A value that does not parse ends start-up with a message naming the field,
 //! never a panic.
+//!
+//! Any `CARRIER_<FIELD>` can instead be given as `CARRIER_<FIELD>_FILE`, naming a file whose
+//! content is the value ([`files`]: secrets mounted as files). [`secret`] keeps secrets out of
+//! `Debug` output and logs; [`kafka_security`] checks the `[kafka]` section's TLS and SASL
+//! settings.
 #![forbid(unsafe_code)]
+
+mod files;
+pub mod kafka_security;
+pub mod secret;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
+
+pub use kafka_security::{EndpointIdentification, SaslMechanism, SecurityProtocol};
+pub use secret::{redact_url, RedactedOption, RedactedUrl, Secret, REDACTED};
 
 /// Why a configuration could not be loaded or is not acceptable.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +36,8 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Loads `T` from its defaults, the optional `CARRIER_CONFIG_FILE` and `CARRIER_*` variables.
+/// Loads `T` from its defaults, the optional `CARRIER_CONFIG_FILE`, then `CARRIER_*` variables
+/// and the files of `CARRIER_*_FILE` variables (a value and its `_FILE` both set is an error).
 pub fn load<T: Serialize + DeserializeOwned + Default>() -> Result<T, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Ok(path) = std::env::var("CARRIER_CONFIG_FILE") {
@@ -32,7 +48,23 @@ pub fn load<T: Serialize + DeserializeOwned + Default>() -> Result<T, ConfigErro
         }
         figment = figment.merge(Toml::file(path));
     }
-    figment = figment.merge(Env::prefixed("CARRIER_").split("__").ignore(&["config_file"]));
+    let variables: Vec<(String, String)> = std::env::vars_os()
+        .map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let file_values = files::FileValues::read(&variables)?;
+    figment = figment.merge(
+        Env::prefixed("CARRIER_")
+            .split("__")
+            .ignore(&["config_file"])
+            // `CARRIER_<X>_FILE` names a file, read by `file_values`.
+            .filter(|key| files::file_variable_target(&format!("CARRIER_{key}")).is_none()),
+    );
+    figment = figment.merge(file_values);
     figment
         .extract()
         .map_err(|error| ConfigError::Load(Box::new(error)))
@@ -100,8 +132,9 @@ pub fn check_not_placeholder(field: &str, value: &str, known: &[&str]) -> Result
 }
 
 /// Settings every service that talks to Kafka shares: the `[kafka]` section
-/// (`CARRIER_KAFKA__BROKERS`, `CARRIER_KAFKA__TOPIC_PREFIX`, ...).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// (`CARRIER_KAFKA__BROKERS`, `CARRIER_KAFKA__TOPIC_PREFIX`, ...). Its `Debug` never shows a
+/// password or secret ([`kafka_security`]).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct KafkaSettings {
     /// Comma-separated `host:port` list of bootstrap brokers.
@@ -137,6 +170,58 @@ pub struct KafkaSettings {
     /// Kafka) and a record too large fails at once, before it reaches the broker: at ingress a
     /// 502, at the router a halted partition (see the runbook).
     pub max_record_bytes: usize,
+    /// How clients talk to the brokers (`security.protocol`): `plaintext` (default), `ssl`
+    /// (TLS), `sasl_plaintext` (SASL without TLS: passwords and records travel in clear) or
+    /// `sasl_ssl` (SASL over TLS).
+    pub security_protocol: SecurityProtocol,
+    /// PEM file (or directory) of the CA certificate(s) that sign the brokers' certificates
+    /// (`ssl.ca.location`), e.g. Strimzi's `<cluster>-cluster-ca-cert` secret's `ca.crt`.
+    /// Unset: the system's CA store (enough for brokers with publicly trusted certificates,
+    /// such as Amazon MSK's).
+    pub ssl_ca_location: Option<PathBuf>,
+    /// PEM certificate this client presents to brokers that require client certificates
+    /// (mutual TLS, `ssl.certificate.location`); set together with `ssl_key_location`.
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// PEM private key of `ssl_certificate_location` (`ssl.key.location`).
+    pub ssl_key_location: Option<PathBuf>,
+    /// Passphrase of an encrypted `ssl_key_location` (`ssl.key.password`).
+    pub ssl_key_password: Option<Secret>,
+    /// Whether clients check that a broker's certificate names the host they dial
+    /// (`ssl.endpoint.identification.algorithm`): `https` (default) or `none`. Keep `https`:
+    /// `none` accepts any certificate the CA signed, for any name.
+    pub ssl_endpoint_identification: EndpointIdentification,
+    /// SASL mechanism (`sasl.mechanism`) with `security_protocol` `sasl_ssl` or
+    /// `sasl_plaintext`: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` (with `sasl_username` and
+    /// `sasl_password`) or `OAUTHBEARER` (OIDC client credentials: the `sasl_oauthbearer_*`
+    /// settings). Unset: no SASL.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user (`sasl.username`) of `PLAIN` and `SCRAM-*`.
+    pub sasl_username: Option<String>,
+    /// SASL password (`sasl.password`) of `PLAIN` and `SCRAM-*`; e.g. from a file with
+    /// `CARRIER_KAFKA__SASL_PASSWORD_FILE`.
+    pub sasl_password: Option<Secret>,
+    /// `OAUTHBEARER`: the OIDC token endpoint clients fetch their token from with the client
+    /// credentials grant (`sasl.oauthbearer.token.endpoint.url`, `sasl.oauthbearer.method=oidc`).
+    pub sasl_oauthbearer_token_endpoint_url: Option<String>,
+    /// `OAUTHBEARER`: the OIDC client ID (`sasl.oauthbearer.client.id`).
+    pub sasl_oauthbearer_client_id: Option<String>,
+    /// `OAUTHBEARER`: the OIDC client secret (`sasl.oauthbearer.client.secret`).
+    pub sasl_oauthbearer_client_secret: Option<Secret>,
+    /// `OAUTHBEARER`: the scope requested (`sasl.oauthbearer.scope`), if the provider needs one.
+    pub sasl_oauthbearer_scope: Option<String>,
+    /// `[kafka.client]`: librdkafka properties Carrier does not model, for every client
+    /// (producers, consumers, admin), e.g. `"socket.keepalive.enable" = "true"`. Applied after
+    /// Carrier's own settings; the properties Carrier's correctness depends on or that have a
+    /// field of their own are refused at start-up (`carrier_kafka::client`). From the
+    /// environment write the dots as `_`: `CARRIER_KAFKA__CLIENT__SOCKET_KEEPALIVE_ENABLE=true`.
+    #[serde(deserialize_with = "kafka_security::properties")]
+    pub client: BTreeMap<String, String>,
+    /// `[kafka.producer]`: as `client`, for producers only (applied after `client`).
+    #[serde(deserialize_with = "kafka_security::properties")]
+    pub producer: BTreeMap<String, String>,
+    /// `[kafka.consumer]`: as `client`, for consumers only (applied after `client`).
+    #[serde(deserialize_with = "kafka_security::properties")]
+    pub consumer: BTreeMap<String, String>,
 }
 
 impl Default for KafkaSettings {
@@ -152,6 +237,22 @@ impl Default for KafkaSettings {
             consumer_queue_kbytes: 16_384,
             producer_queue_kbytes: 262_144,
             max_record_bytes: 12 * 1024 * 1024,
+            security_protocol: SecurityProtocol::Plaintext,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
+            ssl_endpoint_identification: EndpointIdentification::Https,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            sasl_oauthbearer_token_endpoint_url: None,
+            sasl_oauthbearer_client_id: None,
+            sasl_oauthbearer_client_secret: None,
+            sasl_oauthbearer_scope: None,
+            client: BTreeMap::new(),
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
         }
     }
 }
@@ -248,6 +349,93 @@ mod tests {
             jail.set_env("CARRIER_KAFKA__LINGER_MS", "soon");
             let error = load::<Sample>().unwrap_err().to_string();
             assert!(error.to_lowercase().contains("kafka.linger_ms"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn values_come_from_files_named_by_file_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("brokers", "from-file:9093\n")?;
+            jail.create_file("password", "line one\nsasl s3cr3t\r\n")?;
+            jail.set_env("CARRIER_KAFKA__BROKERS_FILE", "brokers");
+            jail.set_env("CARRIER_KAFKA__SASL_PASSWORD_FILE", "password");
+            jail.set_env("CARRIER_HTTP_ADDR", "127.0.0.1:2");
+            let sample: Sample = load().map_err(|e| e.to_string())?;
+            assert_eq!(sample.kafka.brokers, "from-file:9093");
+            assert_eq!(
+                sample.kafka.sasl_password.as_ref().map(Secret::expose),
+                Some("line one\nsasl s3cr3t"),
+                "only the trailing newline goes"
+            );
+            assert_eq!(sample.http_addr, "127.0.0.1:2");
+
+            jail.set_env("CARRIER_KAFKA__SASL_PASSWORD_FILE", "no-such-file");
+            let error = load::<Sample>().unwrap_err().to_string();
+            assert!(
+                error.contains("CARRIER_KAFKA__SASL_PASSWORD_FILE: cannot read the file no-such-file"),
+                "{error}"
+            );
+            jail.set_env("CARRIER_KAFKA__SASL_PASSWORD_FILE", "password");
+
+            jail.set_env("CARRIER_KAFKA__BROKERS", "from-env:9092");
+            let error = load::<Sample>().unwrap_err().to_string();
+            assert!(
+                error.contains("both CARRIER_KAFKA__BROKERS and CARRIER_KAFKA__BROKERS_FILE are set"),
+                "{error}"
+            );
+            assert!(!error.contains("from-file"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn secret_files_that_look_like_numbers_or_lists_stay_text() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("password", "[1234567890123456789]\n")?;
+            jail.set_env("CARRIER_KAFKA__SASL_USERNAME", "0123456789012345678901234567890");
+            jail.set_env("CARRIER_KAFKA__SASL_PASSWORD_FILE", "password");
+            let sample: Sample = load().map_err(|e| e.to_string())?;
+            assert_eq!(
+                sample.kafka.sasl_username.as_deref(),
+                Some("0123456789012345678901234567890")
+            );
+            assert_eq!(
+                sample.kafka.sasl_password.as_ref().map(Secret::expose),
+                Some("[1234567890123456789]")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn the_config_file_variable_is_not_a_value_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("carrier.toml", "http_addr = \"127.0.0.1:3\"\n[kafka]\nbrokers = \"toml:1\"\n[kafka.client]\n\"socket.keepalive.enable\" = true\n")?;
+            jail.set_env("CARRIER_CONFIG_FILE", "carrier.toml");
+            jail.set_env("CARRIER_KAFKA__CONSUMER__FETCH_ERROR_BACKOFF_MS", "100");
+            let sample: Sample = load().map_err(|e| e.to_string())?;
+            assert_eq!(sample.http_addr, "127.0.0.1:3");
+            assert_eq!(sample.kafka.brokers, "toml:1");
+            assert_eq!(
+                sample
+                    .kafka
+                    .client
+                    .get("socket.keepalive.enable")
+                    .map(String::as_str),
+                Some("true")
+            );
+            assert_eq!(
+                sample
+                    .kafka
+                    .consumer
+                    .get("fetch.error.backoff.ms")
+                    .map(String::as_str),
+                Some("100")
+            );
             Ok(())
         });
     }

@@ -9,7 +9,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
+
+use crate::client::{self, Role};
 
 /// Creates each `(name, partitions)` topic that does not exist yet; existing ones are left as
 /// they are (a partition count is never changed: see the deliveries topic's note in the README).
@@ -35,9 +36,7 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[(&str, i32)]) -> 
 
 /// An admin client of the cluster `settings` names (topic creation and checks).
 pub fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()
+    client::builder(settings, Role::Admin).create()
 }
 
 /// Reads the record at `offset` of `topic`/`partition`, without joining a group. `None` when it
@@ -67,8 +66,7 @@ pub struct RecordReader {
 
 impl RecordReader {
     pub fn new(settings: &KafkaSettings) -> Result<RecordReader, KafkaError> {
-        let consumer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
+        let consumer = client::builder(settings, Role::Consumer)
             .set("group.id", "carrier-fetch-one")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "error")
@@ -234,12 +232,58 @@ pub enum ReadAt<T> {
     Unknown,
 }
 
+/// Why the brokers could not be reached: the request's error and, when librdkafka reported
+/// one, its reason (e.g. `SSL handshake failed: ... certificate verify failed`).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.reason.as_deref().map(str::to_string).unwrap_or_else(|| self.error.to_string()))]
+pub struct ConnectionError {
+    #[source]
+    pub error: KafkaError,
+    /// librdkafka's last reported error for the client.
+    pub reason: Option<String>,
+}
+
+/// Asks the cluster for its metadata through the connection `settings` describe (TLS, SASL):
+/// the number of brokers it has, or why it could not be reached within `timeout`.
+pub async fn check_connection(settings: &KafkaSettings, timeout: Duration) -> Result<usize, ConnectionError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let context = client::LastError::default();
+    let consumer: BaseConsumer<client::LastError> = client::builder(settings, Role::Admin)
+        .create_with_context(context.clone())
+        .map_err(|error| ConnectionError { error, reason: None })?;
+    let answer = tokio::task::spawn_blocking(move || {
+        // librdkafka's log lines (where it says why a connection failed) reach the context
+        // only while its queue is polled: poll beside the blocking metadata request.
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = consumer.poll(Duration::from_millis(20));
+                }
+            });
+            let answer = consumer
+                .fetch_metadata(None, timeout)
+                .map(|metadata| metadata.brokers().len());
+            if answer.is_err() {
+                // The failure's log line may still be queued.
+                let _ = consumer.poll(Duration::from_millis(200));
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            answer
+        })
+    })
+    .await
+    .unwrap_or(Err(KafkaError::Canceled));
+    answer.map_err(|error| ConnectionError {
+        error,
+        reason: context.last(),
+    })
+}
+
 /// The number of partitions of `topic`.
 pub async fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<usize, KafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()?;
+    let consumer: BaseConsumer = client::builder(settings, Role::Admin).create()?;
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
@@ -266,15 +310,12 @@ mod tests {
     async fn concurrent_reads_through_one_reader_each_find_their_record() {
         let brokers = std::env::var("CARRIER_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
         let settings = KafkaSettings {
-            brokers: brokers.clone(),
+            brokers,
             ..Default::default()
         };
         let topic = format!("reader-{}", uuid::Uuid::new_v4().simple());
         ensure_topics(&settings, &[(&topic, 4)]).await.unwrap();
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
+        let producer: FutureProducer = client::builder(&settings, Role::Producer).create().unwrap();
         for partition in 0..4 {
             for n in 0..3 {
                 let payload = format!("p{partition}-{n}");

@@ -1,6 +1,9 @@
 //! Kafka as Carrier uses it.
 //!
 //! - [`Topics`]: the topic names, all under one configurable prefix.
+//! - [`client`]: where every client's librdkafka configuration starts — brokers, TLS and SASL,
+//!   then the raw `[kafka.client]` / `[kafka.producer]` / `[kafka.consumer]` properties,
+//!   guarded; [`client::validate`] checks the `[kafka]` section at start-up.
 //! - [`producer`]: durable producers (`acks=all`, idempotence on) and the mapping of produce
 //!   failures to the statuses ingress answers with.
 //! - [`consumer`]: a consumer-group member that hands each assigned partition to a processor and
@@ -12,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod client;
 pub mod consumer;
 pub mod partitioner;
 pub mod producer;

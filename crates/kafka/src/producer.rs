@@ -7,7 +7,8 @@ use carrier_proto::ErrorKind;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+
+use crate::client::{self, Role};
 
 /// How a producer orders its writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +40,7 @@ pub fn create(
         Ordering::PerRequest => ("5", settings.message_timeout_ms, "2000"),
         Ordering::Strict => ("1", 0, "30000"),
     };
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    client::builder(settings, Role::Producer)
         .set("client.id", client_id)
         .set("acks", "all")
         // Java-compatible key hashing; `partitioner::partition_for` computes the same mapping.

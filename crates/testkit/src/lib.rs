@@ -9,7 +9,11 @@
 //! - [`fault_proxy`]: a TCP proxy that delays, partitions or cuts the network between a service
 //!   and what it talks to (the broker, Postgres, a receiver), switchable at run time.
 //! - [`broker`]: a Tansu broker process of a test's own, for tests that stop the broker.
-//! - [`redis`]: a `redis-server` process of a test's own, for tests that kill or freeze Redis.
+//! - [`redis`]: a `redis-server` process of a test's own, for tests that kill or freeze Redis
+//!   (or speak TLS).
+//! - [`postgres`]: a Postgres server of a test's own, with TLS on.
+//! - [`pki`]: a CA made on the spot and the certificates it signs.
+//! - [`stunnel`]: a TLS listener in front of a plaintext server (the broker).
 //! - [`smtp`]: an SMTP server (Python's aiosmtpd) of a test's own, that keeps every message.
 //! - [`topic`]: reads a whole topic, as a team consuming `carrier.notifications` would.
 //! - [`order`]: order, completeness and duplicates judged on a receiver's raw arrival sequence.
@@ -20,10 +24,13 @@ pub mod client;
 pub mod fault_proxy;
 pub mod keys;
 pub mod order;
+pub mod pki;
+pub mod postgres;
 pub mod receiver;
 pub mod redis;
 pub mod smtp;
 pub mod stack;
+pub mod stunnel;
 pub mod topic;
 
 /// Installs a test log subscriber once (`RUST_LOG` filters; default warnings only).

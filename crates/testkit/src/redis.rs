@@ -1,7 +1,7 @@
 //! A `redis-server` process owned by one test (no persistence), so the test can kill it, restart
 //! it empty on the same port, or freeze it. Killed when dropped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +18,8 @@ pub fn redis_server_binary() -> PathBuf {
 pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
+    /// Serve TLS only (`--tls-port`, `--port 0`) with this certificate, key and CA.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
     child: Option<tokio::process::Child>,
 }
 
@@ -35,20 +37,53 @@ impl RedisServer {
         RedisServer {
             port,
             dir,
+            tls: None,
             child: None,
         }
+    }
+
+    /// Starts a server on a free loopback port that speaks only TLS, with the certificate
+    /// `cert` and key `key` (`ca` is the CA it would check client certificates with; it does
+    /// not ask for them: `--tls-auth-clients no`).
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> RedisServer {
+        let mut server = Self::reserve();
+        server.tls = Some((cert.to_path_buf(), key.to_path_buf(), ca.to_path_buf()));
+        server.launch().await;
+        server
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The `rediss://` URL of a TLS server, dialling `host` (e.g. `localhost`, the name its
+    /// certificate should carry).
+    pub fn tls_url(&self, host: &str) -> String {
+        format!("rediss://{host}:{}", self.port)
+    }
+
     /// Starts the server (empty: nothing is persisted) and waits until it answers `PING`.
     pub async fn launch(&mut self) {
         assert!(self.child.is_none(), "the test Redis is already running");
-        let child = tokio::process::Command::new(redis_server_binary())
+        let mut command = tokio::process::Command::new(redis_server_binary());
+        match &self.tls {
+            None => {
+                command.args(["--port", &self.port.to_string()]);
+            }
+            Some((cert, key, ca)) => {
+                command
+                    .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(ca)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        let child = command
             .current_dir(&self.dir)
-            .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -59,6 +94,21 @@ impl RedisServer {
             .expect("redis-server starts (apt-get install redis-server, or set CARRIER_REDIS_SERVER_BIN)");
         self.child = Some(child);
         let port = self.port;
+        if self.tls.is_some() {
+            // PING below speaks plaintext: wait for the TLS port to listen instead.
+            crate::eventually(
+                Duration::from_secs(30),
+                "the test Redis to listen",
+                || async move {
+                    tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .ok()
+                        .map(|_| ())
+                },
+            )
+            .await;
+            return;
+        }
         crate::eventually(
             Duration::from_secs(30),
             "the test Redis to answer PING",

@@ -49,6 +49,10 @@ pub struct StackOptions {
     /// token of the stack's own (not the dev default, so a service that did not get it shows),
     /// without TLS.
     pub internal_auth: carrier_internal_auth::InternalAuthSettings,
+    /// The rest of every service's `[kafka]` section: the connection's TLS and SASL settings
+    /// and the raw librdkafka tables come from here (the default: plaintext); brokers, topic
+    /// prefix, timeouts and idempotence are the stack's own.
+    pub kafka: KafkaSettings,
 }
 
 impl Default for StackOptions {
@@ -88,6 +92,7 @@ impl Default for StackOptions {
                 service_token: Some(format!("test-service-token-{}", uuid::Uuid::new_v4().simple())),
                 ..Default::default()
             },
+            kafka: KafkaSettings::default(),
         }
     }
 }
@@ -131,7 +136,7 @@ impl Stack {
             linger_ms: 2,
             fetch_wait_max_ms: 10,
             enable_idempotence: options.enable_idempotence,
-            ..KafkaSettings::default()
+            ..options.kafka.clone()
         };
         create_topics(&kafka, options.delivery_partitions).await;
         let database_url = format!("{}/carrier_{prefix}", crate::test_postgres());
@@ -366,6 +371,7 @@ impl Stack {
                 "CARRIER_KAFKA__SESSION_TIMEOUT_MS",
                 config.kafka.session_timeout_ms.to_string(),
             )
+            .envs(kafka_connection_env(&config.kafka))
             .env("CARRIER_CONSUMER_GROUP", &config.consumer_group)
             .env("CARRIER_DRAIN_TIMEOUT_MS", config.drain_timeout_ms.to_string())
             .env(
@@ -524,6 +530,62 @@ fn notifier_config(
         outbound: options.outbound.clone(),
         ..Default::default()
     }
+}
+
+/// The `CARRIER_KAFKA__*` variables of `kafka`'s connection settings (TLS, SASL, raw tables),
+/// for a service started as a child process.
+pub fn kafka_connection_env(kafka: &KafkaSettings) -> Vec<(String, String)> {
+    let mut env = vec![(
+        "CARRIER_KAFKA__SECURITY_PROTOCOL".to_string(),
+        kafka.security_protocol.as_str().to_string(),
+    )];
+    let mut optional = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            env.push((format!("CARRIER_KAFKA__{name}"), value));
+        }
+    };
+    let path = |path: &Option<PathBuf>| path.as_ref().map(|path| path.display().to_string());
+    optional("SSL_CA_LOCATION", path(&kafka.ssl_ca_location));
+    optional("SSL_CERTIFICATE_LOCATION", path(&kafka.ssl_certificate_location));
+    optional("SSL_KEY_LOCATION", path(&kafka.ssl_key_location));
+    optional(
+        "SSL_KEY_PASSWORD",
+        kafka
+            .ssl_key_password
+            .as_ref()
+            .map(|secret| secret.expose().to_string()),
+    );
+    optional(
+        "SSL_ENDPOINT_IDENTIFICATION",
+        Some(kafka.ssl_endpoint_identification.as_str().to_string()),
+    );
+    optional(
+        "SASL_MECHANISM",
+        kafka
+            .sasl_mechanism
+            .map(|mechanism| mechanism.as_str().to_string()),
+    );
+    optional("SASL_USERNAME", kafka.sasl_username.clone());
+    optional(
+        "SASL_PASSWORD",
+        kafka
+            .sasl_password
+            .as_ref()
+            .map(|secret| secret.expose().to_string()),
+    );
+    for (table, properties) in [
+        ("CLIENT", &kafka.client),
+        ("PRODUCER", &kafka.producer),
+        ("CONSUMER", &kafka.consumer),
+    ] {
+        for (name, value) in properties {
+            optional(
+                &format!("{table}__{}", name.replace('.', "_").to_uppercase()),
+                Some(value.clone()),
+            );
+        }
+    }
+    env
 }
 
 /// Waits until the ingress whose operator port is `admin_url` answers `/readyz` (an extra

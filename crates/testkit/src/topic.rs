@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use carrier_config::KafkaSettings;
+use carrier_kafka::client::Role;
 use carrier_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use carrier_kafka::rdkafka::message::Message;
-use carrier_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use carrier_kafka::rdkafka::{Offset, TopicPartitionList};
 
 /// One record: its key and value.
 #[derive(Debug, Clone)]
@@ -27,8 +28,7 @@ pub async fn read_all(kafka: &KafkaSettings, topic: &str) -> Vec<Record> {
 
 fn read_all_blocking(kafka: &KafkaSettings, topic: &str) -> Vec<Record> {
     let timeout = Duration::from_secs(10);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+    let consumer: BaseConsumer = carrier_kafka::client::builder(kafka, Role::Consumer)
         .set("group.id", crate::unique("carrier-test-reader-"))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "50")

@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Delivery configuration. Every field can be set as `CARRIER_<FIELD>`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// `production` (default) or `dev` (the development service token when none is set).
@@ -91,6 +91,32 @@ pub struct Config {
     pub outbound: outbound::OutboundSettings,
 }
 
+/// Never shows a secret: the database URL without its password, tokens and keys redacted.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Config")
+            .field("profile", &self.profile)
+            .field("http_addr", &self.http_addr)
+            .field("control_addr", &self.control_addr)
+            .field("control_advertise_url", &self.control_advertise_url)
+            .field("router_url", &self.router_url)
+            .field("internal_auth", &self.internal_auth)
+            .field("database_url", &carrier_config::RedactedUrl(&self.database_url))
+            .field("kafka", &self.kafka)
+            .field("consumer_group", &self.consumer_group)
+            .field("max_pending_per_partition", &self.max_pending_per_partition)
+            .field("max_queued_per_destination", &self.max_queued_per_destination)
+            .field("drain_timeout_ms", &self.drain_timeout_ms)
+            .field("handover_timeout_ms", &self.handover_timeout_ms)
+            .field("destination_cache_ttl_ms", &self.destination_cache_ttl_ms)
+            .field("response_excerpt_bytes", &self.response_excerpt_bytes)
+            .field("retry", &self.retry)
+            .field("outbound", &self.outbound)
+            .finish()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -135,6 +161,7 @@ impl Config {
                 "control_advertise_url (CARRIER_CONTROL_ADVERTISE_URL) is required when control_addr listens on all interfaces".into(),
             ));
         }
+        carrier_kafka::client::validate(&self.kafka)?;
         self.internal_auth = self
             .internal_auth
             .validated(self.profile)
@@ -250,4 +277,35 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .context("probe server")?;
     tracing::info!("delivery stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration printed with `{:?}` shows none of its secrets.
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let config = Config {
+            database_url: "postgres://carrier:db-s3cr3t@db:5432/carrier".into(),
+            internal_auth: InternalAuthSettings {
+                service_token: Some("internal-s3cr3t-token-0123456789abcdef".into()),
+                ..Default::default()
+            },
+            kafka: KafkaSettings {
+                security_protocol: carrier_config::SecurityProtocol::SaslSsl,
+                sasl_mechanism: Some(carrier_config::SaslMechanism::ScramSha512),
+                sasl_username: Some("carrier".into()),
+                sasl_password: Some("kafka-s3cr3t".into()),
+                ..KafkaSettings::default()
+            },
+            ..Config::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(
+            printed.contains("postgres://carrier:<redacted>@db:5432/carrier"),
+            "{printed}"
+        );
+    }
 }

@@ -72,7 +72,7 @@ pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
 pub const DEV_TOKEN_SIGNING_KEY: &str = "dev-token-signing-key-not-for-production-use";
 
 /// Ingress configuration. Every field can be set as `CARRIER_<FIELD>`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Address of the public HTTP API.
@@ -134,6 +134,46 @@ pub struct Config {
     /// The `[limits]` section (`CARRIER_LIMITS__*`): connections, requests in progress and
     /// deadlines (see `overload`).
     pub limits: LimitSettings,
+}
+
+/// Never shows a secret: the database URL without its password, tokens and keys redacted.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Config")
+            .field("http_addr", &self.http_addr)
+            .field("profile", &self.profile)
+            .field("admin_token", &carrier_config::RedactedOption(&self.admin_token))
+            .field(
+                "token_signing_key",
+                &carrier_config::RedactedOption(&self.token_signing_key),
+            )
+            .field(
+                "accepted_token_signing_keys",
+                &format_args!(
+                    "[{} key(s), {}]",
+                    self.accepted_token_signing_keys.len(),
+                    carrier_config::REDACTED
+                ),
+            )
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("token_url", &self.token_url)
+            .field("source_status_refresh_ms", &self.source_status_refresh_ms)
+            .field("router_url", &self.router_url)
+            .field("internal_auth", &self.internal_auth)
+            .field("database_url", &carrier_config::RedactedUrl(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("kafka", &self.kafka)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("inline_body_bytes", &self.inline_body_bytes)
+            .field("stored_body_retention_days", &self.stored_body_retention_days)
+            .field("route_cache_ttl_ms", &self.route_cache_ttl_ms)
+            .field("produce_timeout_ms", &self.produce_timeout_ms)
+            .field("idempotency_window_secs", &self.idempotency_window_secs)
+            .field("rate_limit", &self.rate_limit)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -254,6 +294,7 @@ impl Config {
                 "source_status_refresh_ms must be positive".into(),
             ));
         }
+        carrier_kafka::client::validate(&self.kafka)?;
         self.rate_limit.validate()?;
         self.limits.validate()?;
         self.internal_auth = self
@@ -427,6 +468,40 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A configuration printed with `{:?}` (a panic, a debug log) shows none of its secrets.
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let config = Config {
+            admin_token: Some("admin-s3cr3t-token".into()),
+            token_signing_key: Some("signing-s3cr3t-key-0123456789abcdef".into()),
+            accepted_token_signing_keys: vec!["old-s3cr3t-key-0123456789abcdef0123".into()],
+            database_url: "postgres://carrier:db-s3cr3t@db.internal:5432/carrier?sslmode=verify-full".into(),
+            internal_auth: InternalAuthSettings {
+                service_token: Some("internal-s3cr3t-token-0123456789abcdef".into()),
+                ..Default::default()
+            },
+            kafka: KafkaSettings {
+                security_protocol: carrier_config::SecurityProtocol::SaslSsl,
+                sasl_mechanism: Some(carrier_config::SaslMechanism::ScramSha512),
+                sasl_username: Some("carrier".into()),
+                sasl_password: Some("kafka-s3cr3t".into()),
+                ..KafkaSettings::default()
+            },
+            rate_limit: RateLimitSettings {
+                redis_url: "rediss://:redis-s3cr3t@cache:6380".into(),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(
+            printed.contains("postgres://carrier:<redacted>@db.internal:5432/carrier?sslmode=verify-full"),
+            "{printed}"
+        );
+        assert!(printed.contains("sasl_username: Some(\"carrier\")"), "{printed}");
+    }
 
     #[test]
     fn production_refuses_to_start_without_its_secrets() {

@@ -26,6 +26,7 @@
 pub(crate) mod client_ip;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -50,14 +51,22 @@ pub const WARN_INTERVAL: Duration = Duration::from_secs(5);
 /// After Redis timed out or failed, how long requests go through without asking it.
 pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
-/// The `[rate_limit]` section of ingress (`CARRIER_RATE_LIMIT__*`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `[rate_limit]` section of ingress (`CARRIER_RATE_LIMIT__*`). Its `Debug` shows the Redis
+/// URL without its password.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RateLimitSettings {
     /// Limit requests per client IP. When off, nothing is counted and Redis is not used.
     pub enabled: bool,
     /// Redis holding the windows; every ingress replica must use the same one.
+    /// `redis://host:6379`, or `rediss://host:6380` for TLS (the server's certificate must
+    /// name `host` and be signed by `redis_ca_path`'s CA, or by one the system trusts). A
+    /// password goes in the URL (`rediss://:password@host:6380`, or
+    /// `CARRIER_RATE_LIMIT__REDIS_URL_FILE`).
     pub redis_url: String,
+    /// PEM file of the CA that signs the Redis server's certificate, with a `rediss://` URL;
+    /// unset: the system's CA store.
+    pub redis_ca_path: Option<PathBuf>,
     /// Requests admitted per client IP in any rolling window.
     pub limit: u64,
     /// Length of the rolling window.
@@ -79,12 +88,29 @@ impl Default for RateLimitSettings {
         Self {
             enabled: true,
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_ca_path: None,
             limit: 7_500,
             window_secs: 300,
             trusted_proxies: Vec::new(),
             key_prefix: "carrier:".into(),
             timeout_ms: 200,
         }
+    }
+}
+
+impl std::fmt::Debug for RateLimitSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("RateLimitSettings")
+            .field("enabled", &self.enabled)
+            .field("redis_url", &carrier_config::RedactedUrl(&self.redis_url))
+            .field("redis_ca_path", &self.redis_ca_path)
+            .field("limit", &self.limit)
+            .field("window_secs", &self.window_secs)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
     }
 }
 
@@ -103,11 +129,41 @@ impl RateLimitSettings {
         if self.timeout_ms == 0 {
             return invalid("rate_limit.timeout_ms must be positive".into());
         }
-        if let Err(error) = redis::Client::open(self.redis_url.as_str()) {
-            return invalid(format!("rate_limit.redis_url is not a Redis URL: {error}"));
-        }
+        self.redis_client()?;
         self.trusted_proxy_networks()?;
         Ok(())
+    }
+
+    /// The Redis client of `redis_url`, trusting `redis_ca_path`'s CA for a `rediss://` URL.
+    pub fn redis_client(&self) -> Result<redis::Client, ConfigError> {
+        let tls = self.redis_url.starts_with("rediss://");
+        if let (Some(path), false) = (&self.redis_ca_path, tls) {
+            let path = path.display();
+            return Err(ConfigError::Invalid(format!(
+                "rate_limit.redis_ca_path ({path}) is set but rate_limit.redis_url is not a rediss:// (TLS) URL"
+            )));
+        }
+        let client = match &self.redis_ca_path {
+            Some(path) => {
+                let ca = std::fs::read(path).map_err(|error| {
+                    ConfigError::Invalid(format!(
+                        "rate_limit.redis_ca_path: cannot read {}: {error}",
+                        path.display()
+                    ))
+                })?;
+                redis::Client::build_with_tls(
+                    self.redis_url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(ca),
+                    },
+                )
+            }
+            None => redis::Client::open(self.redis_url.as_str()),
+        };
+        client.map_err(|error| {
+            ConfigError::Invalid(format!("rate_limit.redis_url is not a usable Redis URL: {error}"))
+        })
     }
 
     /// The parsed `trusted_proxies`.
@@ -166,8 +222,7 @@ impl RateLimiter {
     /// returns at once, whether or not Redis is reachable. `settings` must be validated.
     pub fn start(settings: RateLimitSettings, shutdown: CancellationToken) -> Result<Arc<Self>, ConfigError> {
         settings.validate()?;
-        let client = redis::Client::open(settings.redis_url.as_str())
-            .map_err(|error| ConfigError::Invalid(format!("rate_limit.redis_url: {error}")))?;
+        let client = settings.redis_client()?;
         let limiter = Arc::new(RateLimiter {
             trusted_proxies: settings.trusted_proxy_networks()?,
             timeout: Duration::from_millis(settings.timeout_ms),
@@ -304,14 +359,14 @@ async fn connect(
         match result {
             Ok(connection) => {
                 let _ = slot.set(connection);
-                tracing::info!(redis_url = %redact(&redis_url), "rate-limit store connected");
+                tracing::info!(redis_url = %carrier_config::redact_url(&redis_url), "rate-limit store connected");
                 return;
             }
             Err(error) => {
                 if warnings.should_warn(Instant::now()).is_some() {
                     tracing::warn!(
                         %error,
-                        redis_url = %redact(&redis_url),
+                        redis_url = %carrier_config::redact_url(&redis_url),
                         "cannot connect to the rate-limit store; requests go through unlimited until it answers"
                     );
                 }
@@ -321,17 +376,6 @@ async fn connect(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.cancelled() => return,
         }
-    }
-}
-
-/// The URL without a password, for logs.
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((credentials, host)) => match credentials.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://***@{host}"),
-            None => format!("***@{host}"),
-        },
-        None => url.to_string(),
     }
 }
 
@@ -526,8 +570,41 @@ mod tests {
 
     #[test]
     fn redis_passwords_stay_out_of_logs() {
-        assert_eq!(redact("redis://:secret@cache:6379/0"), "redis://***@cache:6379/0");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            carrier_config::redact_url("redis://:secret@cache:6379/0"),
+            "redis://:<redacted>@cache:6379/0"
+        );
+        assert_eq!(
+            carrier_config::redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        let settings = RateLimitSettings {
+            redis_url: "rediss://:s3cr3t-redis@cache:6380/0".into(),
+            ..Default::default()
+        };
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("rediss://:<redacted>@cache:6380/0"), "{printed}");
+    }
+
+    #[test]
+    fn a_ca_needs_a_tls_url_and_a_readable_file() {
+        let plain = RateLimitSettings {
+            redis_ca_path: Some("/etc/carrier/redis-ca.crt".into()),
+            ..Default::default()
+        };
+        let error = plain.validate().unwrap_err().to_string();
+        assert!(error.contains("rate_limit.redis_ca_path"), "{error}");
+        assert!(error.contains("not a rediss:// (TLS) URL"), "{error}");
+        let missing = RateLimitSettings {
+            redis_url: "rediss://cache:6380".into(),
+            ..plain
+        };
+        let error = missing.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("rate_limit.redis_ca_path: cannot read /etc/carrier/redis-ca.crt"),
+            "{error}"
+        );
     }
 
     /// Tests against the real Redis of the test environment (`CARRIER_TEST_REDIS`), each under

@@ -95,7 +95,7 @@ pub enum SmtpTls {
 }
 
 /// The `[smtp]` section of the notifier (`CARRIER_SMTP__*`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SmtpSettings {
     /// SMTP server host name. Unset or empty (the default): e-mail alerts are skipped.
@@ -111,6 +111,21 @@ pub struct SmtpSettings {
     pub password: Option<String>,
     /// The `From` address of alert e-mails.
     pub from: String,
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &carrier_config::RedactedOption(&self.password))
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 impl Default for SmtpSettings {

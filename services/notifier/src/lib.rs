@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Notifier configuration. Every field can be set as `CARRIER_<FIELD>`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// `production` (default) or `dev`. Production requires a migrated schema
@@ -76,6 +76,27 @@ pub struct Config {
     /// addresses Slack webhooks may be sent to. By default only public ones; loopback and
     /// private networks must be allowed.
     pub outbound: carrier_outbound::OutboundSettings,
+}
+
+/// Never shows a secret: the database URL without its password, tokens and keys redacted.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Config")
+            .field("http_addr", &self.http_addr)
+            .field("database_url", &carrier_config::RedactedUrl(&self.database_url))
+            .field("kafka", &self.kafka)
+            .field("consumer_group", &self.consumer_group)
+            .field("batch_size", &self.batch_size)
+            .field("batch_wait_ms", &self.batch_wait_ms)
+            .field("log_retention_days", &self.log_retention_days)
+            .field("log_purge_interval_secs", &self.log_purge_interval_secs)
+            .field("log_purge_batch_size", &self.log_purge_batch_size)
+            .field("alerts", &self.alerts)
+            .field("smtp", &self.smtp)
+            .field("outbound", &self.outbound)
+            .finish()
+    }
 }
 
 /// Incident detection and alert sending.
@@ -176,6 +197,7 @@ impl Config {
             ));
         }
         self.outbound.networks()?;
+        carrier_kafka::client::validate(&self.kafka)?;
         self.smtp.validate()
     }
 }
@@ -245,6 +267,31 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A configuration printed with `{:?}` shows none of its secrets.
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let config = Config {
+            database_url: "postgres://carrier:db-s3cr3t@db:5432/carrier".into(),
+            smtp: SmtpSettings {
+                host: Some("smtp.example.org".into()),
+                username: Some("alerts".into()),
+                password: Some("smtp-s3cr3t".into()),
+                ..Default::default()
+            },
+            kafka: KafkaSettings {
+                security_protocol: carrier_config::SecurityProtocol::SaslSsl,
+                sasl_mechanism: Some(carrier_config::SaslMechanism::ScramSha512),
+                sasl_username: Some("carrier".into()),
+                sasl_password: Some("kafka-s3cr3t".into()),
+                ..KafkaSettings::default()
+            },
+            ..Config::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("smtp.example.org"), "{printed}");
+    }
 
     #[test]
     fn defaults_are_valid_and_inconsistent_alert_settings_are_refused() {

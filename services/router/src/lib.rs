@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub use config_store::{ConfigStore, StoreError};
 
 /// The router's configuration. Every field can be set as `CARRIER_<FIELD>`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// `production` (default) or `dev` (the development service token when none is set).
@@ -58,6 +58,29 @@ pub struct Config {
     pub handover_timeout_ms: u64,
     /// Default timeout of a destination that does not set one.
     pub default_destination_timeout_ms: u32,
+}
+
+/// Never shows a secret: the database URL without its password, tokens and keys redacted.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Config")
+            .field("profile", &self.profile)
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("internal_auth", &self.internal_auth)
+            .field("database_url", &carrier_config::RedactedUrl(&self.database_url))
+            .field("kafka", &self.kafka)
+            .field("consumer_group", &self.consumer_group)
+            .field("max_pending_per_partition", &self.max_pending_per_partition)
+            .field("drain_timeout_ms", &self.drain_timeout_ms)
+            .field("handover_timeout_ms", &self.handover_timeout_ms)
+            .field(
+                "default_destination_timeout_ms",
+                &self.default_destination_timeout_ms,
+            )
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -90,6 +113,7 @@ impl Config {
                 "max_pending_per_partition must be at least 1".into(),
             ));
         }
+        carrier_kafka::client::validate(&self.kafka)?;
         self.internal_auth = self
             .internal_auth
             .validated(self.profile)
@@ -171,6 +195,32 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A configuration printed with `{:?}` shows none of its secrets.
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let config = Config {
+            database_url: "postgres://carrier:db-s3cr3t@db:5432/carrier".into(),
+            internal_auth: InternalAuthSettings {
+                service_token: Some("internal-s3cr3t-token-0123456789abcdef".into()),
+                ..Default::default()
+            },
+            kafka: KafkaSettings {
+                security_protocol: carrier_config::SecurityProtocol::SaslSsl,
+                sasl_mechanism: Some(carrier_config::SaslMechanism::ScramSha512),
+                sasl_username: Some("carrier".into()),
+                sasl_password: Some("kafka-s3cr3t".into()),
+                ..KafkaSettings::default()
+            },
+            ..Config::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(
+            printed.contains("postgres://carrier:<redacted>@db:5432/carrier"),
+            "{printed}"
+        );
+    }
 
     #[test]
     #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error

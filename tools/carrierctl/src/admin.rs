@@ -124,6 +124,7 @@ fn schema_json(status: &SchemaStatus) -> serde_json::Value {
 
 async fn topics(config: &AdminConfig, command: TopicsCommand, as_json: bool) -> Result<ExitCode, CtlError> {
     let settings = config.topics.clone().validated().map_err(CtlError::Usage)?;
+    carrier_kafka::client::validate(&config.kafka).map_err(|error| CtlError::Usage(error.to_string()))?;
     let provisioner =
         Provisioner::new(&config.kafka, settings).map_err(|error| CtlError::KafkaUnreachable {
             brokers: config.kafka.brokers.clone(),

@@ -15,15 +15,23 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use carrier_config::KafkaSettings;
+use carrier_kafka::client::Role;
 use carrier_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use carrier_kafka::rdkafka::message::Message;
-use carrier_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use carrier_kafka::rdkafka::{Offset, TopicPartitionList};
 use carrier_kafka::Topics;
 use serde_json::Value;
 
 use crate::api::CtlError;
 use crate::cli::{NotificationsCommand, TailArgs};
 use crate::output::{self, cell};
+
+/// The `[kafka]` section of the deployment's configuration.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct KafkaSection {
+    kafka: KafkaSettings,
+}
 
 /// Longest wait for the brokers' metadata and watermarks at start.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,14 +43,26 @@ pub async fn run(command: NotificationsCommand, as_json: bool) -> Result<ExitCod
 }
 
 async fn tail(args: TailArgs, as_json: bool) -> Result<ExitCode, CtlError> {
+    // The rest of the deployment's `[kafka]` section (TLS, SASL, raw properties) from the same
+    // `CARRIER_CONFIG_FILE` and `CARRIER_KAFKA__*` variables (or `_FILE`s) the services read.
+    let deployment: KafkaSection =
+        carrier_config::load().map_err(|error| CtlError::Usage(error.to_string()))?;
     let settings = KafkaSettings {
         brokers: args.brokers.clone(),
         topic_prefix: args.topic_prefix.clone(),
-        ..KafkaSettings::default()
+        ..deployment.kafka
     };
+    carrier_kafka::client::validate(&settings).map_err(|error| CtlError::Usage(error.to_string()))?;
     let topic = Topics::new(&settings).notifications;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    // Say why the brokers cannot be reached (a refused TLS handshake or login) before anything
+    // else waits on them.
+    carrier_kafka::admin::check_connection(&settings, METADATA_TIMEOUT)
+        .await
+        .map_err(|error| CtlError::KafkaUnreachable {
+            brokers: settings.brokers.clone(),
+            reason: error.to_string(),
+        })?;
+    let consumer: StreamConsumer = carrier_kafka::client::builder(&settings, Role::Consumer)
         // Required by the client, never used to join: partitions are assigned, nothing committed.
         .set("group.id", format!("carrierctl-tail-{}", uuid::Uuid::new_v4()))
         .set("client.id", "carrierctl")

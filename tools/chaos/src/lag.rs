@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use carrier_config::KafkaSettings;
+use carrier_kafka::client::Role;
 use carrier_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use carrier_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use carrier_kafka::rdkafka::{Offset, TopicPartitionList};
 
 use crate::stack::TOPIC_PREFIX;
 
@@ -17,14 +19,14 @@ const STAGES: &[(&str, &str)] = &[
 ];
 
 /// One line per stage: `group topic: p0 committed/high, p1 ...`.
-pub async fn lag_lines(brokers: &str) -> Vec<String> {
-    let brokers = brokers.to_string();
+pub async fn lag_lines(kafka: &KafkaSettings) -> Vec<String> {
+    let kafka = kafka.clone();
     tokio::task::spawn_blocking(move || {
         STAGES
             .iter()
             .map(|(group, topic)| {
                 let topic = format!("{TOPIC_PREFIX}{topic}");
-                match stage_lag(&brokers, group, &topic) {
+                match stage_lag(&kafka, group, &topic) {
                     Ok(partitions) => format!("{group} on {topic}: {}", partitions.join(", ")),
                     Err(error) => format!("{group} on {topic}: cannot read offsets: {error}"),
                 }
@@ -35,10 +37,9 @@ pub async fn lag_lines(brokers: &str) -> Vec<String> {
     .unwrap_or_default()
 }
 
-fn stage_lag(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Vec<String>> {
+fn stage_lag(kafka: &KafkaSettings, group: &str, topic: &str) -> anyhow::Result<Vec<String>> {
     let timeout = Duration::from_secs(10);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = carrier_kafka::client::builder(kafka, Role::Consumer)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()?;

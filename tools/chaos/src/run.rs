@@ -50,8 +50,11 @@ pub async fn run_scenario(settings: &Settings, scenario: &Scenario) -> ScenarioR
             if !report.passed() {
                 let mut files = world.stack.log_files();
                 files.push(("tansu".into(), dir.join("tansu").join("tansu.log")));
-                let brokers = format!("127.0.0.1:{}", world.tansu.port);
-                report.evidence = crate::lag::lag_lines(&brokers).await;
+                let kafka = carrier_config::KafkaSettings {
+                    brokers: format!("127.0.0.1:{}", world.tansu.port),
+                    ..carrier_config::KafkaSettings::default()
+                };
+                report.evidence = crate::lag::lag_lines(&kafka).await;
                 report.evidence.extend(crate::logs::evidence(&files));
             }
             world.stop().await;

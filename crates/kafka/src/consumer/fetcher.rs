@@ -298,8 +298,8 @@ mod tests {
     //! Against the real broker of the tests (`CARRIER_TEST_BROKERS`, as `make test` sets).
 
     use super::*;
+    use crate::client::{self, Role};
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    use rdkafka::ClientConfig;
 
     /// Records what it is given and never finishes anything: its partition fills its cap.
     struct Holding(Arc<Mutex<Vec<i64>>>);
@@ -327,17 +327,14 @@ mod tests {
         let brokers = std::env::var("CARRIER_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
         let topic = format!("{name}-{}", uuid::Uuid::new_v4().simple());
         let settings = carrier_config::KafkaSettings {
-            brokers: brokers.clone(),
+            brokers,
             fetch_wait_max_ms: 10,
             ..Default::default()
         };
         crate::admin::ensure_topics(&settings, &[(&topic, partitions)])
             .await
             .unwrap();
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
+        let producer: FutureProducer = client::builder(&settings, Role::Producer).create().unwrap();
         for n in 0..records {
             let payload = format!("{n}");
             producer
@@ -354,9 +351,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_partition_paused_when_it_was_revoked_is_fetched_again_when_assigned_again() {
         let (topic, settings) = topic_with_records("fetcher-pause", 1, 10).await;
-        let brokers = settings.brokers.clone();
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+        let consumer: BaseConsumer = client::builder(&settings, Role::Consumer)
             .set("group.id", &topic)
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "10")

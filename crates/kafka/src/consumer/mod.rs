@@ -27,10 +27,11 @@ use carrier_store::leases::Leases;
 use carrier_store::sqlx::postgres::{PgPool, PgPoolOptions};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
-use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
 pub use tracker::{ActivityGuard, OffsetTracker};
+
+use crate::client::{self, ClientBuilder, Role};
 
 /// One record, owned, as handed to a processor.
 #[derive(Debug, Clone)]
@@ -121,10 +122,9 @@ pub fn spawn(
 }
 
 /// The librdkafka consumer of a member.
-pub(crate) fn client_config(settings: &KafkaSettings, options: &ConsumerOptions) -> ClientConfig {
-    let mut config = ClientConfig::new();
+pub(crate) fn client_config(settings: &KafkaSettings, options: &ConsumerOptions) -> ClientBuilder {
+    let mut config = client::builder(settings, Role::Consumer);
     config
-        .set("bootstrap.servers", &settings.brokers)
         // The group is used only to mirror committed offsets (lag monitoring); partitions are
         // assigned by leases, not by the group coordinator.
         .set("group.id", &options.group_id)

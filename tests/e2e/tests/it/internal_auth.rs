@@ -2,7 +2,6 @@
 //! answer only callers holding the stack's service token (and, with mutual TLS, a certificate
 //! signed by the stack's CA), while ingress and delivery, which hold both, work as usual.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use carrier_internal_auth::InternalAuthSettings;
@@ -11,6 +10,7 @@ use carrier_proto::config_v1::ListDisabledSourcesRequest;
 use carrier_proto::delivery_v1::delivery_control_client::DeliveryControlClient;
 use carrier_proto::delivery_v1::QueueRequest;
 use carrier_testkit::client::{message, Sender};
+use carrier_testkit::pki::Pki;
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 use tonic::metadata::MetadataValue;
@@ -190,58 +190,6 @@ async fn internal_grpc_servers_refuse_calls_without_the_shared_service_token() {
     stack.stop().await;
 }
 
-/// A CA and the certificates signed by it, as PEM files in a directory of the test's own.
-struct Pki {
-    dir: PathBuf,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    ca_pem: String,
-}
-
-impl Pki {
-    fn new(dir: &Path, name: &str) -> Pki {
-        std::fs::create_dir_all(dir).expect("pki directory");
-        let key = rcgen::KeyPair::generate().expect("ca key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = params.self_signed(&key).expect("ca certificate");
-        let ca_pem = ca.pem();
-        std::fs::write(dir.join(format!("{name}-ca.crt")), &ca_pem).expect("write ca");
-        Pki {
-            dir: dir.to_path_buf(),
-            issuer: rcgen::Issuer::new(params, key),
-            ca_pem,
-        }
-    }
-
-    /// A certificate for `SERVER_NAME` usable as server and client; returns (cert, key) paths
-    /// and PEM texts.
-    fn issue(&self, name: &str) -> (PathBuf, PathBuf, String, String) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()]).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name.to_string());
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let certificate = params.signed_by(&key, &self.issuer).expect("certificate");
-        let (cert_pem, key_pem) = (certificate.pem(), key.serialize_pem());
-        let cert_path = self.dir.join(format!("{name}.crt"));
-        let key_path = self.dir.join(format!("{name}.key"));
-        std::fs::write(&cert_path, &cert_pem).expect("write certificate");
-        std::fs::write(&key_path, &key_pem).expect("write key");
-        (cert_path, key_path, cert_pem, key_pem)
-    }
-}
-
 /// A TLS channel to `url` (dialled as `https://`) trusting `ca_pem`, presenting `identity`.
 async fn tls_channel(
     url: &str,
@@ -280,10 +228,13 @@ async fn list_over(
 async fn with_mutual_tls_only_clients_with_a_certificate_from_the_ca_get_in() {
     let dir = std::env::temp_dir().join(carrier_testkit::unique("carrier-mtls-"));
     let pki = Pki::new(&dir, "carrier");
-    let (cert_path, key_path, _, _) = pki.issue("carrier-service");
-    let (_, _, test_cert, test_key) = pki.issue("test-client");
+    let service = pki.issue("carrier-service", &[SERVER_NAME]);
+    let (cert_path, key_path) = (service.cert_path, service.key_path);
+    let test_client = pki.issue("test-client", &[SERVER_NAME]);
+    let (test_cert, test_key) = (test_client.cert_pem, test_client.key_pem);
     let rogue = Pki::new(&dir, "rogue");
-    let (_, _, rogue_cert, rogue_key) = rogue.issue("rogue-client");
+    let rogue_client = rogue.issue("rogue-client", &[SERVER_NAME]);
+    let (rogue_cert, rogue_key) = (rogue_client.cert_pem, rogue_client.key_pem);
 
     let token = format!("tls-test-token-{}", uuid::Uuid::new_v4().simple());
     let stack = Stack::start(StackOptions {
@@ -291,7 +242,7 @@ async fn with_mutual_tls_only_clients_with_a_certificate_from_the_ca_get_in() {
             service_token: Some(token.clone()),
             tls_cert_path: Some(cert_path),
             tls_key_path: Some(key_path),
-            tls_ca_path: Some(dir.join("carrier-ca.crt")),
+            tls_ca_path: Some(pki.ca_path()),
             tls_server_name: Some(SERVER_NAME.to_string()),
         },
         ..StackOptions::default()

@@ -120,3 +120,65 @@ async fn tail_prints_alerts_from_the_beginning_or_from_now_on() {
         "the alert published before the tail started is not printed"
     );
 }
+
+/// The tail reads the deployment's `[kafka]` TLS settings from `CARRIER_KAFKA__*` (here a broker
+/// behind TLS with a CA of the test's own), and says why it cannot connect without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tail_connects_with_the_tls_settings_of_the_environment_and_says_why_it_cannot_without() {
+    let broker = carrier_testkit::broker::TlsBroker::start(Vec::new(), false).await;
+    let kafka = KafkaSettings {
+        topic_prefix: format!("{}.", carrier_testkit::unique("t")),
+        ..broker.settings()
+    };
+    carrier_testkit::stack::create_topics(&kafka, 1).await;
+    let topic = Topics::new(&kafka).notifications;
+    let producer = producer::create(&kafka, "carrierctl-test", Ordering::PerRequest).expect("a producer");
+    let failing = alert("failing", "d1");
+    producer::send(
+        &producer,
+        &topic,
+        "d1",
+        failing.to_string().as_bytes(),
+        None,
+        WhenFull::Wait,
+    )
+    .await
+    .expect("the alert is written over TLS");
+
+    let ca = broker.pki.ca_path().display().to_string();
+    let with_ca = [
+        ("CARRIER_KAFKA__BROKERS", kafka.brokers.as_str()),
+        ("CARRIER_KAFKA__TOPIC_PREFIX", kafka.topic_prefix.as_str()),
+        ("CARRIER_KAFKA__SECURITY_PROTOCOL", "ssl"),
+        ("CARRIER_KAFKA__SSL_CA_LOCATION", ca.as_str()),
+    ];
+    let tail = [
+        "notifications",
+        "tail",
+        "--json",
+        "--from-beginning",
+        "--max",
+        "1",
+    ];
+    let run = carrierctl(&with_ca, &tail).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let printed: Value = serde_json::from_str(run.stdout.trim()).expect("a JSON line");
+    assert_eq!(printed, failing);
+
+    // Without the CA: exit 3 (unreachable) with the handshake's reason.
+    let run = carrierctl(&with_ca[..3], &tail).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("cannot reach Kafka at localhost:"), "{run:?}");
+    assert!(run.stderr.contains("certificate verify failed"), "{run:?}");
+
+    // A setting that cannot work: exit 2, naming it.
+    let mut scram_without_sasl = with_ca.to_vec();
+    scram_without_sasl.push(("CARRIER_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512"));
+    let run = carrierctl(&scram_without_sasl, &tail).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("kafka.sasl_mechanism SCRAM-SHA-512 needs kafka.security_protocol sasl_ssl"),
+        "{run:?}"
+    );
+}
