@@ -9,13 +9,16 @@ use std::time::Duration;
 
 use carrier_store::sqlx::{self, Connection};
 
-/// `CARRIER_PG_BIN_DIR`, else the newest `/usr/lib/postgresql/*/bin`.
-pub fn postgres_bin_dir() -> PathBuf {
+/// `CARRIER_PG_BIN_DIR`, else the newest `/usr/lib/postgresql/*/bin` (also the fault matrix's
+/// Postgres, `tools/chaos`).
+pub fn postgres_bin_dir() -> Result<PathBuf, String> {
     if let Ok(dir) = std::env::var("CARRIER_PG_BIN_DIR") {
-        return dir.into();
+        return Ok(dir.into());
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("no /usr/lib/postgresql (apt-get install postgresql, or set CARRIER_PG_BIN_DIR)")
+        .map_err(|_| {
+            "no /usr/lib/postgresql (apt-get install postgresql, or set CARRIER_PG_BIN_DIR)".to_string()
+        })?
         .filter_map(|entry| {
             let entry = entry.ok()?;
             let version = entry.file_name().to_str()?.parse().ok()?;
@@ -27,22 +30,28 @@ pub fn postgres_bin_dir() -> PathBuf {
     versions
         .pop()
         .map(|(_, bin)| bin)
-        .expect("no Postgres server under /usr/lib/postgresql/*/bin")
+        .ok_or_else(|| "no Postgres server under /usr/lib/postgresql/*/bin".to_string())
 }
 
-/// The `postgres` user's uid and gid when this process is root (None: run as ourselves).
-fn postgres_user() -> Option<(u32, u32)> {
-    let me = std::fs::metadata("/proc/self").expect("/proc/self");
+/// The `postgres` user's uid and gid when this process is root (`None`: run as ourselves);
+/// Postgres refuses to run as root.
+pub fn postgres_user() -> Result<Option<(u32, u32)>, String> {
+    let me = std::fs::metadata("/proc/self").map_err(|error| format!("reading /proc/self: {error}"))?;
     if me.uid() != 0 {
-        return None;
+        return Ok(None);
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.first() == Some(&"postgres") && fields.len() > 3)
-            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
-            .flatten()
-    })
+    let passwd =
+        std::fs::read_to_string("/etc/passwd").map_err(|error| format!("reading /etc/passwd: {error}"))?;
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&"postgres") && fields.len() > 3)
+                .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+                .flatten()
+        })
+        .map(Some)
+        .ok_or_else(|| "running as root and there is no postgres user to run Postgres as".to_string())
 }
 
 pub struct PostgresServer {
@@ -63,13 +72,13 @@ impl PostgresServer {
         let (server_cert, server_key) = (dir.join("server.crt"), dir.join("server.key"));
         std::fs::copy(cert, &server_cert).expect("copy certificate");
         std::fs::copy(key, &server_key).expect("copy key");
-        let user = postgres_user();
+        let user = postgres_user().expect("the user to run Postgres as");
         if let Some((uid, gid)) = user {
             for path in [&dir, &data, &server_cert, &server_key] {
                 std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown for postgres");
             }
         }
-        let bin = postgres_bin_dir();
+        let bin = postgres_bin_dir().expect("a Postgres server binary");
         let log = dir.join("postgres.log");
         let mut initdb = tokio::process::Command::new(bin.join("initdb"));
         initdb

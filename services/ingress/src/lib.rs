@@ -142,6 +142,7 @@ impl std::fmt::Debug for Config {
         formatter
             .debug_struct("Config")
             .field("http_addr", &self.http_addr)
+            .field("admin_addr", &self.admin_addr)
             .field("profile", &self.profile)
             .field("admin_token", &carrier_config::RedactedOption(&self.admin_token))
             .field(

@@ -203,40 +203,12 @@ fn path_str(path: &Path) -> anyhow::Result<&str> {
         .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
-/// `CARRIER_PG_BIN_DIR`, else the newest `/usr/lib/postgresql/*/bin`.
+/// Where Postgres's binaries are, and whom to run them as: testkit's answers (the TLS tests
+/// start their Postgres the same way).
 fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
-    if let Ok(dir) = std::env::var("CARRIER_PG_BIN_DIR") {
-        return Ok(dir.into());
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .context("no /usr/lib/postgresql (install postgresql, or set CARRIER_PG_BIN_DIR)")?
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .filter(|(_, bin)| bin.join("postgres").exists())
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .context("no Postgres server under /usr/lib/postgresql/*/bin")
+    carrier_testkit::postgres::postgres_bin_dir().map_err(anyhow::Error::msg)
 }
 
-/// The `postgres` user's uid and gid when we run as root (None otherwise: run as ourselves).
 fn postgres_user() -> anyhow::Result<Option<(u32, u32)>> {
-    use std::os::unix::fs::MetadataExt;
-    let home = std::fs::metadata("/proc/self").context("reading /proc/self")?;
-    if home.uid() != 0 {
-        return Ok(None);
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    for line in passwd.lines() {
-        let fields: Vec<&str> = line.split(':').collect();
-        if fields.first() == Some(&"postgres") && fields.len() > 3 {
-            return Ok(Some((fields[2].parse()?, fields[3].parse()?)));
-        }
-    }
-    anyhow::bail!("running as root and there is no postgres user to run Postgres as")
+    carrier_testkit::postgres::postgres_user().map_err(anyhow::Error::msg)
 }
