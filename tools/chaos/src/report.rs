@@ -171,7 +171,7 @@ pub fn header(settings: &Settings, command: &str) -> String {
     let _ = writeln!(text, "- binaries: `{}`", settings.bin_dir.display());
     let _ = writeln!(
         text,
-        "- load: {} production sources at {} msg/s each (6 destinations), 1 staging source at {} msg/s (2 destinations); {} delivery replicas; {} partitions of deliveries shared by 8 destinations",
+        "- load: {} production sources at {} msg/s each (6 destinations), 1 staging source at {} msg/s (2 destinations); {} delivery replicas (unless a scenario says otherwise); {} partitions of deliveries shared by 8 destinations",
         settings.production_streams,
         settings.stream_rate,
         settings.staging_rate,
