@@ -137,6 +137,26 @@ pub struct KafkaSettings {
     /// Kafka) and a record too large fails at once, before it reaches the broker: at ingress a
     /// 502, at the router a halted partition (see the runbook).
     pub max_record_bytes: usize,
+    /// A stable name for this process's place in its consumer groups
+    /// (`CARRIER_KAFKA__INSTANCE_ID`), e.g. a StatefulSet pod's name (from the downward API's
+    /// `metadata.name`). Shares of partitions are computed from it, so a process restarted
+    /// under the same name gets the same partitions back, and the other members' partitions do
+    /// not move. Unset (the default) or empty: every process is an instance of its own, as a
+    /// Deployment's pods are. Each process still owns its leases under a member ID of its own:
+    /// a restart never inherits its predecessor's leases, and two live processes given the same
+    /// name (logged as a warning) split that name's partitions, never sharing one
+    /// (`crates/kafka/src/consumer/design.md`, "Instances").
+    pub instance_id: Option<String>,
+}
+
+impl KafkaSettings {
+    /// [`KafkaSettings::instance_id`], trimmed; `None` when unset or empty.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|instance| !instance.is_empty())
+    }
 }
 
 impl Default for KafkaSettings {
@@ -152,6 +172,7 @@ impl Default for KafkaSettings {
             consumer_queue_kbytes: 16_384,
             producer_queue_kbytes: 262_144,
             max_record_bytes: 12 * 1024 * 1024,
+            instance_id: None,
         }
     }
 }
@@ -245,6 +266,13 @@ mod tests {
             assert_eq!(sample.http_addr, "127.0.0.1:2");
             assert_eq!(sample.kafka.brokers, "b:1");
             assert_eq!(sample.kafka.topic_prefix, "carrier.");
+            assert_eq!(sample.kafka.instance(), None);
+            jail.set_env("CARRIER_KAFKA__INSTANCE_ID", "carrier-delivery-2");
+            let sample: Sample = load().map_err(|e| e.to_string())?;
+            assert_eq!(sample.kafka.instance(), Some("carrier-delivery-2"));
+            jail.set_env("CARRIER_KAFKA__INSTANCE_ID", " ");
+            let sample: Sample = load().map_err(|e| e.to_string())?;
+            assert_eq!(sample.kafka.instance(), None, "empty is unset");
             jail.set_env("CARRIER_KAFKA__LINGER_MS", "soon");
             let error = load::<Sample>().unwrap_err().to_string();
             assert!(error.to_lowercase().contains("kafka.linger_ms"), "{error}");
