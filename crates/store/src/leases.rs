@@ -177,7 +177,6 @@ impl Leases {
              ), gone AS (
                 DELETE FROM consumer_members
                  WHERE group_id = $1 AND topic = $2 AND expires_at < now() - interval '1 hour'
-             )
              ), live AS (
                 SELECT member_id, instance_id FROM consumer_members
                  WHERE group_id = $1 AND topic = $2 AND expires_at > now() AND member_id <> $3
