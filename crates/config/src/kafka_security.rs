@@ -177,6 +177,7 @@ impl std::fmt::Debug for KafkaSettings {
             .field("consumer_queue_kbytes", &self.consumer_queue_kbytes)
             .field("producer_queue_kbytes", &self.producer_queue_kbytes)
             .field("max_record_bytes", &self.max_record_bytes)
+            .field("instance_id", &self.instance_id)
             .field("security_protocol", &self.security_protocol)
             .field("ssl_ca_location", &self.ssl_ca_location)
             .field("ssl_certificate_location", &self.ssl_certificate_location)

@@ -222,6 +222,26 @@ pub struct KafkaSettings {
     /// `[kafka.consumer]`: as `client`, for consumers only (applied after `client`).
     #[serde(deserialize_with = "kafka_security::properties")]
     pub consumer: BTreeMap<String, String>,
+    /// A stable name for this process's place in its consumer groups
+    /// (`CARRIER_KAFKA__INSTANCE_ID`), e.g. a StatefulSet pod's name (from the downward API's
+    /// `metadata.name`). Shares of partitions are computed from it, so a process restarted
+    /// under the same name gets the same partitions back, and the other members' partitions do
+    /// not move. Unset (the default) or empty: every process is an instance of its own, as a
+    /// Deployment's pods are. Each process still owns its leases under a member ID of its own:
+    /// a restart never inherits its predecessor's leases, and two live processes given the same
+    /// name (logged as a warning) split that name's partitions, never sharing one
+    /// (`crates/kafka/src/consumer/design.md`, "Instances").
+    pub instance_id: Option<String>,
+}
+
+impl KafkaSettings {
+    /// [`KafkaSettings::instance_id`], trimmed; `None` when unset or empty.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|instance| !instance.is_empty())
+    }
 }
 
 impl Default for KafkaSettings {
@@ -253,6 +273,7 @@ impl Default for KafkaSettings {
             client: BTreeMap::new(),
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
+            instance_id: None,
         }
     }
 }
@@ -346,6 +367,13 @@ mod tests {
             assert_eq!(sample.http_addr, "127.0.0.1:2");
             assert_eq!(sample.kafka.brokers, "b:1");
             assert_eq!(sample.kafka.topic_prefix, "carrier.");
+            assert_eq!(sample.kafka.instance(), None);
+            jail.set_env("CARRIER_KAFKA__INSTANCE_ID", "carrier-delivery-2");
+            let sample: Sample = load().map_err(|e| e.to_string())?;
+            assert_eq!(sample.kafka.instance(), Some("carrier-delivery-2"));
+            jail.set_env("CARRIER_KAFKA__INSTANCE_ID", " ");
+            let sample: Sample = load().map_err(|e| e.to_string())?;
+            assert_eq!(sample.kafka.instance(), None, "empty is unset");
             jail.set_env("CARRIER_KAFKA__LINGER_MS", "soon");
             let error = load::<Sample>().unwrap_err().to_string();
             assert!(error.to_lowercase().contains("kafka.linger_ms"), "{error}");

@@ -18,6 +18,19 @@ pub struct Leases {
     group: String,
     topic: String,
     member: String,
+    instance: String,
+}
+
+/// A live member of a group, as its heartbeat row shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Unique to one process (a restarted process is a new member): the owner of its leases.
+    pub id: String,
+    /// The identity its share of partitions is computed from: its configured instance id (a
+    /// pod's name), else its ID. Two live members may name the same instance (a replacement
+    /// started before its predecessor stopped, or a misconfiguration); they never share a
+    /// lease. `None` for a member of a Carrier version before instances were recorded.
+    pub instance: Option<String>,
 }
 
 /// A lease just taken: its epoch, and where the previous owner left off in which stream.
@@ -92,17 +105,29 @@ fn interval(duration: Duration) -> f64 {
 }
 
 impl Leases {
+    /// The leases of `member`, whose instance is its own ID until [`Leases::with_instance`].
     pub fn new(pool: PgPool, group: &str, topic: &str, member: &str) -> Self {
         Self {
             pool,
             group: group.to_owned(),
             topic: topic.to_owned(),
             member: member.to_owned(),
+            instance: member.to_owned(),
         }
+    }
+
+    /// The same member, recorded as an instance of `instance` (its share is computed from it).
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.instance = instance.to_owned();
+        self
     }
 
     pub fn member(&self) -> &str {
         &self.member
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     pub fn fence(&self, partition: i32, epoch: i64) -> Fence {
@@ -118,29 +143,30 @@ impl Leases {
     /// Refreshes this member's row (live for `lease` more) and returns every live member,
     /// sorted. Rows of members gone for an hour are deleted on the way.
     pub async fn heartbeat(&self, lease: Duration) -> Result<Vec<String>, sqlx::Error> {
-        Ok(self.heartbeat_and_renew(&[], lease).await?.0)
+        let (members, _) = self.heartbeat_and_renew(&[], lease).await?;
+        Ok(members.into_iter().map(|member| member.id).collect())
     }
 
     /// One round trip every quarter of a lease: refreshes this member's row, extends the
     /// unexpired leases among `held` (partition, epoch) by `lease`, and returns every live
-    /// member (sorted) and the partitions extended. A partition missing from the latter is no
-    /// longer this member's. One statement, because a slow Postgres must cost one delay here,
-    /// not five: renewals that come late lose leases.
+    /// member (sorted by ID) and the partitions extended. A partition missing from the latter
+    /// is no longer this member's. One statement, because a slow Postgres must cost one delay
+    /// here, not five: renewals that come late lose leases.
     pub async fn heartbeat_and_renew(
         &self,
         held: &[(i32, i64)],
         lease: Duration,
-    ) -> Result<(Vec<String>, Vec<i32>), sqlx::Error> {
+    ) -> Result<(Vec<Member>, Vec<i32>), sqlx::Error> {
         let (partitions, epochs): (Vec<i32>, Vec<i64>) = held.iter().copied().unzip();
         // The outer SELECT does not see the CTEs' own writes (one snapshot): this member is
         // added from `me`, and the gone members are left out by their expiry.
-        let (members, renewed): (Vec<String>, Vec<i32>) = sqlx::query_as(
+        let (ids, instances, renewed): (Vec<String>, Vec<Option<String>>, Vec<i32>) = sqlx::query_as(
             "WITH me AS (
-                INSERT INTO consumer_members (group_id, topic, member_id, expires_at)
-                VALUES ($1, $2, $3, now() + make_interval(secs => $6))
+                INSERT INTO consumer_members (group_id, topic, member_id, instance_id, expires_at)
+                VALUES ($1, $2, $3, $7, now() + make_interval(secs => $6))
                 ON CONFLICT (group_id, topic, member_id)
-                DO UPDATE SET expires_at = excluded.expires_at
-                RETURNING member_id
+                DO UPDATE SET expires_at = excluded.expires_at, instance_id = excluded.instance_id
+                RETURNING member_id, instance_id
              ), renewed AS (
                 UPDATE partition_leases AS l
                    SET expires_at = now() + make_interval(secs => $6)
@@ -151,12 +177,14 @@ impl Leases {
              ), gone AS (
                 DELETE FROM consumer_members
                  WHERE group_id = $1 AND topic = $2 AND expires_at < now() - interval '1 hour'
+             ), live AS (
+                SELECT member_id, instance_id FROM consumer_members
+                 WHERE group_id = $1 AND topic = $2 AND expires_at > now() AND member_id <> $3
+                UNION ALL SELECT member_id, instance_id FROM me
              )
              SELECT
-                (SELECT array_agg(member_id ORDER BY member_id) FROM (
-                    SELECT member_id FROM consumer_members
-                     WHERE group_id = $1 AND topic = $2 AND expires_at > now() AND member_id <> $3
-                    UNION SELECT member_id FROM me) AS live),
+                (SELECT array_agg(member_id ORDER BY member_id) FROM live),
+                (SELECT array_agg(instance_id ORDER BY member_id) FROM live),
                 (SELECT coalesce(array_agg(partition), '{}') FROM renewed)",
         )
         .bind(&self.group)
@@ -165,8 +193,14 @@ impl Leases {
         .bind(&partitions)
         .bind(&epochs)
         .bind(interval(lease))
+        .bind(&self.instance)
         .fetch_one(&self.pool)
         .await?;
+        let members = ids
+            .into_iter()
+            .zip(instances)
+            .map(|(id, instance)| Member { id, instance })
+            .collect();
         Ok((members, renewed))
     }
 

@@ -77,6 +77,27 @@ pub fn longest_gap(times: &[Duration], from: Duration) -> Option<Duration> {
     longest
 }
 
+/// A gap longer than this is a stall: a healthy destination receives several deliveries a
+/// second under the matrix's load, so a second without one is its line standing still (a
+/// hand-over, a fault), not the pace of the load.
+pub const STALL: Duration = Duration::from_secs(1);
+
+/// The time spent in gaps longer than `longer_than` between consecutive `times` (sorted) from
+/// `from` on, the wait from `from` to the first one included (how long a destination stood
+/// still, in total, where `longest_gap` says how long at most).
+pub fn stalled(times: &[Duration], from: Duration, longer_than: Duration) -> Duration {
+    let mut previous = from;
+    let mut total = Duration::ZERO;
+    for time in times.iter().copied().filter(|time| *time >= from) {
+        let gap = time - previous;
+        if gap > longer_than {
+            total += gap;
+        }
+        previous = time;
+    }
+    total
+}
+
 /// The raw arrivals of `stream` around `reorder` (the `before` arrivals up to the reordered
 /// one and `after` more), to show what a receiver saw. Arrivals of other streams and of
 /// messages not accepted are left out, as in the order check.
@@ -136,6 +157,8 @@ pub struct DestinationVerdict {
     /// written anyway): allowed, and left out of the order check.
     pub unaccepted_arrivals: usize,
     pub longest_gap: Option<Duration>,
+    /// Time in gaps longer than [`STALL`] from the same start (healthy destinations).
+    pub stalled: Option<Duration>,
 }
 
 /// Judges one destination's raw arrivals against what it should have received.
@@ -183,6 +206,7 @@ pub fn judge(arrivals: &[Arrival], expected: &Expected) -> DestinationVerdict {
     if let Some(from) = expected.gap_from {
         delivery_times.sort_unstable();
         verdict.longest_gap = longest_gap(&delivery_times, from);
+        verdict.stalled = Some(stalled(&delivery_times, from, STALL));
     }
     verdict
 }
@@ -238,6 +262,27 @@ mod tests {
             Some(Duration::from_millis(500))
         );
         assert_eq!(longest_gap(&times, Duration::from_secs(7)), None);
+    }
+
+    #[test]
+    fn stalled_sums_the_gaps_longer_than_the_threshold() {
+        let times: Vec<Duration> = [1_000, 1_500, 4_000, 4_200, 6_000, 6_100]
+            .into_iter()
+            .map(Duration::from_millis)
+            .collect();
+        // From 0: 1.0 s to the first (not longer than 1 s), 2.5 s and 1.8 s stalls.
+        assert_eq!(
+            stalled(&times, Duration::ZERO, Duration::from_secs(1)),
+            Duration::from_millis(4_300)
+        );
+        assert_eq!(
+            stalled(&times, Duration::from_millis(4_100), Duration::from_secs(1)),
+            Duration::from_millis(1_800)
+        );
+        assert_eq!(
+            stalled(&[], Duration::ZERO, Duration::from_secs(1)),
+            Duration::ZERO
+        );
     }
 
     #[test]

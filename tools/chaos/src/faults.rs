@@ -8,7 +8,7 @@ use carrier_testkit::fault_proxy::FaultMode;
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use crate::scenario::{Fault, Link};
+use crate::scenario::{Fault, Link, Rollout};
 use crate::settings::Settings;
 use crate::stack::{ServiceKind, READY_WITHIN};
 use crate::topology::Role;
@@ -89,6 +89,17 @@ pub async fn inject(
                 tokio::time::sleep(*hold).await;
             }
         }
+        Fault::RollingRestartDelivery { rollout, hold } => {
+            let replicas: Vec<String> = world
+                .stack
+                .delivery
+                .iter()
+                .map(|replica| replica.process.spec.name.clone())
+                .collect();
+            for old in replicas {
+                rolling_step(world, *rollout, &old, *hold).await;
+            }
+        }
         Fault::Network { link, mode, lasting } => {
             let proxy = match link {
                 Link::Broker => world.broker_proxy.clone(),
@@ -116,6 +127,57 @@ pub async fn inject(
         }
     }
     Ok(())
+}
+
+/// Replaces the delivery replica named `old` as `rollout` does, noting each step. A replica
+/// that is ready is given `hold` (a fixed wait, like `minReadySeconds`: ready is not yet
+/// working) to take its share before the step goes on.
+async fn rolling_step(world: &mut World, rollout: Rollout, old: &str, hold: Duration) {
+    let instance = world
+        .stack
+        .delivery_index(old)
+        .and_then(|index| world.stack.delivery[index].instance_id.clone())
+        .unwrap_or_else(|| old.to_string());
+    match rollout {
+        Rollout::Deployment | Rollout::SurgeSameName => {
+            let name = world.stack.next_delivery_name();
+            let instance = match rollout {
+                Rollout::Deployment => name.clone(),
+                _ => instance,
+            };
+            match world.stack.add_delivery_named(&name, &instance).await {
+                Ok(()) => world.note(format!(
+                    "{name} (instance {instance}) started and ready, replacing {old}"
+                )),
+                Err(error) => world.note(format!("{name}, replacing {old}: {error:#}")),
+            }
+            tokio::time::sleep(hold).await;
+            terminate_delivery(world, old).await;
+        }
+        Rollout::StatefulSet => {
+            terminate_delivery(world, old).await;
+            match world.stack.add_delivery_named(old, &instance).await {
+                Ok(()) => world.note(format!("{old} (instance {instance}) started again and ready")),
+                Err(error) => world.note(format!("{old} started again: {error:#}")),
+            }
+            tokio::time::sleep(hold).await;
+        }
+    }
+}
+
+/// SIGTERM to the running delivery replica named `name`; notes how it ended.
+async fn terminate_delivery(world: &mut World, name: &str) {
+    let Some(index) = world.stack.delivery_index(name) else {
+        world.note(format!("{name} is not running"));
+        return;
+    };
+    let (name, clean) = world.stack.remove_delivery(index).await;
+    let ending = if clean {
+        "exited"
+    } else {
+        "was killed after the grace period"
+    };
+    world.note(format!("SIGTERM {name}: {ending}"));
 }
 
 async fn kill_service(world: &mut World, kind: ServiceKind, round: u32, rng: &mut StdRng) {

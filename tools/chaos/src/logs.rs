@@ -35,6 +35,24 @@ pub fn evidence(files: &[(String, PathBuf)]) -> Vec<String> {
     lines
 }
 
+/// How many lines of the `(process, log file)`s contain every one of `patterns`.
+pub fn count(files: &[(String, PathBuf)], patterns: &[&str]) -> usize {
+    let mut count = 0;
+    for (_, file) in files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        count += text
+            .lines()
+            .filter(|line| {
+                let line = strip_ansi(line);
+                patterns.iter().all(|pattern| line.contains(pattern))
+            })
+            .count();
+    }
+    count
+}
+
 /// Removes terminal colour codes (`ESC [ ... m`).
 fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -78,7 +96,9 @@ mod tests {
         }
         text.push_str("INFO nothing to see\n");
         std::fs::write(&file, text).expect("write");
-        let lines = evidence(&[("router".into(), file)]);
+        let files = [("router".to_string(), file)];
+        assert_eq!(count(&files, &["partitions assigned", "=[1"]), 3);
+        let lines = evidence(&files);
         assert_eq!(lines.len(), LINES_PER_PROCESS);
         assert_eq!(
             lines.last().map(String::as_str),

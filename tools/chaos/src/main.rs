@@ -3,12 +3,15 @@
 //!
 //! ```text
 //! carrier-chaos [--short] [--only NAME,NAME] [--bin-dir DIR] [--run-dir DIR] [--out FILE] [--seed N]
+//!               [--deliveries-partitions N]
 //! ```
 //! - `--short`: the shortened matrix (one fault of each kind, short outages).
 //! - `--only`: these scenarios only (`--list` prints the names).
 //! - `--bin-dir`: where the Carrier binaries are (default: next to this binary).
 //! - `--run-dir`: scenario logs (default `.run/chaos`); `--out`: the results file (default
 //!   `<run-dir>/results.md`, or `results-short.md` with `--short`).
+//! - `--deliveries-partitions`: partitions of `carrier.deliveries` (default 4; the rebalance
+//!   benchmark also runs with 12, `docs/rebalance-benchmark.md`).
 //!
 //! Exits 1 when a scenario failed.
 #![forbid(unsafe_code)]
@@ -27,6 +30,7 @@ struct Arguments {
     run_dir: PathBuf,
     out: Option<PathBuf>,
     seed: Option<u64>,
+    deliveries_partitions: Option<i32>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Arguments> {
@@ -38,6 +42,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Arguments> {
         run_dir: PathBuf::from(".run/chaos"),
         out: None,
         seed: None,
+        deliveries_partitions: None,
     };
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -49,6 +54,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Arguments> {
             "--run-dir" => parsed.run_dir = value()?.into(),
             "--out" => parsed.out = Some(value()?.into()),
             "--seed" => parsed.seed = Some(value()?.parse().context("--seed is a number")?),
+            "--deliveries-partitions" => {
+                let partitions: i32 = value()?.parse().context("--deliveries-partitions is a number")?;
+                anyhow::ensure!(partitions > 0, "--deliveries-partitions is at least 1");
+                parsed.deliveries_partitions = Some(partitions);
+            }
             other => {
                 anyhow::bail!("unknown argument {other} (see the doc comment of tools/chaos/src/main.rs)")
             }
@@ -92,6 +102,9 @@ async fn run() -> anyhow::Result<bool> {
     };
     if let Some(seed) = arguments.seed {
         settings.seed = seed;
+    }
+    if let Some(partitions) = arguments.deliveries_partitions {
+        settings.deliveries_partitions = partitions;
     }
     let mut scenarios = matrix(&settings);
     if arguments.list {

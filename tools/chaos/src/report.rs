@@ -91,6 +91,15 @@ impl ScenarioReport {
         Some(longest)
     }
 
+    /// Time the healthy destinations stood still (gaps over a second), summed over them.
+    pub fn healthy_stalled(&self) -> Duration {
+        self.destinations
+            .iter()
+            .filter(|row| row.role.healthy())
+            .filter_map(|row| row.verdict.stalled)
+            .sum()
+    }
+
     fn production(&self) -> impl Iterator<Item = &DestinationRow> {
         self.destinations.iter().filter(|row| row.role.production())
     }
@@ -171,7 +180,7 @@ pub fn header(settings: &Settings, command: &str) -> String {
     let _ = writeln!(text, "- binaries: `{}`", settings.bin_dir.display());
     let _ = writeln!(
         text,
-        "- load: {} production sources at {} msg/s each (6 destinations), 1 staging source at {} msg/s (2 destinations); {} delivery replicas; {} partitions of deliveries shared by 8 destinations",
+        "- load: {} production sources at {} msg/s each (6 destinations), 1 staging source at {} msg/s (2 destinations); {} delivery replicas (unless a scenario says otherwise); {} partitions of deliveries shared by 8 destinations",
         settings.production_streams,
         settings.stream_rate,
         settings.staging_rate,
@@ -275,14 +284,15 @@ pub fn details(report: &ScenarioReport) -> String {
     }
     text.push('\n');
     if !report.destinations.is_empty() {
-        text.push_str("| destination | role | partition | arrivals | delivered | lost | raw reorders | duplicates (foreign id) | not accepted | max in flight | longest gap (s) |\n");
-        text.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        text.push_str("| destination | role | partition | arrivals | delivered | lost | raw reorders | duplicates (foreign id) | not accepted | max in flight | longest gap (s) | stalled (s) |\n");
+        text.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for row in &report.destinations {
             let verdict = &row.verdict;
             let gap = verdict.longest_gap.map(seconds).unwrap_or_else(|| "–".into());
+            let stalled = verdict.stalled.map(seconds).unwrap_or_else(|| "–".into());
             let _ = writeln!(
                 text,
-                "| {} | {:?} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
+                "| {} | {:?} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} |",
                 row.name,
                 row.role,
                 row.partition,
@@ -294,10 +304,17 @@ pub fn details(report: &ScenarioReport) -> String {
                 verdict.foreign_webhook_ids,
                 verdict.unaccepted_arrivals,
                 row.max_in_flight,
-                gap
+                gap,
+                stalled
             );
         }
         text.push('\n');
+        let _ = writeln!(
+            text,
+            "Stalled: time in gaps over {} s between deliveries from the fault's start; the healthy destinations stood still for {} s in all.\n",
+            crate::analysis::STALL.as_secs(),
+            seconds(report.healthy_stalled())
+        );
     }
     let violations = report.violations();
     if !violations.is_empty() {

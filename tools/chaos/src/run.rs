@@ -31,6 +31,7 @@ const QUIET_TIME: Duration = Duration::from_secs(2);
 
 /// Runs `scenario` and judges it. A harness failure is reported in the result, not returned.
 pub async fn run_scenario(settings: &Settings, scenario: &Scenario) -> ScenarioReport {
+    let settings = &scenario.settings(settings);
     let started = Instant::now();
     let dir = settings.run_dir.join(&scenario.name);
     let mut report = ScenarioReport {
@@ -104,10 +105,14 @@ async fn drive(
     let paused = world.topology.by_role(Role::Paused).id.clone();
     let status = operator(world, &paused, "pause").await;
     world.note(format!("operator pause of `paused`: {status}"));
+    let assignments_before = deliveries_assignments(world);
     if let Err(error) = crate::faults::inject(world, &scenario.fault, settings, rng).await {
         world.note(format!("fault step failed: {error:#}"));
     }
-    world.note("fault over");
+    let moved = deliveries_assignments(world).saturating_sub(assignments_before);
+    world.note(format!(
+        "fault over; {moved} partitions of the deliveries topic were assigned to a member during it"
+    ));
     tokio::time::sleep(settings.recovery).await;
 
     let ledger = load.stop().await;
@@ -190,6 +195,19 @@ async fn drive(
         });
     }
     Ok(())
+}
+
+/// How many partitions of `carrier.deliveries` delivery's members took so far (each take after
+/// the first is a hand-over: the partition's destinations paused), from their logs.
+fn deliveries_assignments(world: &World) -> usize {
+    let topic = format!("topic={}deliveries", crate::stack::TOPIC_PREFIX);
+    let files: Vec<_> = world
+        .stack
+        .log_files()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("delivery-"))
+        .collect();
+    crate::logs::count(&files, &["partitions assigned", &topic])
 }
 
 /// Waits until every always-healthy destination has a delivery.

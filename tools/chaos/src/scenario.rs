@@ -25,6 +25,33 @@ impl Link {
     }
 }
 
+/// How a rolling restart replaces each delivery replica (a Kubernetes controller's way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollout {
+    /// A Deployment with `maxSurge: 1, maxUnavailable: 0` (Kubernetes' default of 25 % each
+    /// rounds to that for 3 replicas; the chart runs delivery as a Deployment): a replacement
+    /// under a new name (a new pod, a new instance id) starts; once it is ready and `hold` has
+    /// passed, the old replica gets SIGTERM, and the next step starts after its exit.
+    Deployment,
+    /// A StatefulSet: the replica gets SIGTERM, and after its exit it starts again under the
+    /// same name (the same pod name, the same instance id).
+    StatefulSet,
+    /// A replacement under the old replica's name starts before the old one stops, as a
+    /// Deployment would with static names: two live processes claim one instance id for a
+    /// while (the duplicate case of static membership).
+    SurgeSameName,
+}
+
+impl Rollout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rollout::Deployment => "like a Deployment (maxSurge=1, maxUnavailable=0): a replacement under a new name starts, is ready, then the old one gets SIGTERM",
+            Rollout::StatefulSet => "like a StatefulSet: SIGTERM, then the replica starts again under its own name",
+            Rollout::SurgeSameName => "a replacement under the old one's name (its instance id) starts and is ready, then the old one gets SIGTERM",
+        }
+    }
+}
+
 /// What happens to the running system during a scenario.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
@@ -45,6 +72,8 @@ pub enum Fault {
     ReceiverDown { down_for: Duration },
     /// Delivery replicas added one by one, then removed (SIGTERM) back to the start.
     ScaleDelivery { extra: usize, hold: Duration },
+    /// Every delivery replica replaced in turn (`rollout`), `hold` between the steps.
+    RollingRestartDelivery { rollout: Rollout, hold: Duration },
     /// The fault proxy on `link` in `mode` for `lasting`; a cut is repeated (5 s cut, 3 s pass).
     Network {
         link: Link,
@@ -57,6 +86,8 @@ pub enum Fault {
 pub struct Scenario {
     pub name: String,
     pub fault: Fault,
+    /// Delivery replicas at the start, when not the matrix's (`Settings::delivery_replicas`).
+    pub delivery_replicas: Option<usize>,
 }
 
 impl Scenario {
@@ -64,7 +95,22 @@ impl Scenario {
         Self {
             name: name.to_string(),
             fault,
+            delivery_replicas: None,
         }
+    }
+
+    fn with_delivery_replicas(mut self, replicas: usize) -> Self {
+        self.delivery_replicas = Some(replicas);
+        self
+    }
+
+    /// The matrix's settings as this scenario runs them.
+    pub fn settings(&self, settings: &Settings) -> Settings {
+        let mut settings = settings.clone();
+        if let Some(replicas) = self.delivery_replicas {
+            settings.delivery_replicas = replicas;
+        }
+        settings
     }
 
     /// One line for the report.
@@ -101,6 +147,13 @@ impl Scenario {
             }
             Fault::ScaleDelivery { extra, hold } => format!(
                 "delivery scaled up by {extra} one replica at a time ({} s apart), then back down (SIGTERM)",
+                hold.as_secs()
+            ),
+            Fault::RollingRestartDelivery { rollout, hold } => format!(
+                "{} delivery replicas restarted one at a time, {} ({} s between steps)",
+                self.delivery_replicas
+                    .map_or_else(|| "the".to_string(), |replicas| replicas.to_string()),
+                rollout.name(),
                 hold.as_secs()
             ),
             Fault::Network { link, mode, lasting } => match mode {
@@ -173,6 +226,24 @@ pub fn matrix(settings: &Settings) -> Vec<Scenario> {
             },
         ),
     ]);
+    // Issue 12 §6: a rolling restart of three replicas under load, the way each Kubernetes
+    // controller does it. `hold` lets a new member take its share before the next step.
+    for (name, rollout) in [
+        ("rolling-restart-delivery", Rollout::Deployment),
+        ("rolling-restart-delivery-static", Rollout::StatefulSet),
+        ("rolling-restart-delivery-surge-same-name", Rollout::SurgeSameName),
+    ] {
+        scenarios.push(
+            Scenario::new(
+                name,
+                Fault::RollingRestartDelivery {
+                    rollout,
+                    hold: session,
+                },
+            )
+            .with_delivery_replicas(3),
+        );
+    }
     for link in [Link::Broker, Link::Postgres] {
         for (name, mode) in [
             ("delay", FaultMode::Delay(settings.network_delay)),
@@ -221,6 +292,9 @@ mod tests {
             "restart-redis",
             "receiver-down",
             "scale-delivery",
+            "rolling-restart-delivery",
+            "rolling-restart-delivery-static",
+            "rolling-restart-delivery-surge-same-name",
             "broker-delay",
             "broker-drop",
             "broker-cut",

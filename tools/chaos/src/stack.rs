@@ -58,6 +58,8 @@ pub struct Service {
     pub http_port: u16,
     /// Port of `/healthz`, `/readyz` and `/metrics` (ingress's operator port, else `http_port`).
     pub admin_port: u16,
+    /// A delivery replica's `CARRIER_KAFKA__INSTANCE_ID`.
+    pub instance_id: Option<String>,
 }
 
 impl Service {
@@ -162,22 +164,54 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Starts one more delivery replica and waits until it is ready.
+    /// Starts one more delivery replica under a new name (its instance id too) and waits
+    /// until it is ready.
     pub async fn add_delivery(&mut self) -> anyhow::Result<String> {
+        let name = self.next_delivery_name();
+        self.add_delivery_named(&name, &name).await?;
+        Ok(name)
+    }
+
+    /// The name of the next new delivery replica.
+    pub fn next_delivery_name(&mut self) -> String {
         self.delivery_started += 1;
-        let name = format!("delivery-{}", self.delivery_started);
+        format!("delivery-{}", self.delivery_started)
+    }
+
+    /// Starts a delivery replica named `name` (a new one, or a removed one again: its log goes
+    /// on in the same file) with `CARRIER_KAFKA__INSTANCE_ID` `instance` (what a pod would set from its
+    /// name), and waits until it is ready.
+    pub async fn add_delivery_named(&mut self, name: &str, instance: &str) -> anyhow::Result<()> {
         let mut replica = service(
             &self.settings,
             &self.endpoints,
             &self.log_dir,
             ServiceKind::Delivery,
-            &name,
+            name,
             self.router_grpc,
         )?;
+        replica
+            .process
+            .spec
+            .env
+            .push(("CARRIER_KAFKA__INSTANCE_ID".into(), instance.into()));
+        replica.instance_id = Some(instance.to_string());
         replica.process.start()?;
-        replica.wait_ready(READY_WITHIN).await?;
+        // Counted among the replicas at once: a replica that never gets ready is killed with
+        // the others at the end.
         self.delivery.push(replica);
-        Ok(name)
+        self.delivery
+            .last()
+            .expect("just pushed")
+            .wait_ready(READY_WITHIN)
+            .await
+    }
+
+    /// The index of the running delivery replica named `name`.
+    pub fn delivery_index(&self, name: &str) -> Option<usize> {
+        self.delivery
+            .iter()
+            .position(|replica| replica.process.spec.name == name)
     }
 
     /// SIGTERM to the replica at `index` (it drains and leaves the group), and forgets it.
@@ -300,5 +334,6 @@ fn service(
         process: Process::new(spec),
         http_port,
         admin_port,
+        instance_id: None,
     })
 }

@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carrier_store::leases::Leases;
+use carrier_store::leases::{Leases, Member};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::assignment;
 use super::fetcher::Fetcher;
+use super::instances::Duplicates;
 use super::metrics::metrics;
 use super::stream::{self, ANCHOR_REFRESH};
 use super::OffsetTracker;
@@ -80,6 +81,8 @@ pub(crate) struct Coordinator {
     last_error_log: HashMap<&'static str, Instant>,
     /// How long the last heartbeat took: about what a commit costs now.
     last_call: Duration,
+    /// Other live members naming this member's instance.
+    duplicates: Duplicates,
 }
 
 impl Coordinator {
@@ -98,6 +101,7 @@ impl Coordinator {
             incoming,
             last_error_log: HashMap::new(),
             last_call: Duration::ZERO,
+            duplicates: Duplicates::new(lease),
         }
     }
 
@@ -177,10 +181,15 @@ impl Coordinator {
             .members
             .with_label_values(&[&self.topic])
             .set(members.len() as i64);
+        let me = Member {
+            id: self.leases.member().to_owned(),
+            instance: Some(self.leases.instance().to_owned()),
+        };
+        self.watch_duplicates(&me, &members);
         let wanted = if stopping {
             Vec::new()
         } else {
-            assignment::owned_by(self.leases.member(), &members, partitions)
+            assignment::owned_by(&me, &members, partitions)
         };
         let to_release: Vec<i32> = self
             .held
@@ -222,9 +231,25 @@ impl Coordinator {
         }
     }
 
+    /// Reports other live members naming this member's instance (see `instances.rs`).
+    fn watch_duplicates(&mut self, me: &Member, members: &[Member]) {
+        let observed = self.duplicates.observe(me, members, Instant::now());
+        let instance = self.leases.instance();
+        for other in &observed.appeared {
+            tracing::info!(topic = %self.topic, %instance, %other, "another member names this member's instance (a predecessor whose heartbeat has not expired yet?); each partition still has one owner");
+        }
+        for other in &observed.persisting {
+            tracing::warn!(topic = %self.topic, %instance, %other, "two live processes claim one instance id (a replacement started before its predecessor stopped, or kafka.instance_id given to two pods); they split the instance's partitions, one owner each by lease, and the other members' shares do not grow");
+        }
+        metrics()
+            .instance_duplicates
+            .with_label_values(&[&self.topic])
+            .set(observed.duplicates as i64);
+    }
+
     /// Refreshes the heartbeat and renews the leases (one round trip); the live members, or
     /// `None` when Postgres did not answer in time.
-    async fn heartbeat_and_renew(&mut self) -> Option<Vec<String>> {
+    async fn heartbeat_and_renew(&mut self) -> Option<Vec<Member>> {
         let asked = Instant::now();
         let held: Vec<(i32, i64)> = self
             .held

@@ -9,6 +9,8 @@ pub(crate) struct Metrics {
     pub owned: IntGaugeVec,
     /// Live members of the group this member sees.
     pub members: IntGaugeVec,
+    /// Other live processes that have claimed this member's instance id for over a lease.
+    pub instance_duplicates: IntGaugeVec,
     /// Leases this member lost while working (renewal failed in time, or another member took
     /// the partition): its work in flight was abandoned.
     pub lost: IntCounterVec,
@@ -33,6 +35,11 @@ pub(crate) fn metrics() -> &'static Metrics {
         members: carrier_telemetry::gauge_vec(
             "carrier_consumer_group_members",
             "Live members of the consumer group seen by this member",
+            &["topic"],
+        ),
+        instance_duplicates: carrier_telemetry::gauge_vec(
+            "carrier_consumer_instance_duplicates",
+            "Other live processes claiming this member's instance id for longer than a lease",
             &["topic"],
         ),
         lost: carrier_telemetry::counter_vec(

@@ -2,9 +2,11 @@
 //!
 //! - [`coordinator`]: which partitions this member works on — leases in Postgres, renewed,
 //!   taken only when free, handed over only after their work drained; offsets are stored there.
-//! - [`assignment`]: the share of partitions each live member should own.
+//! - [`assignment`]: the share of partitions each live member should own (sticky, balanced,
+//!   computed from the members' instances).
 //! - [`fetcher`]: the librdkafka thread — polls, hands each record to the
 //!   [`PartitionProcessor`] of its partition, pauses partitions with too much unfinished work.
+//! - [`instances`]: other live processes claiming this member's instance id.
 //! - [`tracker`]: per partition, which offsets are unfinished and what work is in flight.
 //! - [`stream`]: where a new owner starts, and whether the partition still holds the stream
 //!   its stored offset belongs to (a recreated topic starts a new generation).
@@ -15,6 +17,7 @@
 mod assignment;
 mod coordinator;
 mod fetcher;
+mod instances;
 mod metrics;
 mod stream;
 mod tracker;
@@ -100,8 +103,10 @@ pub fn spawn(
         .test_before_acquire(false)
         .connect_lazy_with((*pool.connect_options()).clone());
     let member = member_id(&options.client_id);
-    tracing::info!(topic = %options.topic, group = %options.group_id, %member, lease_ms = lease.as_millis() as u64, "joining the consumer group");
-    let leases = Leases::new(lease_pool, &options.group_id, &options.topic, &member);
+    // The share is computed from the instance: the configured one, else this process's own.
+    let instance = settings.instance().unwrap_or(&member).to_owned();
+    tracing::info!(topic = %options.topic, group = %options.group_id, %member, %instance, lease_ms = lease.as_millis() as u64, "joining the consumer group");
+    let leases = Leases::new(lease_pool, &options.group_id, &options.topic, &member).with_instance(&instance);
     let fetcher = Arc::new(fetcher::Fetcher::new(consumer, options, processor));
     let stop = CancellationToken::new();
     let poller = {
@@ -152,7 +157,8 @@ pub(crate) fn client_config(settings: &KafkaSettings, options: &ConsumerOptions)
 }
 
 /// A member ID unique to this process: `<client id>@<host>/<pid>-<random>`. A restarted
-/// process is a new member; its predecessor's leases expire on their own.
+/// process is a new member, also under the same `kafka.instance_id`: it owns none of its
+/// predecessor's leases (they are released at a clean stop, else they expire on their own).
 fn member_id(client_id: &str) -> String {
     let host = std::env::var("HOSTNAME")
         .ok()

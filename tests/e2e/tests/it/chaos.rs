@@ -24,6 +24,9 @@ const TESTED: &[&str] = &[
     "restart-redis",
     "receiver-down",
     "scale-delivery",
+    "rolling-restart-delivery",
+    "rolling-restart-delivery-static",
+    "rolling-restart-delivery-surge-same-name",
     "broker-delay",
     "broker-drop",
     "broker-cut",
@@ -141,6 +144,21 @@ async fn receiver_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_delivery() {
     scenario("scale-delivery").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart_delivery() {
+    scenario("rolling-restart-delivery").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart_delivery_static() {
+    scenario("rolling-restart-delivery-static").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart_delivery_surge_same_name() {
+    scenario("rolling-restart-delivery-surge-same-name").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
