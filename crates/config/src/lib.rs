@@ -15,6 +15,8 @@
 
 mod files;
 pub mod kafka_security;
+#[doc(hidden)]
+pub mod redaction_check;
 pub mod secret;
 
 use std::collections::BTreeMap;

@@ -482,13 +482,7 @@ mod tests {
                 service_token: Some("internal-s3cr3t-token-0123456789abcdef".into()),
                 ..Default::default()
             },
-            kafka: KafkaSettings {
-                security_protocol: carrier_config::SecurityProtocol::SaslSsl,
-                sasl_mechanism: Some(carrier_config::SaslMechanism::ScramSha512),
-                sasl_username: Some("carrier".into()),
-                sasl_password: Some("kafka-s3cr3t".into()),
-                ..KafkaSettings::default()
-            },
+            kafka: carrier_config::redaction_check::kafka_with_secrets(),
             rate_limit: RateLimitSettings {
                 redis_url: "rediss://:redis-s3cr3t@cache:6380".into(),
                 ..Default::default()

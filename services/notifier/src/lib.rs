@@ -272,20 +272,14 @@ mod tests {
     #[test]
     fn debug_output_shows_no_secret() {
         let config = Config {
-            database_url: "postgres://carrier:db-s3cr3t@db:5432/carrier".into(),
+            database_url: carrier_config::redaction_check::DATABASE_URL.into(),
             smtp: SmtpSettings {
                 host: Some("smtp.example.org".into()),
                 username: Some("alerts".into()),
                 password: Some("smtp-s3cr3t".into()),
                 ..Default::default()
             },
-            kafka: KafkaSettings {
-                security_protocol: carrier_config::SecurityProtocol::SaslSsl,
-                sasl_mechanism: Some(carrier_config::SaslMechanism::ScramSha512),
-                sasl_username: Some("carrier".into()),
-                sasl_password: Some("kafka-s3cr3t".into()),
-                ..KafkaSettings::default()
-            },
+            kafka: carrier_config::redaction_check::kafka_with_secrets(),
             ..Config::default()
         };
         let printed = format!("{config:?}");
