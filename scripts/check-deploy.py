@@ -1,4 +1,5 @@
-"""The deployment checks of scripts/check-deploy.sh: the Helm chart and docker-compose.yml.
+"""The deployment checks of scripts/check-deploy.sh: the Helm chart, docker-compose.yml, and the
+Prometheus rules, runbooks, Grafana dashboards and metrics reference.
 
 Run by check-deploy.sh with the Python of its virtualenv (helm-python-sdk: Helm's own Go SDK,
 v4, through a C library; jsonschema; PyYAML). Each failed check prints one `check-deploy: FAIL`
@@ -6,6 +7,8 @@ line saying what is wrong; the exit status is the number of failures (capped at 
 
     check-deploy.py chart CHART_DIR         lint, values schema, rendering
     check-deploy.py compose CONFIG_YAML     what `docker-compose config` printed
+    check-deploy.py observability PROMTOOL  deploy/prometheus, deploy/grafana, docs/runbooks,
+                                            docs/metrics.md (with the promtool at PROMTOOL)
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -229,7 +234,37 @@ def check_render(label: str, values: dict, merged: dict, rendered: dict[str, str
                         fail(f"{label}: Deployment {name} dials the router at {item['value']}, not a gRPC Service of this release")
     check_selectors_and_targets(label, by_kind, merged)
     check_config_maps(label, by_kind, merged)
+    check_monitoring(label, by_kind, merged)
     return by_kind
+
+
+def check_monitoring(label, by_kind, merged):
+    """The PrometheusRule holds deploy/prometheus's groups, the dashboards ConfigMap deploy/grafana's files."""
+    repo = Path(__file__).resolve().parent.parent
+    rules = [d for n, d in by_kind.get("PrometheusRule", {}).items()]
+    if merged["prometheusRule"]["enabled"] != bool(rules):
+        fail(f"{label}: {len(rules)} PrometheusRule(s) rendered, prometheusRule.enabled is {merged['prometheusRule']['enabled']}")
+    for rule in rules:
+        text = yaml.safe_dump((yaml.safe_load((repo / "deploy/prometheus/carrier-rules.yml").read_text()))["groups"])
+        base = merged["prometheusRule"]["runbookBaseUrl"]
+        if base:
+            text = text.replace("runbook_url: docs/runbooks/", f"runbook_url: {base}")
+        if rule["spec"]["groups"] != yaml.safe_load(text):
+            fail(f"{label}: PrometheusRule {rule['metadata']['name']} differs from deploy/prometheus/carrier-rules.yml")
+        for key, value in merged["prometheusRule"]["labels"].items():
+            if rule["metadata"]["labels"].get(key) != value:
+                fail(f"{label}: PrometheusRule lacks the label {key}: {value}")
+    boards = [d for n, d in by_kind.get("ConfigMap", {}).items() if n.endswith("-dashboards")]
+    if merged["grafanaDashboards"]["enabled"] != bool(boards):
+        fail(f"{label}: {len(boards)} dashboard ConfigMap(s) rendered, grafanaDashboards.enabled is {merged['grafanaDashboards']['enabled']}")
+    for board in boards:
+        wanted = {p.name: p.read_text() for p in sorted((repo / "deploy/grafana/dashboards").glob("*.json"))}
+        data = board.get("data", {})
+        if set(data) != set(wanted) or any(json.loads(data[k]) != json.loads(v) for k, v in wanted.items()):
+            fail(f"{label}: ConfigMap {board['metadata']['name']} does not hold deploy/grafana/dashboards")
+        for key, value in merged["grafanaDashboards"]["labels"].items():
+            if board["metadata"]["labels"].get(key) != value:
+                fail(f"{label}: ConfigMap {board['metadata']['name']} lacks the label {key}: {value}")
 
 
 def check_pod_security(owner: str, spec: dict) -> None:
@@ -390,6 +425,13 @@ def check_selectors_and_targets(label, by_kind, merged):
     for name, monitor in by_kind.get("ServiceMonitor", {}).items():
         if [e["port"] for e in monitor["spec"]["endpoints"]] != ["admin"]:
             fail(f"{label}: ServiceMonitor {name} does not scrape the admin port")
+        # The rules and dashboards select job="carrier-<service>" (docs/metrics.md).
+        component = monitor["metadata"]["labels"]["app.kubernetes.io/component"]
+        relabelings = monitor["spec"]["endpoints"][0].get("relabelings", [])
+        if not any(r.get("targetLabel") == "job" and r.get("replacement") == f"carrier-{component}" for r in relabelings):
+            fail(f"{label}: ServiceMonitor {name} does not set job carrier-{component}")
+        if not any(r.get("action") == "labeldrop" and r.get("regex") == "service" for r in relabelings):
+            fail(f"{label}: ServiceMonitor {name} keeps the operator's service label (Carrier's own would become exported_service)")
     for name, hook in list(by_kind.get("Job", {}).items()):
         annotations = hook["metadata"].get("annotations", {})
         if annotations.get("helm.sh/hook") != "pre-install,pre-upgrade" or "before-hook-creation" not in annotations.get("helm.sh/hook-delete-policy", ""):
@@ -426,7 +468,7 @@ def check_config_maps(label, by_kind, merged):
 
 # Values documented as a whole in the chart's README (their fields are Kubernetes' own).
 WHOLE_VALUES = {"resources", "podSecurityContext", "containerSecurityContext", "behavior",
-                "adminNamespaceSelector", "startup", "readiness", "liveness"}
+                "adminNamespaceSelector", "startup", "readiness", "liveness", "labels"}
 
 
 def check_readme(chart_dir: Path, defaults: dict) -> None:
@@ -606,12 +648,205 @@ def compose_checks(config_path: Path) -> None:
         ok(f"docker-compose config: {len(services)} services, healthchecks and start-up order as required")
 
 
+
+# ----------------------------------------------------------------------- observability
+
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "deploy/prometheus/carrier-rules.yml"
+PROMETHEUS_RULE = REPO / "deploy/prometheus/carrier-prometheusrule.yaml"
+RULE_TESTS = REPO / "deploy/prometheus/tests"
+DASHBOARDS = REPO / "deploy/grafana/dashboards"
+RUNBOOKS = REPO / "docs/runbooks"
+METRICS_DOC = REPO / "docs/metrics.md"
+
+# Metrics the rules, dashboards and docs/metrics.md already use but the Rust code does not
+# register yet: added by issue 13 §5 (on main). Remove each name once its registration lands.
+PENDING_METRICS = {
+    "carrier_delivery_held_destinations",
+    "carrier_delivery_oldest_held_seconds",
+    "carrier_delivery_parked_tasks",
+    "carrier_delivery_partition_depth",
+    "carrier_delivery_requests_in_flight",
+    "carrier_consumer_lag_records",
+    "carrier_consumer_topic_partitions",
+    "carrier_ingress_rate_limit_decisions_total",
+    "carrier_router_write_seconds",
+    "carrier_notifier_write_seconds",
+}
+# Series that are not Carrier's own: the process collector's and Prometheus's.
+FOREIGN_METRICS = {"up", "ALERTS", "process_cpu_seconds_total", "process_resident_memory_bytes",
+                   "process_open_fds", "process_start_time_seconds"}
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+REGISTRATION = re.compile(r'\b(?:counter_vec|gauge_vec|histogram_vec)\(\s*"(carrier_[a-z0-9_]+)"')
+METRIC_IN_EXPR = re.compile(r'(?<![\w:"])(carrier_[a-z0-9_]+|process_[a-z_]+|up|ALERTS)(?=\s*[{\[)]|\s*$|\s+(?:offset|unless|and|or|>|<|==|/|\*|-|\+))')
+
+
+def promtool(tool: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([tool, *args], capture_output=True, text=True)
+
+
+def metric_names(expr: str) -> set[str]:
+    names = set()
+    for name in METRIC_IN_EXPR.findall(expr):
+        for suffix in HISTOGRAM_SUFFIXES:
+            if name.startswith("carrier_") and name.endswith(suffix) and name.removesuffix(suffix).endswith("_seconds"):
+                name = name.removesuffix(suffix)
+        names.add(name)
+    return names
+
+
+def observability_checks(tool: str) -> None:
+    version = promtool(tool, "--version").stdout.splitlines()[0] if promtool(tool, "--version").returncode == 0 else "?"
+
+    # One source of truth: the PrometheusRule, the chart's copies and the dashboards are what
+    # their generators write.
+    for generator in ("deploy/prometheus/generate.py", "deploy/grafana/generate.py"):
+        run = subprocess.run([sys.executable, str(REPO / generator), "--check"], capture_output=True, text=True)
+        if run.returncode != 0:
+            fail(f"{generator} --check: {run.stderr.strip()}")
+        else:
+            ok(f"{generator} --check: the generated files are up to date")
+
+    # promtool check rules: the plain file, and the PrometheusRule's spec as a rules file.
+    plain = yaml.safe_load(RULES.read_text())
+    operator = yaml.safe_load(PROMETHEUS_RULE.read_text())
+    if operator.get("apiVersion") != "monitoring.coreos.com/v1" or operator.get("kind") != "PrometheusRule":
+        fail(f"{PROMETHEUS_RULE.name} is not a monitoring.coreos.com/v1 PrometheusRule")
+    if operator.get("spec", {}).get("groups") != plain["groups"]:
+        fail(f"{PROMETHEUS_RULE.name} holds other groups than {RULES.name}")
+    with tempfile.TemporaryDirectory() as work:
+        spec = Path(work) / "prometheusrule-spec.yml"
+        spec.write_text(yaml.safe_dump(operator.get("spec", {})))
+        for label, path in ((RULES.name, RULES), (f"{PROMETHEUS_RULE.name} (its spec)", spec)):
+            run = promtool(tool, "check", "rules", str(path))
+            if run.returncode != 0:
+                fail(f"promtool check rules {label}: {(run.stdout + run.stderr).strip()}")
+            else:
+                ok(f"promtool check rules {label}: {run.stdout.strip().splitlines()[-1].strip()} ({version})")
+
+    # promtool test rules, and every alert has a test that fires it and one that keeps it quiet.
+    tests = sorted(RULE_TESTS.glob("*.yml"))
+    run = promtool(tool, "test", "rules", *map(str, tests))
+    if run.returncode != 0:
+        fail(f"promtool test rules: {(run.stdout + run.stderr).strip()}")
+    else:
+        ok(f"promtool test rules: {len(tests)} files pass ({', '.join(t.name for t in tests)})")
+    alerts = {rule["alert"]: rule for group in plain["groups"] for rule in group["rules"] if "alert" in rule}
+    fired, quiet = set(), set()
+    for path in tests:
+        for test in yaml.safe_load(path.read_text()).get("tests", []):
+            for case in test.get("alert_rule_test", []):
+                (fired if case.get("exp_alerts") else quiet).add(case["alertname"])
+    for name in sorted(alerts):
+        if name not in fired:
+            fail(f"alert {name} has no test that fires it (deploy/prometheus/tests)")
+        if name not in quiet:
+            fail(f"alert {name} has no test that shows it quiet (deploy/prometheus/tests)")
+    if fired >= set(alerts) and quiet >= set(alerts):
+        ok(f"every one of the {len(alerts)} alerts has a test that fires it and one that keeps it quiet")
+
+    # Every alert: severity, summary, description, and a runbook_url naming its page.
+    metrics_doc = METRICS_DOC.read_text()
+    runbook_index = (RUNBOOKS / "README.md").read_text() if (RUNBOOKS / "README.md").exists() else ""
+    if not runbook_index:
+        fail("docs/runbooks/README.md is missing")
+    for name, rule in sorted(alerts.items()):
+        annotations = rule.get("annotations", {})
+        if rule.get("labels", {}).get("severity") not in ("critical", "warning", "info"):
+            fail(f"alert {name}: severity is not critical, warning or info")
+        for key in ("summary", "description", "runbook_url"):
+            if not annotations.get(key):
+                fail(f"alert {name} has no {key}")
+        url = annotations.get("runbook_url", "")
+        if url != f"docs/runbooks/{name}.md":
+            fail(f"alert {name}: runbook_url {url!r} is not docs/runbooks/{name}.md")
+        elif not (REPO / url).is_file():
+            fail(f"alert {name}: its runbook {url} does not exist")
+        else:
+            page = (REPO / url).read_text()
+            for heading in ("## Meaning", "## Impact", "## First checks", "## Fix"):
+                if heading not in page:
+                    fail(f"{url} has no '{heading}' section")
+        if f"({name}.md)" not in runbook_index:
+            fail(f"docs/runbooks/README.md does not link {name}.md")
+        if f"runbooks/{name}.md" not in metrics_doc:
+            fail(f"docs/metrics.md does not list the alert {name}")
+    for page in sorted(RUNBOOKS.glob("*.md")):
+        if page.name != "README.md" and page.stem not in alerts:
+            fail(f"docs/runbooks/{page.name} is the runbook of no alert")
+    ok(f"every alert has a severity, summary, description and a runbook in docs/runbooks/ ({len(alerts)} pages)")
+
+    # The dashboards: JSON Grafana takes, and PromQL promtool parses (as recording rules, with
+    # Grafana's variables given values).
+    used: dict[str, set[str]] = {}
+    for group in plain["groups"]:
+        for rule in group["rules"]:
+            for name in metric_names(rule["expr"]):
+                used.setdefault(name, set()).add(RULES.name)
+    exprs = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        try:
+            board = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            fail(f"{path.name} is not JSON: {error}")
+            continue
+        variables = {v["name"]: v for v in board.get("templating", {}).get("list", [])}
+        if variables.get("datasource", {}).get("type") != "datasource":
+            fail(f"{path.name} has no datasource variable")
+        if not 36 <= board.get("schemaVersion", 0) <= 41 or not board.get("uid") or not board.get("title"):
+            fail(f"{path.name}: schemaVersion {board.get('schemaVersion')}, uid and title expected")
+        ids = [p["id"] for p in board.get("panels", [])]
+        if len(ids) != len(set(ids)):
+            fail(f"{path.name}: panel ids are not unique")
+        for panel in board.get("panels", []):
+            for target in panel.get("targets", []):
+                expr = (target["expr"].replace("$__rate_interval", "5m").replace('"$instance"', '".*"')
+                        .replace("$instance", ".*"))
+                if "$" in expr:
+                    fail(f"{path.name}: panel {panel['title']!r} uses an unknown variable: {target['expr']}")
+                exprs.append((path.name, panel["title"], expr))
+                for name in metric_names(expr):
+                    used.setdefault(name, set()).add(path.name)
+    with tempfile.TemporaryDirectory() as work:
+        rules = Path(work) / "dashboards.yml"
+        rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": [
+            {"record": f"dashboard:expr_{i}", "expr": expr} for i, (_, _, expr) in enumerate(exprs)]}]}))
+        run = promtool(tool, "check", "rules", str(rules))
+        if run.returncode != 0:
+            fail(f"the dashboards' PromQL does not parse: {(run.stdout + run.stderr).strip()}")
+        else:
+            ok(f"{len(list(DASHBOARDS.glob('*.json')))} dashboards parse; their {len(exprs)} queries parse (promtool)")
+
+    # Every metric used is documented; every metric the Rust code registers is documented; every
+    # Carrier metric documented is registered (or pending).
+    documented = set(re.findall(r"^\| `([a-zA-Z_:][a-zA-Z0-9_:]*)` \|", metrics_doc, re.M))
+    for name, where in sorted(used.items()):
+        if name not in documented:
+            fail(f"{name} (used in {', '.join(sorted(where))}) is not in docs/metrics.md")
+    registered = set()
+    for path in list(REPO.glob("services/**/*.rs")) + list(REPO.glob("crates/**/*.rs")) + list(REPO.glob("tools/**/*.rs")):
+        registered |= set(REGISTRATION.findall(path.read_text()))
+    if len(registered) < 30:
+        fail(f"found only {len(registered)} metric registrations in the Rust code: has the registration pattern changed?")
+    for name in sorted(registered - documented):
+        fail(f"{name} is registered in the Rust code but not in docs/metrics.md")
+    for name in sorted(documented - registered - FOREIGN_METRICS):
+        if name not in PENDING_METRICS:
+            fail(f"docs/metrics.md lists {name}, which the Rust code does not register")
+    for name in sorted(PENDING_METRICS & registered):
+        print(f"check-deploy: note: {name} is registered now: remove it from PENDING_METRICS", file=sys.stderr)
+    if not [m for m in FAILURES if "docs/metrics.md" in m]:
+        ok(f"docs/metrics.md lists the {len(used)} metrics the rules and dashboards use and the {len(registered)} "
+           f"the code registers ({len(PENDING_METRICS - registered)} pending: issue 13 §5)")
+
 def main() -> int:
-    if len(sys.argv) != 3 or sys.argv[1] not in ("chart", "compose"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("chart", "compose", "observability"):
         print(__doc__, file=sys.stderr)
         return 2
     if sys.argv[1] == "chart":
         chart_checks(Path(sys.argv[2]))
+    elif sys.argv[1] == "observability":
+        observability_checks(sys.argv[2])
     else:
         compose_checks(Path(sys.argv[2]))
     return 1 if FAILURES else 0

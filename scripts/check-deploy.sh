@@ -7,9 +7,14 @@
 #  (b) values.schema.json: the defaults and every ci/*.yaml pass, bad values are refused;
 #  (c) docker-compose.yml: Debian's docker-compose resolves it (`config -q`) with the required
 #      secrets set and refuses it without them; start-up order and healthchecks; the image's
-#      health check script against a local HTTP server.
+#      health check script against a local HTTP server;
+#  (d) monitoring: `promtool check rules` on deploy/prometheus/carrier-rules.yml and the
+#      PrometheusRule's spec, `promtool test rules deploy/prometheus/tests/*.yml`, the generated
+#      files up to date, every runbook_url an existing docs/runbooks page, the dashboards' JSON
+#      and PromQL, every metric used or registered in the code documented in docs/metrics.md.
 # No cluster, Docker engine or helm binary is needed: Helm's Go SDK comes from PyPI
-# (helm-python-sdk, see carrier_ensure_helm_sdk in lib.sh), docker-compose from Debian.
+# (helm-python-sdk, see carrier_ensure_helm_sdk in lib.sh), docker-compose from Debian, promtool
+# from Debian's prometheus package, unpacked, never run as a service (carrier_ensure_promtool).
 # Safe to run again: a second run installs nothing and takes a few seconds.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -82,6 +87,14 @@ elif bash deploy/carrier-healthcheck 1 /readyz 2>/dev/null; then
     step_failed "deploy/carrier-healthcheck passes with nothing listening"
 else
     carrier_log "ok: deploy/carrier-healthcheck passes on 200, fails on 404 and on a closed port"
+fi
+
+# ------------------------------------------------------------- (d) monitoring
+carrier_log "deployment checks: Prometheus rules, runbooks, Grafana dashboards, docs/metrics.md"
+if promtool="$(carrier_ensure_promtool)"; then
+    "$py" scripts/check-deploy.py observability "$promtool" || step_failed "monitoring: see the FAIL lines above"
+else
+    step_failed "cannot get promtool (Debian's prometheus package)"
 fi
 
 if [ "$failed" != 0 ]; then

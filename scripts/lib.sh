@@ -229,6 +229,48 @@ sys.exit(0 if sys.version_info >= (3, 11) and all(m.version(n) == v for n, v in 
     echo "$py"
 }
 
+# ------------------------------------------------- promtool (deployment checks)
+
+CARRIER_PROMETHEUS_ROOT="${CARRIER_PROMETHEUS_ROOT:-/var/cache/carrier/prometheus}"
+
+# Prints the path of a promtool (`promtool check rules` / `test rules` on deploy/prometheus/):
+# CARRIER_PROMTOOL, one on PATH, or the one unpacked from Debian's `prometheus` package into
+# $CARRIER_PROMETHEUS_ROOT. The package is fetched with `apt-get download` and unpacked with
+# `dpkg-deb -x`, not installed: its maintainer scripts would create a `prometheus` user and
+# start a Prometheus server listening on :9090 (and its dependencies pull in a web UI's
+# JavaScript); promtool itself is one binary that needs only libc. Nothing is started, nothing
+# stays behind but the unpacked tree; a second call costs one `test -x`.
+carrier_ensure_promtool() {
+    if [ -n "${CARRIER_PROMTOOL:-}" ] && [ -x "$CARRIER_PROMTOOL" ]; then
+        echo "$CARRIER_PROMTOOL"; return
+    fi
+    local bin="$CARRIER_PROMETHEUS_ROOT/usr/bin/promtool"
+    if [ -x "$bin" ]; then echo "$bin"; return; fi
+    if command -v promtool >/dev/null 2>&1; then command -v promtool; return; fi
+    command -v apt-get >/dev/null 2>&1 ||
+        { carrier_die "promtool is missing and there is no apt-get to fetch Debian's prometheus package (set CARRIER_PROMTOOL)"; return 1; }
+    local work
+    work="$(mktemp -d)"
+    # apt-get download runs as the _apt user when it can: let it write here.
+    chmod 755 "$work"
+    carrier_log "fetching Debian's prometheus package (apt-get download) for its promtool"
+    if ! (cd "$work" && apt-get download -qq prometheus >&2); then
+        carrier_log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        _carrier_apt_updated=1
+        (cd "$work" && apt-get download -qq prometheus >&2) ||
+            { rm -rf "$work"; carrier_die "apt-get download prometheus failed"; return 1; }
+    fi
+    carrier_log "unpacking $(basename "$work"/prometheus_*.deb) into $CARRIER_PROMETHEUS_ROOT (dpkg-deb -x: no maintainer script runs, no service starts)"
+    mkdir -p "$CARRIER_PROMETHEUS_ROOT"
+    dpkg-deb -x "$work"/prometheus_*.deb "$CARRIER_PROMETHEUS_ROOT" ||
+        { rm -rf "$work"; carrier_die "dpkg-deb -x failed"; return 1; }
+    rm -rf "$work"
+    "$bin" --version >/dev/null 2>&1 || { carrier_die "$bin does not run"; return 1; }
+    carrier_log "promtool ready: $("$bin" --version 2>&1 | head -n 1)"
+    echo "$bin"
+}
+
 # --------------------------------------------------------------------- Tansu
 
 # Prints the path of a tansu binary, building it once if needed.
