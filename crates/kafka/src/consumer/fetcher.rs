@@ -16,6 +16,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::ends::Ends;
 use super::metrics::metrics;
 use super::{stream, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
 
@@ -26,17 +27,24 @@ pub(crate) struct Slot {
     pub processor: Box<dyn PartitionProcessor>,
     mirrored: Option<i64>,
     paused: bool,
+    /// Where work on the partition started, when that was an offset: the lag's base until the
+    /// first record is finished.
+    start: Option<i64>,
 }
 
 pub(crate) struct Fetcher {
-    pub consumer: BaseConsumer,
+    pub consumer: BaseConsumer<Ends>,
     pub options: ConsumerOptions,
     processor: Arc<dyn Processor>,
     slots: Mutex<HashMap<i32, Slot>>,
 }
 
 impl Fetcher {
-    pub fn new(consumer: BaseConsumer, options: ConsumerOptions, processor: Arc<dyn Processor>) -> Self {
+    pub fn new(
+        consumer: BaseConsumer<Ends>,
+        options: ConsumerOptions,
+        processor: Arc<dyn Processor>,
+    ) -> Self {
         Self {
             consumer,
             options,
@@ -69,6 +77,10 @@ impl Fetcher {
                 tracker,
                 mirrored: None,
                 paused: false,
+                start: match offset {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                },
             },
         );
         Ok(())
@@ -79,6 +91,10 @@ impl Fetcher {
     pub fn revoke(&self, partition: i32) -> Option<Slot> {
         let mut slots = self.slots.lock().expect("slots lock");
         let slot = slots.remove(&partition)?;
+        // Another member reports it from now on: a stale series would count it twice.
+        let _ = metrics()
+            .lag
+            .remove_label_values(&[&self.options.topic, &partition.to_string()]);
         let mut list = TopicPartitionList::new();
         list.add_partition(&self.options.topic, partition);
         if let Err(error) = self.consumer.incremental_unassign(&list) {
@@ -161,6 +177,27 @@ impl Fetcher {
         }
     }
 
+    /// Sets each worked partition's lag: the partition's end in librdkafka's last statistics
+    /// (`ends.rs`) minus the committable offset
+    /// (everything below it is finished), or the start before anything is. Not librdkafka's
+    /// statistics' `consumer_lag`: that counts from the Kafka group's committed offset, which
+    /// Carrier only mirrors, best effort (the offsets that count are the leases'). A partition
+    /// paused for backpressure is not fetched, so its end, and its lag, lag behind meanwhile.
+    fn record_lag(&self) {
+        let slots = self.slots.lock().expect("slots lock");
+        for (partition, slot) in slots.iter() {
+            let Some(done) = slot.tracker.committable().or(slot.start) else {
+                continue;
+            };
+            if let Some(end) = self.consumer.context().end(*partition) {
+                metrics()
+                    .lag
+                    .with_label_values(&[&self.options.topic, &partition.to_string()])
+                    .set((end - done).max(0));
+            }
+        }
+    }
+
     /// Polls until `stop` is cancelled (by the coordinator, once every partition is released).
     pub fn poll_until(&self, stop: CancellationToken) {
         let mut last_mirror = Instant::now();
@@ -202,6 +239,7 @@ impl Fetcher {
             self.apply_backpressure();
             if last_mirror.elapsed() >= self.options.commit_interval {
                 self.mirror_commits();
+                self.record_lag();
                 last_mirror = Instant::now();
             }
         }
@@ -351,11 +389,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_partition_paused_when_it_was_revoked_is_fetched_again_when_assigned_again() {
         let (topic, settings) = topic_with_records("fetcher-pause", 1, 10).await;
-        let consumer: BaseConsumer = client::builder(&settings, Role::Consumer)
+        let consumer: BaseConsumer<Ends> = client::builder(&settings, Role::Consumer)
             .set("group.id", &topic)
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "10")
-            .create()
+            .create_with_context(Ends::new(&topic))
             .unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let options = ConsumerOptions {
@@ -424,7 +462,9 @@ mod tests {
             drain_timeout: Duration::from_millis(10),
             commit_interval: Duration::from_millis(200),
         };
-        let consumer: BaseConsumer = super::super::client_config(&settings, &options).create().unwrap();
+        let consumer: BaseConsumer<Ends> = super::super::client_config(&settings, &options)
+            .create_with_context(Ends::new(&options.topic))
+            .unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let fetcher = Arc::new(Fetcher::new(consumer, options, Arc::new(Holding(seen.clone()))));
         let stop = CancellationToken::new();

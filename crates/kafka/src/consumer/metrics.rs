@@ -22,6 +22,10 @@ pub(crate) struct Metrics {
     /// Partitions whose position fell outside the partition while worked on; each was
     /// started again from its lease.
     pub out_of_range: IntCounterVec,
+    /// Records not yet finished per worked partition (see `Fetcher::record_lag`).
+    pub lag: IntGaugeVec,
+    /// The topic's partition count, as this member last looked it up.
+    pub partitions: IntGaugeVec,
 }
 
 pub(crate) fn metrics() -> &'static Metrics {
@@ -60,6 +64,16 @@ pub(crate) fn metrics() -> &'static Metrics {
         out_of_range: carrier_telemetry::counter_vec(
             "carrier_consumer_out_of_range_total",
             "Partitions whose position fell outside the partition while worked on",
+            &["topic"],
+        ),
+        lag: carrier_telemetry::gauge_vec(
+            "carrier_consumer_lag_records",
+            "Records of a partition this member works on that are not finished yet (its end minus the committable offset)",
+            &["topic", "partition"],
+        ),
+        partitions: carrier_telemetry::gauge_vec(
+            "carrier_consumer_topic_partitions",
+            "Partitions of the topic, as this member last looked them up",
             &["topic"],
         ),
     })

@@ -16,6 +16,7 @@
 
 mod assignment;
 mod coordinator;
+mod ends;
 mod fetcher;
 mod instances;
 mod metrics;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 pub use tracker::{ActivityGuard, OffsetTracker};
 
 use crate::client::{self, ClientBuilder, Role};
+use ends::Ends;
 
 /// One record, owned, as handed to a processor.
 #[derive(Debug, Clone)]
@@ -92,7 +94,8 @@ pub fn spawn(
     pool: &PgPool,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
-    let consumer: BaseConsumer = client_config(settings, &options).create()?;
+    let consumer: BaseConsumer<Ends> =
+        client_config(settings, &options).create_with_context(Ends::new(&options.topic))?;
     let lease = Duration::from_millis(settings.session_timeout_ms.max(1000) as u64);
 
     let lease_pool = PgPoolOptions::new()
@@ -152,7 +155,8 @@ pub(crate) fn client_config(settings: &KafkaSettings, options: &ConsumerOptions)
             "queued.max.messages.kbytes",
             settings.consumer_queue_kbytes.to_string(),
         )
-        .set("topic.metadata.refresh.interval.ms", "10000");
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        .set("statistics.interval.ms", ends::STATISTICS_INTERVAL_MS.to_string());
     config
 }
 

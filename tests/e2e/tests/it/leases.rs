@@ -120,3 +120,141 @@ async fn a_write_under_a_fence_finishes_before_the_next_owner_takes_over() {
     assert!(a.fence(3, held.epoch).hold(&mut tx).await.is_err());
     pool.close().await;
 }
+
+#[tokio::test]
+async fn a_glance_sees_the_live_members_and_the_free_partitions() {
+    let (_, pool) = database().await;
+    let a = Leases::new(pool.clone(), "group", "topic", "a");
+    let b = Leases::new(pool.clone(), "group", "topic", "b");
+    let lease = Duration::from_secs(30);
+
+    assert_eq!(a.glance().await.unwrap(), Default::default(), "an empty group");
+    a.heartbeat(lease).await.unwrap();
+    b.heartbeat(lease).await.unwrap();
+    let zero = a.acquire(0, lease).await.unwrap().expect("partition 0");
+    a.acquire(1, lease).await.unwrap().expect("partition 1");
+    let glance = b.glance().await.unwrap();
+    assert_eq!(glance.members, ["a", "b"]);
+    assert!(glance.free.is_empty(), "both held: {glance:?}");
+
+    assert!(a.release(0, zero.epoch).await.unwrap());
+    a.leave().await.unwrap();
+    let glance = b.glance().await.unwrap();
+    assert_eq!(glance.members, ["b"], "a left");
+    assert_eq!(glance.free, [0], "a released partition 0 and still holds 1");
+    pool.close().await;
+}
+
+mod hand_over {
+    //! Through the consumer: a member that joins gets its share as soon as the owner has
+    //! drained, not at the owners' next lease tick.
+
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use carrier_kafka::consumer::{
+        self, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record,
+    };
+    use carrier_store::sqlx::PgPool;
+    use tokio_util::sync::CancellationToken;
+
+    /// Finishes every record at once (the topic stays empty here anyway).
+    struct Finishing;
+
+    struct FinishingPartition(Arc<OffsetTracker>);
+
+    impl Processor for Finishing {
+        fn assign(&self, tracker: Arc<OffsetTracker>) -> Box<dyn PartitionProcessor> {
+            Box::new(FinishingPartition(tracker))
+        }
+    }
+
+    impl PartitionProcessor for FinishingPartition {
+        fn process(&mut self, record: Record) {
+            self.0.finish(record.offset);
+        }
+    }
+
+    /// How many partitions each owner holds, most first.
+    async fn shares(pool: &PgPool, topic: &str) -> Vec<usize> {
+        let owners = carrier_store::leases::owners(pool, "hand-over", topic)
+            .await
+            .unwrap();
+        let mut counts = std::collections::HashMap::<String, usize>::new();
+        for owner in owners.into_iter().filter_map(|(_, owner, _)| owner) {
+            *counts.entry(owner).or_default() += 1;
+        }
+        let mut counts: Vec<usize> = counts.into_values().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        counts
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_that_joins_gets_its_share_before_the_owners_next_lease_tick() {
+        carrier_testkit::init_test_logging();
+        let (_, pool) = super::database().await;
+        let topic = carrier_testkit::unique("leases.hand-over.");
+        // A lease of 60 s: lease ticks every 15 s, glances every 3 s.
+        let settings = carrier_config::KafkaSettings {
+            brokers: carrier_testkit::test_brokers(),
+            enable_idempotence: false,
+            session_timeout_ms: 60_000,
+            fetch_wait_max_ms: 50,
+            ..Default::default()
+        };
+        carrier_kafka::admin::ensure_topics(&settings, &[(topic.as_str(), 4)])
+            .await
+            .unwrap();
+        let options = ConsumerOptions {
+            topic: topic.clone(),
+            group_id: "hand-over".into(),
+            client_id: "hand-over-test".into(),
+            max_pending_per_partition: 100,
+            handover_timeout: Duration::from_millis(500),
+            drain_timeout: Duration::from_millis(500),
+            commit_interval: Duration::from_millis(200),
+        };
+        let shutdown = CancellationToken::new();
+        let start = |shutdown: &CancellationToken| {
+            consumer::spawn(
+                &settings,
+                options.clone(),
+                Arc::new(Finishing),
+                &pool,
+                shutdown.clone(),
+            )
+            .expect("consumer")
+        };
+
+        let first = start(&shutdown);
+        carrier_testkit::eventually(Duration::from_secs(30), "the first member holds all four", || {
+            let (pool, topic) = (pool.clone(), topic.clone());
+            async move { (shares(&pool, &topic).await == [4]).then_some(()) }
+        })
+        .await;
+        // The first member's next lease tick is about 15 s away.
+        let joined = Instant::now();
+        let second = start(&shutdown);
+        carrier_testkit::eventually(
+            Duration::from_secs(60),
+            "two members, two partitions each",
+            || {
+                let (pool, topic) = (pool.clone(), topic.clone());
+                async move { (shares(&pool, &topic).await == [2, 2]).then_some(()) }
+            },
+        )
+        .await;
+        let took = joined.elapsed();
+        // Not a speed goal: without the glance the first member sees the join only at its next
+        // tick (≥ 13 s from here) and the second takes the released leases at its own (15 s).
+        assert!(
+            took < Duration::from_secs(12),
+            "the hand-over waited for a lease tick: {took:?}"
+        );
+
+        shutdown.cancel();
+        first.await.unwrap();
+        second.await.unwrap();
+        pool.close().await;
+    }
+}
