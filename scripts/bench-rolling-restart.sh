@@ -64,6 +64,15 @@ if [ ! -d "$before_target" ] && [ -d "$after_target" ]; then
 fi
 (cd "$before_src" && CARGO_TARGET_DIR="$before_target" cargo build "${profile_flag[@]}" --workspace --bins)
 
+# Each side's binaries copied out, so rebuilding this checkout during the runs changes nothing.
+for side in before after; do
+    target="$after_target"
+    [ "$side" = before ] && target="$before_target"
+    rm -rf "$OUT/bin-$side"
+    mkdir -p "$OUT/bin-$side"
+    find "$target/$PROFILE" -maxdepth 1 -type f -executable -name 'carrier*' -exec cp {} "$OUT/bin-$side/" \;
+done
+
 run_side() {
     local side="$1" bin="$2" partitions="$3" run="$4"
     local dir="$OUT/$side-p$partitions-$run"
@@ -78,8 +87,8 @@ run_side() {
 for partitions in $PARTITIONS; do
     for run in $(seq 1 "$RUNS"); do
         # Alternate the sides so a slow spell of the machine does not fall on one side only.
-        run_side before "$before_target/$PROFILE" "$partitions" "$run"
-        run_side after "$after_target/$PROFILE" "$partitions" "$run"
+        run_side before "$OUT/bin-before" "$partitions" "$run"
+        run_side after "$OUT/bin-after" "$partitions" "$run"
     done
 done
 
