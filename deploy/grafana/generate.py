@@ -198,8 +198,8 @@ def overview() -> Dashboard:
             "messages wait. Which ones: SELECT * FROM destination_queues WHERE reason = 'failing'.",
             [('sum(carrier_delivery_held_destinations{job="carrier-delivery", reason="failing"})', "")],
             width=4, height=4, thresholds=[(1, "orange")])
-    d.panel("stat", "Oldest held head", "Age of the oldest held head (failing or paused).",
-            [('max(carrier_delivery_oldest_held_seconds{job="carrier-delivery"})', "")],
+    d.panel("stat", "Oldest failing head", "Age of the oldest held head that keeps failing.",
+            [('max(carrier_delivery_oldest_held_seconds{job="carrier-delivery", reason="failing"})', "")],
             unit="s", width=4, height=4, thresholds=[(600, "orange"), (3600, "red")])
     d.panel("stat", "Paused by operators", "Destinations paused by an operator.",
             [('sum(carrier_delivery_held_destinations{job="carrier-delivery", reason="operator"})', "")],
@@ -231,8 +231,8 @@ def overview() -> Dashboard:
     d.panel("timeseries", "Held destinations by reason", "failing: a production head keeps failing; "
             "operator: paused.",
             [('sum by (reason) (carrier_delivery_held_destinations{job="carrier-delivery"})', "{{reason}}")])
-    d.panel("timeseries", "Oldest held head", "Age of the oldest held head of the fleet.",
-            [('max(carrier_delivery_oldest_held_seconds{job="carrier-delivery"})', "oldest held")], unit="s")
+    d.panel("timeseries", "Oldest held head", "Age of the oldest held head of the fleet, by reason.",
+            [('max by (reason) (carrier_delivery_oldest_held_seconds{job="carrier-delivery"})', "{{reason}}")], unit="s")
     d.panel("timeseries", "Delivery attempts by status class", "HTTP attempts per second by the receiver's answer.",
             [('sum by (status_class) (rate(carrier_delivery_attempts_total{job="carrier-delivery"}[$__rate_interval]))', "{{status_class}}")],
             unit="reqps", stack="normal")
@@ -321,8 +321,8 @@ def delivery() -> Dashboard:
     d.panel("timeseries", "Held destinations by reason", "failing: a production head keeps failing (its queue "
             "waits); operator: paused. Which ones: SELECT * FROM destination_queues ORDER BY held_since.",
             [(f"sum by (reason) (carrier_delivery_held_destinations{s})", "{{reason}}")], width=8)
-    d.panel("timeseries", "Oldest held head", "Age of the oldest held head, per replica.",
-            [(f"carrier_delivery_oldest_held_seconds{s}", "{{instance}}")], unit="s", width=8)
+    d.panel("timeseries", "Oldest held head", "Age of the oldest held head, per replica and reason.",
+            [(f"carrier_delivery_oldest_held_seconds{s}", "{{instance}} {{reason}}")], unit="s", width=8)
     d.panel("timeseries", "Parked tasks", "Tasks in the parking store for each replica's partitions, and tasks "
             "parked per second.",
             [(f"carrier_delivery_parked_tasks{s}", "parked {{instance}}"),

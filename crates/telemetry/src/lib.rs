@@ -75,6 +75,19 @@ pub fn register_build_info(service: &str) {
     )
     .with_label_values(&[service, VERSION, COMMIT])
     .set(1);
+    register_process_metrics();
+}
+
+/// The standard `process_*` metrics (CPU seconds, resident memory, open file descriptors,
+/// start time), read from `/proc` at each scrape. Once per process.
+fn register_process_metrics() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        let collector = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(error) = prometheus::register(Box::new(collector)) {
+            tracing::warn!(%error, "the process metrics could not be registered");
+        }
+    });
 }
 
 /// Installs the global tracing subscriber. `RUST_LOG` filters (default `info`);
@@ -209,6 +222,13 @@ pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntCo
 pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntGaugeVec {
     register_once(name, || {
         prometheus::IntGaugeVec::new(prometheus::Opts::new(name, help), labels)
+    })
+}
+
+/// Registers (once per process) and returns a gauge vector of floats (e.g. an age in seconds).
+pub fn float_gauge_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    register_once(name, || {
+        prometheus::GaugeVec::new(prometheus::Opts::new(name, help), labels)
     })
 }
 

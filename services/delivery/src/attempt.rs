@@ -34,6 +34,9 @@ pub struct AttemptResult {
     /// No request can be made from this task and destination (a header value HTTP cannot
     /// carry): another attempt would fail the same way, so the log fails now.
     pub unsendable: bool,
+    /// The metrics' class of the outcome: `2xx` … `5xx` by the answer's status, `timeout`,
+    /// `connect` (no connection), `refused` (by the outbound policy), `other`.
+    pub status_class: &'static str,
 }
 
 /// The HTTP client shared by every lane: pooled keep-alive connections on top of
@@ -65,6 +68,7 @@ impl AttemptResult {
             started_at_ms: Utc::now().timestamp_millis(),
             duration: Duration::ZERO,
             unsendable: false,
+            status_class: "other",
         }
     }
 }
@@ -120,6 +124,7 @@ pub async fn send(
         started_at_ms,
         duration: Duration::ZERO,
         unsendable: false,
+        status_class: "other",
     };
     // IP-literal hosts are dialled without a resolver: check them here. Names are checked by
     // the client's resolver, on every address they resolve to.
@@ -148,6 +153,7 @@ pub async fn send(
                 "production destination refused: plain http:// to an address the allowances do not name"
             );
             result.error = refused.to_string();
+            result.status_class = "refused";
         }
         Err(Failure::Refused(refused)) => {
             outbound::count_refusal(&refused);
@@ -159,6 +165,7 @@ pub async fn send(
                 "destination refused by outbound policy"
             );
             result.error = refused.to_string();
+            result.status_class = "refused";
         }
         Err(Failure::Request(error)) if error.is_builder() => {
             tracing::warn!(destination_id = %destination.id, log_id = %task.log_id, error = %root_cause(&error), "no request can be made for this task; its log fails without retrying");
@@ -170,9 +177,17 @@ pub async fn send(
         }
         Err(Failure::Request(error)) => {
             result.error = describe(&error);
+            result.status_class = if error.is_timeout() {
+                "timeout"
+            } else if error.is_connect() {
+                "connect"
+            } else {
+                "other"
+            };
         }
         Ok(mut response) => {
             result.status_code = response.status().as_u16();
+            result.status_class = status_class(result.status_code);
             let mut body = Vec::new();
             loop {
                 match response.chunk().await {
@@ -216,6 +231,16 @@ pub async fn send(
     result.response_excerpt = clean_text(&result.response_excerpt, excerpt_bytes);
     result.duration = started.elapsed();
     result
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
 }
 
 /// The longest error text an attempt records (a receiver's `Meta.Errors` can be long).

@@ -275,6 +275,17 @@ impl ParkingStore {
         }))
     }
 
+    /// Tasks parked in `partitions` (the owner's gauge; an index-only count).
+    pub async fn parked_in_partitions(&self, partitions: &[i32]) -> Result<i64, sqlx::Error> {
+        if partitions.is_empty() {
+            return Ok(0);
+        }
+        sqlx::query_scalar("SELECT count(*) FROM parked_tasks WHERE partition = ANY($1)")
+            .bind(partitions)
+            .fetch_one(&self.pool)
+            .await
+    }
+
     /// How many tasks of a destination are parked.
     pub async fn parked_count(&self, destination_id: &str) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT count(*) FROM parked_tasks WHERE destination_id = $1")

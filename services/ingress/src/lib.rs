@@ -38,6 +38,7 @@ mod api;
 pub mod auth;
 mod delivery_control;
 mod error;
+mod http_metrics;
 pub mod openapi;
 pub mod overload;
 #[doc(hidden)] // the request parsers, for the fuzz targets in fuzz/; not an API

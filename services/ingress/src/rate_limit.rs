@@ -215,6 +215,7 @@ pub struct RateLimiter {
 struct Metrics {
     limited: carrier_telemetry::prometheus::IntCounter,
     unavailable: carrier_telemetry::prometheus::IntCounterVec,
+    decisions: carrier_telemetry::prometheus::IntCounterVec,
 }
 
 impl RateLimiter {
@@ -244,6 +245,11 @@ impl RateLimiter {
                     "carrier_ingress_rate_limit_unavailable_total",
                     "Requests let through unlimited because Redis was unreachable or slow (fail open)",
                     &["reason"],
+                ),
+                decisions: carrier_telemetry::counter_vec(
+                    "carrier_ingress_rate_limit_decisions_total",
+                    "Rate limit decisions: allowed, limited (429), unlimited (Redis unavailable: fail open)",
+                    &["decision"],
                 ),
             },
             settings,
@@ -457,7 +463,14 @@ pub async fn enforce(State(limiter): State<Arc<RateLimiter>>, request: Request, 
             .map(|value| value.as_bytes()),
         &limiter.trusted_proxies,
     );
-    match limiter.check(client).await {
+    let decision = limiter.check(client).await;
+    let counted = match decision {
+        Decision::Admitted { .. } => "allowed",
+        Decision::Unavailable => "unlimited",
+        Decision::Limited { .. } => "limited",
+    };
+    limiter.metrics.decisions.with_label_values(&[counted]).inc();
+    match decision {
         Decision::Admitted { .. } | Decision::Unavailable => next.run(request).await,
         Decision::Limited { retry_after_secs } => {
             limiter.metrics.limited.inc();

@@ -22,31 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Wakeup;
 use crate::log_store;
+use crate::metrics::metrics;
 use crate::Config;
-
-fn dead_letters() -> &'static carrier_telemetry::prometheus::IntCounterVec {
-    static METRIC: std::sync::OnceLock<carrier_telemetry::prometheus::IntCounterVec> =
-        std::sync::OnceLock::new();
-    METRIC.get_or_init(|| {
-        carrier_telemetry::counter_vec(
-            "carrier_notifier_dead_letter_events_total",
-            "Log events the log store refused, set aside in dead_letter_events",
-            &[],
-        )
-    })
-}
-
-fn alerts_raised() -> &'static carrier_telemetry::prometheus::IntCounterVec {
-    static METRIC: std::sync::OnceLock<carrier_telemetry::prometheus::IntCounterVec> =
-        std::sync::OnceLock::new();
-    METRIC.get_or_init(|| {
-        carrier_telemetry::counter_vec(
-            "carrier_notifier_alerts_raised_total",
-            "Incident alerts raised (one failing and one recovered per incident)",
-            &[],
-        )
-    })
-}
 
 struct Batcher {
     pool: PgPool,
@@ -151,10 +128,23 @@ fn refused_data(error: &sqlx::Error) -> bool {
 }
 
 impl Writer {
+    /// Writes `events` (`write_until_done`), timing the whole write.
+    async fn write(&self, events: &[(i64, LogEvent)]) -> bool {
+        let started = std::time::Instant::now();
+        let written = self.write_until_done(events).await;
+        if written {
+            metrics()
+                .write_seconds
+                .with_label_values(&[] as &[&str])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        written
+    }
+
     /// Writes `events` in one transaction: true when written (or set aside), false when the
     /// partition was released meanwhile. Retries what can succeed later; a batch whose data
     /// Postgres refuses is written one event at a time, and an event refused alone is set aside.
-    async fn write(&self, events: &[(i64, LogEvent)]) -> bool {
+    async fn write_until_done(&self, events: &[(i64, LogEvent)]) -> bool {
         let released = self.tracker.released_token();
         let mut failures = 0u32;
         loop {
@@ -162,9 +152,7 @@ impl Writer {
             let error = match log_store::write(&self.pool, &batch, self.failing_after_attempts).await {
                 Ok(raised) => {
                     if raised > 0 {
-                        alerts_raised()
-                            .with_label_values::<&str>(&[])
-                            .inc_by(raised as u64);
+                        metrics().alerts_raised.inc_by(raised as u64);
                         self.wakeup.wake_all();
                     }
                     return true;
@@ -177,7 +165,7 @@ impl Writer {
                 }
                 tracing::warn!(%error, events = events.len(), "the log store refused a batch's data; writing its events one by one");
                 for event in events {
-                    if !Box::pin(self.write(std::slice::from_ref(event))).await {
+                    if !Box::pin(self.write_until_done(std::slice::from_ref(event))).await {
                         return false;
                     }
                 }
@@ -222,7 +210,7 @@ impl Writer {
             .await;
             match stored {
                 Ok(_) => {
-                    dead_letters().with_label_values::<&str>(&[]).inc();
+                    metrics().dead_letters.inc();
                     return true;
                 }
                 Err(error) => {

@@ -10,7 +10,7 @@
 //! - At least once: a crash between a send and its row's update sends it again. Each
 //!   notification carries its alert `id` for receivers to deduplicate.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_store::sqlx::{self, PgPool, Row};
@@ -19,32 +19,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::channels::{Channel, Channels, Recipients, Sent};
+use crate::metrics::metrics;
 use crate::notification::Notification;
 use crate::AlertSettings;
 
 /// Rows one channel claims at a time (sent concurrently).
 const CLAIM_BATCH: i64 = 32;
-
-struct Metrics {
-    sends: carrier_telemetry::prometheus::IntCounterVec,
-    dispatch_errors: carrier_telemetry::prometheus::IntCounterVec,
-}
-
-fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(|| Metrics {
-        sends: carrier_telemetry::counter_vec(
-            "carrier_notifier_alert_sends_total",
-            "Alert sends by channel, kind and outcome (sent, skipped, failed; a failed send is retried)",
-            &["channel", "kind", "outcome"],
-        ),
-        dispatch_errors: carrier_telemetry::counter_vec(
-            "carrier_notifier_alert_outbox_errors_total",
-            "Alert outbox reads or updates that failed (Postgres), by channel",
-            &["channel"],
-        ),
-    })
-}
 
 /// Wakes the channel tasks when new alerts were committed (they also poll).
 #[derive(Clone, Default)]
@@ -110,7 +90,7 @@ async fn run_channel(
             Ok(claimed) => claimed,
             Err(error) => {
                 metrics()
-                    .dispatch_errors
+                    .outbox_errors
                     .with_label_values(&[channel.as_str()])
                     .inc();
                 tracing::warn!(%error, channel = channel.as_str(), "reading the alert outbox failed, retrying");
@@ -131,7 +111,7 @@ async fn run_channel(
             if let Err(error) = record(&pool, channel, row, result, &settings).await {
                 // The lease expires and the row is sent again: at least once.
                 metrics()
-                    .dispatch_errors
+                    .outbox_errors
                     .with_label_values(&[channel.as_str()])
                     .inc();
                 tracing::warn!(%error, channel = channel.as_str(), alert_id = %row.alert_id, "recording an alert send failed; it will be sent again");

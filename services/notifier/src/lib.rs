@@ -25,6 +25,7 @@ pub mod channels;
 mod dispatch;
 mod incidents;
 pub mod log_store;
+mod metrics;
 pub mod notification;
 pub mod retention;
 

@@ -26,6 +26,8 @@ use carrier_store::sqlx::{self, PgPool};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::metrics;
+
 /// When and how much to purge.
 #[derive(Debug, Clone, Copy)]
 pub struct RetentionSettings {
@@ -35,22 +37,6 @@ pub struct RetentionSettings {
     pub interval: Duration,
     /// Logs deleted per transaction.
     pub batch_size: i64,
-}
-
-fn purged_logs() -> carrier_telemetry::prometheus::IntCounterVec {
-    carrier_telemetry::counter_vec(
-        "carrier_notifier_logs_purged_total",
-        "Logs (with their attempts) deleted by the retention purge",
-        &[],
-    )
-}
-
-fn purge_failures() -> carrier_telemetry::prometheus::IntCounterVec {
-    carrier_telemetry::counter_vec(
-        "carrier_notifier_log_purge_failures_total",
-        "Retention purge passes that failed (the next pass tries again)",
-        &[],
-    )
 }
 
 /// Deletes one batch: at most `batch_size` finished logs received before `cutoff`, and their
@@ -73,7 +59,7 @@ async fn purge_batch(pool: &PgPool, cutoff: DateTime<Utc>, batch_size: i64) -> R
     .execute(pool)
     .await?
     .rows_affected();
-    purged_logs().with_label_values::<&str>(&[]).inc_by(deleted);
+    metrics().logs_purged.inc_by(deleted);
     Ok(deleted)
 }
 
@@ -165,7 +151,7 @@ pub async fn run(pool: PgPool, settings: RetentionSettings, shutdown: Cancellati
             Ok(0) => tracing::debug!(%cutoff, "log purge found nothing to delete"),
             Ok(purged) => tracing::info!(purged, %cutoff, "log purge deleted logs past retention"),
             Err(error) => {
-                purge_failures().with_label_values::<&str>(&[]).inc();
+                metrics().purge_failures.inc();
                 tracing::warn!(%error, "log purge failed; retrying at the next pass");
             }
         }

@@ -23,6 +23,7 @@ use carrier_proto::records_v1::{DeliveryTask, InboundMessage, LogEvent, LogStatu
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::metrics;
 use crate::Config;
 
 struct FanOut {
@@ -93,7 +94,7 @@ impl Halt {
     /// Halts the partition (logged and counted once).
     fn set(&self, partition: i32, offset: i64, error: &dyn std::error::Error) {
         if !self.0.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            halted_partitions().inc();
+            metrics().halted_partitions.inc();
             // The cause says which refusal it was (e.g. `Message size too large`).
             let cause = error
                 .source()
@@ -113,33 +114,9 @@ impl Halt {
 impl Drop for PartitionFanOut {
     fn drop(&mut self) {
         if self.halt.is_set() {
-            halted_partitions().dec();
+            metrics().halted_partitions.dec();
         }
     }
-}
-
-fn halted_partitions() -> &'static carrier_telemetry::prometheus::IntGauge {
-    static GAUGE: std::sync::OnceLock<carrier_telemetry::prometheus::IntGauge> = std::sync::OnceLock::new();
-    GAUGE.get_or_init(|| {
-        carrier_telemetry::gauge_vec(
-            "carrier_router_halted_partitions",
-            "Partitions of carrier.inbound whose routing is halted after a write failed for good",
-            &[],
-        )
-        .with_label_values(&[] as &[&str])
-    })
-}
-
-fn metrics() -> &'static (carrier_telemetry::prometheus::IntCounterVec,) {
-    static METRICS: std::sync::OnceLock<(carrier_telemetry::prometheus::IntCounterVec,)> =
-        std::sync::OnceLock::new();
-    METRICS.get_or_init(|| {
-        (carrier_telemetry::counter_vec(
-            "carrier_router_records_total",
-            "Inbound records processed by the router, by outcome",
-            &["outcome"],
-        ),)
-    })
 }
 
 impl PartitionProcessor for PartitionFanOut {
@@ -155,12 +132,13 @@ impl PartitionProcessor for PartitionFanOut {
                 // Not ours (or corrupt): nothing can be delivered from it. Skipping keeps the
                 // partition moving; the log line is the operator's trace of it.
                 tracing::error!(%error, partition = record.partition, offset, "undecodable inbound record skipped");
-                metrics().0.with_label_values(&["undecodable"]).inc();
+                metrics().records.with_label_values(&["undecodable"]).inc();
                 self.tracker.finish(offset);
                 return;
             }
         };
         let guard = self.tracker.activity();
+        let started = std::time::Instant::now();
         // Issue every task write now, in order, on this (the consumer) thread: the producer
         // queues them in call order. Waiting for acknowledgements happens in a task.
         // Each task goes with its log's creation event, written once the task's position is known.
@@ -243,9 +221,13 @@ impl PartitionProcessor for PartitionFanOut {
             if failed {
                 // Leave the offset unfinished: the commit stays below it and the message is
                 // routed again by whoever consumes the partition next.
-                metrics().0.with_label_values(&["failed"]).inc();
+                metrics().records.with_label_values(&["failed"]).inc();
             } else {
-                metrics().0.with_label_values(&["routed"]).inc();
+                metrics().records.with_label_values(&["routed"]).inc();
+                metrics()
+                    .write_seconds
+                    .with_label_values(&[] as &[&str])
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(offset, routes = message.routes.len(), "message routed");
                 tracker.finish(offset);
             }

@@ -15,6 +15,7 @@ mod client_assertion;
 mod config_store;
 mod fanout;
 mod grpc;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use carrier_proto::records_v1::{DeliveryTask, LogStatus};
 use super::hold::{
     lane_wakeup, sleep_unless_released, sleep_until_retry, wait_or_wakeup, Hold, OPERATOR_PAUSE_RECHECK,
 };
-use super::metrics::{metrics, NO_LABELS};
+use super::metrics::{metrics, InFlight};
 use super::parker::{abandon_parked, drop_prefetched, enter_parked_mode};
 use super::partition::{complete, finished_key, Origin, PartitionState, Queued};
 use super::Shared;
@@ -203,6 +203,7 @@ async fn attempt_until_final(
         hold.last_attempt_ms = chrono::Utc::now().timestamp_millis();
         attempts += 1;
         let send = async {
+            let _in_flight = InFlight::start();
             match stored_body(shared, task).await {
                 Ok(stored) => {
                     let body = stored.as_deref().unwrap_or(&task.body);
@@ -229,13 +230,14 @@ async fn attempt_until_final(
                 return Outcome::Released;
             }
         };
+        let outcome = if result.success { "success" } else { "failure" };
         metrics()
             .attempts
-            .with_label_values(&[if result.success { "success" } else { "failure" }])
+            .with_label_values(&[outcome, result.status_class])
             .inc();
         metrics()
             .attempt_seconds
-            .with_label_values(NO_LABELS)
+            .with_label_values(&[outcome])
             .observe(result.duration.as_secs_f64());
         let environment = destination.environment.parse().unwrap_or(Environment::Production);
         let nth_try = number - previous_attempts;

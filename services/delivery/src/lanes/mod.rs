@@ -10,7 +10,7 @@
 //! - `hold.rs`: a held head's state (what operators see) and the waits between attempts;
 //! - `parker.rs`: moving a held destination's backlog into the parking store and back;
 //! - `directory.rs`: the lanes as the control service sees them;
-//! - `metrics.rs`: the lanes' metrics.
+//! - `metrics.rs`: the lanes' metrics, and the gauges sampled from them (held, depth, parked).
 
 mod deliver;
 mod directory;
@@ -70,6 +70,11 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let outbound = Arc::new(OutboundPolicy::new(&config.outbound)?);
+    tokio::spawn(metrics::sample_every(
+        directory.clone(),
+        parking.clone(),
+        shutdown.clone(),
+    ));
     let shared = Arc::new(Shared {
         directory,
         shutdown: shutdown.clone(),

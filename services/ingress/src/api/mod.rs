@@ -75,6 +75,8 @@ fn public_routes(state: Arc<AppState>) -> Router {
         .route("/v1/subscriptions", post(admin::create_subscription))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // A layer over the routes runs after routing: the matched route template is known.
+        .layer(axum::middleware::from_fn(crate::http_metrics::record))
         .with_state(state)
 }
 
