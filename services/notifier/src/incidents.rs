@@ -23,7 +23,7 @@ use carrier_store::sqlx::types::chrono::{DateTime, Utc};
 use carrier_store::sqlx::{self, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::notification::{AlertKind, Notification};
+use crate::notification::{AlertFacts, AlertKind, Notification};
 
 /// One attempt, as incident detection sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,21 +89,6 @@ pub struct IncidentState {
     pub head_log_id: Option<Uuid>,
     /// The open incident, once the run reached the threshold.
     pub incident_id: Option<Uuid>,
-}
-
-/// An alert to raise: what every channel will say.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertFacts {
-    pub kind: AlertKind,
-    pub incident_id: Uuid,
-    pub since: DateTime<Utc>,
-    /// Failed attempts of the run so far.
-    pub attempts: i32,
-    pub last_error: String,
-    /// The held head when failing; the log that was delivered when recovered.
-    pub head_log_id: Uuid,
-    /// When the attempt that raised the alert finished.
-    pub occurred_at: DateTime<Utc>,
 }
 
 impl IncidentState {

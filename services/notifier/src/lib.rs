@@ -155,27 +155,27 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Loads and validates.
     pub fn load() -> Result<Self, ConfigError> {
-        let config: Config = carrier_config::load()?;
-        if config.batch_size == 0 {
+        carrier_config::load::<Config>()?.validate()
+    }
+
+    /// Checks the configuration (called by both `load` and `run`, so a configuration built in
+    /// code is checked too).
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.batch_size == 0 {
             return Err(ConfigError::Invalid("batch_size must be at least 1".into()));
         }
-        config.validate()?;
-        if config.log_purge_interval_secs == 0 {
+        if self.log_purge_interval_secs == 0 {
             return Err(ConfigError::Invalid(
                 "log_purge_interval_secs must be at least 1".into(),
             ));
         }
-        if config.log_purge_batch_size < 1 {
+        if self.log_purge_batch_size < 1 {
             return Err(ConfigError::Invalid(
                 "log_purge_batch_size must be at least 1".into(),
             ));
         }
-        Ok(config)
-    }
-
-    /// Checks the alert, SMTP and outbound settings (also called by [`run`]).
-    pub fn validate(&self) -> Result<(), ConfigError> {
         let alerts = &self.alerts;
         if alerts.failing_after_attempts == 0 || alerts.failing_after_attempts > i32::MAX as u32 {
             return Err(ConfigError::Invalid(
@@ -199,7 +199,8 @@ impl Config {
         }
         self.outbound.networks()?;
         carrier_kafka::client::validate(&self.kafka)?;
-        self.smtp.validate()
+        self.smtp.validate()?;
+        Ok(self)
     }
 }
 
@@ -212,7 +213,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         readiness.clone(),
         shutdown.clone(),
     ));
-    config.validate()?;
+    let config = config.validate()?;
     let pool = carrier_store::connect(
         "carrier-notifier",
         &config.database_url,

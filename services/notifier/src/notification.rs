@@ -7,7 +7,20 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::incidents::AlertFacts;
+/// An alert to raise: what every channel will say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertFacts {
+    pub kind: AlertKind,
+    pub incident_id: Uuid,
+    pub since: DateTime<Utc>,
+    /// Failed attempts of the run so far.
+    pub attempts: i32,
+    pub last_error: String,
+    /// The held head when failing; the log that was delivered when recovered.
+    pub head_log_id: Uuid,
+    /// When the attempt that raised the alert finished.
+    pub occurred_at: DateTime<Utc>,
+}
 
 /// The value of every notification's `schema` field.
 pub const SCHEMA: &str = "carrier.notification.v1";

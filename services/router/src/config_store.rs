@@ -160,6 +160,17 @@ impl ConfigStore {
         }
     }
 
+    /// Forgets the IDs of client assertions that can no longer be used (past their `exp` and the
+    /// leeway); run periodically (`PURGE_EVERY` in lib.rs), not at every token request.
+    pub async fn purge_used_assertion_ids(&self) -> std::result::Result<u64, sqlx::Error> {
+        Ok(
+            sqlx::query("DELETE FROM client_assertion_jtis WHERE expires_at < now() - interval '5 minutes'")
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     pub async fn create_organization(
         &self,
         request: pb::CreateOrganizationRequest,
@@ -382,10 +393,6 @@ impl ConfigStore {
                     .into(),
             ));
         }
-        // Forget the IDs of assertions that can no longer be used (past exp and the leeway).
-        sqlx::query("DELETE FROM client_assertion_jtis WHERE expires_at < now() - interval '5 minutes'")
-            .execute(&self.pool)
-            .await?;
         Ok(source_from_row(&row))
     }
 
