@@ -26,6 +26,7 @@ pub mod keys;
 pub mod order;
 pub mod pki;
 pub mod postgres;
+pub mod prometheus;
 pub mod receiver;
 pub mod redis;
 pub mod smtp;
