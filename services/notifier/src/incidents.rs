@@ -120,6 +120,7 @@ impl IncidentState {
                     last_error: error.clone(),
                     head_log_id: *log_id,
                     occurred_at: *finished_at,
+                    backlog: None,
                 })
             }
             Observation::Success { log_id, finished_at } => {
@@ -133,6 +134,7 @@ impl IncidentState {
                     last_error: before.last_error.unwrap_or_default(),
                     head_log_id: *log_id,
                     occurred_at: *finished_at,
+                    backlog: None,
                 })
             }
         }
@@ -261,7 +263,7 @@ pub async fn apply(
 }
 
 /// Stores an alert and its outbox rows (one per channel). Returns 1 if it is new.
-async fn raise(
+pub(crate) async fn raise(
     transaction: &mut Transaction<'_, Postgres>,
     destination_id: Uuid,
     organization_id: Uuid,
