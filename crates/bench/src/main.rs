@@ -273,6 +273,7 @@ async fn signal(pids: &str, signal: &str) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    carrier_telemetry::print_version_if_asked("carrier-bench");
     let ingress = env_or("CARRIER_URL", "http://127.0.0.1:8080");
     let admin_token = env_or("CARRIER_ADMIN_TOKEN", "dev-admin-token");
     let brokers = env_or("CARRIER_BENCH_BROKERS", "127.0.0.1:9092");

@@ -29,6 +29,15 @@ pub fn version_line(binary: &str) -> String {
     format!("{binary} {VERSION} (commit {COMMIT})")
 }
 
+/// For a tool that takes arguments of its own: `--version` (or `-V`) as the first argument
+/// prints [`version_line`] and exits 0; anything else is left to the tool. Call first in `main`.
+pub fn print_version_if_asked(binary: &str) {
+    if matches!(std::env::args().nth(1).as_deref(), Some("--version" | "-V")) {
+        println!("{}", version_line(binary));
+        std::process::exit(0);
+    }
+}
+
 /// The command line of a service binary, which is configured by `CARRIER_*` variables and a
 /// `CARRIER_CONFIG_FILE` only: `--version` (or `-V`) prints [`version_line`] and exits 0,
 /// `--help` (or `-h`) says where the configuration comes from, and anything else is refused with

@@ -69,6 +69,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Arguments> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    carrier_telemetry::print_version_if_asked("carrier-chaos");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

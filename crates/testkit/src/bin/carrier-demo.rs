@@ -9,6 +9,7 @@ use carrier_testkit::client::{message, Api, Sender};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    carrier_telemetry::print_version_if_asked("carrier-demo");
     let ingress = std::env::var("CARRIER_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
     let admin_token = std::env::var("CARRIER_ADMIN_TOKEN").unwrap_or_else(|_| "dev-admin-token".into());
     let receiver = std::env::var("RECEIVER_URL").unwrap_or_else(|_| "http://127.0.0.1:9000/adt".into());

@@ -35,6 +35,7 @@ async fn receive(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    carrier_telemetry::print_version_if_asked("carrier-sample-receiver");
     let addr = std::env::var("RECEIVER_ADDR").unwrap_or_else(|_| "127.0.0.1:9000".into());
     let app = Router::new()
         .route("/", post(receive))
