@@ -35,12 +35,7 @@ esac
 OUT="${CARRIER_RUN_DIR:-$REPO/.run}/bench-rolling"
 mkdir -p "$OUT"
 
-if [ -z "${CARRIER_PG_BIN_DIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-    carrier_apt_install postgresql postgresql-client
-fi
-command -v redis-server >/dev/null || carrier_apt_install redis-server redis-tools
-CARRIER_TANSU_BIN="$(carrier_tansu_bin)"
-export CARRIER_TANSU_BIN
+carrier_ensure_chaos_deps
 carrier_ensure_build_deps
 
 after_target="${CARGO_TARGET_DIR:-$REPO/target}"

@@ -10,12 +10,7 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
 cd "$REPO"
 
-if [ -z "${CARRIER_PG_BIN_DIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-    carrier_apt_install postgresql postgresql-client
-fi
-command -v redis-server >/dev/null || carrier_apt_install redis-server redis-tools
-CARRIER_TANSU_BIN="$(carrier_tansu_bin)"
-export CARRIER_TANSU_BIN
+carrier_ensure_chaos_deps
 
 carrier_ensure_build_deps
 carrier_log "building release binaries"

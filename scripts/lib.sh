@@ -294,6 +294,17 @@ carrier_tansu_bin() {
     echo "$bin"
 }
 
+# What the chaos harness starts for each scenario (scripts/chaos.sh, bench-rolling-restart.sh):
+# Postgres and Redis server binaries, and Tansu (exported as CARRIER_TANSU_BIN).
+carrier_ensure_chaos_deps() {
+    if [ -z "${CARRIER_PG_BIN_DIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+        carrier_apt_install postgresql postgresql-client
+    fi
+    command -v redis-server >/dev/null || carrier_apt_install redis-server redis-tools
+    CARRIER_TANSU_BIN="$(carrier_tansu_bin)" || return 1
+    export CARRIER_TANSU_BIN
+}
+
 # carrier_start_tansu DIR PORT — durable (sqlite) single broker on 127.0.0.1:PORT.
 carrier_start_tansu() {
     local dir="$1" port="$2" bin pid

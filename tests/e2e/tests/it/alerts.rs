@@ -54,6 +54,45 @@ async fn destination(
     id
 }
 
+/// A production source of the organization with its token, and a production destination
+/// `name` at a new receiver answering `status` with `body`, subscribed for `data_model`.
+struct Sending {
+    source_id: String,
+    token: String,
+    receiver: Receiver,
+    destination_id: String,
+}
+
+async fn production_destination(
+    api: &Api,
+    organization_id: &str,
+    name: &str,
+    data_model: &str,
+    (status, body): (u16, &str),
+) -> Sending {
+    let source = api.create_source(organization_id, "production").await;
+    let token = api.token(&source).await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(status, body);
+    let path = name.to_lowercase().replace(' ', "-");
+    let destination_id = destination(
+        api,
+        organization_id,
+        &source.id,
+        name,
+        &receiver.url(&path),
+        "production",
+        data_model,
+    )
+    .await;
+    Sending {
+        source_id: source.id,
+        token,
+        receiver,
+        destination_id,
+    }
+}
+
 async fn send(api: &Api, token: &str, data_model: &str, sequence: usize, test: bool) -> String {
     let mut body = message(data_model, sequence);
     body["Meta"]["Test"] = json!(test);
@@ -134,21 +173,12 @@ async fn one_failing_and_one_recovered_alert_reach_every_channel_across_notifier
     assert_eq!(status, 200, "{organization}");
     assert_eq!(organization["slack_webhook_url"], slack.url("hooks/alerts"));
     assert_eq!(organization["name"], "Alert Hospital");
-    let source = api.create_source(&organization_id, "production").await;
-    let token = api.token(&source).await;
-
-    let receiver = Receiver::start().await;
-    receiver.respond_with(500, DOWN);
-    let failing = destination(
-        &api,
-        &organization_id,
-        &source.id,
-        "ADT feed",
-        &receiver.url("adt"),
-        "production",
-        "Admissions",
-    )
-    .await;
+    let Sending {
+        source_id,
+        token,
+        receiver,
+        destination_id: failing,
+    } = production_destination(&api, &organization_id, "ADT feed", "Admissions", (500, DOWN)).await;
     // These fail too, but must raise nothing: a staging destination, and test messages at a
     // production destination.
     let other = Receiver::start().await;
@@ -168,7 +198,7 @@ async fn one_failing_and_one_recovered_alert_reach_every_channel_across_notifier
     let tested = destination(
         &api,
         &organization_id,
-        &source.id,
+        &source_id,
         "Tested feed",
         &other.url("tests"),
         "production",
@@ -343,20 +373,12 @@ async fn a_failing_alert_channel_is_retried_and_does_not_hold_up_the_others() {
     )
     .await;
     let organization_id = organization["id"].as_str().expect("id").to_string();
-    let source = api.create_source(&organization_id, "production").await;
-    let token = api.token(&source).await;
-    let receiver = Receiver::start().await;
-    receiver.respond_with(500, DOWN);
-    let failing = destination(
-        &api,
-        &organization_id,
-        &source.id,
-        "Lab feed",
-        &receiver.url("lab"),
-        "production",
-        "Results",
-    )
-    .await;
+    let Sending {
+        token,
+        receiver,
+        destination_id: failing,
+        ..
+    } = production_destination(&api, &organization_id, "Lab feed", "Results", (500, DOWN)).await;
     send(&api, &token, "Results", 0, false).await;
 
     // Kafka gets the failing alert while e-mail and Slack keep failing and retrying (the
@@ -439,20 +461,13 @@ async fn a_receivers_error_text_stays_with_the_attempt_and_never_reaches_an_aler
     let api = stack.api.clone();
     let organization = created(&api, "/v1/organizations", json!({ "name": "PHI Hospital" })).await;
     let organization_id = organization["id"].as_str().expect("id").to_string();
-    let source = api.create_source(&organization_id, "production").await;
-    let token = api.token(&source).await;
-    let receiver = Receiver::start().await;
-    receiver.respond_with(200, &format!(r#"{{"Meta":{{"Errors":[{{"Text":"{PHI}"}}]}}}}"#));
-    let failing = destination(
-        &api,
-        &organization_id,
-        &source.id,
-        "Results feed",
-        &receiver.url("results"),
-        "production",
-        "Results",
-    )
-    .await;
+    let errors = format!(r#"{{"Meta":{{"Errors":[{{"Text":"{PHI}"}}]}}}}"#);
+    let Sending {
+        token,
+        receiver: _receiver,
+        destination_id: failing,
+        ..
+    } = production_destination(&api, &organization_id, "Results feed", "Results", (200, &errors)).await;
     let log_id = send(&api, &token, "Results", 1, false).await;
     count_reaches(
         &stack,
@@ -530,20 +545,12 @@ async fn a_destination_held_past_its_threshold_raises_one_backlog_alert_and_its_
         json!({ "after_secs": null, "depth": 50 })
     );
     let organization_id = organization["id"].as_str().expect("id").to_string();
-    let source = api.create_source(&organization_id, "production").await;
-    let token = api.token(&source).await;
-    let receiver = Receiver::start().await;
-    receiver.respond_with(500, DOWN);
-    let destination_id = destination(
-        &api,
-        &organization_id,
-        &source.id,
-        "ADT feed",
-        &receiver.url("adt"),
-        "production",
-        "HL7v2",
-    )
-    .await;
+    let Sending {
+        token,
+        receiver,
+        destination_id,
+        ..
+    } = production_destination(&api, &organization_id, "ADT feed", "HL7v2", (500, DOWN)).await;
     // Its own age threshold; the depth comes from the organization.
     let (status, changed) = api
         .admin(
