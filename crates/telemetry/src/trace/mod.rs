@@ -132,3 +132,30 @@ pub fn init_tracing(service: &'static str) -> TracingGuard {
         provider: if result.is_ok() { provider } else { None },
     }
 }
+
+/// The CLIENT span of a call to an internal gRPC server (OpenTelemetry's RPC conventions); the
+/// interceptor of `carrier-internal-auth` sends its context along, so the server's span is its
+/// child. Record the outcome with [`record_grpc_status`].
+pub fn grpc_client_span(service: &'static str, method: &'static str) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "grpc.client",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Records a gRPC call's status code on `span` (a non-OK one also marks the span as an error).
+pub fn record_grpc_status(span: &tracing::Span, code: i32) {
+    span.record("rpc.grpc.status_code", code);
+    if code != 0 {
+        span.record("otel.status_code", "error");
+    }
+}
