@@ -176,6 +176,10 @@ impl PartitionProcessor for PartitionFanOut {
                 body_stored: message.body_stored,
                 previous_attempts: 0,
                 retry_id: String::new(),
+                // The record's headers carry the trace context (set here only when parked).
+                traceparent: String::new(),
+                tracestate: String::new(),
+                written_at_ms: 0,
             };
             let created = LogEvent::for_task(
                 &task,
