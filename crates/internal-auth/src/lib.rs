@@ -52,7 +52,8 @@ fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
         rpc.method = method,
     );
     let headers = request.headers();
-    let parent = carrier_telemetry::trace::extract(|name| headers.get(name).and_then(|value| value.to_str().ok()));
+    let parent =
+        carrier_telemetry::trace::extract(|name| headers.get(name).and_then(|value| value.to_str().ok()));
     carrier_telemetry::trace::set_parent(&span, parent);
     span
 }

@@ -396,7 +396,10 @@ mod tests {
     fn a_traced_url_shows_no_credentials_query_or_fragment() {
         let url = traced_url("https://user:secret@receiver.example:8443/hook/v1?token=abc#part").unwrap();
         assert_eq!(url.as_str(), "https://receiver.example:8443/hook/v1");
-        assert_eq!(traced_url("http://127.0.0.1/in").unwrap().as_str(), "http://127.0.0.1/in");
+        assert_eq!(
+            traced_url("http://127.0.0.1/in").unwrap().as_str(),
+            "http://127.0.0.1/in"
+        );
         assert!(traced_url("not a url").is_none());
     }
 

@@ -32,7 +32,8 @@ pub async fn server_span(request: Request, next: Next) -> Response {
         otel.status_code = tracing::field::Empty,
     );
     let headers = request.headers();
-    let parent = carrier_telemetry::trace::extract(|name| headers.get(name).and_then(|value| value.to_str().ok()));
+    let parent =
+        carrier_telemetry::trace::extract(|name| headers.get(name).and_then(|value| value.to_str().ok()));
     carrier_telemetry::trace::set_parent(&span, parent);
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
@@ -50,7 +51,7 @@ pub async fn record_route(request: Request, next: Next) -> Response {
         if let Some(route) = request.extensions().get::<MatchedPath>() {
             let span = tracing::Span::current();
             span.record("http.route", route.as_str());
-            span.record("otel.name", format!("{} {}", request.method(), route.as_str()));
+            carrier_telemetry::trace::rename(&span, format!("{} {}", request.method(), route.as_str()));
         }
     }
     next.run(request).await

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::Instrument as _;
 use carrier_kafka::consumer::{self, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
 use carrier_kafka::Topics;
 use carrier_proto::records_v1::LogEvent;
@@ -20,6 +19,7 @@ use carrier_store::sqlx::{self, PgPool};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::dispatch::Wakeup;
 use crate::log_store;

@@ -17,10 +17,10 @@ use carrier_kafka::Topics;
 use carrier_outbound::{OutboundPolicy, OutboundSettings, Refused};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
-use tracing::Instrument as _;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 use crate::notification::Notification;
 
@@ -245,7 +245,12 @@ impl Channels {
         // channel's record carries its context to the consumers of carrier.notifications).
         let span = alert_span(channel);
         // A little beyond the inner timeouts, so theirs (with a precise error) usually wins.
-        let result = match tokio::time::timeout(self.timeout + Duration::from_secs(1), send.instrument(span.clone())).await {
+        let result = match tokio::time::timeout(
+            self.timeout + Duration::from_secs(1),
+            send.instrument(span.clone()),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(SendError::TimedOut(self.timeout)),
         };

@@ -21,8 +21,8 @@ use carrier_kafka::rdkafka::producer::FutureProducer;
 use carrier_kafka::Topics;
 use carrier_proto::records_v1::{DeliveryTask, InboundMessage, LogEvent, LogStatus};
 use prost::Message;
-use tracing::Instrument as _;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::metrics::metrics;
 use crate::Config;
@@ -209,60 +209,66 @@ impl PartitionProcessor for PartitionFanOut {
             let _process = process_span.enter();
             carrier_kafka::spans::send_span(&log_events, None)
         };
-        self.runtime.spawn(async move {
-            let mut failed = false;
-            // Each log's `queued` event says where its task landed (for manual retries); the
-            // events' order does not matter (a status only moves forward).
-            let mut events = Vec::with_capacity(task_acks.len());
-            for (mut event, ack) in task_acks {
-                match producer::acknowledged(ack).await {
-                    Ok((partition, task_offset)) => {
-                        event.task_partition = Some(partition);
-                        event.task_offset = Some(task_offset);
-                        let payload = event.encode_to_vec();
-                        events.push((event.destination_id, payload));
+        self.runtime.spawn(
+            async move {
+                let mut failed = false;
+                // Each log's `queued` event says where its task landed (for manual retries); the
+                // events' order does not matter (a status only moves forward).
+                let mut events = Vec::with_capacity(task_acks.len());
+                for (mut event, ack) in task_acks {
+                    match producer::acknowledged(ack).await {
+                        Ok((partition, task_offset)) => {
+                            event.task_partition = Some(partition);
+                            event.task_offset = Some(task_offset);
+                            let payload = event.encode_to_vec();
+                            events.push((event.destination_id, payload));
+                        }
+                        Err(error) => {
+                            carrier_kafka::spans::record_send_error(&fanout_span, &error);
+                            failed = true;
+                            halt.set(partition, offset, &error);
+                        }
                     }
-                    Err(error) => {
-                        carrier_kafka::spans::record_send_error(&fanout_span, &error);
+                }
+                drop(fanout_span);
+                events_span.record("messaging.batch.message_count", events.len());
+                let event_acks = events.iter().map(|(key, payload)| {
+                    producer::send(
+                        &producer,
+                        &log_events,
+                        key,
+                        payload,
+                        None,
+                        producer::WhenFull::Wait,
+                    )
+                });
+                for result in futures::future::join_all(event_acks)
+                    .instrument(events_span.clone())
+                    .await
+                {
+                    if let Err(error) = result {
+                        carrier_kafka::spans::record_send_error(&events_span, &error);
                         failed = true;
                         halt.set(partition, offset, &error);
                     }
                 }
-            }
-            drop(fanout_span);
-            events_span.record("messaging.batch.message_count", events.len());
-            let event_acks = events.iter().map(|(key, payload)| {
-                producer::send(
-                    &producer,
-                    &log_events,
-                    key,
-                    payload,
-                    None,
-                    producer::WhenFull::Wait,
-                )
-            });
-            for result in futures::future::join_all(event_acks).instrument(events_span.clone()).await {
-                if let Err(error) = result {
-                    carrier_kafka::spans::record_send_error(&events_span, &error);
-                    failed = true;
-                    halt.set(partition, offset, &error);
+                if failed {
+                    // Leave the offset unfinished: the commit stays below it and the message is
+                    // routed again by whoever consumes the partition next.
+                    metrics().records.with_label_values(&["failed"]).inc();
+                } else {
+                    metrics().records.with_label_values(&["routed"]).inc();
+                    metrics()
+                        .write_seconds
+                        .with_label_values(&[] as &[&str])
+                        .observe(started.elapsed().as_secs_f64());
+                    tracing::debug!(offset, routes = message.routes.len(), "message routed");
+                    tracker.finish(offset);
                 }
+                drop(events_span);
+                drop(guard);
             }
-            if failed {
-                // Leave the offset unfinished: the commit stays below it and the message is
-                // routed again by whoever consumes the partition next.
-                metrics().records.with_label_values(&["failed"]).inc();
-            } else {
-                metrics().records.with_label_values(&["routed"]).inc();
-                metrics()
-                    .write_seconds
-                    .with_label_values(&[] as &[&str])
-                    .observe(started.elapsed().as_secs_f64());
-                tracing::debug!(offset, routes = message.routes.len(), "message routed");
-                tracker.finish(offset);
-            }
-            drop(events_span);
-            drop(guard);
-        }.instrument(process_span));
+            .instrument(process_span),
+        );
     }
 }

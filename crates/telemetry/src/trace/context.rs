@@ -119,6 +119,14 @@ pub fn add_link(span: &tracing::Span, context: &Context) {
     }
 }
 
+/// Renames `span` once it is known what it is (e.g. by its route, after routing). A span's
+/// `otel.name` field recorded after it started is not applied; this is.
+pub fn rename(span: &tracing::Span, name: String) {
+    if super::enabled() {
+        span.context().span().update_name(name);
+    }
+}
+
 /// The OpenTelemetry context of `span` (empty when tracing is off).
 pub fn context_of(span: &tracing::Span) -> Context {
     if !super::enabled() {

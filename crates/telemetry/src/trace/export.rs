@@ -65,7 +65,8 @@ impl ExportSettings {
         if lookup("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
-        let Some(endpoint) = lookup("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| lookup("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        let Some(endpoint) =
+            lookup("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| lookup("OTEL_EXPORTER_OTLP_ENDPOINT"))
         else {
             return Ok(None);
         };
@@ -132,9 +133,15 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Option<ExportSettings>, ExportSettingsError> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         ExportSettings::from_lookup("ingress", |name| {
-            pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
+            pairs
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
         })
     }
 
@@ -151,7 +158,9 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let default = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]).unwrap().unwrap();
+        let default = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")])
+            .unwrap()
+            .unwrap();
         assert_eq!(default.protocol, Protocol::HttpProtobuf);
         assert_eq!(default.service_name, "carrier-ingress");
         let grpc = settings(&[
@@ -164,7 +173,10 @@ mod tests {
         assert_eq!(grpc.protocol, Protocol::Grpc);
         assert_eq!(grpc.service_name, "edge");
         let named = settings(&[
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:4318/v1/traces"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://collector:4318/v1/traces",
+            ),
             ("OTEL_SERVICE_NAME", "ingress-eu"),
         ])
         .unwrap()

@@ -26,7 +26,7 @@ use tracing_subscriber::Layer as _;
 
 pub use context::{
     add_link, context_of, continuation, continue_or_link, current_headers, extract, extract_from_pairs,
-    extract_from_text, headers_of, set_parent, trace_id_of, Continuation, TRACEPARENT, TRACESTATE,
+    extract_from_text, headers_of, rename, set_parent, trace_id_of, Continuation, TRACEPARENT, TRACESTATE,
 };
 pub use export::{ExportSettings, ExportSettingsError, Protocol};
 pub use json::WithTraceIds;
@@ -63,7 +63,9 @@ impl Drop for TracingGuard {
 
 /// Whether a span or event is one of Carrier's trace spans (exported, never logged).
 fn is_carrier_span(metadata: &tracing::Metadata<'_>) -> bool {
-    metadata.is_span() && metadata.target().starts_with("carrier") && *metadata.level() <= tracing::Level::INFO
+    metadata.is_span()
+        && metadata.target().starts_with("carrier")
+        && *metadata.level() <= tracing::Level::INFO
 }
 
 /// Installs the global tracing subscriber of a service (`service`: `ingress`, ...).
@@ -88,9 +90,12 @@ pub fn init_tracing(service: &'static str) -> TracingGuard {
         }
     };
     let log_filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
-    let json = std::env::var("CARRIER_LOG_FORMAT").map(|f| f == "json").unwrap_or(false);
+    let json = std::env::var("CARRIER_LOG_FORMAT")
+        .map(|f| f == "json")
+        .unwrap_or(false);
     // The logs show events only: Carrier's spans are for the exporter (a log line inside one
     // names it by `trace_id` in JSON).
     let events_only = filter_fn(|metadata| !is_carrier_span(metadata));
@@ -112,10 +117,14 @@ pub fn init_tracing(service: &'static str) -> TracingGuard {
             .with_tracer(provider.tracer("carrier"))
             .with_location(false)
             .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_target(false)
             .with_filter(filter_fn(is_carrier_span))
     });
-    let result = tracing_subscriber::registry().with(fmt_layer).with(otel_layer).try_init();
+    let result = tracing_subscriber::registry()
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init();
     if result.is_ok() {
         if let (Some(export), Some(_)) = (&export, &provider) {
             ENABLED.store(true, Ordering::Relaxed);
@@ -126,7 +135,12 @@ pub fn init_tracing(service: &'static str) -> TracingGuard {
                 "exporting traces over otlp"
             );
         }
-        tracing::info!(service, version = crate::VERSION, commit = crate::COMMIT, "starting");
+        tracing::info!(
+            service,
+            version = crate::VERSION,
+            commit = crate::COMMIT,
+            "starting"
+        );
     }
     TracingGuard {
         provider: if result.is_ok() { provider } else { None },

@@ -330,21 +330,30 @@ mod tests {
             interval: Duration::from_millis(10),
         };
         let processor = QueueProcessor::new(gate.clone(), limits, None);
-        let provider = SdkTracerProvider::builder().with_span_processor(processor).build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .build();
         let tracer = provider.tracer("test");
         let before = dropped_spans().with_label_values(&["queue_full"]).get();
         let started = Instant::now();
         for index in 0..50 {
             tracer.in_span(format!("span-{index}"), |_| {});
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "ending spans did not wait for the exporter");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "ending spans did not wait for the exporter"
+        );
         // The exporter holds one batch (at most two spans), the queue four: the rest is dropped.
         let dropped = dropped_spans().with_label_values(&["queue_full"]).get() - before;
         assert!((44..=50).contains(&dropped), "dropped {dropped}");
         gate.open();
         provider.shutdown_with_timeout(Duration::from_secs(5)).unwrap();
         let exported = gate.exported.lock().unwrap().len() as u64;
-        assert_eq!(exported + dropped, 50, "every span exported or counted as dropped");
+        assert_eq!(
+            exported + dropped,
+            50,
+            "every span exported or counted as dropped"
+        );
     }
 
     #[test]

@@ -38,9 +38,9 @@ use carrier_proto::records_v1::DeliveryTask;
 use carrier_proto::ErrorKind;
 use carrier_store::sqlx::postgres::PgRow;
 use carrier_store::sqlx::Row;
-use tracing::Instrument as _;
 use prost::Message;
 use serde_json::{json, Value};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::log_search::{Limits, LogFilter, Order};
@@ -129,7 +129,10 @@ async fn requeue(state: &AppState, log_id: Uuid, row: &PgRow) -> Result<String, 
     let found = state
         .task_reader
         .read_with(topic, partition, offset, READ_TIMEOUT, |message| {
-            (message.payload().unwrap_or_default().to_vec(), trace_context_of(message))
+            (
+                message.payload().unwrap_or_default().to_vec(),
+                trace_context_of(message),
+            )
         })
         .await
         .map_err(|error| {
@@ -190,7 +193,9 @@ async fn requeue(state: &AppState, log_id: Uuid, row: &PgRow) -> Result<String, 
 }
 
 /// The W3C trace context in a record's headers (empty when tracing is off).
-fn trace_context_of(message: &carrier_kafka::rdkafka::message::BorrowedMessage<'_>) -> carrier_telemetry::trace::Context {
+fn trace_context_of(
+    message: &carrier_kafka::rdkafka::message::BorrowedMessage<'_>,
+) -> carrier_telemetry::trace::Context {
     use carrier_kafka::rdkafka::message::Headers as _;
     if !carrier_telemetry::trace::enabled() {
         return carrier_telemetry::trace::Context::new();
