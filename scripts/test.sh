@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: starts what the tests need (Postgres, Redis, a throwaway Tansu broker, Python's
-# aiosmtpd for the alert e-mail tests), builds the binaries the fault tests launch, and runs
+# aiosmtpd for the alert e-mail tests, Prometheus for the monitoring test), builds the binaries the fault tests launch, and runs
 # every test with nextest, after `cargo fmt --check` and clippy (warnings are errors). schemathesis (PyPI) runs in the e2e test `openapi_conformance`.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,6 +23,11 @@ export CARRIER_TEST_PYTHON
 
 CARRIER_TEST_SCHEMATHESIS="$(carrier_ensure_schemathesis)"
 export CARRIER_TEST_SCHEMATHESIS
+# The monitoring test (tests/e2e/tests/it/monitoring.rs) runs a real Prometheus: Debian's
+# package, unpacked beside promtool (which check-deploy uses for the rules).
+CARRIER_TEST_PROMETHEUS="$(dirname "$(carrier_ensure_promtool)")/prometheus"
+[ -x "$CARRIER_TEST_PROMETHEUS" ] || CARRIER_TEST_PROMETHEUS="$(command -v prometheus || true)"
+export CARRIER_TEST_PROMETHEUS
 
 # A fresh broker per run: tests create topics of their own under random prefixes.
 carrier_stop_pidfile "$TEST_BROKER_DIR/tansu.pid"

@@ -372,9 +372,10 @@ def notifier() -> Dashboard:
             quantiles("carrier_notifier_write_seconds", s), unit="s", width=8)
     d.panel("timeseries", "Dead-lettered events", "Log events the log store refused, set aside in dead_letter_events.",
             [(f"sum(increase(carrier_notifier_dead_letter_events_total{s}[$__rate_interval]))", "dead-lettered")], width=8)
+    logs = d.sel('what="logs"')
     d.panel("timeseries", "Retention purge", "Logs deleted past retention, and failed purge passes.",
-            [(f"sum(increase(carrier_notifier_logs_purged_total{s}[$__rate_interval]))", "logs purged"),
-             (f"sum(increase(carrier_notifier_log_purge_failures_total{s}[$__rate_interval]))", "failed passes")], width=8)
+            [(f"sum(increase(carrier_purged_rows_total{logs}[$__rate_interval]))", "logs purged"),
+             (f"sum(increase(carrier_purge_failures_total{logs}[$__rate_interval]))", "failed passes")], width=8)
     d.row("Alerts")
     d.panel("timeseries", "Alert sends by channel and outcome", "Sends of failing/recovered alerts per minute "
             "(failed sends are retried; skipped: nothing to send to).",

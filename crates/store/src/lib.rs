@@ -152,7 +152,9 @@ where
 }
 
 /// Runs `pass` (a purge returning how many rows it deleted) every `every` until `shutdown`,
-/// logging what it deleted (`what`) or why it failed; a failed pass is retried at the next tick.
+/// the first at once; logs what it deleted or why it failed, and counts both by `what` (a short
+/// name: `carrier_purged_rows_total{what}`, `carrier_purge_failures_total{what}`). A failed pass
+/// is retried at the next tick. Every periodic purge of every service runs through here.
 pub async fn purge_every<F, Fut>(
     what: &'static str,
     every: Duration,
@@ -162,16 +164,39 @@ pub async fn purge_every<F, Fut>(
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<u64, sqlx::Error>>,
 {
+    let purged_rows = carrier_telemetry::counter_vec(
+        "carrier_purged_rows_total",
+        "Rows deleted by the periodic purges, by purge",
+        &["what"],
+    )
+    .with_label_values(&[what]);
+    let failures = carrier_telemetry::counter_vec(
+        "carrier_purge_failures_total",
+        "Periodic purge passes that failed (retried at the next pass), by purge",
+        &["what"],
+    )
+    .with_label_values(&[what]);
     let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match pass().await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, what, "purged"),
-            Err(error) => tracing::warn!(%error, what, "purge failed; retried at the next tick"),
+        let result = tokio::select! {
+            result = pass() => result,
+            _ = shutdown.cancelled() => return,
+        };
+        match result {
+            Ok(0) => tracing::debug!(what, "purge found nothing to delete"),
+            Ok(purged) => {
+                purged_rows.inc_by(purged);
+                tracing::info!(purged, what, "purged");
+            }
+            Err(error) => {
+                failures.inc();
+                tracing::warn!(%error, what, "purge failed; retried at the next pass");
+            }
         }
     }
 }

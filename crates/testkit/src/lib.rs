@@ -30,6 +30,7 @@ pub mod otlp;
 pub mod pki;
 pub mod postgres;
 pub mod processes;
+pub mod prometheus;
 pub mod receiver;
 pub mod redis;
 pub mod smtp;

@@ -119,6 +119,11 @@ pub struct Stack {
     pub ingress_url: String,
     /// Ingress's operator port: `/healthz`, `/readyz`, `/metrics`.
     pub ingress_admin_url: String,
+    /// The router's and the notifier's probe and metrics ports. The services of a stack run in
+    /// this process and share its metrics registry: each of these shows every in-process
+    /// service's metrics (a delivery worker started with `spawn_delivery_process` has its own).
+    pub router_admin_url: String,
+    pub notifier_admin_url: String,
     pub api: Api,
     pub options: StackOptions,
     services: Vec<Service>,
@@ -154,6 +159,8 @@ impl Stack {
             router_url,
             ingress_url,
             ingress_admin_url,
+            router_admin_url: String::new(),
+            notifier_admin_url: String::new(),
             options: options.clone(),
             services: Vec::new(),
         };
@@ -167,6 +174,7 @@ impl Stack {
         let (prefix, database_url, kafka, options) =
             (&self.prefix, &self.database_url, &self.kafka, &self.options);
         let router_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let router_admin_url = format!("http://{}", router_http.local_addr().expect("addr"));
         let mut router_kafka = kafka.clone();
         if let Some(bytes) = options.router_max_record_bytes {
             router_kafka.max_record_bytes = bytes;
@@ -189,6 +197,7 @@ impl Stack {
 
         let notifier_config = notifier_config(prefix, database_url, kafka, options);
         let notifier_http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let notifier_admin_url = format!("http://{}", notifier_http.local_addr().expect("addr"));
         self.services.push(spawn("notifier", |shutdown| {
             carrier_notifier::run(notifier_config, notifier_http, shutdown)
         }));
@@ -207,6 +216,8 @@ impl Stack {
         self.services.push(spawn("ingress", |shutdown| {
             carrier_ingress::run(ingress_config, ingress, shutdown)
         }));
+        self.router_admin_url = router_admin_url;
+        self.notifier_admin_url = notifier_admin_url;
         if self.options.delivery_in_process {
             self.start_delivery().await;
         }
@@ -336,6 +347,11 @@ impl Stack {
 
     /// Starts a delivery worker as a child process of the built `carrier-delivery` binary.
     pub fn spawn_delivery_process(&self) -> tokio::process::Child {
+        self.spawn_delivery_process_serving("127.0.0.1:0")
+    }
+
+    /// [`Stack::spawn_delivery_process`] with its probes and metrics on `http_addr`.
+    pub fn spawn_delivery_process_serving(&self, http_addr: &str) -> tokio::process::Child {
         let config = self.delivery_config();
         let binary = binary_path("carrier-delivery");
         let mut command = tokio::process::Command::new(&binary);
@@ -361,7 +377,7 @@ impl Stack {
         }
         command
             .env("CARRIER_PROFILE", "dev")
-            .env("CARRIER_HTTP_ADDR", "127.0.0.1:0")
+            .env("CARRIER_HTTP_ADDR", http_addr)
             .env("CARRIER_CONTROL_ADDR", "127.0.0.1:0")
             .env("CARRIER_ROUTER_URL", &config.router_url)
             .env("CARRIER_DATABASE_URL", &config.database_url)

@@ -145,10 +145,12 @@ impl Default for Config {
 impl Config {
     /// Loads and validates; fills the dev profile's service token when unset.
     pub fn load() -> Result<Self, ConfigError> {
-        carrier_config::load::<Config>()?.validated()
+        carrier_config::load::<Config>()?.validate()
     }
 
-    pub fn validated(mut self) -> Result<Self, ConfigError> {
+    /// Checks the configuration and fills what the profile supplies (called by both `load` and
+    /// `run`, so a configuration built in code is checked too).
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
         let config = &self;
         config.retry.validate().map_err(ConfigError::Invalid)?;
         config.outbound.networks()?;
@@ -189,7 +191,7 @@ impl Listeners {
 /// Runs delivery until `shutdown` is cancelled; in-flight requests finish and their offsets are
 /// committed before it returns.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let config = config.validated()?;
+    let config = config.validate()?;
     let internal_auth =
         InternalAuth::new("delivery", &config.internal_auth, config.profile).context("internal_auth")?;
     let readiness = carrier_telemetry::Readiness::default();

@@ -211,10 +211,12 @@ impl Default for Config {
 impl Config {
     /// Loads and validates; fills the dev profile's defaults for unset secrets.
     pub fn load() -> Result<Self, ConfigError> {
-        carrier_config::load::<Config>()?.validated()
+        carrier_config::load::<Config>()?.validate()
     }
 
-    pub fn validated(mut self) -> Result<Self, ConfigError> {
+    /// Checks the configuration and fills what the profile supplies (called by both `load` and
+    /// `run`, so a configuration built in code is checked too).
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
         if self.profile == Profile::Dev {
             self.admin_token.get_or_insert_with(|| DEV_ADMIN_TOKEN.into());
             self.token_signing_key
@@ -359,7 +361,7 @@ impl Listeners {
 }
 
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let config = config.validated()?;
+    let config = config.validate()?;
     let readiness = carrier_telemetry::Readiness::default();
     // Not ready from the first moment of a shutdown: the load balancer stops sending new
     // requests while the ones in progress drain (the Helm chart's preStop delay gives it time to
@@ -430,7 +432,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // Every replica purges; deleting rows another replica already deleted costs nothing.
     let idempotency = state.idempotency.clone();
     let purge = tokio::spawn(carrier_store::purge_every(
-        "expired idempotency keys",
+        "idempotency_keys",
         PURGE_EVERY,
         shutdown.clone(),
         move || {
@@ -443,7 +445,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         Duration::from_secs(state.config.stored_body_retention_days * 24 * 60 * 60),
     );
     let body_purge = tokio::spawn(carrier_store::purge_every(
-        "stored message bodies past retention",
+        "stored_bodies",
         PURGE_EVERY,
         shutdown.clone(),
         move || {
@@ -502,13 +504,13 @@ mod tests {
 
     #[test]
     fn production_refuses_to_start_without_its_secrets() {
-        let error = Config::default().validated().unwrap_err().to_string();
+        let error = Config::default().validate().unwrap_err().to_string();
         assert!(error.contains("admin_token"), "{error}");
         let error = Config {
             admin_token: Some("operator-token-123".into()),
             ..Config::default()
         }
-        .validated()
+        .validate()
         .unwrap_err()
         .to_string();
         assert!(error.contains("token_signing_key"), "{error}");
@@ -516,7 +518,7 @@ mod tests {
             profile: Profile::Dev,
             ..Config::default()
         }
-        .validated()
+        .validate()
         .unwrap();
         assert_eq!(dev.admin_token.as_deref(), Some(DEV_ADMIN_TOKEN));
     }
@@ -528,7 +530,7 @@ mod tests {
             token_signing_key: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b".into()),
             ..Config::default()
         }
-        .validated()
+        .validate()
         .unwrap_err()
         .to_string();
         assert!(
@@ -540,7 +542,7 @@ mod tests {
             token_signing_key: Some(DEV_TOKEN_SIGNING_KEY.into()),
             ..Config::default()
         }
-        .validated()
+        .validate()
         .unwrap_err()
         .to_string();
         assert!(
@@ -556,7 +558,7 @@ mod tests {
             },
             ..Config::default()
         }
-        .validated()
+        .validate()
         .expect("generated secrets pass");
     }
 

@@ -50,6 +50,10 @@ impl Channel {
 pub struct Recipients {
     pub alert_emails: Vec<String>,
     pub slack_webhook_url: Option<String>,
+    /// The operator's recipients (`alerts.operator_emails`, `alerts.operator_slack_webhook_url`),
+    /// set for backlog alerts only: e-mailed in Bcc, posted to as a second webhook.
+    pub operator_emails: Vec<String>,
+    pub operator_slack_webhook_url: Option<String>,
 }
 
 /// What a send did.
@@ -269,8 +273,14 @@ impl Channels {
             .subject(notification.email_subject())
             .header(ContentType::TEXT_PLAIN);
         let mut any = false;
-        for address in &recipients.alert_emails {
+        let organization = recipients.alert_emails.iter().map(|address| (address, false));
+        let operator = recipients.operator_emails.iter().map(|address| (address, true));
+        for (address, bcc) in organization.chain(operator) {
             match address.parse::<Mailbox>() {
+                Ok(mailbox) if bcc => {
+                    message = message.bcc(mailbox);
+                    any = true;
+                }
                 Ok(mailbox) => {
                     message = message.to(mailbox);
                     any = true;
@@ -288,14 +298,26 @@ impl Channels {
         Ok(Sent::Delivered)
     }
 
+    /// Posts to the organization's webhook and, for a backlog alert, the operator's. A failure
+    /// of either retries both (the alert's `id` tells a receiver it saw it already).
     async fn slack(&self, notification: &Notification, recipients: &Recipients) -> Result<Sent, SendError> {
-        let Some(url) = recipients
-            .slack_webhook_url
-            .as_deref()
-            .filter(|url| !url.is_empty())
-        else {
+        let urls: Vec<&str> = [
+            &recipients.slack_webhook_url,
+            &recipients.operator_slack_webhook_url,
+        ]
+        .into_iter()
+        .filter_map(|url| url.as_deref().filter(|url| !url.is_empty()))
+        .collect();
+        if urls.is_empty() {
             return Ok(Sent::Skipped("the organization has no slack_webhook_url".into()));
-        };
+        }
+        for url in urls {
+            self.post_slack(notification, url).await?;
+        }
+        Ok(Sent::Delivered)
+    }
+
+    async fn post_slack(&self, notification: &Notification, url: &str) -> Result<(), SendError> {
         let body = serde_json::to_vec(&notification.slack_body()).expect("a notification serializes");
         // IP-literal hosts are dialled without a resolver: check them here; names are checked
         // by the client's resolver, on every address they resolve to.
@@ -340,7 +362,7 @@ impl Channels {
                 body,
             });
         }
-        Ok(Sent::Delivered)
+        Ok(())
     }
 
     async fn kafka(&self, notification: &Notification) -> Result<Sent, SendError> {
@@ -415,8 +437,8 @@ mod tests {
 
     fn webhook(url: String) -> Recipients {
         Recipients {
-            alert_emails: Vec::new(),
             slack_webhook_url: Some(url),
+            ..Default::default()
         }
     }
 

@@ -139,10 +139,11 @@ async fn claim(
              SELECT d.alert_id FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
              WHERE d.channel = $1 AND d.status = 'pending' AND d.next_attempt_at <= now()
                AND (d.lease_until IS NULL OR d.lease_until <= now())
-               AND NOT (a.kind = 'recovered' AND EXISTS (
+               AND NOT (a.kind IN ('recovered', 'backlog_cleared') AND EXISTS (
                    SELECT 1 FROM alert_deliveries p JOIN alerts f ON f.id = p.alert_id
                    WHERE p.channel = d.channel AND p.status = 'pending'
-                     AND f.incident_id = a.incident_id AND f.kind = 'failing'))
+                     AND f.incident_id = a.incident_id
+                     AND f.kind = CASE a.kind WHEN 'recovered' THEN 'failing' ELSE 'backlog' END))
              ORDER BY d.next_attempt_at
              LIMIT $2
              FOR UPDATE OF d SKIP LOCKED
@@ -162,17 +163,24 @@ async fn claim(
     let mut claimed = Vec::with_capacity(rows.len());
     for row in rows {
         let payload: serde_json::Value = row.get("payload");
+        let notification: Result<Notification, String> = serde_json::from_value(payload)
+            .map_err(|error| format!("stored notification unreadable: {error}"));
+        let mut recipients = Recipients {
+            alert_emails: row
+                .get::<Option<Vec<String>>, _>("alert_emails")
+                .unwrap_or_default(),
+            slack_webhook_url: row.get("slack_webhook_url"),
+            ..Default::default()
+        };
+        if notification.as_ref().is_ok_and(|n| n.kind.is_backlog()) {
+            recipients.operator_emails = settings.operator_emails.clone();
+            recipients.operator_slack_webhook_url = settings.operator_slack_webhook_url.clone();
+        }
         claimed.push(Claimed {
             alert_id: row.get("alert_id"),
             attempts: row.get("attempts"),
-            notification: serde_json::from_value(payload)
-                .map_err(|error| format!("stored notification unreadable: {error}")),
-            recipients: Recipients {
-                alert_emails: row
-                    .get::<Option<Vec<String>>, _>("alert_emails")
-                    .unwrap_or_default(),
-                slack_webhook_url: row.get("slack_webhook_url"),
-            },
+            notification,
+            recipients,
         });
     }
     Ok(claimed)

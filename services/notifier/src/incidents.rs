@@ -23,7 +23,7 @@ use carrier_store::sqlx::types::chrono::{DateTime, Utc};
 use carrier_store::sqlx::{self, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::notification::{AlertKind, Notification};
+use crate::notification::{AlertFacts, AlertKind, Notification};
 
 /// One attempt, as incident detection sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,21 +91,6 @@ pub struct IncidentState {
     pub incident_id: Option<Uuid>,
 }
 
-/// An alert to raise: what every channel will say.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertFacts {
-    pub kind: AlertKind,
-    pub incident_id: Uuid,
-    pub since: DateTime<Utc>,
-    /// Failed attempts of the run so far.
-    pub attempts: i32,
-    pub last_error: String,
-    /// The held head when failing; the log that was delivered when recovered.
-    pub head_log_id: Uuid,
-    /// When the attempt that raised the alert finished.
-    pub occurred_at: DateTime<Utc>,
-}
-
 impl IncidentState {
     /// Applies one attempt; returns the alert it raises, if any.
     pub fn observe(&mut self, observation: &Observation, failing_after_attempts: i32) -> Option<AlertFacts> {
@@ -135,6 +120,7 @@ impl IncidentState {
                     last_error: error.clone(),
                     head_log_id: *log_id,
                     occurred_at: *finished_at,
+                    backlog: None,
                 })
             }
             Observation::Success { log_id, finished_at } => {
@@ -148,6 +134,7 @@ impl IncidentState {
                     last_error: before.last_error.unwrap_or_default(),
                     head_log_id: *log_id,
                     occurred_at: *finished_at,
+                    backlog: None,
                 })
             }
         }
@@ -276,7 +263,7 @@ pub async fn apply(
 }
 
 /// Stores an alert and its outbox rows (one per channel). Returns 1 if it is new.
-async fn raise(
+pub(crate) async fn raise(
     transaction: &mut Transaction<'_, Postgres>,
     destination_id: Uuid,
     organization_id: Uuid,

@@ -20,6 +20,7 @@
 //! write and purge the store exactly as the notifier does.
 #![forbid(unsafe_code)]
 
+mod backlog;
 mod batches;
 pub mod channels;
 mod dispatch;
@@ -101,7 +102,7 @@ impl std::fmt::Debug for Config {
 }
 
 /// Incident detection and alert sending.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AlertSettings {
     /// The consecutive failed attempt (real messages at a production destination) that raises
@@ -119,6 +120,39 @@ pub struct AlertSettings {
     /// How long a notifier keeps an alert it is sending to itself; if it dies, another notifier
     /// sends the alert after this. Must exceed `send_timeout_ms`.
     pub lease_ms: u64,
+    /// Backlog alerts (docs/notifications.md): the defaults of organizations that set none. A
+    /// production destination whose held head is older than `backlog_after_secs`, or with more
+    /// than `backlog_depth` tasks parked, raises one; 0 turns that criterion off.
+    pub backlog_after_secs: u32,
+    pub backlog_depth: u32,
+    /// How often the queues are looked at for backlogs (one notifier replica at a time).
+    pub backlog_check_interval_ms: u64,
+    /// The operator's recipients of backlog alerts, besides the organization's (and the topic).
+    pub operator_emails: Vec<String>,
+    pub operator_slack_webhook_url: Option<String>,
+}
+
+/// The operator's Slack webhook URL carries its token: shown redacted.
+impl std::fmt::Debug for AlertSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AlertSettings")
+            .field("failing_after_attempts", &self.failing_after_attempts)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("retry_base_ms", &self.retry_base_ms)
+            .field("retry_cap_ms", &self.retry_cap_ms)
+            .field("send_timeout_ms", &self.send_timeout_ms)
+            .field("lease_ms", &self.lease_ms)
+            .field("backlog_after_secs", &self.backlog_after_secs)
+            .field("backlog_depth", &self.backlog_depth)
+            .field("backlog_check_interval_ms", &self.backlog_check_interval_ms)
+            .field("operator_emails", &self.operator_emails)
+            .field(
+                "operator_slack_webhook_url",
+                &carrier_config::RedactedOption(&self.operator_slack_webhook_url),
+            )
+            .finish()
+    }
 }
 
 impl Default for AlertSettings {
@@ -130,6 +164,11 @@ impl Default for AlertSettings {
             retry_cap_ms: 300_000,
             send_timeout_ms: 10_000,
             lease_ms: 60_000,
+            backlog_after_secs: 900,
+            backlog_depth: 10_000,
+            backlog_check_interval_ms: 30_000,
+            operator_emails: Vec::new(),
+            operator_slack_webhook_url: None,
         }
     }
 }
@@ -155,27 +194,27 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Loads and validates.
     pub fn load() -> Result<Self, ConfigError> {
-        let config: Config = carrier_config::load()?;
-        if config.batch_size == 0 {
+        carrier_config::load::<Config>()?.validate()
+    }
+
+    /// Checks the configuration (called by both `load` and `run`, so a configuration built in
+    /// code is checked too).
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.batch_size == 0 {
             return Err(ConfigError::Invalid("batch_size must be at least 1".into()));
         }
-        config.validate()?;
-        if config.log_purge_interval_secs == 0 {
+        if self.log_purge_interval_secs == 0 {
             return Err(ConfigError::Invalid(
                 "log_purge_interval_secs must be at least 1".into(),
             ));
         }
-        if config.log_purge_batch_size < 1 {
+        if self.log_purge_batch_size < 1 {
             return Err(ConfigError::Invalid(
                 "log_purge_batch_size must be at least 1".into(),
             ));
         }
-        Ok(config)
-    }
-
-    /// Checks the alert, SMTP and outbound settings (also called by [`run`]).
-    pub fn validate(&self) -> Result<(), ConfigError> {
         let alerts = &self.alerts;
         if alerts.failing_after_attempts == 0 || alerts.failing_after_attempts > i32::MAX as u32 {
             return Err(ConfigError::Invalid(
@@ -192,6 +231,11 @@ impl Config {
                 "alerts.poll_interval_ms and alerts.send_timeout_ms must be positive".into(),
             ));
         }
+        if alerts.backlog_check_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "alerts.backlog_check_interval_ms must be positive".into(),
+            ));
+        }
         if alerts.lease_ms <= alerts.send_timeout_ms + 1_000 {
             return Err(ConfigError::Invalid(
                 "alerts.lease_ms must exceed alerts.send_timeout_ms by more than 1000".into(),
@@ -199,7 +243,8 @@ impl Config {
         }
         self.outbound.networks()?;
         carrier_kafka::client::validate(&self.kafka)?;
-        self.smtp.validate()
+        self.smtp.validate()?;
+        Ok(self)
     }
 }
 
@@ -212,7 +257,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         readiness.clone(),
         shutdown.clone(),
     ));
-    config.validate()?;
+    let config = config.validate()?;
     let pool = carrier_store::connect(
         "carrier-notifier",
         &config.database_url,
@@ -238,14 +283,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         shutdown.clone(),
     );
     let consumer =
-        batches::start(&config, pool.clone(), wakeup, shutdown.clone()).context("kafka consumer")?;
+        batches::start(&config, pool.clone(), wakeup.clone(), shutdown.clone()).context("kafka consumer")?;
     let purge = tokio::spawn(retention::run(
-        pool,
+        pool.clone(),
         retention::RetentionSettings {
             retention_days: config.log_retention_days,
             interval: Duration::from_secs(config.log_purge_interval_secs),
             batch_size: config.log_purge_batch_size,
         },
+        shutdown.clone(),
+    ));
+    let backlog = tokio::spawn(backlog::run(
+        pool,
+        config.alerts.clone(),
+        wakeup.clone(),
         shutdown.clone(),
     ));
     readiness.set_ready(true);
@@ -257,6 +308,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         dispatcher.await.context("alert dispatcher")?;
     }
     purge.await.context("log purge task")?;
+    backlog.await.context("backlog check task")?;
     probes
         .await
         .context("probe server task")?
@@ -281,6 +333,12 @@ mod tests {
                 ..Default::default()
             },
             kafka: carrier_config::redaction_check::kafka_with_secrets(),
+            alerts: AlertSettings {
+                operator_slack_webhook_url: Some(
+                    "https://hooks.example.org/services/T0/B0/smtp-s3cr3t".into(),
+                ),
+                ..Default::default()
+            },
             ..Config::default()
         };
         let printed = format!("{config:?}");

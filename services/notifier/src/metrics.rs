@@ -15,9 +15,6 @@ pub(crate) struct Metrics {
     pub sends: IntCounterVec,
     /// Alert outbox reads or updates that failed, by channel.
     pub outbox_errors: IntCounterVec,
-    /// Logs deleted by the retention purge, and purge passes that failed.
-    pub logs_purged: IntCounter,
-    pub purge_failures: IntCounter,
 }
 
 const NO_LABELS: &[&str] = &[];
@@ -52,17 +49,5 @@ pub(crate) fn metrics() -> &'static Metrics {
             "Alert outbox reads or updates that failed (Postgres), by channel",
             &["channel"],
         ),
-        logs_purged: carrier_telemetry::counter_vec(
-            "carrier_notifier_logs_purged_total",
-            "Logs (with their attempts) deleted by the retention purge",
-            NO_LABELS,
-        )
-        .with_label_values(NO_LABELS),
-        purge_failures: carrier_telemetry::counter_vec(
-            "carrier_notifier_log_purge_failures_total",
-            "Retention purge passes that failed (the next pass tries again)",
-            NO_LABELS,
-        )
-        .with_label_values(NO_LABELS),
     })
 }

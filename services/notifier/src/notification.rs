@@ -7,16 +7,64 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::incidents::AlertFacts;
+/// An alert to raise: what every channel will say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertFacts {
+    pub kind: AlertKind,
+    pub incident_id: Uuid,
+    pub since: DateTime<Utc>,
+    /// Failed attempts of the run so far.
+    pub attempts: i32,
+    pub last_error: String,
+    /// The held head when failing; the log that was delivered when recovered.
+    pub head_log_id: Uuid,
+    /// When the attempt that raised the alert finished (a backlog alert: when it was raised).
+    pub occurred_at: DateTime<Utc>,
+    /// A backlog alert's figures (`None` for failing/recovered).
+    pub backlog: Option<Backlog>,
+}
+
+/// What a backlog alert reports (`backlog.rs`): the destination's queue when it was raised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backlog {
+    /// What crossed its threshold: `age` (the held head) or `depth` (parked tasks).
+    pub reason: String,
+    /// Why the queue is held (`failing`, `operator`), `None` when it is not held.
+    pub held_reason: Option<String>,
+    /// How long the head has been held, in seconds (0 when not held).
+    pub held_for_secs: i64,
+    /// Tasks parked behind the head.
+    pub depth: i64,
+    /// The thresholds in force (0: that criterion off).
+    pub after_secs: i64,
+    pub max_depth: i64,
+}
+
+impl Backlog {
+    fn empty() -> Self {
+        Backlog {
+            reason: String::new(),
+            held_reason: None,
+            held_for_secs: 0,
+            depth: 0,
+            after_secs: 0,
+            max_depth: 0,
+        }
+    }
+}
 
 /// The value of every notification's `schema` field.
 pub const SCHEMA: &str = "carrier.notification.v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     Failing,
     Recovered,
+    /// A production destination's queue piles up (held head too old, or too deep).
+    Backlog,
+    /// That backlog is gone.
+    BacklogCleared,
 }
 
 impl AlertKind {
@@ -24,7 +72,14 @@ impl AlertKind {
         match self {
             AlertKind::Failing => "failing",
             AlertKind::Recovered => "recovered",
+            AlertKind::Backlog => "backlog",
+            AlertKind::BacklogCleared => "backlog_cleared",
         }
+    }
+
+    /// Backlog alerts also go to the operator's recipients (`alerts.operator_*`).
+    pub fn is_backlog(self) -> bool {
+        matches!(self, AlertKind::Backlog | AlertKind::BacklogCleared)
     }
 }
 
@@ -51,8 +106,12 @@ pub struct Notification {
     pub head_log_id: Uuid,
     /// The operator command that shows the destination's queue.
     pub queue_command: String,
-    /// When the attempt that raised the alert finished (RFC 3339).
+    /// When the attempt that raised the alert finished (RFC 3339); a backlog alert: when the
+    /// notifier raised it.
     pub occurred_at: String,
+    /// Only in `backlog` and `backlog_cleared` alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<Backlog>,
 }
 
 fn rfc3339(time: DateTime<Utc>) -> String {
@@ -83,6 +142,7 @@ impl Notification {
             head_log_id: alert.head_log_id,
             queue_command: format!("carrierctl destinations queue {destination_id}"),
             occurred_at: rfc3339(alert.occurred_at),
+            backlog: alert.backlog.clone(),
         }
     }
 
@@ -110,14 +170,50 @@ impl Notification {
                 self.attempts,
                 self.since
             ),
+            AlertKind::Backlog => {
+                let backlog = self.backlog.clone().unwrap_or_else(Backlog::empty);
+                let held = match &backlog.held_reason {
+                    Some(reason) => format!("held ({reason}) for {} s", backlog.held_for_secs),
+                    None => "not held".to_string(),
+                };
+                format!(
+                    "Carrier destination {} has a backlog: {held}, {} tasks parked",
+                    self.destination_label(),
+                    backlog.depth
+                )
+            }
+            AlertKind::BacklogCleared => format!(
+                "Carrier destination {}'s backlog cleared (it had piled up since {})",
+                self.destination_label(),
+                self.since
+            ),
         }
     }
 
     /// The Slack text: the summary, then the details.
+    /// Slack text and e-mail lines of a backlog alert's figures (empty for other kinds).
+    fn backlog_lines(&self) -> String {
+        self.backlog
+            .as_ref()
+            .map(|backlog| {
+                format!(
+                    "Backlog: {} (held: {}, for {} s; {} parked; thresholds {} s, {} tasks; 0 = off)\n",
+                    backlog.reason,
+                    backlog.held_reason.as_deref().unwrap_or("no"),
+                    backlog.held_for_secs,
+                    backlog.depth,
+                    backlog.after_secs,
+                    backlog.max_depth
+                )
+            })
+            .unwrap_or_default()
+    }
+
     pub fn slack_text(&self) -> String {
         format!(
-            "{}\nDestination: {} ({})\nLast error: {}\nHead log: {}\nQueue: `{}`",
+            "{}\n{}Destination: {} ({})\nLast error: {}\nHead log: {}\nQueue: `{}`",
             self.summary(),
+            self.backlog_lines(),
             self.destination_label(),
             self.destination_id,
             self.last_error,
@@ -164,6 +260,10 @@ impl Notification {
             self.incident_id,
             self.occurred_at,
         );
+        body.push_str(&self.backlog_lines());
+        if self.backlog.is_some() {
+            body.push('\n');
+        }
         body.push_str(&serde_json::to_string_pretty(self).expect("a notification serializes"));
         body.push('\n');
         body
@@ -184,6 +284,14 @@ pub(crate) mod tests {
             last_error: "destination answered HTTP 500".into(),
             head_log_id: Uuid::from_u128(2),
             occurred_at: DateTime::from_timestamp(1_800_000_006, 0).expect("valid"),
+            backlog: kind.is_backlog().then(|| Backlog {
+                reason: "age".into(),
+                held_reason: Some("failing".into()),
+                held_for_secs: 1_200,
+                depth: 42,
+                after_secs: 900,
+                max_depth: 1_000,
+            }),
         };
         Notification::new(
             Uuid::from_u128(3),
@@ -202,8 +310,19 @@ pub(crate) mod tests {
             serde_json::from_str(include_str!("../../../docs/schemas/notification.v1.json"))
                 .expect("the schema is JSON");
         let validator = jsonschema::validator_for(&schema).expect("a valid JSON schema");
-        for kind in [AlertKind::Failing, AlertKind::Recovered] {
+        for kind in [
+            AlertKind::Failing,
+            AlertKind::Recovered,
+            AlertKind::Backlog,
+            AlertKind::BacklogCleared,
+        ] {
             let notification = serde_json::to_value(sample(kind)).expect("serializes");
+            assert_eq!(notification["kind"], kind.as_str());
+            assert_eq!(
+                notification.get("backlog").is_some(),
+                kind.is_backlog(),
+                "{notification}"
+            );
             let errors: Vec<String> = validator
                 .iter_errors(&notification)
                 .map(|error| error.to_string())

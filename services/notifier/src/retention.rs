@@ -26,8 +26,6 @@ use carrier_store::sqlx::{self, PgPool};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::metrics;
-
 /// When and how much to purge.
 #[derive(Debug, Clone, Copy)]
 pub struct RetentionSettings {
@@ -59,7 +57,6 @@ async fn purge_batch(pool: &PgPool, cutoff: DateTime<Utc>, batch_size: i64) -> R
     .execute(pool)
     .await?
     .rows_affected();
-    metrics().logs_purged.inc_by(deleted);
     Ok(deleted)
 }
 
@@ -121,17 +118,18 @@ pub async fn purge_dead_letters_older_than(pool: &PgPool, cutoff: DateTime<Utc>)
     )
 }
 
-/// Purges every `interval` until `shutdown`; the first pass runs at start. A failed pass is
-/// logged and counted, and the next one tries again.
+/// Purges every `interval` until `shutdown` (through `carrier_store::purge_every`, which logs and
+/// counts each pass); the first pass runs at start.
 pub async fn run(pool: PgPool, settings: RetentionSettings, shutdown: CancellationToken) {
     if settings.retention_days == 0 {
         tracing::info!("log retention off (log_retention_days = 0): logs are kept forever");
         return;
     }
     let retention = chrono::Duration::days(i64::from(settings.retention_days));
-    loop {
-        let cutoff = Utc::now() - retention;
-        let pass = async {
+    carrier_store::purge_every("logs", settings.interval, shutdown, move || {
+        let pool = pool.clone();
+        async move {
+            let cutoff = Utc::now() - retention;
             let logs = purge_older_than(&pool, cutoff, settings.batch_size).await?;
             let alerts = purge_alerts_older_than(&pool, cutoff, settings.batch_size).await?;
             if alerts > 0 {
@@ -141,23 +139,8 @@ pub async fn run(pool: PgPool, settings: RetentionSettings, shutdown: Cancellati
             if dead_letters > 0 {
                 tracing::info!(dead_letters, %cutoff, "dead-lettered log events past retention deleted");
             }
-            Ok::<_, sqlx::Error>(logs)
-        };
-        let result = tokio::select! {
-            result = pass => result,
-            _ = shutdown.cancelled() => return,
-        };
-        match result {
-            Ok(0) => tracing::debug!(%cutoff, "log purge found nothing to delete"),
-            Ok(purged) => tracing::info!(purged, %cutoff, "log purge deleted logs past retention"),
-            Err(error) => {
-                metrics().purge_failures.inc();
-                tracing::warn!(%error, "log purge failed; retrying at the next pass");
-            }
+            Ok(logs)
         }
-        tokio::select! {
-            _ = tokio::time::sleep(settings.interval) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
+    })
+    .await;
 }

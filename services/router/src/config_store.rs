@@ -160,6 +160,17 @@ impl ConfigStore {
         }
     }
 
+    /// Forgets the IDs of client assertions that can no longer be used (past their `exp` and the
+    /// leeway); run periodically (`PURGE_EVERY` in lib.rs), not at every token request.
+    pub async fn purge_used_assertion_ids(&self) -> std::result::Result<u64, sqlx::Error> {
+        Ok(
+            sqlx::query("DELETE FROM client_assertion_jtis WHERE expires_at < now() - interval '5 minutes'")
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     pub async fn create_organization(
         &self,
         request: pb::CreateOrganizationRequest,
@@ -169,14 +180,17 @@ impl ConfigStore {
         if let Some(url) = &request.slack_webhook_url {
             check_slack_webhook_url(url)?;
         }
-        let row = sqlx::query(
-            "INSERT INTO organizations (id, name, alert_emails, slack_webhook_url) VALUES ($1, $2, $3, $4)
-             RETURNING id, name, alert_emails, slack_webhook_url, created_at",
-        )
+        let (after_secs, depth) = backlog_columns(request.backlog_alert.as_ref())?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO organizations (id, name, alert_emails, slack_webhook_url, backlog_alert_after_secs, backlog_alert_depth)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ORGANIZATION_COLUMNS}"
+        ))
         .bind(Uuid::now_v7())
         .bind(&request.name)
         .bind(&request.alert_emails)
         .bind(&request.slack_webhook_url)
+        .bind(after_secs)
+        .bind(depth)
         .fetch_one(&self.pool)
         .await?;
         Ok(organization_from_row(&row))
@@ -199,15 +213,22 @@ impl ConfigStore {
         if let Some(url) = request.slack_webhook_url.as_deref().filter(|url| !url.is_empty()) {
             check_slack_webhook_url(url)?;
         }
-        let row = sqlx::query(
+        let replace_backlog = request.backlog_alert.is_some();
+        let (after_secs, depth) = backlog_columns(request.backlog_alert.as_ref())?;
+        let row = sqlx::query(&format!(
             "UPDATE organizations SET name = COALESCE($2, name), alert_emails = COALESCE($3, alert_emails),
-                slack_webhook_url = CASE WHEN $4::text IS NULL THEN slack_webhook_url ELSE NULLIF($4, '') END
-             WHERE id = $1 RETURNING id, name, alert_emails, slack_webhook_url, created_at",
-        )
+                slack_webhook_url = CASE WHEN $4::text IS NULL THEN slack_webhook_url ELSE NULLIF($4, '') END,
+                backlog_alert_after_secs = CASE WHEN $5 THEN $6 ELSE backlog_alert_after_secs END,
+                backlog_alert_depth = CASE WHEN $5 THEN $7 ELSE backlog_alert_depth END
+             WHERE id = $1 RETURNING {ORGANIZATION_COLUMNS}"
+        ))
         .bind(id)
         .bind(&request.name)
         .bind(&alert_emails)
         .bind(&request.slack_webhook_url)
+        .bind(replace_backlog)
+        .bind(after_secs)
+        .bind(depth)
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("organization {id} does not exist")))?;
@@ -216,9 +237,9 @@ impl ConfigStore {
 
     pub async fn get_organization(&self, id: &str) -> Result<pb::Organization> {
         let id = parse_id("organization", id)?;
-        let row = sqlx::query(
-            "SELECT id, name, alert_emails, slack_webhook_url, created_at FROM organizations WHERE id = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
@@ -382,10 +403,6 @@ impl ConfigStore {
                     .into(),
             ));
         }
-        // Forget the IDs of assertions that can no longer be used (past exp and the leeway).
-        sqlx::query("DELETE FROM client_assertion_jtis WHERE expires_at < now() - interval '5 minutes'")
-            .execute(&self.pool)
-            .await?;
         Ok(source_from_row(&row))
     }
 
@@ -438,9 +455,11 @@ impl ConfigStore {
             check_verification_token(token)?;
         }
         let token = request.verification_token.unwrap_or_else(|| random_token(24));
+        let (after_secs, depth) = backlog_columns(request.backlog_alert.as_ref())?;
         let row = sqlx::query(
-            "INSERT INTO destinations (id, organization_id, name, url, environment, verification_token, signing_secret, timeout_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+            "INSERT INTO destinations (id, organization_id, name, url, environment, verification_token, signing_secret, timeout_ms,
+                                       backlog_alert_after_secs, backlog_alert_depth)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
         )
         .bind(Uuid::now_v7())
         .bind(organization_id)
@@ -450,6 +469,8 @@ impl ConfigStore {
         .bind(&token)
         .bind(carrier_signature::generate_secret())
         .bind(timeout_ms as i32)
+        .bind(after_secs)
+        .bind(depth)
         .fetch_one(&self.pool)
         .await?;
         Ok(destination_from_row(&row))
@@ -479,12 +500,16 @@ impl ConfigStore {
         if let Some(token) = &request.verification_token {
             check_verification_token(token)?;
         }
+        let replace_backlog = request.backlog_alert.is_some();
+        let (after_secs, depth) = backlog_columns(request.backlog_alert.as_ref())?;
         let row = sqlx::query(
             "UPDATE destinations SET
                 name = COALESCE($2, name),
                 url = COALESCE($3, url),
                 verification_token = COALESCE($4, verification_token),
                 timeout_ms = COALESCE($5, timeout_ms),
+                backlog_alert_after_secs = CASE WHEN $6 THEN $7 ELSE backlog_alert_after_secs END,
+                backlog_alert_depth = CASE WHEN $6 THEN $8 ELSE backlog_alert_depth END,
                 updated_at = now()
              WHERE id = $1 RETURNING *",
         )
@@ -493,6 +518,9 @@ impl ConfigStore {
         .bind(&request.url)
         .bind(&request.verification_token)
         .bind(request.timeout_ms.map(|t| t as i32))
+        .bind(replace_backlog)
+        .bind(after_secs)
+        .bind(depth)
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("destination {id} does not exist")))?;
@@ -693,6 +721,10 @@ fn not_found_is_invalid(error: StoreError) -> StoreError {
     }
 }
 
+/// What `organization_from_row` reads.
+const ORGANIZATION_COLUMNS: &str =
+    "id, name, alert_emails, slack_webhook_url, created_at, backlog_alert_after_secs, backlog_alert_depth";
+
 fn organization_from_row(row: &sqlx::postgres::PgRow) -> pb::Organization {
     pb::Organization {
         id: row.get::<Uuid, _>("id").to_string(),
@@ -700,7 +732,36 @@ fn organization_from_row(row: &sqlx::postgres::PgRow) -> pb::Organization {
         alert_emails: row.get("alert_emails"),
         slack_webhook_url: row.get("slack_webhook_url"),
         created_at_ms: millis(row.get("created_at")),
+        backlog_alert: Some(backlog_from_row(row)),
     }
+}
+
+/// The backlog-alert thresholds of an organization or destination row.
+fn backlog_from_row(row: &sqlx::postgres::PgRow) -> pb::BacklogAlert {
+    pb::BacklogAlert {
+        after_secs: row
+            .get::<Option<i32>, _>("backlog_alert_after_secs")
+            .map(|v| v as u32),
+        depth: row.get::<Option<i32>, _>("backlog_alert_depth").map(|v| v as u32),
+    }
+}
+
+/// The columns' values for `thresholds` (none given: both inherit).
+fn backlog_columns(thresholds: Option<&pb::BacklogAlert>) -> Result<(Option<i32>, Option<i32>)> {
+    let column = |name: &str, value: Option<u32>| -> Result<Option<i32>> {
+        value
+            .map(|value| {
+                i32::try_from(value).map_err(|_| {
+                    StoreError::Invalid(format!("backlog_alert.{name} must be at most {}", i32::MAX))
+                })
+            })
+            .transpose()
+    };
+    let thresholds = thresholds.cloned().unwrap_or_default();
+    Ok((
+        column("after_secs", thresholds.after_secs)?,
+        column("depth", thresholds.depth)?,
+    ))
 }
 
 fn source_from_row(row: &sqlx::postgres::PgRow) -> pb::Source {
@@ -749,5 +810,6 @@ fn destination_from_row(row: &sqlx::postgres::PgRow) -> pb::Destination {
         retry_now_retry_id: row
             .get::<Option<String>, _>("retry_now_retry_id")
             .unwrap_or_default(),
+        backlog_alert: Some(backlog_from_row(row)),
     }
 }

@@ -105,10 +105,12 @@ impl Default for Config {
 impl Config {
     /// Loads and validates; fills the dev profile's service token when unset.
     pub fn load() -> Result<Self, ConfigError> {
-        carrier_config::load::<Config>()?.validated()
+        carrier_config::load::<Config>()?.validate()
     }
 
-    pub fn validated(mut self) -> Result<Self, ConfigError> {
+    /// Checks the configuration and fills what the profile supplies (called by both `load` and
+    /// `run`, so a configuration built in code is checked too).
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
         if self.max_pending_per_partition == 0 {
             return Err(ConfigError::Invalid(
                 "max_pending_per_partition must be at least 1".into(),
@@ -138,9 +140,12 @@ impl Listeners {
     }
 }
 
+/// How often the IDs of used client assertions past their expiry are forgotten.
+const PURGE_EVERY: Duration = Duration::from_secs(300);
+
 /// Runs the router until `shutdown` is cancelled, then drains the fan-out and returns.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let config = config.validated()?;
+    let config = config.validate()?;
     let internal_auth =
         InternalAuth::new("router", &config.internal_auth, config.profile).context("internal_auth")?;
     let readiness = carrier_telemetry::Readiness::default();
@@ -177,6 +182,18 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             .await
     });
 
+    let purge = tokio::spawn(carrier_store::purge_every(
+        "client_assertion_ids",
+        PURGE_EVERY,
+        shutdown.clone(),
+        {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                async move { store.purge_used_assertion_ids().await }
+            }
+        },
+    ));
     let consumer = fanout::start(&config, &pool, shutdown.clone()).context("kafka")?;
     readiness.set_ready(true);
     tracing::info!(%grpc_addr, tls = internal_auth.tls_enabled(), "router ready");
@@ -184,6 +201,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     shutdown.cancelled().await;
     readiness.set_ready(false);
     consumer.await.context("fan-out consumer")?;
+    purge.await.context("purge task")?;
     grpc.await.context("grpc server task")?.context("grpc server")?;
     probes
         .await

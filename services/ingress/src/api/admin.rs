@@ -35,8 +35,34 @@ fn organization_json(organization: pb::Organization) -> Value {
         "name": organization.name,
         "alert_emails": organization.alert_emails,
         "slack_webhook_url": organization.slack_webhook_url,
+        "backlog_alert": backlog_json(organization.backlog_alert),
         "created_at_ms": organization.created_at_ms,
     })
+}
+
+/// Backlog-alert thresholds (`null` fields inherit: a destination's from its organization, an
+/// organization's from the notifier's configuration; 0 turns a criterion off).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BacklogThresholds {
+    /// A held head older than this many seconds raises the alert.
+    after_secs: Option<u32>,
+    /// More parked tasks than this raises the alert.
+    depth: Option<u32>,
+}
+
+impl From<BacklogThresholds> for pb::BacklogAlert {
+    fn from(thresholds: BacklogThresholds) -> Self {
+        pb::BacklogAlert {
+            after_secs: thresholds.after_secs,
+            depth: thresholds.depth,
+        }
+    }
+}
+
+fn backlog_json(thresholds: Option<pb::BacklogAlert>) -> Value {
+    let thresholds = thresholds.unwrap_or_default();
+    json!({ "after_secs": thresholds.after_secs, "depth": thresholds.depth })
 }
 
 fn source_json(source: pb::Source) -> Value {
@@ -73,6 +99,7 @@ fn destination_json(destination: pb::Destination) -> Value {
         "verification_token": destination.verification_token,
         "signing_secret": destination.signing_secret,
         "timeout_ms": destination.timeout_ms,
+        "backlog_alert": backlog_json(destination.backlog_alert),
         "paused_by_operator": destination.paused_by_operator,
         "created_at_ms": destination.created_at_ms,
         "updated_at_ms": destination.updated_at_ms,
@@ -86,8 +113,12 @@ pub struct NewOrganization {
     #[serde(default)]
     alert_emails: Vec<String>,
     slack_webhook_url: Option<String>,
+    backlog_alert: Option<BacklogThresholds>,
 }
 
+/// `POST /v1/organizations`: `name`, `alert_emails`, `slack_webhook_url`, `backlog_alert`
+/// (`{"after_secs": s, "depth": n}`: the default backlog-alert thresholds of its destinations; a
+/// field left out or `null` takes the notifier's, 0 turns that criterion off).
 #[utoipa::path(
     post,
     path = "/v1/organizations",
@@ -117,6 +148,7 @@ pub async fn create_organization(
             name: request.name,
             alert_emails: request.alert_emails,
             slack_webhook_url: request.slack_webhook_url,
+            backlog_alert: request.backlog_alert.map(Into::into),
         })
         .await?
         .into_inner();
@@ -162,10 +194,13 @@ pub struct OrganizationChanges {
     /// Replaces the Slack-compatible webhook URL; `null` removes it.
     #[serde(default, deserialize_with = "present")]
     slack_webhook_url: Option<Value>,
+    /// Replaces both thresholds (a field left out or `null` inherits again).
+    backlog_alert: Option<BacklogThresholds>,
 }
 
 /// `PATCH /v1/organizations/{id}`: `name`, `alert_emails`, `slack_webhook_url` (`null` removes
-/// it). Alerts still waiting to be sent go to the new addresses.
+/// it), `backlog_alert` (replaces both thresholds). Alerts still waiting to be sent go to the new
+/// addresses.
 #[utoipa::path(
     patch,
     path = "/v1/organizations/{id}",
@@ -210,6 +245,7 @@ pub async fn update_organization(
                 .alert_emails
                 .map(|addresses| pb::AlertEmails { addresses }),
             slack_webhook_url,
+            backlog_alert: changes.backlog_alert.map(Into::into),
         })
         .await?
         .into_inner();
@@ -424,6 +460,7 @@ pub struct NewDestination {
     environment: String,
     verification_token: Option<String>,
     timeout_ms: Option<u32>,
+    backlog_alert: Option<BacklogThresholds>,
 }
 
 #[utoipa::path(
@@ -458,6 +495,7 @@ pub async fn create_destination(
             environment: request.environment,
             verification_token: request.verification_token,
             timeout_ms: request.timeout_ms,
+            backlog_alert: request.backlog_alert.map(Into::into),
         })
         .await?
         .into_inner();
@@ -501,8 +539,13 @@ pub struct DestinationChanges {
     url: Option<String>,
     verification_token: Option<String>,
     timeout_ms: Option<u32>,
+    /// Replaces both thresholds (a field left out or `null` inherits again).
+    backlog_alert: Option<BacklogThresholds>,
 }
 
+/// `PATCH /v1/destinations/{id}`: `name`, `url`, `verification_token`, `timeout_ms`,
+/// `backlog_alert` (`{"after_secs": s, "depth": n}`, replacing both backlog-alert thresholds; a
+/// field left out or `null` inherits the organization's, 0 turns that criterion off).
 #[utoipa::path(
     patch,
     path = "/v1/destinations/{id}",
@@ -536,6 +579,7 @@ pub async fn update_destination(
             url: changes.url,
             verification_token: changes.verification_token,
             timeout_ms: changes.timeout_ms,
+            backlog_alert: changes.backlog_alert.map(Into::into),
         })
         .await?
         .into_inner();

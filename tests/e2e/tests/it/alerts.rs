@@ -496,3 +496,138 @@ async fn a_receivers_error_text_stays_with_the_attempt_and_never_reaches_an_aler
     assert!(!queue.to_string().contains("Jane Roe"), "{queue}");
     stack.stop().await;
 }
+
+/// Issue 13 §7: a production destination held longer than its own threshold raises one
+/// `backlog` alert (topic, the organization's e-mail, the operator's e-mail in Bcc) and, once it
+/// delivers again, one `backlog_cleared` alert; the thresholds are set and read through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_held_past_its_threshold_raises_one_backlog_alert_and_its_clearing() {
+    let smtp = SmtpServer::start().await;
+    let stack = Stack::start(StackOptions {
+        smtp: smtp_to(smtp.port),
+        alerts: carrier_notifier::AlertSettings {
+            poll_interval_ms: 200,
+            retry_base_ms: 200,
+            retry_cap_ms: 2_000,
+            // High enough that no other destination raises one here.
+            failing_after_attempts: 1_000,
+            backlog_check_interval_ms: 300,
+            operator_emails: vec!["carrier-ops@example.org".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let api = stack.api.clone();
+    let organization = created(
+        &api,
+        "/v1/organizations",
+        json!({ "name": "Backlog Hospital", "alert_emails": ["oncall@example.org"], "backlog_alert": { "depth": 50 } }),
+    )
+    .await;
+    assert_eq!(
+        organization["backlog_alert"],
+        json!({ "after_secs": null, "depth": 50 })
+    );
+    let organization_id = organization["id"].as_str().expect("id").to_string();
+    let source = api.create_source(&organization_id, "production").await;
+    let token = api.token(&source).await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(500, DOWN);
+    let destination_id = destination(
+        &api,
+        &organization_id,
+        &source.id,
+        "ADT feed",
+        &receiver.url("adt"),
+        "production",
+        "HL7v2",
+    )
+    .await;
+    // Its own age threshold; the depth comes from the organization.
+    let (status, changed) = api
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/v1/destinations/{destination_id}"),
+            Some(&json!({ "backlog_alert": { "after_secs": 2 } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(
+        changed["backlog_alert"],
+        json!({ "after_secs": 2, "depth": null })
+    );
+
+    send(&api, &token, "HL7v2", 1, false).await;
+    count_reaches(
+        &stack,
+        "SELECT count(*) FROM alerts WHERE kind = 'backlog'",
+        1,
+        "the backlog alert",
+    )
+    .await;
+    let backlog = carrier_testkit::eventually(
+        Duration::from_secs(60),
+        "the backlog alert on the topic",
+        || async {
+            let (_, notifications) = notification_records(&stack).await;
+            notifications.into_iter().find(|n| n["kind"] == "backlog")
+        },
+    )
+    .await;
+    assert_eq!(backlog["destination_id"], destination_id.as_str());
+    assert_eq!(backlog["backlog"]["reason"], "age", "{backlog}");
+    assert_eq!(backlog["backlog"]["held_reason"], "failing", "{backlog}");
+    assert_eq!(backlog["backlog"]["after_secs"], 2, "{backlog}");
+    assert_eq!(backlog["backlog"]["max_depth"], 50, "{backlog}");
+    assert!(
+        backlog["backlog"]["held_for_secs"].as_i64().unwrap_or(0) >= 2,
+        "{backlog}"
+    );
+    let email = carrier_testkit::eventually(Duration::from_secs(60), "the backlog e-mail", || async {
+        smtp.messages().into_iter().find(|email| {
+            email
+                .header("Subject")
+                .is_some_and(|subject| subject.contains("[Carrier] backlog"))
+        })
+    })
+    .await;
+    assert!(
+        email.rcpt_tos.iter().any(|to| to == "oncall@example.org")
+            && email.rcpt_tos.iter().any(|to| to == "carrier-ops@example.org"),
+        "the organization and the operator: {:?}",
+        email.rcpt_tos
+    );
+    assert!(
+        !email.header("To").unwrap_or_default().contains("carrier-ops"),
+        "the operator in Bcc only"
+    );
+
+    // It delivers again: the backlog clears, once.
+    receiver.respond_with(200, UP);
+    count_reaches(
+        &stack,
+        "SELECT count(*) FROM alerts WHERE kind = 'backlog_cleared'",
+        1,
+        "the backlog_cleared alert",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM alerts WHERE kind IN ('backlog', 'backlog_cleared')")
+            .await,
+        2,
+        "one of each"
+    );
+    let cleared = carrier_testkit::eventually(
+        Duration::from_secs(60),
+        "backlog_cleared on the topic",
+        || async {
+            let (_, notifications) = notification_records(&stack).await;
+            notifications.into_iter().find(|n| n["kind"] == "backlog_cleared")
+        },
+    )
+    .await;
+    assert_eq!(cleared["incident_id"], backlog["incident_id"]);
+}

@@ -257,4 +257,114 @@ mod hand_over {
         second.await.unwrap();
         pool.close().await;
     }
+
+    /// Which instance holds each partition of `topic` now (partition order).
+    async fn instances(pool: &PgPool, topic: &str) -> Vec<Option<String>> {
+        carrier_store::sqlx::query_scalar(
+            "SELECT m.instance_id FROM partition_leases l
+               LEFT JOIN consumer_members m
+                 ON m.group_id = l.group_id AND m.topic = l.topic AND m.member_id = l.owner
+              WHERE l.group_id = 'hand-over' AND l.topic = $1 AND l.expires_at > now()
+              ORDER BY l.partition",
+        )
+        .bind(topic)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shares_are_sticky_and_an_instance_restarted_under_its_name_gets_its_share_back() {
+        carrier_testkit::init_test_logging();
+        let (_, pool) = super::database().await;
+        let topic = carrier_testkit::unique("leases.sticky.");
+        let settings = carrier_config::KafkaSettings {
+            brokers: carrier_testkit::test_brokers(),
+            enable_idempotence: false,
+            session_timeout_ms: 6_000,
+            fetch_wait_max_ms: 50,
+            ..Default::default()
+        };
+        carrier_kafka::admin::ensure_topics(&settings, &[(topic.as_str(), 12)])
+            .await
+            .unwrap();
+        let options = ConsumerOptions {
+            topic: topic.clone(),
+            group_id: "hand-over".into(),
+            client_id: "sticky-test".into(),
+            max_pending_per_partition: 100,
+            handover_timeout: Duration::from_millis(500),
+            drain_timeout: Duration::from_millis(500),
+            commit_interval: Duration::from_millis(200),
+        };
+        let start = |instance: &str| {
+            let shutdown = CancellationToken::new();
+            let settings = carrier_config::KafkaSettings {
+                instance_id: Some(instance.to_string()),
+                ..settings.clone()
+            };
+            let task = consumer::spawn(
+                &settings,
+                options.clone(),
+                Arc::new(Finishing),
+                &pool,
+                shutdown.clone(),
+            )
+            .expect("consumer");
+            (shutdown, task)
+        };
+        let settled = |wanted: &'static [usize]| {
+            let (pool, topic) = (pool.clone(), topic.clone());
+            async move {
+                let held = instances(&pool, &topic).await;
+                (held.len() == 12
+                    && held.iter().all(Option::is_some)
+                    && shares(&pool, &topic).await == wanted)
+                    .then_some(held)
+            }
+        };
+
+        let mut members: Vec<_> = ["pod-a", "pod-b", "pod-c"]
+            .iter()
+            .map(|name| start(name))
+            .collect();
+        let three = carrier_testkit::eventually(Duration::from_secs(60), "three shares of four", || {
+            settled(&[4, 4, 4])
+        })
+        .await;
+
+        // pod-b stops (a StatefulSet pod being replaced): its four partitions move to the others,
+        // and theirs stay where they were.
+        let (b_shutdown, b_task) = members.remove(1);
+        b_shutdown.cancel();
+        b_task.await.unwrap();
+        let two =
+            carrier_testkit::eventually(Duration::from_secs(60), "two shares of six", || settled(&[6, 6]))
+                .await;
+        for (partition, (before, after)) in three.iter().zip(&two).enumerate() {
+            if before.as_deref() != Some("pod-b") {
+                assert_eq!(
+                    before, after,
+                    "partition {partition} of a remaining pod moved: {three:?} → {two:?}"
+                );
+            }
+        }
+
+        // pod-b comes back under its name: it gets exactly its old share, and only that moves.
+        let (b_shutdown, b_task) = start("pod-b");
+        let back = carrier_testkit::eventually(Duration::from_secs(60), "three shares again", || {
+            settled(&[4, 4, 4])
+        })
+        .await;
+        assert_eq!(back, three, "the same share back under the same name");
+
+        members.push((b_shutdown, b_task));
+        for (shutdown, _) in &members {
+            shutdown.cancel();
+        }
+        for (_, task) in members {
+            task.await.unwrap();
+        }
+        pool.close().await;
+    }
 }

@@ -19,6 +19,7 @@ mod leases;
 mod logs;
 mod manual_retry;
 mod markers;
+mod monitoring;
 mod openapi_conformance;
 mod operator;
 mod outbound;
