@@ -34,6 +34,30 @@ pub type AuthenticatedChannel = InterceptedService<Channel, AddServiceToken>;
 pub type AuthenticatedServer =
     Server<tower::layer::util::Stack<InterceptorLayer<CheckServiceToken>, tower::layer::util::Identity>>;
 
+/// The SERVER span of one call to an internal gRPC server (OpenTelemetry's RPC conventions:
+/// `rpc.system`, `rpc.service`, `rpc.method`; named `service/method`), a child of the caller's
+/// span when its metadata carries a W3C `traceparent`.
+fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    if !carrier_telemetry::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let path = request.uri().path().trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = path,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    );
+    let headers = request.headers();
+    let parent =
+        carrier_telemetry::trace::extract(|name| headers.get(name).and_then(|value| value.to_str().ok()));
+    carrier_telemetry::trace::set_parent(&span, parent);
+    span
+}
+
 /// The PEM files of mutual TLS, read once at start.
 struct TlsFiles {
     certificate: Vec<u8>,
@@ -146,7 +170,9 @@ impl InternalAuth {
             tls = self.tls_enabled(),
             "internal grpc server authenticates its callers"
         );
-        Ok(builder.layer(InterceptorLayer::new(self.check_token.clone())))
+        Ok(builder
+            .trace_fn(server_span)
+            .layer(InterceptorLayer::new(self.check_token.clone())))
     }
 
     /// A lazily connecting channel to the internal server at `url`, carrying the service token

@@ -33,10 +33,16 @@ impl AddServiceToken {
 }
 
 impl Interceptor for AddServiceToken {
+    /// Adds the token, and the W3C trace context of the calling span (`traceparent`,
+    /// `tracestate`): the server's span continues the caller's trace.
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.header.clone());
+        let metadata = request.metadata_mut();
+        metadata.insert("authorization", self.header.clone());
+        for (key, value) in carrier_telemetry::trace::current_headers() {
+            if let Ok(value) = value.parse() {
+                metadata.insert(key, value);
+            }
+        }
         Ok(request)
     }
 }

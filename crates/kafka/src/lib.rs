@@ -12,6 +12,8 @@
 //! - [`admin`]: topic creation for tests and first start-up, and reading single records back.
 //! - [`provisioning`]: the production topics (`carrierctl admin topics ensure|check`).
 //! - [`partitioner`]: which partition a key lands in (the producers' own mapping).
+//! - [`spans`]: the PRODUCER and CONSUMER spans of writes and reads (the W3C trace context
+//!   travels in record headers: `producer` writes it, [`consumer::Record::trace_context`] reads it).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -20,6 +22,7 @@ pub mod consumer;
 pub mod partitioner;
 pub mod producer;
 pub mod provisioning;
+pub mod spans;
 
 pub use rdkafka;
 

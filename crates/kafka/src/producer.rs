@@ -5,7 +5,7 @@ use std::time::Duration;
 use carrier_config::KafkaSettings;
 use carrier_proto::ErrorKind;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::client::{self, Role};
@@ -105,7 +105,26 @@ pub enum WhenFull {
     Wait,
 }
 
-/// Writes one record and waits for the broker's acknowledgement (acks=all).
+/// `headers` with the W3C trace context of the current span added (`traceparent`,
+/// `tracestate`), so the consumer's span continues the producer's trace; `None` stays `None`
+/// when there is no context (tracing off).
+fn with_trace_context(headers: Option<OwnedHeaders>) -> Option<OwnedHeaders> {
+    let context = carrier_telemetry::trace::current_headers();
+    if context.is_empty() {
+        return headers;
+    }
+    let mut headers = headers.unwrap_or_default();
+    for (key, value) in &context {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_str()),
+        });
+    }
+    Some(headers)
+}
+
+/// Writes one record and waits for the broker's acknowledgement (acks=all). The record
+/// carries the current span's trace context in its headers.
 pub async fn send(
     producer: &FutureProducer,
     topic: &str,
@@ -115,7 +134,7 @@ pub async fn send(
     when_full: WhenFull,
 ) -> Result<(i32, i64), ProduceError> {
     let mut record = FutureRecord::to(topic).key(key).payload(payload);
-    if let Some(headers) = headers {
+    if let Some(headers) = with_trace_context(headers) {
         record = record.headers(headers);
     }
     let queue_timeout = match when_full {
@@ -131,15 +150,21 @@ pub async fn send(
 /// Queues one record now, without waiting for its acknowledgement, so that records queued one
 /// after the other keep that order. When the local queue is full it waits (briefly, in a loop)
 /// for room rather than skipping ahead: call it from a blocking thread, not a tokio worker.
+/// The record carries the current span's trace context in its headers.
 pub fn enqueue(
     producer: &FutureProducer,
     topic: &str,
     key: &str,
     payload: &[u8],
 ) -> Result<DeliveryFuture, ProduceError> {
+    let headers = with_trace_context(None);
     let mut warned = false;
     loop {
-        match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(headers) = &headers {
+            record = record.headers(headers.clone());
+        }
+        match producer.send_result(record) {
             Ok(future) => return Ok(future),
             Err((error, _)) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                 if !warned {

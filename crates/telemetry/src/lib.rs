@@ -1,7 +1,12 @@
 //! What every Carrier service exposes to its operator: structured logs, `/metrics`
 //! (Prometheus text), `/healthz` (the process is alive), `/readyz` (its dependencies answered),
-//! and one shutdown signal (SIGTERM or Ctrl-C) that every task watches.
+//! and one shutdown signal (SIGTERM or Ctrl-C) that every task watches; [`trace`]: the
+//! OpenTelemetry traces (off unless an OTLP endpoint is configured) and W3C trace context.
 #![forbid(unsafe_code)]
+
+pub mod trace;
+
+pub use trace::{init_tracing, TracingGuard};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -97,27 +102,6 @@ fn register_process_metrics() {
             tracing::warn!(%error, "the process metrics could not be registered");
         }
     });
-}
-
-/// Installs the global tracing subscriber. `RUST_LOG` filters (default `info`);
-/// `CARRIER_LOG_FORMAT=json` writes one JSON object per line.
-pub fn init_tracing(service: &'static str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = std::env::var("CARRIER_LOG_FORMAT")
-        .map(|f| f == "json")
-        .unwrap_or(false);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    let result = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    if result.is_ok() {
-        tracing::info!(service, version = VERSION, commit = COMMIT, "starting");
-    }
 }
 
 /// A cancellation token cancelled on SIGTERM or Ctrl-C.

@@ -4,6 +4,8 @@
 //! - [`receiver`]: an HTTP receiving system that records what arrives and fails on command.
 //! - [`stack`]: the four services in one process (or delivery as a child process), isolated by a
 //!   random topic prefix, consumer groups and a database of their own.
+//! - [`processes`]: the four services as child processes (each with its own global state).
+//! - [`otlp`]: an OTLP trace receiver (gRPC and HTTP/protobuf) that keeps the spans it gets.
 //! - [`client`]: the admin and Data Model API calls a user makes.
 //! - [`keys`]: key pairs made on the spot, for `private_key_jwt` client assertions.
 //! - [`fault_proxy`]: a TCP proxy that delays, partitions or cuts the network between a service
@@ -24,8 +26,10 @@ pub mod client;
 pub mod fault_proxy;
 pub mod keys;
 pub mod order;
+pub mod otlp;
 pub mod pki;
 pub mod postgres;
+pub mod processes;
 pub mod prometheus;
 pub mod receiver;
 pub mod redis;

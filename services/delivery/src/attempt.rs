@@ -115,6 +115,13 @@ pub async fn send(
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
         .body(Bytes::copy_from_slice(body));
+    // The attempt's span (current here): where it goes, and its context for the receiver.
+    let span = tracing::Span::current();
+    record_destination(&span, &destination.url);
+    let mut request = request;
+    for (key, value) in carrier_telemetry::trace::current_headers() {
+        request = request.header(key, value);
+    }
     let mut result = AttemptResult {
         success: false,
         status_code: 0,
@@ -230,7 +237,49 @@ pub async fn send(
     }
     result.response_excerpt = clean_text(&result.response_excerpt, excerpt_bytes);
     result.duration = started.elapsed();
+    if result.status_code != 0 {
+        span.record("http.response.status_code", result.status_code);
+    }
+    if !result.success {
+        // The status code when there is one (OpenTelemetry's convention), else Carrier's class
+        // of the failure (timeout, connect, refused, other).
+        let kind = if result.status_code != 0 && !(200..300).contains(&result.status_code) {
+            result.status_code.to_string()
+        } else {
+            result.status_class.to_string()
+        };
+        span.record("error.type", kind.as_str());
+        span.record("otel.status_code", "error");
+    }
     result
+}
+
+/// `url` as a span may show it: without credentials, query or fragment.
+fn traced_url(url: &str) -> Option<reqwest::Url> {
+    let mut parsed = reqwest::Url::parse(url).ok()?;
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.set_query(None);
+    parsed.set_fragment(None);
+    Some(parsed)
+}
+
+/// The destination on the attempt's span: `url.full` without credentials, query or fragment
+/// (a destination's URL may carry a token in either), `server.address` and `server.port`.
+fn record_destination(span: &tracing::Span, url: &str) {
+    if !carrier_telemetry::trace::enabled() {
+        return;
+    }
+    let Some(parsed) = traced_url(url) else {
+        return;
+    };
+    span.record("url.full", parsed.as_str());
+    if let Some(host) = parsed.host_str() {
+        span.record("server.address", host);
+    }
+    if let Some(port) = parsed.port_or_known_default() {
+        span.record("server.port", port);
+    }
 }
 
 fn status_class(status: u16) -> &'static str {
@@ -342,6 +391,17 @@ pub fn body_errors(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_traced_url_shows_no_credentials_query_or_fragment() {
+        let url = traced_url("https://user:secret@receiver.example:8443/hook/v1?token=abc#part").unwrap();
+        assert_eq!(url.as_str(), "https://receiver.example:8443/hook/v1");
+        assert_eq!(
+            traced_url("http://127.0.0.1/in").unwrap().as_str(),
+            "http://127.0.0.1/in"
+        );
+        assert!(traced_url("not a url").is_none());
+    }
 
     /// Issue 11 §9: a production destination is not sent to in the clear at a public address;
     /// a staging one is (its data is not real). No connection is made for the refusal: the

@@ -26,6 +26,11 @@ impl LogEvents {
         })
     }
 
+    /// The topic the events go to (`carrier.log-events`).
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// The head was skipped by an operator: the log is cancelled without another attempt.
     /// `sequence` is above every attempt number of the log, so the status moves forward.
     pub async fn skipped(

@@ -28,6 +28,7 @@ pub mod outbound;
 mod parking;
 mod registry;
 pub mod retry;
+mod spans;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

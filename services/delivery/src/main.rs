@@ -4,7 +4,8 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     carrier_telemetry::handle_command_line("carrier-delivery");
-    carrier_telemetry::init_tracing("delivery");
+    // Held until the service stopped: the last spans are exported then (bounded wait).
+    let _tracing = carrier_telemetry::init_tracing("delivery");
     let config = match carrier_delivery::Config::load() {
         Ok(config) => config,
         Err(error) => {

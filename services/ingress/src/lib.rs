@@ -39,6 +39,7 @@ pub mod auth;
 mod delivery_control;
 mod error;
 mod http_metrics;
+mod http_trace;
 pub mod openapi;
 pub mod overload;
 #[doc(hidden)] // the request parsers, for the fuzz targets in fuzz/; not an API

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use carrier_internal_auth::AuthenticatedChannel;
 use carrier_proto::config_v1::config_service_client::ConfigServiceClient;
 use carrier_proto::config_v1::{ResolveRequest, ResolveResponse};
+use tracing::Instrument as _;
 
 use crate::error::ApiError;
 
@@ -55,11 +56,18 @@ impl RouteCache {
             let entries = self.entries.lock().expect("route cache lock");
             if let Some((at, response)) = entries.get(&key) {
                 if at.elapsed() < self.ttl {
+                    tracing::Span::current().record("carrier.route.cached", true);
                     return Ok(response.clone());
                 }
             }
         }
-        let response = router.clone().resolve(request).await?.into_inner();
+        tracing::Span::current().record("carrier.route.cached", false);
+        let span = carrier_telemetry::trace::grpc_client_span("carrier.config.v1.ConfigService", "Resolve");
+        let answer = router.clone().resolve(request).instrument(span.clone()).await;
+        let code = answer.as_ref().map_or_else(|status| status.code() as i32, |_| 0);
+        carrier_telemetry::trace::record_grpc_status(&span, code);
+        drop(span);
+        let response = answer?.into_inner();
         if !self.ttl.is_zero() {
             self.remember(key, response.clone());
         }

@@ -19,6 +19,7 @@ use carrier_store::sqlx::{self, PgPool};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::dispatch::Wakeup;
 use crate::log_store;
@@ -28,6 +29,7 @@ use crate::Config;
 struct Batcher {
     pool: PgPool,
     topic: String,
+    group: String,
     failing_after_attempts: i32,
     wakeup: Wakeup,
     batch_size: usize,
@@ -53,6 +55,7 @@ pub fn start(
     let batcher = Batcher {
         pool: pool.clone(),
         topic: options.topic.clone(),
+        group: options.group_id.clone(),
         failing_after_attempts: config.alerts.failing_after_attempts as i32,
         wakeup,
         batch_size: config.batch_size,
@@ -83,21 +86,37 @@ impl Processor for Batcher {
             self.batch_size,
             self.batch_wait,
         ));
-        Box::new(PartitionBatcher { sender, tracker })
+        Box::new(PartitionBatcher {
+            sender,
+            tracker,
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+        })
     }
 }
 
+/// An event on its way to the log store, with its trace (its CONSUMER span's context: the
+/// batch's write links to it).
+type Queued = (i64, LogEvent, carrier_telemetry::trace::Context);
+
 struct PartitionBatcher {
     /// Unbounded, but the consumer pauses the partition past `max_pending_per_partition`.
-    sender: mpsc::UnboundedSender<(i64, LogEvent)>,
+    sender: mpsc::UnboundedSender<Queued>,
     tracker: Arc<OffsetTracker>,
+    topic: String,
+    group: String,
 }
 
 impl PartitionProcessor for PartitionBatcher {
     fn process(&mut self, record: Record) {
         match LogEvent::decode(record.payload.as_slice()) {
             Ok(event) => {
-                if self.sender.send((record.offset, event)).is_err() {
+                // The CONSUMER span (child of the event's writer: router or delivery) ends once
+                // the event is queued for its batch.
+                let span = carrier_kafka::spans::process_span(&record, &self.topic, &self.group);
+                span.record("carrier.log_id", event.log_id.as_str());
+                let context = carrier_telemetry::trace::context_of(&span);
+                if self.sender.send((record.offset, event, context)).is_err() {
                     tracing::warn!(
                         partition = record.partition,
                         "log writer stopped; event left for the next owner"
@@ -232,18 +251,37 @@ fn clean(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
 }
 
+/// The span of one batch written to the log store (OpenTelemetry's database conventions).
+fn log_write_span(events: usize) -> tracing::Span {
+    if !carrier_telemetry::trace::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "log write",
+        otel.name = "log write",
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "upsert",
+        db.operation.batch.size = events,
+    )
+}
+
 async fn write_batches(
     writer: Writer,
-    mut receiver: mpsc::UnboundedReceiver<(i64, LogEvent)>,
+    mut receiver: mpsc::UnboundedReceiver<Queued>,
     batch_size: usize,
     batch_wait: Duration,
 ) {
     let released = writer.tracker.released_token().clone();
     loop {
         let mut batch = Vec::with_capacity(batch_size);
+        let mut traces = Vec::new();
         tokio::select! {
             received = receiver.recv() => match received {
-                Some(item) => batch.push(item),
+                Some((offset, event, trace)) => {
+                    batch.push((offset, event));
+                    traces.push(trace);
+                }
                 None => return,
             },
             _ = released.cancelled() => return,
@@ -251,12 +289,21 @@ async fn write_batches(
         let deadline = tokio::time::Instant::now() + batch_wait;
         while batch.len() < batch_size {
             match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(item)) => batch.push(item),
+                Ok(Some((offset, event, trace))) => {
+                    batch.push((offset, event));
+                    traces.push(trace);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
         let _activity = writer.tracker.activity();
-        if !writer.write(&batch).await {
+        // One span for the batch's write, linked to each event's trace (a batch mixes many).
+        let span = log_write_span(batch.len());
+        for trace in &traces {
+            carrier_telemetry::trace::add_link(&span, trace);
+        }
+        drop(traces);
+        if !writer.write(&batch).instrument(span).await {
             return;
         }
         for (offset, _) in &batch {

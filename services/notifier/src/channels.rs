@@ -20,6 +20,7 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 use crate::notification::Notification;
 
@@ -157,6 +158,20 @@ impl SmtpSettings {
     }
 }
 
+/// The CLIENT span of one alert send on `channel` (`alert email`, `alert slack`, `alert kafka`).
+fn alert_span(channel: Channel) -> tracing::Span {
+    if !carrier_telemetry::trace::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "alert send",
+        otel.name = %format_args!("alert {}", channel.as_str()),
+        otel.kind = "client",
+        carrier.channel = channel.as_str(),
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
 /// Sends notifications. Cheap to clone (connections are pooled inside).
 #[derive(Clone)]
 pub struct Channels {
@@ -230,11 +245,23 @@ impl Channels {
                 Channel::Kafka => self.kafka(notification).await,
             }
         };
+        // An alert is about an incident, not one message: a trace of its own (the Kafka
+        // channel's record carries its context to the consumers of carrier.notifications).
+        let span = alert_span(channel);
         // A little beyond the inner timeouts, so theirs (with a precise error) usually wins.
-        match tokio::time::timeout(self.timeout + Duration::from_secs(1), send).await {
+        let result = match tokio::time::timeout(
+            self.timeout + Duration::from_secs(1),
+            send.instrument(span.clone()),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(SendError::TimedOut(self.timeout)),
+        };
+        if result.is_err() {
+            span.record("otel.status_code", "error");
         }
+        result
     }
 
     async fn email(&self, notification: &Notification, recipients: &Recipients) -> Result<Sent, SendError> {

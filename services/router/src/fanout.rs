@@ -22,6 +22,7 @@ use carrier_kafka::Topics;
 use carrier_proto::records_v1::{DeliveryTask, InboundMessage, LogEvent, LogStatus};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::metrics::metrics;
 use crate::Config;
@@ -29,6 +30,7 @@ use crate::Config;
 struct FanOut {
     producer: FutureProducer,
     topics: Topics,
+    group: String,
     runtime: tokio::runtime::Handle,
 }
 
@@ -51,6 +53,7 @@ pub fn start(
     let processor = Arc::new(FanOut {
         producer,
         topics,
+        group: config.consumer_group.clone(),
         runtime: tokio::runtime::Handle::current(),
     });
     Ok(consumer::spawn(
@@ -67,6 +70,7 @@ impl Processor for FanOut {
         Box::new(PartitionFanOut {
             producer: self.producer.clone(),
             topics: self.topics.clone(),
+            group: self.group.clone(),
             runtime: self.runtime.clone(),
             tracker,
             halt: Arc::new(Halt::default()),
@@ -77,6 +81,7 @@ impl Processor for FanOut {
 struct PartitionFanOut {
     producer: FutureProducer,
     topics: Topics,
+    group: String,
     runtime: tokio::runtime::Handle,
     tracker: Arc<OffsetTracker>,
     halt: Arc<Halt>,
@@ -137,6 +142,18 @@ impl PartitionProcessor for PartitionFanOut {
                 return;
             }
         };
+        // The CONSUMER span (child of ingress's durable write) lasts until the message is
+        // routed; the PRODUCER span of the fan-out write is current while the tasks are queued,
+        // so each task record carries its context.
+        let process_span = carrier_kafka::spans::process_span(&record, &self.topics.inbound, &self.group);
+        process_span.record("carrier.message_id", message.message_id.as_str());
+        let fanout_span = {
+            let _process = process_span.enter();
+            carrier_kafka::spans::send_span(&self.topics.deliveries, None)
+        };
+        fanout_span.record("messaging.batch.message_count", message.routes.len());
+        fanout_span.record("carrier.message_id", message.message_id.as_str());
+        let fanout_entered = fanout_span.enter();
         let guard = self.tracker.activity();
         let started = std::time::Instant::now();
         // Issue every task write now, in order, on this (the consumer) thread: the producer
@@ -159,6 +176,10 @@ impl PartitionProcessor for PartitionFanOut {
                 body_stored: message.body_stored,
                 previous_attempts: 0,
                 retry_id: String::new(),
+                // The record's headers carry the trace context (set here only when parked).
+                traceparent: String::new(),
+                tracestate: String::new(),
+                written_at_ms: 0,
             };
             let created = LogEvent::for_task(
                 &task,
@@ -178,60 +199,76 @@ impl PartitionProcessor for PartitionFanOut {
             }
             task_acks.push((created, ack));
         }
+        drop(fanout_entered);
         let producer = self.producer.clone();
         let log_events = self.topics.log_events.clone();
         let tracker = self.tracker.clone();
         let halt = self.halt.clone();
         let partition = record.partition;
-        self.runtime.spawn(async move {
-            let mut failed = false;
-            // Each log's `queued` event says where its task landed (for manual retries); the
-            // events' order does not matter (a status only moves forward).
-            let mut events = Vec::with_capacity(task_acks.len());
-            for (mut event, ack) in task_acks {
-                match producer::acknowledged(ack).await {
-                    Ok((partition, task_offset)) => {
-                        event.task_partition = Some(partition);
-                        event.task_offset = Some(task_offset);
-                        let payload = event.encode_to_vec();
-                        events.push((event.destination_id, payload));
+        let events_span = {
+            let _process = process_span.enter();
+            carrier_kafka::spans::send_span(&log_events, None)
+        };
+        self.runtime.spawn(
+            async move {
+                let mut failed = false;
+                // Each log's `queued` event says where its task landed (for manual retries); the
+                // events' order does not matter (a status only moves forward).
+                let mut events = Vec::with_capacity(task_acks.len());
+                for (mut event, ack) in task_acks {
+                    match producer::acknowledged(ack).await {
+                        Ok((partition, task_offset)) => {
+                            event.task_partition = Some(partition);
+                            event.task_offset = Some(task_offset);
+                            let payload = event.encode_to_vec();
+                            events.push((event.destination_id, payload));
+                        }
+                        Err(error) => {
+                            carrier_kafka::spans::record_send_error(&fanout_span, &error);
+                            failed = true;
+                            halt.set(partition, offset, &error);
+                        }
                     }
-                    Err(error) => {
+                }
+                drop(fanout_span);
+                events_span.record("messaging.batch.message_count", events.len());
+                let event_acks = events.iter().map(|(key, payload)| {
+                    producer::send(
+                        &producer,
+                        &log_events,
+                        key,
+                        payload,
+                        None,
+                        producer::WhenFull::Wait,
+                    )
+                });
+                for result in futures::future::join_all(event_acks)
+                    .instrument(events_span.clone())
+                    .await
+                {
+                    if let Err(error) = result {
+                        carrier_kafka::spans::record_send_error(&events_span, &error);
                         failed = true;
                         halt.set(partition, offset, &error);
                     }
                 }
-            }
-            let event_acks = events.iter().map(|(key, payload)| {
-                producer::send(
-                    &producer,
-                    &log_events,
-                    key,
-                    payload,
-                    None,
-                    producer::WhenFull::Wait,
-                )
-            });
-            for result in futures::future::join_all(event_acks).await {
-                if let Err(error) = result {
-                    failed = true;
-                    halt.set(partition, offset, &error);
+                if failed {
+                    // Leave the offset unfinished: the commit stays below it and the message is
+                    // routed again by whoever consumes the partition next.
+                    metrics().records.with_label_values(&["failed"]).inc();
+                } else {
+                    metrics().records.with_label_values(&["routed"]).inc();
+                    metrics()
+                        .write_seconds
+                        .with_label_values(&[] as &[&str])
+                        .observe(started.elapsed().as_secs_f64());
+                    tracing::debug!(offset, routes = message.routes.len(), "message routed");
+                    tracker.finish(offset);
                 }
+                drop(events_span);
+                drop(guard);
             }
-            if failed {
-                // Leave the offset unfinished: the commit stays below it and the message is
-                // routed again by whoever consumes the partition next.
-                metrics().records.with_label_values(&["failed"]).inc();
-            } else {
-                metrics().records.with_label_values(&["routed"]).inc();
-                metrics()
-                    .write_seconds
-                    .with_label_values(&[] as &[&str])
-                    .observe(started.elapsed().as_secs_f64());
-                tracing::debug!(offset, routes = message.routes.len(), "message routed");
-                tracker.finish(offset);
-            }
-            drop(guard);
-        });
+            .instrument(process_span),
+        );
     }
 }

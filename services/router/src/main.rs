@@ -4,7 +4,8 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     carrier_telemetry::handle_command_line("carrier-router");
-    carrier_telemetry::init_tracing("router");
+    // Held until the service stopped: the last spans are exported then (bounded wait).
+    let _tracing = carrier_telemetry::init_tracing("router");
     let config = match carrier_router::Config::load() {
         Ok(config) => config,
         Err(error) => {

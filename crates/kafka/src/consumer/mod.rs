@@ -50,6 +50,14 @@ pub struct Record {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl Record {
+    /// The W3C trace context its producer wrote in its headers (empty without one, or when
+    /// tracing is off): the parent of the consumer's span.
+    pub fn trace_context(&self) -> carrier_telemetry::trace::Context {
+        carrier_telemetry::trace::extract_from_pairs(&self.headers)
+    }
+}
+
 /// Creates the per-partition processors of one consumer.
 pub trait Processor: Send + Sync + 'static {
     /// A partition was assigned. The returned processor gets its records in offset order and

@@ -20,6 +20,7 @@ use crate::attempt::{self, AttemptResult};
 use crate::destinations::LookupError;
 use crate::parking::{HeldHead, HeldReason, Position};
 use crate::retry::Decision;
+use tracing::Instrument as _;
 
 /// Attempts one task until its log is final (or the partition is released, in which case the
 /// task stays unfinished and whoever owns the partition next delivers it).
@@ -202,6 +203,9 @@ async fn attempt_until_final(
         }
         hold.last_attempt_ms = chrono::Utc::now().timestamp_millis();
         attempts += 1;
+        let attempt_span = crate::spans::attempt_span(task, &queued.trace, number);
+        queued.trace.last_attempt = Some(carrier_telemetry::trace::context_of(&attempt_span));
+        let task = &queued.task;
         let send = async {
             let _in_flight = InFlight::start();
             match stored_body(shared, task).await {
@@ -224,7 +228,7 @@ async fn attempt_until_final(
         // A lost lease abandons the request even half sent: another worker may own the
         // partition shortly after, and two requests to one destination must never overlap.
         let result = tokio::select! {
-            result = send => result,
+            result = send.instrument(attempt_span) => result,
             _ = tracker.lost_token().cancelled() => {
                 tracing::warn!(destination_id = %task.destination_id, log_id = %task.log_id, "partition lease lost during an attempt; request abandoned, the next owner sends it again");
                 return Outcome::Released;
@@ -301,12 +305,13 @@ async fn attempt_until_final(
                 let events = shared.events.clone();
                 let event_task = task.clone();
                 let environment = destination.environment.clone();
+                let event_span = crate::spans::event_span(events.topic(), task, &queued.trace);
                 shared.runtime.spawn(async move {
                     if let Err(error) = events.attempt(&event_task, &environment, number, &result, LogStatus::Queued).await {
                         tracing::warn!(%error, log_id = %event_task.log_id, "attempt event could not be written");
                     }
                     drop(activity);
-                });
+                }.instrument(event_span));
                 // Parked whatever its environment: a failing head waiting for its retry must not
                 // hold the partition's commits (a staging destination's line of 500 tasks at one
                 // retry delay each held them for minutes, and every crash redid that much of its
@@ -404,6 +409,7 @@ async fn finish(
         .expect("the semaphore is never closed");
     let shared_for_task = shared.clone();
     let partition = partition.clone();
+    let event_span = crate::spans::event_span(shared.events.topic(), &queued.task, &queued.trace);
     shared.runtime.spawn(async move {
         let events = &shared_for_task.events;
         let written = match &ending {
@@ -423,7 +429,7 @@ async fn finish(
         }
         drop(activity);
         drop(permit);
-    });
+    }.instrument(event_span));
 }
 
 /// The body of a task whose body was too large for Kafka (`body_stored`), read from Postgres;

@@ -224,6 +224,7 @@ pub(super) async fn run_lane(shared: Arc<Shared>, partition: Arc<PartitionState>
                                 lane.cursor = parked.position;
                                 lane.prefetched.push_back(Queued {
                                     position: parked.position,
+                                    trace: crate::spans::TaskTrace::of_parked(&parked.task),
                                     task: parked.task,
                                     origin: Origin::Parked,
                                 });

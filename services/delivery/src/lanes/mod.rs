@@ -58,6 +58,8 @@ struct Shared {
     /// Reads the tasks just below a new assignment's start (see `seed_finished_logs`).
     reader: carrier_kafka::admin::RecordReader,
     topic: String,
+    /// The consumer group (an attribute of the consumer spans).
+    group: String,
 }
 
 /// Starts the consumer; the lanes it runs are visible through `directory`.
@@ -95,6 +97,7 @@ pub fn start(
         runtime: tokio::runtime::Handle::current(),
         reader: carrier_kafka::admin::RecordReader::new(&config.kafka)?,
         topic: Topics::new(&config.kafka).deliveries,
+        group: config.consumer_group.clone(),
     });
     let options = ConsumerOptions {
         topic: Topics::new(&config.kafka).deliveries,

@@ -10,9 +10,20 @@ use super::metrics::{metrics, NO_LABELS};
 use super::partition::{Origin, PartitionState, Queued};
 use super::Shared;
 use crate::parking::ToPark;
+use tracing::Instrument as _;
 
 /// Writes parked tasks to Postgres in batches; only then are their offsets finished
 /// (invariant 4: parked is durable before it is committed).
+/// The parking store's row of `queued`, keeping its trace context with the task.
+fn to_park(queued: &Queued) -> ToPark {
+    let mut task = queued.task.clone();
+    queued.trace.stamp(&mut task);
+    ToPark {
+        position: queued.position,
+        task,
+    }
+}
+
 pub(super) async fn run_parker(shared: Arc<Shared>, partition: Arc<PartitionState>) {
     let released = partition.tracker.released_token().clone();
     loop {
@@ -27,17 +38,13 @@ pub(super) async fn run_parker(shared: Arc<Shared>, partition: Arc<PartitionStat
                 break;
             }
             let _activity = partition.tracker.activity();
-            let rows: Vec<ToPark> = batch
-                .iter()
-                .map(|queued| ToPark {
-                    position: queued.position,
-                    task: queued.task.clone(),
-                })
-                .collect();
+            let rows: Vec<ToPark> = batch.iter().map(to_park).collect();
+            let span = crate::spans::park_span(partition.tracker.partition(), rows.len());
             let mut failures = 0u32;
             while let Err(error) = shared
                 .parking
                 .park(partition.tracker.fence(), partition.tracker.partition(), &rows)
+                .instrument(span.clone())
                 .await
             {
                 failures += 1;
@@ -154,10 +161,8 @@ pub(super) async fn enter_parked_mode(
     if head.origin == Origin::Parked {
         return true;
     }
-    let row = ToPark {
-        position: head.position,
-        task: head.task.clone(),
-    };
+    let row = to_park(head);
+    let span = crate::spans::park_span(partition.tracker.partition(), 1);
     if let Err(error) = shared
         .parking
         .park(
@@ -165,6 +170,7 @@ pub(super) async fn enter_parked_mode(
             partition.tracker.partition(),
             std::slice::from_ref(&row),
         )
+        .instrument(span)
         .await
     {
         tracing::error!(%error, destination_id = %head.task.destination_id, "cannot park a held destination yet; its backlog stays in memory and parking is tried again");

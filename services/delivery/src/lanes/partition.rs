@@ -14,6 +14,7 @@ use super::lane::{spawn_lane, Lane};
 use super::metrics::{metrics, NO_LABELS};
 use super::Shared;
 use crate::parking::Position;
+use crate::spans::TaskTrace;
 
 /// How many finished logs each destination remembers, to skip a task written twice (the router
 /// re-routes a message after a crash) instead of sending it again. A re-routed task follows its
@@ -30,6 +31,8 @@ pub(super) struct Queued {
     pub(super) position: Position,
     pub(super) task: DeliveryTask,
     pub(super) origin: Origin,
+    /// The trace its attempts belong to (`spans.rs`).
+    pub(super) trace: TaskTrace,
 }
 
 /// Where a task's completion is recorded.
@@ -150,6 +153,18 @@ impl PartitionProcessor for PartitionLanes {
             }
         };
         let destination_id = task.destination_id.clone();
+        // The CONSUMER span ends once the task is in its lane; its attempts continue its trace.
+        let span = carrier_kafka::spans::process_span(&record, &self.shared.topic, &self.shared.group);
+        span.record("carrier.log_id", task.log_id.as_str());
+        span.record("carrier.message_id", task.message_id.as_str());
+        let trace = TaskTrace {
+            context: carrier_telemetry::trace::context_of(&span),
+            written_at_ms: record
+                .timestamp
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
+            last_attempt: None,
+        };
+        let _entered = span.enter();
         let queued = Queued {
             position: Position {
                 generation: self.partition.tracker.generation(),
@@ -157,6 +172,7 @@ impl PartitionProcessor for PartitionLanes {
             },
             task,
             origin: Origin::Live,
+            trace,
         };
         let limits = self.partition.limits;
         let mut book = self.partition.book();

@@ -233,6 +233,7 @@ fn a_lane_cannot_leave_parked_mode_while_a_task_of_it_is_on_its_way_to_the_store
             ..Default::default()
         },
         origin: Origin::Live,
+        trace: Default::default(),
     });
     assert!(
         !leave_parked_mode(&partition, "d", writes),

@@ -20,6 +20,7 @@ use carrier_proto::config_v1::ResolveRequest;
 use carrier_proto::records_v1::{InboundMessage, Route};
 use carrier_proto::ErrorKind;
 use prost::Message;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::idempotency::{self, Claim};
@@ -138,6 +139,7 @@ async fn write(
     body: Bytes,
     claim: Option<HeldKey<'_>>,
 ) -> Result<Accepted, ApiError> {
+    let lookup_span = route_lookup_span(source_id, submission);
     let route = state
         .routes
         .resolve(
@@ -149,7 +151,10 @@ async fn write(
                 destination_ids: submission.destination_ids.clone(),
             },
         )
+        .instrument(lookup_span.clone())
         .await?;
+    lookup_span.record("carrier.destinations", route.destination_ids.len());
+    drop(lookup_span);
 
     let received_at_ms = chrono::Utc::now().timestamp_millis();
     let previous = claim.as_ref().and_then(|claim| claim.previous.as_ref());
@@ -197,6 +202,9 @@ async fn write(
     };
     let payload = record.encode_to_vec();
     drop(record);
+    // The durable write's PRODUCER span; its context travels in the record's headers.
+    let write_span = carrier_kafka::spans::send_span(&state.topics.inbound, Some(source_id));
+    write_span.record("carrier.message_id", accepted.message_id.as_str());
     let write = carrier_kafka::producer::send(
         &state.producer,
         &state.topics.inbound,
@@ -204,8 +212,17 @@ async fn write(
         &payload,
         None,
         carrier_kafka::producer::WhenFull::Fail,
-    );
-    match tokio::time::timeout(Duration::from_millis(state.config.produce_timeout_ms), write).await {
+    )
+    .instrument(write_span.clone());
+    let written = tokio::time::timeout(Duration::from_millis(state.config.produce_timeout_ms), write).await;
+    if let Ok(result) = &written {
+        carrier_kafka::spans::record_sent(&write_span, result);
+    } else {
+        write_span.record("error.type", "timeout");
+        write_span.record("otel.status_code", "error");
+    }
+    drop(write_span);
+    match written {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => return Err(produce_error(&error)),
         Err(_elapsed) => {
@@ -222,6 +239,21 @@ async fn write(
         "message accepted"
     );
     Ok(accepted)
+}
+
+/// The span of a message's route lookup (the router's `Resolve`, or ingress's cache of it).
+fn route_lookup_span(source_id: &str, submission: &Submission) -> tracing::Span {
+    if !carrier_telemetry::trace::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "route lookup",
+        carrier.source_id = source_id,
+        carrier.data_model = submission.data_model.as_str(),
+        carrier.event_type = submission.event_type.as_str(),
+        carrier.route.cached = tracing::field::Empty,
+        carrier.destinations = tracing::field::Empty,
+    )
 }
 
 /// Marks a replayed answer (`Idempotent-Replayed: true`).

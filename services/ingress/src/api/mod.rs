@@ -36,10 +36,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         None => routes,
     };
     // Outermost: shedding costs nothing, so it comes before the rate limit's Redis call.
-    routes.layer(axum::middleware::from_fn_with_state(
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
         state,
         crate::overload::in_flight::admit,
-    ))
+    ));
+    // Around everything: a shed or rate-limited request has its span too.
+    routes.layer(axum::middleware::from_fn(crate::http_trace::server_span))
 }
 
 fn public_routes(state: Arc<AppState>) -> Router {
@@ -77,6 +79,7 @@ fn public_routes(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // A layer over the routes runs after routing: the matched route template is known.
         .layer(axum::middleware::from_fn(crate::http_metrics::record))
+        .layer(axum::middleware::from_fn(crate::http_trace::record_route))
         .with_state(state)
 }
 

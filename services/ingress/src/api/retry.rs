@@ -40,6 +40,7 @@ use carrier_store::sqlx::postgres::PgRow;
 use carrier_store::sqlx::Row;
 use prost::Message;
 use serde_json::{json, Value};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::log_search::{Limits, LogFilter, Order};
@@ -128,15 +129,18 @@ async fn requeue(state: &AppState, log_id: Uuid, row: &PgRow) -> Result<String, 
     let found = state
         .task_reader
         .read_with(topic, partition, offset, READ_TIMEOUT, |message| {
-            message.payload().unwrap_or_default().to_vec()
+            (
+                message.payload().unwrap_or_default().to_vec(),
+                trace_context_of(message),
+            )
         })
         .await
         .map_err(|error| {
             tracing::warn!(%error, %log_id, "reading a delivery task for a manual retry failed");
             read_failed()
         })?;
-    let payload = match found {
-        ReadAt::Found(payload) => payload,
+    let (payload, original_trace) = match found {
+        ReadAt::Found(found) => found,
         ReadAt::Absent => return Err(not_retained()),
         // Nothing came back: lost to retention, or the broker is slow or away (then say so,
         // instead of calling a retained message gone).
@@ -164,7 +168,13 @@ async fn requeue(state: &AppState, log_id: Uuid, row: &PgRow) -> Result<String, 
     let retry_id = Uuid::now_v7().to_string();
     task.retry_id = retry_id.clone();
     let payload = task.encode_to_vec();
-    carrier_kafka::producer::send(
+    // A manual retry is work of its own (the retry request's trace), linked to the trace of the
+    // log's original delivery (README "Tracing").
+    let span = carrier_kafka::spans::send_span(&state.topics.deliveries, Some(&task.destination_id));
+    span.record("carrier.log_id", task.log_id.as_str());
+    span.record("carrier.message_id", task.message_id.as_str());
+    carrier_telemetry::trace::add_link(&span, &original_trace);
+    let sent = carrier_kafka::producer::send(
         &state.producer,
         &state.topics.deliveries,
         &task.destination_id,
@@ -172,12 +182,32 @@ async fn requeue(state: &AppState, log_id: Uuid, row: &PgRow) -> Result<String, 
         None,
         carrier_kafka::producer::WhenFull::Fail,
     )
-    .await
-    .map_err(|error| {
+    .instrument(span.clone())
+    .await;
+    carrier_kafka::spans::record_sent(&span, &sent);
+    sent.map_err(|error| {
         retry_failures().with_label_values(&["queue"]).inc();
         ApiError::new(error.kind(), "The retry could not be queued; nothing changed")
     })?;
     Ok(retry_id)
+}
+
+/// The W3C trace context in a record's headers (empty when tracing is off).
+fn trace_context_of(
+    message: &carrier_kafka::rdkafka::message::BorrowedMessage<'_>,
+) -> carrier_telemetry::trace::Context {
+    use carrier_kafka::rdkafka::message::Headers as _;
+    if !carrier_telemetry::trace::enabled() {
+        return carrier_telemetry::trace::Context::new();
+    }
+    let Some(headers) = message.headers() else {
+        return carrier_telemetry::trace::Context::new();
+    };
+    let pairs: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|header| (header.key.to_string(), header.value.unwrap_or_default().to_vec()))
+        .collect();
+    carrier_telemetry::trace::extract_from_pairs(&pairs)
 }
 
 /// Retries that could not be queued, by reason (`not_retained`: the message is past the

@@ -31,6 +31,7 @@ mod probes;
 mod rate_limit;
 mod retries;
 mod statuses;
+mod tracing;
 
 use std::collections::HashSet;
 

@@ -1,0 +1,264 @@
+//! OpenTelemetry traces (issue 13 §1–4): the four services as processes of their own, each
+//! exporting over OTLP to a real receiver, and one message seen as one trace from the sender's
+//! span to the receiver's request.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use carrier_testkit::client::message;
+use carrier_testkit::otlp::{
+    CollectedSpan, Collector, KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER,
+};
+use carrier_testkit::processes::ProcessStack;
+use carrier_testkit::receiver::Receiver;
+
+fn random_hex(bytes: usize) -> String {
+    let mut text = String::new();
+    while text.len() < bytes * 2 {
+        text.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    text.truncate(bytes * 2);
+    text
+}
+
+/// Sends one message with the sender's own `traceparent`; returns the receiver's request.
+async fn send_traced_message(
+    stack: &ProcessStack,
+    receiver: &Receiver,
+    traceparent: &str,
+) -> carrier_testkit::receiver::Received {
+    let api = &stack.api;
+    let organization = api.create_organization("Traced Hospital").await;
+    let source = api.create_source(&organization, "production").await;
+    api.subscribed_destination(
+        &organization,
+        &source,
+        &receiver.url("traced?secret=not-in-spans"),
+        "production",
+        "PatientAdmin",
+    )
+    .await;
+    let token = api.token(&source).await;
+    let body = serde_json::to_vec(&message("PatientAdmin", 1)).unwrap();
+    let answer = api
+        .request(
+            reqwest::Method::POST,
+            "/endpoint",
+            Some(&token),
+            &[("content-type", "application/json"), ("traceparent", traceparent)],
+            Some(body),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    carrier_testkit::eventually(Duration::from_secs(60), "the delivery", || {
+        let received = receiver.received();
+        async move { received.into_iter().next() }
+    })
+    .await
+}
+
+/// The span's ancestors within `spans` (parent first).
+fn ancestors<'a>(spans: &'a [CollectedSpan], span: &CollectedSpan) -> Vec<&'a CollectedSpan> {
+    let by_id: HashMap<&str, &CollectedSpan> =
+        spans.iter().map(|span| (span.span_id.as_str(), span)).collect();
+    let mut chain = Vec::new();
+    let mut parent = span.parent_span_id.as_str();
+    while let Some(found) = by_id.get(parent) {
+        chain.push(*found);
+        parent = found.parent_span_id.as_str();
+    }
+    chain
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_message_is_one_trace_from_the_senders_span_to_the_receivers_request() {
+    let collector = Collector::start().await;
+    let (grpc, http) = (collector.grpc_endpoint.clone(), collector.http_endpoint.clone());
+    // The router exports over HTTP/protobuf, the others over gRPC: both exporters are used.
+    let stack = ProcessStack::start(move |service| {
+        let (endpoint, protocol) = match service {
+            "router" => (http.clone(), "http/protobuf"),
+            _ => (grpc.clone(), "grpc"),
+        };
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), protocol.into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES".into(),
+                "deployment.environment.name=test".into(),
+            ),
+        ]
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let trace_id = random_hex(16);
+    let sender_span = random_hex(8);
+    let received = send_traced_message(&stack, &receiver, &format!("00-{trace_id}-{sender_span}-01")).await;
+
+    // The receiver's request is in the sender's trace.
+    let traceparent = received.header("traceparent").to_string();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "traceparent {traceparent:?}");
+    assert_eq!(parts[1], trace_id, "the receiver got the sender's trace ID");
+    let attempt_span_id = parts[2].to_string();
+
+    let spans = collector
+        .wait_for(
+            Duration::from_secs(60),
+            "the spans of all four services",
+            |spans| {
+                let in_trace: Vec<&CollectedSpan> =
+                    spans.iter().filter(|span| span.trace_id == trace_id).collect();
+                let has = |service: &str, kind: i32| {
+                    in_trace
+                        .iter()
+                        .any(|span| span.service_name == service && span.kind == kind)
+                };
+                in_trace.iter().any(|span| span.span_id == attempt_span_id)
+                    && has("carrier-ingress", KIND_SERVER)
+                    && has("carrier-router", KIND_CONSUMER)
+                    && has("carrier-router", KIND_SERVER)
+                    && has("carrier-delivery", KIND_CONSUMER)
+                    && has("carrier-notifier", KIND_CONSUMER)
+            },
+        )
+        .await;
+    let in_trace: Vec<CollectedSpan> = spans
+        .iter()
+        .filter(|span| span.trace_id == trace_id)
+        .cloned()
+        .collect();
+    let find = |service: &str, kind: i32, name: &str| -> &CollectedSpan {
+        in_trace
+            .iter()
+            .find(|span| span.service_name == service && span.kind == kind && span.name.starts_with(name))
+            .unwrap_or_else(|| panic!("no {service} span {name} (kind {kind}) in {in_trace:#?}"))
+    };
+
+    // Ingress: the SERVER span is the child of the sender's span, named by its route.
+    let server = find("carrier-ingress", KIND_SERVER, "POST /endpoint");
+    assert_eq!(
+        server.parent_span_id, sender_span,
+        "the sender's traceparent is honoured"
+    );
+    assert_eq!(server.attribute("http.request.method"), "POST");
+    assert_eq!(server.attribute("http.route"), "/endpoint");
+    assert_eq!(server.attribute("http.response.status_code"), "200");
+    let write = find(
+        "carrier-ingress",
+        KIND_PRODUCER,
+        &format!("send {}.inbound", stack.prefix),
+    );
+    assert_eq!(write.attribute("messaging.system"), "kafka");
+    assert_eq!(write.attribute("messaging.operation.type"), "send");
+    // The route lookup called the router: its gRPC SERVER span is the child of ingress's CLIENT span.
+    let resolve_client = find(
+        "carrier-ingress",
+        KIND_CLIENT,
+        "carrier.config.v1.ConfigService/Resolve",
+    );
+    let resolve_server = find(
+        "carrier-router",
+        KIND_SERVER,
+        "carrier.config.v1.ConfigService/Resolve",
+    );
+    assert_eq!(resolve_server.parent_span_id, resolve_client.span_id);
+    assert_eq!(resolve_server.attribute("rpc.system"), "grpc");
+    assert_eq!(resolve_server.attribute("rpc.method"), "Resolve");
+
+    // Router: consumes ingress's write and writes the task.
+    let consume = find(
+        "carrier-router",
+        KIND_CONSUMER,
+        &format!("process {}.inbound", stack.prefix),
+    );
+    assert_eq!(consume.parent_span_id, write.span_id);
+    assert_eq!(
+        consume.attribute("messaging.consumer.group.name"),
+        format!("{}-router", stack.prefix)
+    );
+    assert_eq!(consume.attribute("messaging.operation.type"), "process");
+    let fanout = find(
+        "carrier-router",
+        KIND_PRODUCER,
+        &format!("send {}.deliveries", stack.prefix),
+    );
+    assert_eq!(fanout.parent_span_id, consume.span_id);
+
+    // Delivery: consumes the task; the attempt's CLIENT span is what the receiver's traceparent names.
+    let task = find(
+        "carrier-delivery",
+        KIND_CONSUMER,
+        &format!("process {}.deliveries", stack.prefix),
+    );
+    assert_eq!(task.parent_span_id, fanout.span_id);
+    let attempt = in_trace
+        .iter()
+        .find(|span| span.span_id == attempt_span_id)
+        .expect("the attempt's span");
+    assert_eq!(attempt.service_name, "carrier-delivery");
+    assert_eq!(attempt.kind, KIND_CLIENT);
+    assert_eq!(attempt.parent_span_id, task.span_id);
+    assert_eq!(attempt.attribute("http.request.method"), "POST");
+    assert_eq!(attempt.attribute("http.response.status_code"), "200");
+    let url = attempt.attribute("url.full");
+    assert!(
+        url.ends_with("/traced") && !url.contains("secret"),
+        "url.full {url:?}"
+    );
+
+    // One chain: the attempt's ancestors lead back through router to ingress's server span.
+    let chain: Vec<(String, String)> = ancestors(&in_trace, attempt)
+        .iter()
+        .map(|span| (span.service_name.clone(), span.name.clone()))
+        .collect();
+    assert_eq!(
+        chain.last().map(|(service, _)| service.as_str()),
+        Some("carrier-ingress"),
+        "{chain:?}"
+    );
+    assert!(
+        chain.iter().any(|(service, _)| service == "carrier-router"),
+        "{chain:?}"
+    );
+
+    // The notifier consumed the log events of this trace.
+    let event = find(
+        "carrier-notifier",
+        KIND_CONSUMER,
+        &format!("process {}.log-events", stack.prefix),
+    );
+    assert_eq!(event.attribute("messaging.system"), "kafka");
+    // Every span of the trace came from one of the four services, with the resource's attributes.
+    for span in &in_trace {
+        assert!(span.service_name.starts_with("carrier-"), "{span:?}");
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_an_endpoint_nothing_is_exported_and_delivery_is_unchanged() {
+    // A service name but no endpoint: tracing stays off.
+    let stack = ProcessStack::start(|_| vec![("OTEL_SERVICE_NAME".into(), "not-exported".into())]).await;
+    let receiver = Receiver::start().await;
+    let trace_id = random_hex(16);
+    let received =
+        send_traced_message(&stack, &receiver, &format!("00-{trace_id}-{}-01", random_hex(8))).await;
+    assert_eq!(
+        received.header("traceparent"),
+        "",
+        "no trace context is sent on when tracing is off"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", stack.ingress_admin_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("carrier_trace_spans_dropped_total"),
+        "no export queue exists without an endpoint"
+    );
+    stack.stop().await;
+}
