@@ -22,20 +22,12 @@ use crate::parking::{HeldReason, ParkingStore};
 
 /// Control requests served, by method and outcome (`ok`, or the gRPC code of the failure).
 fn count<T>(method: &str, result: &Result<T, Status>) {
-    static REQUESTS: std::sync::OnceLock<carrier_telemetry::prometheus::IntCounterVec> =
-        std::sync::OnceLock::new();
     let outcome = match result {
         Ok(_) => "ok".to_string(),
         Err(status) => format!("{:?}", status.code()),
     };
-    REQUESTS
-        .get_or_init(|| {
-            carrier_telemetry::counter_vec(
-                "carrier_delivery_control_requests_total",
-                "Operator control requests served by this worker, by method and outcome",
-                &["method", "outcome"],
-            )
-        })
+    crate::metrics::metrics()
+        .control_requests
         .with_label_values(&[method, outcome.as_str()])
         .inc();
 }

@@ -24,6 +24,7 @@ mod control;
 mod destinations;
 mod events;
 mod lanes;
+mod metrics;
 pub mod outbound;
 mod parking;
 mod registry;

@@ -10,16 +10,8 @@ pub use carrier_outbound::{
 
 /// Counts a refused attempt (`carrier_delivery_outbound_refused_total{class}`).
 pub fn count_refusal(refused: &Refused) {
-    static REFUSED: std::sync::OnceLock<carrier_telemetry::prometheus::IntCounterVec> =
-        std::sync::OnceLock::new();
-    REFUSED
-        .get_or_init(|| {
-            carrier_telemetry::counter_vec(
-                "carrier_delivery_outbound_refused_total",
-                "Attempts refused by the outbound policy, by address class",
-                &["class"],
-            )
-        })
+    crate::metrics::metrics()
+        .outbound_refused
         .with_label_values(&[refused.class.metric_label()])
         .inc();
 }

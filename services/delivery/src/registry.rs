@@ -21,18 +21,6 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How often the partition count of `carrier.deliveries` is read again (partitions can be added).
 const PARTITION_COUNT_REFRESH: Duration = Duration::from_secs(60);
 
-fn owned_gauge() -> &'static carrier_telemetry::prometheus::IntGauge {
-    static OWNED: std::sync::OnceLock<carrier_telemetry::prometheus::IntGauge> = std::sync::OnceLock::new();
-    OWNED.get_or_init(|| {
-        carrier_telemetry::gauge_vec(
-            "carrier_delivery_owned_partitions",
-            "Partitions of carrier.deliveries this worker owns now",
-            &[],
-        )
-        .with_label_values(&[] as &[&str])
-    })
-}
-
 pub struct Registry {
     pub pool: PgPool,
     pub worker_id: String,
@@ -112,7 +100,9 @@ impl Registry {
 
     async fn heartbeat(&self) -> Result<(), sqlx::Error> {
         let partitions = self.directory.owned_partitions();
-        owned_gauge().set(partitions.len() as i64);
+        crate::metrics::metrics()
+            .owned_partitions
+            .set(partitions.len() as i64);
         sqlx::query(
             "INSERT INTO delivery_workers (worker_id, control_url, partitions, partition_count)
              VALUES ($1, $2, $3, $4)

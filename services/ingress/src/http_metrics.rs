@@ -8,31 +8,10 @@
 
 use std::time::Instant;
 
+use crate::metrics::metrics;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use carrier_telemetry::prometheus::{HistogramVec, IntCounterVec};
-
-struct Metrics {
-    requests: IntCounterVec,
-    seconds: HistogramVec,
-}
-
-fn metrics() -> &'static Metrics {
-    static METRICS: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
-    METRICS.get_or_init(|| Metrics {
-        requests: carrier_telemetry::counter_vec(
-            "carrier_ingress_http_requests_total",
-            "HTTP requests on the public port by route template, method and status",
-            &["route", "method", "status"],
-        ),
-        seconds: carrier_telemetry::histogram_vec(
-            "carrier_ingress_http_request_seconds",
-            "Time from a request's routing to its response, by route template",
-            &["route"],
-        ),
-    })
-}
 
 /// The middleware (a layer over every route, so the matched route is known).
 pub async fn record(request: Request, next: Next) -> Response {
@@ -45,11 +24,11 @@ pub async fn record(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     metrics()
-        .requests
+        .http_requests
         .with_label_values(&[&route, method, status.as_str()])
         .inc();
     metrics()
-        .seconds
+        .http_request_seconds
         .with_label_values(&[&route])
         .observe(started.elapsed().as_secs_f64());
     response

@@ -40,6 +40,7 @@ mod delivery_control;
 mod error;
 mod http_metrics;
 mod http_trace;
+mod metrics;
 pub mod openapi;
 pub mod overload;
 #[doc(hidden)] // the request parsers, for the fuzz targets in fuzz/; not an API

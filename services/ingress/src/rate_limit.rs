@@ -209,13 +209,6 @@ pub struct RateLimiter {
     warnings: WarnThrottle,
     degraded: AtomicBool,
     skip: SkipAfterFailure,
-    metrics: Metrics,
-}
-
-struct Metrics {
-    limited: carrier_telemetry::prometheus::IntCounter,
-    unavailable: carrier_telemetry::prometheus::IntCounterVec,
-    decisions: carrier_telemetry::prometheus::IntCounterVec,
 }
 
 impl RateLimiter {
@@ -234,24 +227,6 @@ impl RateLimiter {
             warnings: WarnThrottle::new(WARN_INTERVAL),
             degraded: AtomicBool::new(false),
             skip: SkipAfterFailure::new(SKIP_AFTER_FAILURE),
-            metrics: Metrics {
-                limited: carrier_telemetry::counter_vec(
-                    "carrier_ingress_rate_limited_total",
-                    "Requests refused with 429 by the per-client rate limit",
-                    &[],
-                )
-                .with_label_values(&[] as &[&str]),
-                unavailable: carrier_telemetry::counter_vec(
-                    "carrier_ingress_rate_limit_unavailable_total",
-                    "Requests let through unlimited because Redis was unreachable or slow (fail open)",
-                    &["reason"],
-                ),
-                decisions: carrier_telemetry::counter_vec(
-                    "carrier_ingress_rate_limit_decisions_total",
-                    "Rate limit decisions: allowed, limited (429), unlimited (Redis unavailable: fail open)",
-                    &["decision"],
-                ),
-            },
             settings,
         });
         let config = ConnectionManagerConfig::new()
@@ -330,7 +305,10 @@ impl RateLimiter {
     }
 
     fn unavailable(&self, reason: &'static str, error: Option<&redis::RedisError>) -> Decision {
-        self.metrics.unavailable.with_label_values(&[reason]).inc();
+        crate::metrics::metrics()
+            .rate_limit_unavailable
+            .with_label_values(&[reason])
+            .inc();
         self.degraded.store(true, Ordering::Relaxed);
         if let Some(suppressed) = self.warnings.should_warn(Instant::now()) {
             let error = error.map(ToString::to_string).unwrap_or_default();
@@ -469,11 +447,14 @@ pub async fn enforce(State(limiter): State<Arc<RateLimiter>>, request: Request, 
         Decision::Unavailable => "unlimited",
         Decision::Limited { .. } => "limited",
     };
-    limiter.metrics.decisions.with_label_values(&[counted]).inc();
+    crate::metrics::metrics()
+        .rate_limit_decisions
+        .with_label_values(&[counted])
+        .inc();
     match decision {
         Decision::Admitted { .. } | Decision::Unavailable => next.run(request).await,
         Decision::Limited { retry_after_secs } => {
-            limiter.metrics.limited.inc();
+            crate::metrics::metrics().rate_limited.inc();
             tracing::debug!(%client, retry_after_secs, "rate limited");
             let settings = &limiter.settings;
             let window = window_key(client);
@@ -828,20 +809,18 @@ mod tests {
                 CancellationToken::new(),
             )
             .unwrap();
-            let before = limiter
-                .metrics
-                .unavailable
-                .with_label_values(&["not_connected"])
-                .get();
+            let unavailable = || {
+                crate::metrics::metrics()
+                    .rate_limit_unavailable
+                    .with_label_values(&["not_connected"])
+                    .get()
+            };
+            let before = unavailable();
             let client: IpAddr = "198.51.100.8".parse().unwrap();
             for _ in 0..5 {
                 assert_eq!(limiter.check(client).await, Decision::Unavailable);
             }
-            let after = limiter
-                .metrics
-                .unavailable
-                .with_label_values(&["not_connected"])
-                .get();
+            let after = unavailable();
             assert!(after >= before + 5, "each one is counted: {before} → {after}");
         }
 

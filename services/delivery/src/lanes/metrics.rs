@@ -1,91 +1,14 @@
-//! The lanes' metrics (one static set, registered on first use), and the gauges sampled from
-//! the lanes every few seconds (`sample_every`).
+//! The gauges sampled from the lanes every few seconds (`sample_every`), and the in-flight
+//! count; the metrics themselves are delivery's one set (`crate::metrics`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use carrier_telemetry::prometheus::{GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec};
 use tokio_util::sync::CancellationToken;
 
 use super::directory::{HeldCount, LaneDirectory};
+pub(super) use crate::metrics::{metrics, NO_LABELS};
 use crate::parking::{HeldReason, ParkingStore};
-
-pub(super) const NO_LABELS: &[&str] = &[];
-
-pub(super) struct Metrics {
-    pub(super) attempts: IntCounterVec,
-    pub(super) attempt_seconds: HistogramVec,
-    pub(super) lanes: IntGaugeVec,
-    pub(super) finished: IntCounterVec,
-    pub(super) parked: IntCounterVec,
-    pub(super) overflows: IntCounterVec,
-    pub(super) in_flight: IntGaugeVec,
-    held: IntGaugeVec,
-    oldest_held: GaugeVec,
-    depth: IntGaugeVec,
-    parked_tasks: IntGaugeVec,
-}
-
-pub(super) fn metrics() -> &'static Metrics {
-    static METRICS: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
-    METRICS.get_or_init(|| Metrics {
-        attempts: carrier_telemetry::counter_vec(
-            "carrier_delivery_attempts_total",
-            "HTTP attempts by outcome (success, failure) and status class (2xx, 3xx, 4xx, 5xx, timeout, connect, refused, other)",
-            &["outcome", "status_class"],
-        ),
-        attempt_seconds: carrier_telemetry::histogram_vec(
-            "carrier_delivery_attempt_seconds",
-            "Duration of HTTP attempts, by outcome",
-            &["outcome"],
-        ),
-        lanes: carrier_telemetry::gauge_vec(
-            "carrier_delivery_active_lanes",
-            "Destination lanes with queued work",
-            &[],
-        ),
-        parked: carrier_telemetry::counter_vec(
-            "carrier_delivery_tasks_parked_total",
-            "Tasks written to the parking store (backlog of held destinations)",
-            &[],
-        ),
-        overflows: carrier_telemetry::counter_vec(
-            "carrier_delivery_backlog_overflows_total",
-            "Destinations whose in-memory backlog reached its share, so their new tasks are parked",
-            &[],
-        ),
-        finished: carrier_telemetry::counter_vec(
-            "carrier_delivery_logs_finished_total",
-            "Logs that reached a final status, by status",
-            &["status"],
-        ),
-        in_flight: carrier_telemetry::gauge_vec(
-            "carrier_delivery_requests_in_flight",
-            "Requests to destinations sent and not answered yet (at most one per destination)",
-            &[],
-        ),
-        held: carrier_telemetry::gauge_vec(
-            "carrier_delivery_held_destinations",
-            "Destinations whose queue is held on this worker's partitions, by reason (failing: the head keeps failing; operator: paused)",
-            &["reason"],
-        ),
-        oldest_held: carrier_telemetry::float_gauge_vec(
-            "carrier_delivery_oldest_held_seconds",
-            "Age of the oldest held head on this worker's partitions, by reason (0 when none is held)",
-            &["reason"],
-        ),
-        depth: carrier_telemetry::gauge_vec(
-            "carrier_delivery_partition_depth",
-            "Tasks waiting in memory per partition this worker owns (queued, prefetched, on their way to the parking store)",
-            &["partition"],
-        ),
-        parked_tasks: carrier_telemetry::gauge_vec(
-            "carrier_delivery_parked_tasks",
-            "Tasks in the parking store for the partitions this worker owns",
-            &[],
-        ),
-    })
-}
 
 /// How often the gauges are sampled from the lanes; the parked count (a Postgres count over
 /// the owned partitions) every `PARKED_EVERY` samples.

@@ -26,9 +26,8 @@ use uuid::Uuid;
 use super::idempotency::{self, Claim};
 use crate::auth;
 use crate::error::{Api, ApiError};
+use crate::metrics::{metrics, NO_LABELS};
 use crate::AppState;
-
-const NO_LABELS: &[&str] = &[];
 
 /// What an API extracted from a request: enough to route it, and the body to carry.
 #[derive(Debug, Clone, PartialEq)]
@@ -285,30 +284,6 @@ pub fn produce_error(error: &ProduceError) -> ApiError {
     ApiError::new(error.kind(), text)
 }
 
-fn metrics() -> &'static (
-    carrier_telemetry::prometheus::IntCounterVec,
-    carrier_telemetry::prometheus::HistogramVec,
-) {
-    static METRICS: std::sync::OnceLock<(
-        carrier_telemetry::prometheus::IntCounterVec,
-        carrier_telemetry::prometheus::HistogramVec,
-    )> = std::sync::OnceLock::new();
-    METRICS.get_or_init(|| {
-        (
-            carrier_telemetry::counter_vec(
-                "carrier_ingress_requests_total",
-                "Inbound messages (Data Model and FHIR API) by API and HTTP status",
-                &["api", "status"],
-            ),
-            carrier_telemetry::histogram_vec(
-                "carrier_ingress_durable_write_seconds",
-                "Time from request to the broker's acknowledgement",
-                &[],
-            ),
-        )
-    })
-}
-
 /// Counts one inbound request by API and status; times the accepted ones.
 pub fn record_outcome<T>(api: Api, started: Instant, result: &Result<T, ApiError>) {
     let status = match result {
@@ -320,12 +295,12 @@ pub fn record_outcome<T>(api: Api, started: Instant, result: &Result<T, ApiError
         Api::Fhir => "fhir",
     };
     metrics()
-        .0
+        .requests
         .with_label_values(&[api, status.to_string().as_str()])
         .inc();
     if result.is_ok() {
         metrics()
-            .1
+            .durable_write_seconds
             .with_label_values(NO_LABELS)
             .observe(started.elapsed().as_secs_f64());
     }

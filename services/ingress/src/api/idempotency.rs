@@ -277,16 +277,8 @@ fn store_error(error: sqlx::Error) -> ApiError {
 }
 
 fn count(outcome: &str) {
-    static COUNTER: std::sync::OnceLock<carrier_telemetry::prometheus::IntCounterVec> =
-        std::sync::OnceLock::new();
-    COUNTER
-        .get_or_init(|| {
-            carrier_telemetry::counter_vec(
-                "carrier_ingress_idempotency_total",
-                "Requests with an Idempotency-Key by outcome (new, taken_over, replayed, in_progress, mismatch, store_unavailable, finish_failed)",
-                &["outcome"],
-            )
-        })
+    crate::metrics::metrics()
+        .idempotency
         .with_label_values(&[outcome])
         .inc();
 }

@@ -123,7 +123,10 @@ async fn requeue(state: &AppState, log_id: Uuid, row: &PgRow) -> Result<String, 
         )
     };
     let not_retained = || {
-        retry_failures().with_label_values(&["not_retained"]).inc();
+        crate::metrics::metrics()
+            .manual_retry_failures
+            .with_label_values(&["not_retained"])
+            .inc();
         ApiError::not_found(format!("The message of log {log_id} is no longer retained"))
     };
     let found = state
@@ -151,7 +154,10 @@ async fn requeue(state: &AppState, log_id: Uuid, row: &PgRow) -> Result<String, 
         {
             Ok(false) => return Err(not_retained()),
             Ok(true) | Err(_) => {
-                retry_failures().with_label_values(&["unreadable"]).inc();
+                crate::metrics::metrics()
+                    .manual_retry_failures
+                    .with_label_values(&["unreadable"])
+                    .inc();
                 tracing::warn!(%log_id, partition, offset, "a delivery task could not be read in time for a manual retry");
                 return Err(read_failed());
             }
@@ -186,7 +192,10 @@ async fn requeue(state: &AppState, log_id: Uuid, row: &PgRow) -> Result<String, 
     .await;
     carrier_kafka::spans::record_sent(&span, &sent);
     sent.map_err(|error| {
-        retry_failures().with_label_values(&["queue"]).inc();
+        crate::metrics::metrics()
+            .manual_retry_failures
+            .with_label_values(&["queue"])
+            .inc();
         ApiError::new(error.kind(), "The retry could not be queued; nothing changed")
     })?;
     Ok(retry_id)
@@ -208,17 +217,6 @@ fn trace_context_of(
         .map(|header| (header.key.to_string(), header.value.unwrap_or_default().to_vec()))
         .collect();
     carrier_telemetry::trace::extract_from_pairs(&pairs)
-}
-
-/// Retries that could not be queued, by reason (`not_retained`: the message is past the
-/// topic's retention; `unreadable`: it could not be read in time; `queue`: the broker refused
-/// the write).
-fn retry_failures() -> carrier_telemetry::prometheus::IntCounterVec {
-    carrier_telemetry::counter_vec(
-        "carrier_ingress_manual_retry_failures_total",
-        "Manual retries that could not be queued, by reason",
-        &["reason"],
-    )
 }
 
 /// Page sizes of `POST /v1/logs/retry`: each log is read back and written once more, in turn.

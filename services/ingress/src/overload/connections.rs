@@ -21,7 +21,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{metrics, LimitSettings};
+use super::LimitSettings;
+use crate::metrics::metrics;
 
 /// Serves `app` on `listener` until `shutdown`; then stops accepting, lets every connection
 /// finish the request it is serving (idle ones close at once) and returns when all are closed.
@@ -39,7 +40,7 @@ pub async fn serve(
     loop {
         match (slots.available_permits() == 0, full) {
             (true, false) => {
-                metrics().connections_full.with_label_values::<&str>(&[]).inc();
+                metrics().connections_full.inc();
                 tracing::warn!(
                     max_connections = limits.max_connections,
                     "every connection slot is taken; new connections wait to be accepted"
@@ -70,7 +71,7 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let open = metrics().connections.with_label_values::<&str>(&[]);
+            let open = metrics().connections.clone();
             open.inc();
             serve_connection(stream, peer, app, header_read_timeout, shutdown).await;
             open.dec();

@@ -14,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use carrier_proto::ErrorKind;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{metrics, LimitSettings};
+use super::LimitSettings;
 use crate::error::{Api, ApiError};
+use crate::metrics::metrics;
 use crate::AppState;
 
 /// The slots of one replica: every request, each source's requests, manual retries.
@@ -133,7 +134,7 @@ pub async fn admit(State(state): State<Arc<AppState>>, request: Request, next: N
         },
         Err(_) => None,
     };
-    let in_flight = metrics().in_flight.with_label_values::<&str>(&[]);
+    let in_flight = metrics().in_flight.clone();
     in_flight.inc();
     let body_deadline = Duration::from_millis(gate.limits.body_read_timeout_ms);
     let request = request.map(|body| Body::new(DeadlineBody::new(body, body_deadline)));
