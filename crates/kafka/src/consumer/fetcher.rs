@@ -179,22 +179,26 @@ impl Fetcher {
 
     /// Sets each worked partition's lag: the partition's end in librdkafka's last statistics
     /// (`ends.rs`) minus the committable offset
-    /// (everything below it is finished), or the start before anything is. Not librdkafka's
+    /// (everything below it is finished), or the start before anything is (the partition's
+    /// first offset when work started at its beginning). Not librdkafka's
     /// statistics' `consumer_lag`: that counts from the Kafka group's committed offset, which
     /// Carrier only mirrors, best effort (the offsets that count are the leases'). A partition
     /// paused for backpressure is not fetched, so its end, and its lag, lag behind meanwhile.
     fn record_lag(&self) {
         let slots = self.slots.lock().expect("slots lock");
         for (partition, slot) in slots.iter() {
-            let Some(done) = slot.tracker.committable().or(slot.start) else {
+            let Some(seen) = self.consumer.context().watermarks(*partition) else {
                 continue;
             };
-            if let Some(end) = self.consumer.context().end(*partition) {
-                metrics()
-                    .lag
-                    .with_label_values(&[&self.options.topic, &partition.to_string()])
-                    .set((end - done).max(0));
-            }
+            // Nothing finished yet: from where work started (the partition's start when that
+            // was "the beginning").
+            let Some(done) = slot.tracker.committable().or(slot.start).or(seen.low) else {
+                continue;
+            };
+            metrics()
+                .lag
+                .with_label_values(&[&self.options.topic, &partition.to_string()])
+                .set((seen.high - done).max(0));
         }
     }
 

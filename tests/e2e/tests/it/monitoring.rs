@@ -1,7 +1,8 @@
 //! A real Prometheus scrapes the four services and evaluates Carrier's own alert rules
 //! (`deploy/prometheus/carrier-rules.yml`, with every `for:` shortened to nothing): while a
 //! production destination keeps failing, `CarrierDestinationsFailing` fires for the delivery job
-//! with the destination counted; once the receiver accepts again, it ends.
+//! with the destination counted; once the receiver accepts again, it ends. The consumer lag
+//! series exist for every partition the delivery process works on.
 //!
 //! Ingress, router and notifier run in this process and share its metrics registry; delivery
 //! runs as a process of its own, so the held-destination series come from the delivery job only.
@@ -145,6 +146,20 @@ async fn the_failing_destinations_alert_fires_while_a_production_destination_is_
     );
     let firing = failing_alerts(&prometheus.alerts().await).len();
     assert_eq!(firing, 1, "one alert, for the delivery job only");
+
+    // The consumer gauges the lag alerts read: every partition of the deliveries topic worked on
+    // by the delivery process has a lag series (from librdkafka's statistics, every 5 s), and the
+    // topic's partition count is known.
+    carrier_testkit::eventually(Duration::from_secs(60), "the delivery lag series", || async {
+        let partitions = prometheus
+            .query_value(r#"max(carrier_consumer_topic_partitions{job="carrier-delivery"})"#)
+            .await?;
+        let series = prometheus
+            .query_value(r#"count(carrier_consumer_lag_records{job="carrier-delivery"})"#)
+            .await?;
+        (partitions > 0.0 && series == partitions).then_some(())
+    })
+    .await;
 
     // The receiver accepts again: the held head is delivered and the alert ends.
     receiver.respond_with(200, r#"{"Meta":{"Errors":[]}}"#);
