@@ -234,6 +234,43 @@ async fn one_message_is_one_trace_from_the_senders_span_to_the_receivers_request
     for span in &in_trace {
         assert!(span.service_name.starts_with("carrier-"), "{span:?}");
     }
+
+    // A manual retry is a trace of its own (the retry request's, here with the operator's own
+    // traceparent), not a continuation of the delivery's: its write links to the original trace,
+    // and the receiver's second request is in the retry's trace.
+    let log_id = received.header("carrier-log-id").to_string();
+    let retry_trace = random_hex(16);
+    let answer = stack
+        .api
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/logs/{log_id}/retry"),
+            Some(carrier_ingress::DEV_ADMIN_TOKEN),
+            &[("traceparent", &format!("00-{retry_trace}-{}-01", random_hex(8)))],
+            None,
+        )
+        .await;
+    assert!(answer.status < 300, "{} {}", answer.status, answer.body);
+    let again = carrier_testkit::eventually(Duration::from_secs(60), "the retried delivery", || {
+        let received = receiver.received();
+        async move { received.into_iter().nth(1) }
+    })
+    .await;
+    let retried: Vec<&str> = again.header("traceparent").split('-').collect();
+    assert_eq!(retried.get(1).copied(), Some(retry_trace.as_str()), "{retried:?}");
+    let spans = collector
+        .wait_for(Duration::from_secs(60), "the retry's linked write", |spans| {
+            spans.iter().any(|span| {
+                span.trace_id == retry_trace && span.links.iter().any(|(linked, _)| *linked == trace_id)
+            })
+        })
+        .await;
+    let linked = spans
+        .iter()
+        .find(|span| span.trace_id == retry_trace && span.links.iter().any(|(linked, _)| *linked == trace_id))
+        .expect("found above");
+    assert_eq!(linked.service_name, "carrier-ingress", "{linked:?}");
+    assert_eq!(linked.kind, KIND_PRODUCER, "the retry's write: {linked:?}");
     stack.stop().await;
 }
 
