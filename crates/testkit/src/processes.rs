@@ -18,6 +18,8 @@ pub struct ProcessStack {
     pub ingress_admin_url: String,
     pub api: Api,
     children: Vec<(&'static str, tokio::process::Child)>,
+    /// Each process's stdout and stderr, `<service>.log` (see [`ProcessStack::log`]).
+    log_dir: std::path::PathBuf,
 }
 
 /// A loopback port free now (bound and released: the child binds it right after).
@@ -77,6 +79,11 @@ impl ProcessStack {
             ingress_url: format!("http://{ingress_http}"),
             ingress_admin_url: format!("http://{ingress_admin}"),
             children: Vec::new(),
+            log_dir: {
+                let dir = std::env::temp_dir().join(crate::unique("carrier-processes-"));
+                std::fs::create_dir_all(&dir).expect("log directory");
+                dir
+            },
         };
         let mut router = common("router");
         router.push(("CARRIER_HTTP_ADDR".into(), "127.0.0.1:0".into()));
@@ -122,8 +129,11 @@ impl ProcessStack {
 
     fn spawn(&mut self, name: &'static str, binary: &str, env: Vec<(String, String)>) {
         let path = binary_path(binary);
+        let log = std::fs::File::create(self.log_dir.join(format!("{name}.log"))).expect("log file");
         let child = tokio::process::Command::new(&path)
             .envs(env)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|error| {
@@ -133,6 +143,11 @@ impl ProcessStack {
                 )
             });
         self.children.push((name, child));
+    }
+
+    /// What `service` wrote to stdout and stderr so far.
+    pub fn log(&self, service: &str) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("{service}.log"))).unwrap_or_default()
     }
 
     /// Stops every process with SIGTERM (as Kubernetes does: they drain and flush their spans),
@@ -161,5 +176,6 @@ impl ProcessStack {
                 .execute(&mut connection)
                 .await;
         }
+        let _ = std::fs::remove_dir_all(&self.log_dir);
     }
 }

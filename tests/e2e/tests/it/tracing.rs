@@ -88,6 +88,8 @@ async fn one_message_is_one_trace_from_the_senders_span_to_the_receivers_request
                 "OTEL_RESOURCE_ATTRIBUTES".into(),
                 "deployment.environment.name=test".into(),
             ),
+            ("CARRIER_LOG_FORMAT".into(), "json".into()),
+            ("RUST_LOG".into(), "info".into()),
         ]
     })
     .await;
@@ -271,6 +273,18 @@ async fn one_message_is_one_trace_from_the_senders_span_to_the_receivers_request
         .expect("found above");
     assert_eq!(linked.service_name, "carrier-ingress", "{linked:?}");
     assert_eq!(linked.kind, KIND_PRODUCER, "the retry's write: {linked:?}");
+
+    // JSON log lines written inside traced work name their trace and span.
+    let traced: Vec<serde_json::Value> = ["ingress", "router", "delivery", "notifier"]
+        .iter()
+        .flat_map(|service| stack.log(service).lines().map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .filter(|line| line["trace_id"] == trace_id.as_str() || line["trace_id"] == retry_trace.as_str())
+        .collect();
+    assert!(!traced.is_empty(), "no JSON log line names the traces");
+    for line in &traced {
+        assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+    }
     stack.stop().await;
 }
 
