@@ -86,6 +86,9 @@ pub struct Config {
     pub destination_cache_ttl_ms: u64,
     /// Bytes of a destination's response kept in the log.
     pub response_excerpt_bytes: usize,
+    /// Tracing: an attempt that starts later than this after its task was written is the root of
+    /// a new trace linked to the task's, not a child of it (README "Tracing"; default 5 minutes).
+    pub trace_continue_within_ms: u64,
     /// The `[retry]` section (`CARRIER_RETRY__*`).
     pub retry: retry::RetryPolicy,
     /// The `[outbound]` section (`CARRIER_OUTBOUND__*`): which destination addresses may be
@@ -113,6 +116,7 @@ impl std::fmt::Debug for Config {
             .field("handover_timeout_ms", &self.handover_timeout_ms)
             .field("destination_cache_ttl_ms", &self.destination_cache_ttl_ms)
             .field("response_excerpt_bytes", &self.response_excerpt_bytes)
+            .field("trace_continue_within_ms", &self.trace_continue_within_ms)
             .field("retry", &self.retry)
             .field("outbound", &self.outbound)
             .finish()
@@ -137,6 +141,7 @@ impl Default for Config {
             handover_timeout_ms: 10_000,
             destination_cache_ttl_ms: 1_000,
             response_excerpt_bytes: 1_024,
+            trace_continue_within_ms: 300_000,
             retry: retry::RetryPolicy::default(),
             outbound: outbound::OutboundSettings::default(),
         }

@@ -9,7 +9,7 @@
 //! - `send carrier.log-events` (PRODUCER): an attempt's log event, under the attempt.
 //! - `park` (INTERNAL): a backlog written to the parking store.
 //!
-//! The rule for late attempts ([`CONTINUE_WITHIN`]): an attempt that starts within 5 minutes of
+//! The rule for late attempts (`trace_continue_within_ms`, 5 minutes by default): an attempt that starts within it of
 //! its task's write is a child of the task's consumer span (one trace from the sender to the
 //! receiver); a later one — a retry after a long hold, a parked task drained later — is the
 //! root of a new trace with a span link to the task's original context, so no trace is one
@@ -22,9 +22,6 @@ use carrier_proto::records_v1::DeliveryTask;
 use carrier_telemetry::trace::{self, Context};
 use tracing::field::Empty;
 use tracing::Span;
-
-/// How long after its write a task's attempts stay in the task's trace.
-pub const CONTINUE_WITHIN: Duration = Duration::from_secs(5 * 60);
 
 /// The trace a queued task belongs to.
 #[derive(Clone, Default)]
@@ -66,8 +63,9 @@ impl TaskTrace {
     }
 }
 
-/// The CLIENT span of attempt `number` of `task`, placed by the rule above.
-pub fn attempt_span(task: &DeliveryTask, trace: &TaskTrace, number: u32) -> Span {
+/// The CLIENT span of attempt `number` of `task`, placed by the rule above: in the task's trace
+/// while the task is younger than `continue_within`.
+pub fn attempt_span(task: &DeliveryTask, trace: &TaskTrace, number: u32, continue_within: Duration) -> Span {
     if !trace::enabled() {
         return Span::none();
     }
@@ -92,7 +90,7 @@ pub fn attempt_span(task: &DeliveryTask, trace: &TaskTrace, number: u32) -> Span
     let how = if trace.written_at_ms == 0 {
         trace::Continuation::NewTraceLinked
     } else {
-        trace::continuation(Duration::from_millis(age_ms), CONTINUE_WITHIN)
+        trace::continuation(Duration::from_millis(age_ms), continue_within)
     };
     trace::continue_or_link(&span, &trace.context, &how);
     span

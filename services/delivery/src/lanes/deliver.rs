@@ -203,7 +203,8 @@ async fn attempt_until_final(
         }
         hold.last_attempt_ms = chrono::Utc::now().timestamp_millis();
         attempts += 1;
-        let attempt_span = crate::spans::attempt_span(task, &queued.trace, number);
+        let attempt_span =
+            crate::spans::attempt_span(task, &queued.trace, number, shared.trace_continue_within);
         queued.trace.last_attempt = Some(carrier_telemetry::trace::context_of(&attempt_span));
         let task = &queued.task;
         let send = async {

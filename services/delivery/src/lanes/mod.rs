@@ -53,6 +53,8 @@ struct Shared {
     events: LogEvents,
     policy: RetryPolicy,
     excerpt_bytes: usize,
+    /// See `spans::attempt_span`.
+    trace_continue_within: Duration,
     limits: Limits,
     runtime: tokio::runtime::Handle,
     /// Reads the tasks just below a new assignment's start (see `seed_finished_logs`).
@@ -87,6 +89,7 @@ pub fn start(
         events,
         policy: config.retry.clone(),
         excerpt_bytes: config.response_excerpt_bytes,
+        trace_continue_within: Duration::from_millis(config.trace_continue_within_ms),
         limits: Limits {
             queued_per_destination: config.max_queued_per_destination,
             // Below the consumer's own cap (where fetching pauses), so a slow destination is

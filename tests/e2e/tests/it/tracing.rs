@@ -313,3 +313,68 @@ async fn without_an_endpoint_nothing_is_exported_and_delivery_is_unchanged() {
     );
     stack.stop().await;
 }
+
+/// An attempt that starts later than `trace_continue_within_ms` after its task's write (here 1 s;
+/// 5 minutes by default) is the root of a new trace with a span link to the task's original
+/// trace, and the receiver gets that new trace; the first, timely attempt stayed in the sender's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_attempt_is_a_new_trace_linked_to_the_original() {
+    let collector = Collector::start().await;
+    let endpoint = collector.grpc_endpoint.clone();
+    let stack = ProcessStack::start(move |service| {
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+        ];
+        if service == "delivery" {
+            env.push(("CARRIER_TRACE_CONTINUE_WITHIN_MS".into(), "1000".into()));
+        }
+        env
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(500, "not yet");
+    let trace_id = random_hex(16);
+    let first = send_traced_message(&stack, &receiver, &format!("00-{trace_id}-{}-01", random_hex(8))).await;
+    let first_trace: Vec<&str> = first.header("traceparent").split('-').collect();
+    assert_eq!(
+        first_trace.get(1).copied(),
+        Some(trace_id.as_str()),
+        "the timely attempt"
+    );
+    // The retry comes after the production backoff (2 s), past the 1 s continuation.
+    receiver.respond_with(200, r#"{"Meta":{"Errors":[]}}"#);
+    let late = carrier_testkit::eventually(Duration::from_secs(60), "the late attempt", || {
+        let received = receiver.received();
+        async move { received.into_iter().nth(1) }
+    })
+    .await;
+    let late_trace: Vec<String> = late
+        .header("traceparent")
+        .split('-')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(late_trace.len(), 4, "{late_trace:?}");
+    assert_ne!(late_trace[1], trace_id, "a new trace");
+    let (new_trace, late_span) = (late_trace[1].clone(), late_trace[2].clone());
+    let spans = collector
+        .wait_for(Duration::from_secs(60), "the late attempt's span", |spans| {
+            spans.iter().any(|span| span.span_id == late_span)
+        })
+        .await;
+    let attempt = spans
+        .iter()
+        .find(|span| span.span_id == late_span)
+        .expect("found above");
+    assert_eq!(attempt.service_name, "carrier-delivery");
+    assert_eq!(attempt.kind, KIND_CLIENT);
+    assert_eq!(attempt.trace_id, new_trace);
+    assert_eq!(attempt.parent_span_id, "", "the root of its trace: {attempt:?}");
+    assert!(
+        attempt.links.iter().any(|(linked, _)| *linked == trace_id),
+        "linked to the original trace: {attempt:?}"
+    );
+    assert_eq!(attempt.attribute("carrier.attempt"), "2");
+    stack.stop().await;
+}
