@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod settings;
+mod status;
 mod token;
 
 use std::sync::Arc;
@@ -31,8 +32,12 @@ pub use token::{is_refusal, judge, AddServiceToken, CheckServiceToken, Refusal, 
 pub type AuthenticatedChannel = InterceptedService<Channel, AddServiceToken>;
 
 /// The server builder of an internal gRPC server: every service added to it checks the token.
-pub type AuthenticatedServer =
-    Server<tower::layer::util::Stack<InterceptorLayer<CheckServiceToken>, tower::layer::util::Identity>>;
+pub type AuthenticatedServer = Server<
+    tower::layer::util::Stack<
+        InterceptorLayer<CheckServiceToken>,
+        tower::layer::util::Stack<status::RecordStatusLayer, tower::layer::util::Identity>,
+    >,
+>;
 
 /// The SERVER span of one call to an internal gRPC server (OpenTelemetry's RPC conventions:
 /// `rpc.system`, `rpc.service`, `rpc.method`; named `service/method`), a child of the caller's
@@ -50,6 +55,8 @@ fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
         rpc.system = "grpc",
         rpc.service = service,
         rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
     let headers = request.headers();
     let parent =
@@ -172,6 +179,8 @@ impl InternalAuth {
         );
         Ok(builder
             .trace_fn(server_span)
+            // Added first, so it wraps the token check (tonic stacks later layers inside).
+            .layer(status::RecordStatusLayer)
             .layer(InterceptorLayer::new(self.check_token.clone())))
     }
 

@@ -168,6 +168,16 @@ async fn one_message_is_one_trace_from_the_senders_span_to_the_receivers_request
     assert_eq!(resolve_server.parent_span_id, resolve_client.span_id);
     assert_eq!(resolve_server.attribute("rpc.system"), "grpc");
     assert_eq!(resolve_server.attribute("rpc.method"), "Resolve");
+    assert_eq!(
+        resolve_server.attribute("rpc.grpc.status_code"),
+        "0",
+        "{resolve_server:?}"
+    );
+    assert_eq!(
+        resolve_client.attribute("rpc.grpc.status_code"),
+        "0",
+        "{resolve_client:?}"
+    );
 
     // Router: consumes ingress's write and writes the task.
     let consume = find(
