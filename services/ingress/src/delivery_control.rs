@@ -16,6 +16,7 @@ use carrier_internal_auth::{AuthenticatedChannel, InternalAuth};
 use carrier_proto::delivery_v1::delivery_control_client::DeliveryControlClient;
 use carrier_proto::ErrorKind;
 use carrier_store::sqlx::{self, PgPool, Row};
+use tracing::Instrument;
 
 use crate::error::ApiError;
 
@@ -92,9 +93,16 @@ impl DeliveryControl {
         Ok(workers.into_iter().map(|(_, worker)| worker).collect())
     }
 
-    /// Sends `call` to the owner of the destination, or to another worker if it cannot be
-    /// reached. Every control request is safe to repeat.
-    pub async fn call<R, F, Fut>(&self, pool: &PgPool, destination_id: &str, call: F) -> Result<R, ApiError>
+    /// Sends `call` (gRPC method `method` of `DeliveryControl`, the name of its CLIENT span) to
+    /// the owner of the destination, or to another worker if it cannot be reached. Every control
+    /// request is safe to repeat.
+    pub async fn call<R, F, Fut>(
+        &self,
+        pool: &PgPool,
+        destination_id: &str,
+        method: &'static str,
+        call: F,
+    ) -> Result<R, ApiError>
     where
         F: Fn(DeliveryControlClient<AuthenticatedChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
@@ -108,7 +116,12 @@ impl DeliveryControl {
         }
         let mut last = None;
         for worker in workers.iter().take(MAX_TRIES) {
-            match call(self.client(&worker.url)?).await {
+            let span =
+                carrier_telemetry::trace::grpc_client_span("carrier.delivery.v1.DeliveryControl", method);
+            let answer = call(self.client(&worker.url)?).instrument(span.clone()).await;
+            let code = answer.as_ref().map_or_else(|status| status.code() as i32, |_| 0);
+            carrier_telemetry::trace::record_grpc_status(&span, code);
+            match answer {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) if status.code() == tonic::Code::Unavailable => {
                     tracing::warn!(worker_id = %worker.id, url = %worker.url, error = %status.message(), "delivery worker could not serve a control request; trying another");

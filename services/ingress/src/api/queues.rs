@@ -64,7 +64,7 @@ fn queue_request(id: &str) -> QueueRequest {
 pub(crate) async fn queue_state(state: &AppState, id: &str) -> Result<QueueState, ApiError> {
     state
         .delivery_control
-        .call(&state.log_store, id, |mut client| async move {
+        .call(&state.log_store, id, "GetQueue", |mut client| async move {
             client.get_queue(queue_request(id)).await
         })
         .await
@@ -105,16 +105,21 @@ async fn set_paused(
     auth::operator(headers, admin_token(state))?;
     let queue = state
         .delivery_control
-        .call(&state.log_store, &id, |mut client| {
-            let request = queue_request(&id);
-            async move {
-                if paused {
-                    client.pause(request).await
-                } else {
-                    client.resume(request).await
+        .call(
+            &state.log_store,
+            &id,
+            if paused { "Pause" } else { "Resume" },
+            |mut client| {
+                let request = queue_request(&id);
+                async move {
+                    if paused {
+                        client.pause(request).await
+                    } else {
+                        client.resume(request).await
+                    }
                 }
-            }
-        })
+            },
+        )
         .await?;
     Ok(Json(queue_json(&queue)))
 }
@@ -196,7 +201,7 @@ pub async fn skip(
     auth::operator(&headers, admin_token(&state))?;
     let reply = state
         .delivery_control
-        .call(&state.log_store, &id, |mut client| {
+        .call(&state.log_store, &id, "Skip", |mut client| {
             let request = HeadRequest {
                 destination_id: id.clone(),
                 log_id: String::new(),

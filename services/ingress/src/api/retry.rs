@@ -79,7 +79,7 @@ pub async fn retry(
     if queue.head_log_id == log_id.to_string() {
         state
             .delivery_control
-            .call(&state.log_store, &destination, |mut client| {
+            .call(&state.log_store, &destination, "RetryNow", |mut client| {
                 let request = HeadRequest {
                     destination_id: destination.clone(),
                     log_id: log_id.to_string(),

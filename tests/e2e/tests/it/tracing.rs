@@ -284,6 +284,65 @@ async fn one_message_is_one_trace_from_the_senders_span_to_the_receivers_request
     assert_eq!(linked.service_name, "carrier-ingress", "{linked:?}");
     assert_eq!(linked.kind, KIND_PRODUCER, "the retry's write: {linked:?}");
 
+    // An operator's queue request reaches the owning delivery worker over gRPC: ingress's CLIENT
+    // span, the worker's SERVER span its child, both with the status.
+    let log = stack
+        .api
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/logs/{log_id}"),
+            Some(carrier_ingress::DEV_ADMIN_TOKEN),
+            &[],
+            None,
+        )
+        .await;
+    let log = log.body;
+    let destination_id = log["destination_id"]
+        .as_str()
+        .expect("destination_id")
+        .to_string();
+    let queue_trace = random_hex(16);
+    let answer = stack
+        .api
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/destinations/{destination_id}/queue"),
+            Some(carrier_ingress::DEV_ADMIN_TOKEN),
+            &[("traceparent", &format!("00-{queue_trace}-{}-01", random_hex(8)))],
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let spans = collector
+        .wait_for(Duration::from_secs(60), "the control call's spans", |spans| {
+            spans.iter().any(|span| {
+                span.trace_id == queue_trace
+                    && span.service_name == "carrier-delivery"
+                    && span.kind == KIND_SERVER
+            })
+        })
+        .await;
+    let control_client = spans
+        .iter()
+        .find(|span| span.trace_id == queue_trace && span.kind == KIND_CLIENT)
+        .expect("ingress's control CLIENT span");
+    let control_server = spans
+        .iter()
+        .find(|span| {
+            span.trace_id == queue_trace
+                && span.kind == KIND_SERVER
+                && span.service_name == "carrier-delivery"
+        })
+        .expect("found above");
+    assert_eq!(control_client.service_name, "carrier-ingress");
+    assert_eq!(
+        control_client.name,
+        "carrier.delivery.v1.DeliveryControl/GetQueue"
+    );
+    assert_eq!(control_client.attribute("rpc.grpc.status_code"), "0");
+    assert_eq!(control_server.parent_span_id, control_client.span_id);
+    assert_eq!(control_server.attribute("rpc.grpc.status_code"), "0");
+
     // JSON log lines written inside traced work name their trace and span.
     let traced: Vec<serde_json::Value> = ["ingress", "router", "delivery", "notifier"]
         .iter()
