@@ -123,6 +123,19 @@ async fn notification_records(stack: &Stack) -> (Vec<Record>, Vec<Value>) {
     (records, notifications)
 }
 
+/// The first notification of `kind` on `carrier.notifications` (waits for it).
+async fn notification_of_kind(stack: &Stack, kind: &str) -> Value {
+    carrier_testkit::eventually(
+        Duration::from_secs(60),
+        &format!("a {kind} alert on the topic"),
+        || async {
+            let (_, notifications) = notification_records(stack).await;
+            notifications.into_iter().find(|n| n["kind"] == kind)
+        },
+    )
+    .await
+}
+
 fn kinds(notifications: &[Value]) -> Vec<&str> {
     notifications
         .iter()
@@ -573,15 +586,7 @@ async fn a_destination_held_past_its_threshold_raises_one_backlog_alert_and_its_
         "the backlog alert",
     )
     .await;
-    let backlog = carrier_testkit::eventually(
-        Duration::from_secs(60),
-        "the backlog alert on the topic",
-        || async {
-            let (_, notifications) = notification_records(&stack).await;
-            notifications.into_iter().find(|n| n["kind"] == "backlog")
-        },
-    )
-    .await;
+    let backlog = notification_of_kind(&stack, "backlog").await;
     assert_eq!(backlog["destination_id"], destination_id.as_str());
     assert_eq!(backlog["backlog"]["reason"], "age", "{backlog}");
     assert_eq!(backlog["backlog"]["held_reason"], "failing", "{backlog}");
@@ -627,14 +632,6 @@ async fn a_destination_held_past_its_threshold_raises_one_backlog_alert_and_its_
         2,
         "one of each"
     );
-    let cleared = carrier_testkit::eventually(
-        Duration::from_secs(60),
-        "backlog_cleared on the topic",
-        || async {
-            let (_, notifications) = notification_records(&stack).await;
-            notifications.into_iter().find(|n| n["kind"] == "backlog_cleared")
-        },
-    )
-    .await;
+    let cleared = notification_of_kind(&stack, "backlog_cleared").await;
     assert_eq!(cleared["incident_id"], backlog["incident_id"]);
 }
