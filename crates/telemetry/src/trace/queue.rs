@@ -84,6 +84,31 @@ struct Shared {
     dropped: prometheus::IntCounterVec,
 }
 
+impl Shared {
+    /// Waits (at most `timeout`) until the worker has made `done` true; the lock back, or a
+    /// timeout error.
+    fn wait_for_worker<'a>(
+        &self,
+        mut state: std::sync::MutexGuard<'a, State>,
+        timeout: Duration,
+        done: impl Fn(&State) -> bool,
+    ) -> Result<std::sync::MutexGuard<'a, State>, OTelSdkError> {
+        let deadline = Instant::now() + timeout;
+        while !done(&state) {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(OTelSdkError::Timeout(timeout));
+            }
+            state = self
+                .done
+                .wait_timeout(state, deadline - now)
+                .expect("trace queue lock")
+                .0;
+        }
+        Ok(state)
+    }
+}
+
 /// A [`SpanProcessor`] that queues finished spans (bounded) for an exporter thread.
 pub struct QueueProcessor {
     shared: Arc<Shared>,
@@ -238,20 +263,11 @@ impl SpanProcessor for QueueProcessor {
         state.flush_requested += 1;
         let wanted = state.flush_requested;
         self.shared.wake.notify_one();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while state.flush_done < wanted && !state.stopped {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(OTelSdkError::Timeout(Duration::from_secs(5)));
-            }
-            state = self
-                .shared
-                .done
-                .wait_timeout(state, deadline - now)
-                .expect("trace queue lock")
-                .0;
-        }
-        Ok(())
+        self.shared
+            .wait_for_worker(state, Duration::from_secs(5), |state| {
+                state.flush_done >= wanted || state.stopped
+            })
+            .map(drop)
     }
 
     /// Exports what is queued and stops the thread, waiting at most `timeout`; whatever is
@@ -263,19 +279,9 @@ impl SpanProcessor for QueueProcessor {
         }
         state.shutdown = true;
         self.shared.wake.notify_one();
-        let deadline = Instant::now() + timeout;
-        while !state.stopped {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(OTelSdkError::Timeout(timeout));
-            }
-            state = self
-                .shared
-                .done
-                .wait_timeout(state, deadline - now)
-                .expect("trace queue lock")
-                .0;
-        }
+        let state = self
+            .shared
+            .wait_for_worker(state, timeout, |state| state.stopped)?;
         drop(state);
         if let Some(worker) = self.worker.lock().expect("worker lock").take() {
             let _ = worker.join();

@@ -175,6 +175,58 @@ mod hand_over {
         }
     }
 
+    /// A new topic of `partitions` on the shared broker, and the settings (lease `lease_ms`)
+    /// and options of its consumer group `hand-over`.
+    async fn group(
+        prefix: &str,
+        partitions: i32,
+        lease_ms: u32,
+    ) -> (carrier_config::KafkaSettings, ConsumerOptions) {
+        let topic = carrier_testkit::unique(prefix);
+        let settings = carrier_config::KafkaSettings {
+            brokers: carrier_testkit::test_brokers(),
+            enable_idempotence: false,
+            session_timeout_ms: lease_ms,
+            fetch_wait_max_ms: 50,
+            ..Default::default()
+        };
+        carrier_kafka::admin::ensure_topics(&settings, &[(topic.as_str(), partitions)])
+            .await
+            .unwrap();
+        let options = ConsumerOptions {
+            topic,
+            group_id: "hand-over".into(),
+            client_id: "hand-over-test".into(),
+            max_pending_per_partition: 100,
+            handover_timeout: Duration::from_millis(500),
+            drain_timeout: Duration::from_millis(500),
+            commit_interval: Duration::from_millis(200),
+        };
+        (settings, options)
+    }
+
+    /// A member of the group (under `instance`, if given) until `shutdown`.
+    fn member(
+        settings: &carrier_config::KafkaSettings,
+        options: &ConsumerOptions,
+        pool: &PgPool,
+        instance: Option<&str>,
+        shutdown: &CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let settings = carrier_config::KafkaSettings {
+            instance_id: instance.map(str::to_string),
+            ..settings.clone()
+        };
+        consumer::spawn(
+            &settings,
+            options.clone(),
+            Arc::new(Finishing),
+            pool,
+            shutdown.clone(),
+        )
+        .expect("consumer")
+    }
+
     /// How many partitions each owner holds, most first.
     async fn shares(pool: &PgPool, topic: &str) -> Vec<usize> {
         let owners = carrier_store::leases::owners(pool, "hand-over", topic)
@@ -193,38 +245,11 @@ mod hand_over {
     async fn a_member_that_joins_gets_its_share_before_the_owners_next_lease_tick() {
         carrier_testkit::init_test_logging();
         let (_, pool) = super::database().await;
-        let topic = carrier_testkit::unique("leases.hand-over.");
         // A lease of 60 s: lease ticks every 15 s, glances every 3 s.
-        let settings = carrier_config::KafkaSettings {
-            brokers: carrier_testkit::test_brokers(),
-            enable_idempotence: false,
-            session_timeout_ms: 60_000,
-            fetch_wait_max_ms: 50,
-            ..Default::default()
-        };
-        carrier_kafka::admin::ensure_topics(&settings, &[(topic.as_str(), 4)])
-            .await
-            .unwrap();
-        let options = ConsumerOptions {
-            topic: topic.clone(),
-            group_id: "hand-over".into(),
-            client_id: "hand-over-test".into(),
-            max_pending_per_partition: 100,
-            handover_timeout: Duration::from_millis(500),
-            drain_timeout: Duration::from_millis(500),
-            commit_interval: Duration::from_millis(200),
-        };
+        let (settings, options) = group("leases.hand-over.", 4, 60_000).await;
+        let topic = options.topic.clone();
         let shutdown = CancellationToken::new();
-        let start = |shutdown: &CancellationToken| {
-            consumer::spawn(
-                &settings,
-                options.clone(),
-                Arc::new(Finishing),
-                &pool,
-                shutdown.clone(),
-            )
-            .expect("consumer")
-        };
+        let start = |shutdown: &CancellationToken| member(&settings, &options, &pool, None, shutdown);
 
         let first = start(&shutdown);
         carrier_testkit::eventually(Duration::from_secs(30), "the first member holds all four", || {
@@ -277,40 +302,11 @@ mod hand_over {
     async fn shares_are_sticky_and_an_instance_restarted_under_its_name_gets_its_share_back() {
         carrier_testkit::init_test_logging();
         let (_, pool) = super::database().await;
-        let topic = carrier_testkit::unique("leases.sticky.");
-        let settings = carrier_config::KafkaSettings {
-            brokers: carrier_testkit::test_brokers(),
-            enable_idempotence: false,
-            session_timeout_ms: 6_000,
-            fetch_wait_max_ms: 50,
-            ..Default::default()
-        };
-        carrier_kafka::admin::ensure_topics(&settings, &[(topic.as_str(), 12)])
-            .await
-            .unwrap();
-        let options = ConsumerOptions {
-            topic: topic.clone(),
-            group_id: "hand-over".into(),
-            client_id: "sticky-test".into(),
-            max_pending_per_partition: 100,
-            handover_timeout: Duration::from_millis(500),
-            drain_timeout: Duration::from_millis(500),
-            commit_interval: Duration::from_millis(200),
-        };
+        let (settings, options) = group("leases.sticky.", 12, 6_000).await;
+        let topic = options.topic.clone();
         let start = |instance: &str| {
             let shutdown = CancellationToken::new();
-            let settings = carrier_config::KafkaSettings {
-                instance_id: Some(instance.to_string()),
-                ..settings.clone()
-            };
-            let task = consumer::spawn(
-                &settings,
-                options.clone(),
-                Arc::new(Finishing),
-                &pool,
-                shutdown.clone(),
-            )
-            .expect("consumer");
+            let task = member(&settings, &options, &pool, Some(instance), &shutdown);
             (shutdown, task)
         };
         let settled = |wanted: &'static [usize]| {
