@@ -29,6 +29,10 @@ export CARRIER_PROFILE=dev
 export CARRIER_KAFKA__BROKERS="127.0.0.1:${CARRIER_KAFKA_PORT:-9092}"
 # Tansu 0.6 panics on idempotent producers that outlive a broker restart (see KafkaSettings).
 export CARRIER_KAFKA__ENABLE_IDEMPOTENCE=false
+# Tansu 0.6 answers a fetch only after its whole wait: partitions nothing was written to for 2 s
+# are left out of fetches, woken by their producers' doorbells (docs/production.md, "Tansu").
+# Without it the idle broker spends a core; `0` fetches always (`make bench` part `idle`).
+export CARRIER_KAFKA__IDLE_AFTER_MS="${CARRIER_KAFKA__IDLE_AFTER_MS:-2000}"
 export CARRIER_DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}"
 # Delivery (and the notifier's Slack webhooks) refuse loopback in production; the sample
 # receiver is on 127.0.0.1.

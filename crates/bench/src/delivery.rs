@@ -53,7 +53,7 @@ fn memory_kib(pid: &str, field: &str) -> u64 {
 }
 
 /// CPU time (user + system) a process has used so far.
-fn process_cpu(pid: &str) -> Duration {
+pub(crate) fn process_cpu(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat

@@ -10,6 +10,8 @@
 //! Results go to stdout and to `CARRIER_BENCH_OUT` (default `.run/bench/results.md`), with the
 //! ratio to the ceiling computed in the run.
 //!
+//! `carrier-bench idle` what an idle stack costs the broker and what the first message after a
+//! quiet spell waits (`idle.rs`);
 //! `carrier-bench delivery` measures isolation, drain rate and memory instead (`delivery.rs`);
 //! `carrier-bench protection` the cost of the rate limiter, authentication and
 //! `Idempotency-Key` on ingress throughput (`protection.rs`); `carrier-bench logs` the log store:
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod delivery;
+mod idle;
 mod logs;
 mod protection;
 
@@ -59,7 +62,7 @@ impl LoadResult {
     }
 }
 
-fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -203,14 +206,15 @@ async fn start_ceiling(
     anyhow::bail!("the ceiling did not start on {addr}")
 }
 
-struct Arrivals {
+#[derive(Default)]
+pub(crate) struct Arrivals {
     /// Send → arrival of the latency run's messages.
-    latencies: Mutex<Vec<Duration>>,
+    pub latencies: Mutex<Vec<Duration>>,
     /// How many of the load run's messages arrived.
-    load: std::sync::atomic::AtomicUsize,
+    pub load: std::sync::atomic::AtomicUsize,
 }
 
-fn unix_micros() -> i64 {
+pub(crate) fn unix_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
@@ -261,6 +265,38 @@ async fn end_to_end(
     ))
 }
 
+/// A receiver on loopback, in this process: counts the arrivals on `/load` and records send →
+/// arrival of every message carrying `SentMicros`.
+pub(crate) async fn start_receiver(arrivals: Arc<Arrivals>) -> anyhow::Result<std::net::SocketAddr> {
+    let receiver_arrivals = arrivals;
+    let app = axum::Router::new().route(
+        "/{*path}",
+        post(move |uri: axum::http::Uri, body: Bytes| {
+            let arrivals = receiver_arrivals.clone();
+            async move {
+                if uri.path() == "/load" {
+                    arrivals.load.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                    if let Some(sent) = value["SentMicros"].as_i64() {
+                        let micros = (unix_micros() - sent).max(0) as u64;
+                        arrivals
+                            .latencies
+                            .lock()
+                            .expect("lock")
+                            .push(Duration::from_micros(micros));
+                    }
+                }
+                r#"{"Meta":{"Errors":[]}}"#
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let receiver_addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(receiver_addr)
+}
+
 /// Sends a signal (`-STOP`, `-CONT`) to space-separated process IDs.
 async fn signal(pids: &str, signal: &str) {
     for pid in pids.split_whitespace() {
@@ -290,6 +326,10 @@ async fn main() -> anyhow::Result<()> {
         let output = env_or("CARRIER_BENCH_OUT", ".run/bench/logs.md");
         return logs::run(&output).await;
     }
+    if std::env::args().nth(1).as_deref() == Some("idle") {
+        let output = env_or("CARRIER_BENCH_OUT", ".run/bench/idle.json");
+        return idle::run(&ingress, &admin_token, &output).await;
+    }
     if std::env::args().nth(1).as_deref() == Some("delivery") {
         let delivery_pid =
             std::env::var("CARRIER_BENCH_DELIVERY_PID").context("CARRIER_BENCH_DELIVERY_PID")?;
@@ -318,32 +358,7 @@ async fn main() -> anyhow::Result<()> {
         latencies: Mutex::new(Vec::new()),
         load: Default::default(),
     });
-    let receiver_arrivals = arrivals.clone();
-    let app = axum::Router::new().route(
-        "/{*path}",
-        post(move |uri: axum::http::Uri, body: Bytes| {
-            let arrivals = receiver_arrivals.clone();
-            async move {
-                if uri.path() == "/load" {
-                    arrivals.load.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-                    if let Some(sent) = value["SentMicros"].as_i64() {
-                        let micros = (unix_micros() - sent).max(0) as u64;
-                        arrivals
-                            .latencies
-                            .lock()
-                            .expect("lock")
-                            .push(Duration::from_micros(micros));
-                    }
-                }
-                r#"{"Meta":{"Errors":[]}}"#
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let receiver_addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let receiver_addr = start_receiver(arrivals.clone()).await?;
 
     let api = Api::new(&ingress, &admin_token);
     let organization = api.create_organization("Benchmark").await;

@@ -173,6 +173,8 @@ impl std::fmt::Debug for KafkaSettings {
             .field("message_timeout_ms", &self.message_timeout_ms)
             .field("linger_ms", &self.linger_ms)
             .field("fetch_wait_max_ms", &self.fetch_wait_max_ms)
+            .field("idle_after_ms", &self.idle_after_ms)
+            .field("idle_peek_interval_ms", &self.idle_peek_interval_ms)
             .field("enable_idempotence", &self.enable_idempotence)
             .field("consumer_queue_kbytes", &self.consumer_queue_kbytes)
             .field("producer_queue_kbytes", &self.producer_queue_kbytes)

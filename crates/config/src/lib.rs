@@ -155,6 +155,19 @@ pub struct KafkaSettings {
     /// Longest a consumer's fetch waits at the broker for new records. Small values cut
     /// end-to-end latency (each hop of the pipeline waits up to this long on a quiet topic).
     pub fetch_wait_max_ms: u32,
+    /// For brokers that answer a fetch only after its whole wait, records or not (Tansu 0.6):
+    /// a partition a consumer has seen no record of for this long stops being fetched, and is
+    /// looked at again every `idle_peek_interval_ms`, or at once when a Carrier producer rings
+    /// its doorbell (a Postgres `NOTIFY` after each write, at most one per partition every
+    /// 20 ms; see `crates/kafka/src/doorbell.rs`). Without it every consumer fetches every
+    /// partition every `fetch_wait_max_ms`, and an idle Tansu spends a core answering.
+    /// `0` (the default) fetches always: what Apache Kafka needs, whose fetches return as soon
+    /// as a record arrives (there, raise `fetch_wait_max_ms` instead; docs/production.md).
+    pub idle_after_ms: u32,
+    /// With `idle_after_ms`: how often an idle partition is fetched anyway, the longest a
+    /// record waits when its doorbell was not heard (a producer outside Carrier, a lost
+    /// Postgres connection).
+    pub idle_peek_interval_ms: u32,
     /// Idempotent producers (`enable.idempotence`). Keep it on with Apache Kafka, Redpanda or
     /// MSK. Turn it off against Tansu 0.6: its SQLite engine panics when an idempotent producer
     /// that outlived a broker restart writes again (Carrier's ordering does not depend on it).
@@ -255,6 +268,8 @@ impl Default for KafkaSettings {
             message_timeout_ms: 10_000,
             linger_ms: 2,
             fetch_wait_max_ms: 10,
+            idle_after_ms: 0,
+            idle_peek_interval_ms: 1_000,
             enable_idempotence: true,
             consumer_queue_kbytes: 16_384,
             producer_queue_kbytes: 262_144,

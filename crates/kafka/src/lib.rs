@@ -9,6 +9,8 @@
 //! - [`consumer`]: a consumer-group member that hands each assigned partition to a processor and
 //!   commits, per partition, only offsets below the oldest unfinished record
 //!   (see `consumer/design.md`).
+//! - [`doorbell`]: producers tell idle consumers they wrote (for Tansu, whose fetches always
+//!   wait their whole time; off with Apache Kafka).
 //! - [`admin`]: topic creation for tests and first start-up, and reading single records back.
 //! - [`provisioning`]: the production topics (`carrierctl admin topics ensure|check`).
 //! - [`partitioner`]: which partition a key lands in (the producers' own mapping).
@@ -19,6 +21,7 @@
 pub mod admin;
 pub mod client;
 pub mod consumer;
+pub mod doorbell;
 pub mod partitioner;
 pub mod producer;
 pub mod provisioning;

@@ -142,7 +142,10 @@ pub async fn send(
         WhenFull::Wait => rdkafka::util::Timeout::Never,
     };
     match producer.send(record, queue_timeout).await {
-        Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+        Ok(delivery) => {
+            crate::doorbell::ring(topic, delivery.partition);
+            Ok((delivery.partition, delivery.offset))
+        }
         Err((error, _message)) => Err(error.into()),
     }
 }
@@ -178,10 +181,16 @@ pub fn enqueue(
     }
 }
 
-/// Waits for the acknowledgement of a record queued with [`enqueue`].
-pub async fn acknowledged(queued: Result<DeliveryFuture, ProduceError>) -> Result<(i32, i64), ProduceError> {
+/// Waits for the acknowledgement of a record queued with [`enqueue`] to `topic`.
+pub async fn acknowledged(
+    topic: &str,
+    queued: Result<DeliveryFuture, ProduceError>,
+) -> Result<(i32, i64), ProduceError> {
     match queued?.await {
-        Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+        Ok(Ok(delivery)) => {
+            crate::doorbell::ring(topic, delivery.partition);
+            Ok((delivery.partition, delivery.offset))
+        }
         Ok(Err((error, _))) => Err(error.into()),
         Err(_cancelled) => Err(ProduceError::Rejected(KafkaError::Canceled)),
     }

@@ -59,6 +59,10 @@ impl ProcessStack {
                 ("CARRIER_KAFKA__SESSION_TIMEOUT_MS".into(), "6000".into()),
                 ("CARRIER_KAFKA__LINGER_MS".into(), "2".into()),
                 ("CARRIER_KAFKA__FETCH_WAIT_MAX_MS".into(), "10".into()),
+                (
+                    "CARRIER_KAFKA__IDLE_AFTER_MS".into(),
+                    crate::stack::IDLE_AFTER_MS.to_string(),
+                ),
                 ("CARRIER_CONSUMER_GROUP".into(), format!("{prefix}-{service}")),
                 (
                     "RUST_LOG".into(),

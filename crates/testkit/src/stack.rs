@@ -129,6 +129,11 @@ pub struct Stack {
     services: Vec<Service>,
 }
 
+/// Tansu's fetches always wait their whole time: the stacks of the tests leave idle partitions
+/// out of their fetches after this long, as `make up` does (`kafka.idle_after_ms`), so every
+/// test also runs the doorbells and peeks.
+pub(crate) const IDLE_AFTER_MS: u32 = 2_000;
+
 impl Stack {
     pub async fn start(options: StackOptions) -> Stack {
         crate::init_test_logging();
@@ -140,6 +145,7 @@ impl Stack {
             message_timeout_ms: 5_000,
             linger_ms: 2,
             fetch_wait_max_ms: 10,
+            idle_after_ms: IDLE_AFTER_MS,
             enable_idempotence: options.enable_idempotence,
             ..options.kafka.clone()
         };

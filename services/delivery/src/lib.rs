@@ -223,6 +223,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     )
     .await
     .context("postgres")?;
+    // Its log events wake the notifier's idle partitions (Tansu only: kafka.idle_after_ms).
+    carrier_kafka::doorbell::install(&config.kafka, &pool);
     let parking = parking::ParkingStore::new(pool.clone());
     let directory = Arc::new(lanes::LaneDirectory::default());
     let partition_count = Arc::new(std::sync::atomic::AtomicI32::new(0));

@@ -393,6 +393,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     .context("postgres")?;
     let producer =
         producer::create(&config.kafka, "carrier-ingress", Ordering::PerRequest).context("kafka producer")?;
+    // Its writes wake the router's idle partitions (Tansu only: kafka.idle_after_ms).
+    carrier_kafka::doorbell::install(&config.kafka, &log_store);
     // Connects in the background: ingress starts and serves (unlimited) while Redis is away.
     let rate_limiter = if config.rate_limit.enabled {
         Some(rate_limit::RateLimiter::start(

@@ -41,6 +41,8 @@ pub fn start(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let topics = Topics::new(&config.kafka);
     let producer = producer::create(&config.kafka, "carrier-router", Ordering::Strict)?;
+    // Its tasks wake delivery's idle partitions (Tansu only: kafka.idle_after_ms).
+    carrier_kafka::doorbell::install(&config.kafka, pool);
     let options = ConsumerOptions {
         topic: topics.inbound.clone(),
         group_id: config.consumer_group.clone(),
@@ -201,6 +203,7 @@ impl PartitionProcessor for PartitionFanOut {
         }
         drop(fanout_entered);
         let producer = self.producer.clone();
+        let deliveries = self.topics.deliveries.clone();
         let log_events = self.topics.log_events.clone();
         let tracker = self.tracker.clone();
         let halt = self.halt.clone();
@@ -216,7 +219,7 @@ impl PartitionProcessor for PartitionFanOut {
                 // events' order does not matter (a status only moves forward).
                 let mut events = Vec::with_capacity(task_acks.len());
                 for (mut event, ack) in task_acks {
-                    match producer::acknowledged(ack).await {
+                    match producer::acknowledged(&deliveries, ack).await {
                         Ok((partition, task_offset)) => {
                             event.task_partition = Some(partition);
                             event.task_offset = Some(task_offset);

@@ -2,7 +2,8 @@
 //! processor of its partition; partitions are added and removed by the coordinator (manual
 //! assignment, no group membership in Kafka). It also pauses partitions with too much unfinished
 //! work and mirrors committed offsets to the Kafka group, for lag monitoring and tools (the
-//! offsets that count are the leases').
+//! offsets that count are the leases'). Partitions nothing is written to stop being fetched
+//! when the idle policy says so (`idle.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::ends::Ends;
+use super::idle::{IdlePolicy, Peeks};
 use super::metrics::metrics;
 use super::{stream, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
 
@@ -26,7 +28,15 @@ pub(crate) struct Slot {
     /// Dropped only after the partition's work has drained.
     pub processor: Box<dyn PartitionProcessor>,
     mirrored: Option<i64>,
-    paused: bool,
+    /// Paused for backpressure: too much unfinished work.
+    held_back: bool,
+    /// When its last record was seen, or its doorbell heard (or it was assigned).
+    last_activity: Instant,
+    /// Whether it is in librdkafka's assignment: an idle partition is taken out of it (see
+    /// `apply_fetching` for why not paused).
+    fetching: bool,
+    /// Where work on it started (where it resumes when nothing was seen since).
+    assigned_at: Offset,
     /// Where work on the partition started, when that was an offset: the lag's base until the
     /// first record is finished.
     start: Option<i64>,
@@ -36,6 +46,9 @@ pub(crate) struct Fetcher {
     pub consumer: BaseConsumer<Ends>,
     pub options: ConsumerOptions,
     processor: Arc<dyn Processor>,
+    idle: IdlePolicy,
+    /// Locked inside `slots` only.
+    peeks: Mutex<Peeks>,
     slots: Mutex<HashMap<i32, Slot>>,
 }
 
@@ -44,11 +57,14 @@ impl Fetcher {
         consumer: BaseConsumer<Ends>,
         options: ConsumerOptions,
         processor: Arc<dyn Processor>,
+        idle: IdlePolicy,
     ) -> Self {
         Self {
             consumer,
             options,
             processor,
+            idle,
+            peeks: Mutex::new(Peeks::new(Instant::now())),
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -76,7 +92,10 @@ impl Fetcher {
                 processor,
                 tracker,
                 mirrored: None,
-                paused: false,
+                held_back: false,
+                last_activity: Instant::now(),
+                fetching: true,
+                assigned_at: offset,
                 start: match offset {
                     Offset::Offset(offset) => Some(offset),
                     _ => None,
@@ -95,10 +114,12 @@ impl Fetcher {
         let _ = metrics()
             .lag
             .remove_label_values(&[&self.options.topic, &partition.to_string()]);
-        let mut list = TopicPartitionList::new();
-        list.add_partition(&self.options.topic, partition);
-        if let Err(error) = self.consumer.incremental_unassign(&list) {
-            tracing::warn!(%error, topic = %self.options.topic, partition, "unassigning a partition failed");
+        if slot.fetching {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&self.options.topic, partition);
+            if let Err(error) = self.consumer.incremental_unassign(&list) {
+                tracing::warn!(%error, topic = %self.options.topic, partition, "unassigning a partition failed");
+            }
         }
         Some(slot)
     }
@@ -107,6 +128,7 @@ impl Fetcher {
         let mut slots = self.slots.lock().expect("slots lock");
         match slots.get_mut(&record.partition) {
             Some(slot) if !slot.tracker.is_released() => {
+                slot.last_activity = Instant::now();
                 if slot.tracker.accept(record.offset) {
                     if slot.tracker.wants_anchor() {
                         slot.tracker.offer_anchor(Anchor {
@@ -124,34 +146,116 @@ impl Fetcher {
         }
     }
 
-    /// Pauses partitions over their cap, resumes those drained to half of it.
-    fn apply_backpressure(&self) {
-        let cap = self.options.max_pending_per_partition;
+    /// A producer wrote to these partitions (their doorbell rang): fetched again at once if
+    /// they were idle.
+    pub fn wake(&self, partitions: &[i32]) {
         let mut slots = self.slots.lock().expect("slots lock");
+        let now = Instant::now();
+        for partition in partitions {
+            if let Some(slot) = slots.get_mut(partition) {
+                slot.last_activity = now;
+            }
+        }
+        self.apply_fetching(&mut slots, now);
+    }
+
+    /// Every partition is fetched again at once (doorbells may have been missed).
+    pub fn wake_all(&self) {
+        let partitions: Vec<i32> = self.slots.lock().expect("slots lock").keys().copied().collect();
+        self.wake(&partitions);
+    }
+
+    /// Pauses and resumes partitions: a partition over its cap of unfinished records is held
+    /// back (paused) until half of them finished (backpressure); an idle one is in librdkafka's
+    /// assignment only during peeks (`idle.rs`); all others are fetched.
+    ///
+    /// Idle partitions are unassigned, not paused: librdkafka's broker thread does not notice a
+    /// resume until it next wakes on its own, up to a second later, which would be the latency
+    /// of every doorbell; an assignment wakes it at once. Taken out of the assignment, a
+    /// partition comes back where this member's work is (one past the last record seen), so
+    /// nothing is skipped; a record seen twice is ignored by the tracker.
+    fn apply_fetching(&self, slots: &mut HashMap<i32, Slot>, now: Instant) {
+        let cap = self.options.max_pending_per_partition;
+        let any_idle = slots
+            .values()
+            .any(|slot| self.idle.is_idle(slot.last_activity, now));
+        let peeking = self.idle.enabled()
+            && self
+                .peeks
+                .lock()
+                .expect("peeks lock")
+                .peeking(&self.idle, any_idle, now);
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        let mut assign = TopicPartitionList::new();
+        let mut unassign = TopicPartitionList::new();
+        let mut idle = 0;
         for (partition, slot) in slots.iter_mut() {
             let pending = slot.tracker.pending();
-            let change = if !slot.paused && pending >= cap {
-                Some(true)
-            } else if slot.paused && pending <= cap / 2 {
-                Some(false)
+            let held_back = if !slot.held_back && pending >= cap {
+                tracing::debug!(
+                    partition,
+                    pending,
+                    "partition held back: too much unfinished work"
+                );
+                true
+            } else if slot.held_back && pending <= cap / 2 {
+                tracing::debug!(partition, pending, "partition no longer held back");
+                false
             } else {
-                None
+                slot.held_back
             };
-            let Some(pause) = change else { continue };
-            let mut list = TopicPartitionList::new();
-            list.add_partition(&self.options.topic, *partition);
-            let result = if pause {
-                self.consumer.pause(&list)
-            } else {
-                self.consumer.resume(&list)
-            };
-            match result {
-                Ok(()) => {
-                    slot.paused = pause;
-                    tracing::debug!(partition, pending, paused = pause, "partition fetching changed");
-                }
-                Err(error) => tracing::warn!(%error, partition, "pausing or resuming a partition failed"),
+            if held_back {
+                // Busy by definition: records wait behind the unfinished ones.
+                slot.last_activity = now;
             }
+            let is_idle = self.idle.is_idle(slot.last_activity, now);
+            idle += usize::from(is_idle);
+            let fetch = !is_idle || peeking;
+            if fetch != slot.fetching {
+                if fetch {
+                    let from = slot.tracker.seen_below().map_or(slot.assigned_at, Offset::Offset);
+                    let _ = assign.add_partition_offset(&self.options.topic, *partition, from);
+                } else {
+                    let _ = unassign.add_partition(&self.options.topic, *partition);
+                }
+                slot.fetching = fetch;
+            }
+            if held_back != slot.held_back {
+                let list = if held_back { &mut pause } else { &mut resume };
+                let _ = list.add_partition(&self.options.topic, *partition);
+                slot.held_back = held_back;
+            }
+        }
+        let topic = &self.options.topic;
+        if unassign.count() > 0 {
+            if let Err(error) = self.consumer.incremental_unassign(&unassign) {
+                tracing::warn!(%error, %topic, "leaving idle partitions out of fetches failed");
+            }
+        }
+        if assign.count() > 0 {
+            // An idle partition is never held back, and librdkafka keeps a pause across
+            // unassign and assign: resume it anyway, as `assign` does.
+            let result = self
+                .consumer
+                .incremental_assign(&assign)
+                .and_then(|()| self.consumer.resume(&assign));
+            if let Err(error) = result {
+                tracing::warn!(%error, %topic, "fetching idle partitions again failed");
+            }
+        }
+        if pause.count() > 0 {
+            if let Err(error) = self.consumer.pause(&pause) {
+                tracing::warn!(%error, %topic, "holding partitions back failed");
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(error) = self.consumer.resume(&resume) {
+                tracing::warn!(%error, %topic, "resuming held-back partitions failed");
+            }
+        }
+        if self.idle.enabled() {
+            metrics().idle.with_label_values(&[topic]).set(idle as i64);
         }
     }
 
@@ -240,7 +344,10 @@ impl Fetcher {
                 }
                 Some(Err(_)) => {}
             }
-            self.apply_backpressure();
+            {
+                let mut slots = self.slots.lock().expect("slots lock");
+                self.apply_fetching(&mut slots, Instant::now());
+            }
             if last_mirror.elapsed() >= self.options.commit_interval {
                 self.mirror_commits();
                 self.record_lag();
@@ -409,7 +516,12 @@ mod tests {
             drain_timeout: Duration::from_millis(10),
             commit_interval: Duration::from_millis(200),
         };
-        let fetcher = Arc::new(Fetcher::new(consumer, options, Arc::new(Holding(seen.clone()))));
+        let fetcher = Arc::new(Fetcher::new(
+            consumer,
+            options,
+            Arc::new(Holding(seen.clone())),
+            IdlePolicy::off(),
+        ));
         let stop = CancellationToken::new();
         let poller = {
             let (fetcher, stop) = (fetcher.clone(), stop.clone());
@@ -432,7 +544,7 @@ mod tests {
             .unwrap();
         wait_for("the cap's worth of records", &|seen| seen.len() >= 3);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !fetcher.slots.lock().unwrap()[&0].paused {
+        while !fetcher.slots.lock().unwrap()[&0].held_back {
             assert!(Instant::now() < deadline, "the full partition is paused");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -446,6 +558,93 @@ mod tests {
         wait_for("the partition read again from its start", &|seen| {
             seen.len() > before && seen[before..].contains(&0)
         });
+        stop.cancel();
+        poller.join().unwrap();
+    }
+
+    /// An idle partition is left out of fetches; a record written meanwhile is found by the
+    /// next peek, or at once when its doorbell wakes the partition.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_partition_is_not_fetched_until_a_peek_or_its_doorbell() {
+        let (topic, settings) = topic_with_records("fetcher-idle", 1, 2).await;
+        let options = ConsumerOptions {
+            topic: topic.clone(),
+            group_id: topic.clone(),
+            client_id: "fetcher-test".into(),
+            max_pending_per_partition: 100,
+            handover_timeout: Duration::from_millis(10),
+            drain_timeout: Duration::from_millis(10),
+            commit_interval: Duration::from_millis(200),
+        };
+        let consumer: BaseConsumer<Ends> = super::super::client_config(&settings, &options)
+            .create_with_context(Ends::new(&options.topic))
+            .unwrap();
+        let idle = IdlePolicy {
+            after: Some(Duration::from_millis(300)),
+            peek_every: Duration::from_millis(1_000),
+            peek_for: Duration::from_millis(70),
+        };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let fetcher = Arc::new(Fetcher::new(
+            consumer,
+            options,
+            Arc::new(Holding(seen.clone())),
+            idle,
+        ));
+        let stop = CancellationToken::new();
+        let poller = {
+            let (fetcher, stop) = (fetcher.clone(), stop.clone());
+            std::thread::spawn(move || fetcher.poll_until(stop))
+        };
+        let producer: FutureProducer = client::builder(&settings, Role::Producer).create().unwrap();
+        let write = |n: i64| {
+            let producer = producer.clone();
+            let topic = topic.clone();
+            async move {
+                let payload = n.to_string();
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(&topic).payload(&payload).partition(0),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+        let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !done() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: saw {:?}",
+                    seen.lock().unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        let fetching = || fetcher.slots.lock().unwrap()[&0].fetching;
+
+        fetcher
+            .assign(Arc::new(OffsetTracker::new(0)), Offset::Beginning)
+            .unwrap();
+        wait_until("the first records", &|| seen.lock().unwrap().len() == 2);
+        wait_until("the quiet partition left out of fetches", &|| !fetching());
+
+        // No doorbell: a peek finds it.
+        write(2).await;
+        wait_until("the record written while idle, found by a peek", &|| {
+            seen.lock().unwrap().contains(&2)
+        });
+        wait_until("idle again", &|| !fetching());
+
+        // Its doorbell: fetched again at once.
+        write(3).await;
+        fetcher.wake(&[0]);
+        assert!(fetching(), "a woken partition is fetched");
+        wait_until("the record whose doorbell rang", &|| {
+            seen.lock().unwrap().contains(&3)
+        });
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3], "in order, each once");
         stop.cancel();
         poller.join().unwrap();
     }
@@ -470,7 +669,12 @@ mod tests {
             .create_with_context(Ends::new(&options.topic))
             .unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let fetcher = Arc::new(Fetcher::new(consumer, options, Arc::new(Holding(seen.clone()))));
+        let fetcher = Arc::new(Fetcher::new(
+            consumer,
+            options,
+            Arc::new(Holding(seen.clone())),
+            IdlePolicy::off(),
+        ));
         let stop = CancellationToken::new();
         let poller = {
             let (fetcher, stop) = (fetcher.clone(), stop.clone());

@@ -26,6 +26,12 @@ pub(crate) struct Metrics {
     pub lag: IntGaugeVec,
     /// The topic's partition count, as this member last looked it up.
     pub partitions: IntGaugeVec,
+    /// Partitions left out of fetches because nothing was written to them lately
+    /// (`kafka.idle_after_ms`, `idle.rs`).
+    pub idle: IntGaugeVec,
+    /// Doorbells heard (`doorbell.rs`), by outcome: `rang` (a producer wrote), `reconnected`
+    /// (the listening connection was lost: every partition is fetched again).
+    pub doorbells: IntCounterVec,
 }
 
 pub(crate) fn metrics() -> &'static Metrics {
@@ -75,6 +81,16 @@ pub(crate) fn metrics() -> &'static Metrics {
             "carrier_consumer_topic_partitions",
             "Partitions of the topic, as this member last looked them up",
             &["topic"],
+        ),
+        idle: carrier_telemetry::gauge_vec(
+            "carrier_consumer_idle_partitions",
+            "Partitions this member leaves out of its fetches because nothing was written to them lately (kafka.idle_after_ms)",
+            &["topic"],
+        ),
+        doorbells: carrier_telemetry::counter_vec(
+            "carrier_consumer_doorbells_total",
+            "Doorbells this member heard: rang (a producer wrote to its partitions) or reconnected (the listening connection was lost)",
+            &["topic", "outcome"],
         ),
     })
 }

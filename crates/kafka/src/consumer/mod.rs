@@ -6,6 +6,8 @@
 //!   computed from the members' instances).
 //! - [`fetcher`]: the librdkafka thread — polls, hands each record to the
 //!   [`PartitionProcessor`] of its partition, pauses partitions with too much unfinished work.
+//! - [`doorbells`]: wakes idle partitions their producers wrote to.
+//! - [`idle`]: which partitions are left out of fetches while nothing is written to them.
 //! - [`instances`]: other live processes claiming this member's instance id.
 //! - [`tracker`]: per partition, which offsets are unfinished and what work is in flight.
 //! - [`stream`]: where a new owner starts, and whether the partition still holds the stream
@@ -16,8 +18,10 @@
 
 mod assignment;
 mod coordinator;
+mod doorbells;
 mod ends;
 mod fetcher;
+mod idle;
 mod instances;
 mod metrics;
 mod stream;
@@ -118,7 +122,11 @@ pub fn spawn(
     let instance = settings.instance().unwrap_or(&member).to_owned();
     tracing::info!(topic = %options.topic, group = %options.group_id, %member, %instance, lease_ms = lease.as_millis() as u64, "joining the consumer group");
     let leases = Leases::new(lease_pool, &options.group_id, &options.topic, &member).with_instance(&instance);
-    let fetcher = Arc::new(fetcher::Fetcher::new(consumer, options, processor));
+    let idle = idle::IdlePolicy::from_settings(settings);
+    let fetcher = Arc::new(fetcher::Fetcher::new(consumer, options, processor, idle));
+    if idle.enabled() {
+        doorbells::listen(pool.clone(), fetcher.clone(), shutdown.clone());
+    }
     let stop = CancellationToken::new();
     let poller = {
         let fetcher = fetcher.clone();

@@ -12,6 +12,7 @@ mod fhir;
 mod generations;
 mod hostile_input;
 mod idempotency;
+mod idle;
 mod internal_auth;
 mod isolation;
 mod kafka_tls;

@@ -314,12 +314,15 @@ async fn one_message_is_one_trace_from_the_senders_span_to_the_receivers_request
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let spans = collector
+        // Both sides: each process exports on its own schedule, and the worker's SERVER span
+        // ends (and may be exported) before ingress's CLIENT span does.
         .wait_for(Duration::from_secs(60), "the control call's spans", |spans| {
-            spans.iter().any(|span| {
-                span.trace_id == queue_trace
-                    && span.service_name == "carrier-delivery"
-                    && span.kind == KIND_SERVER
-            })
+            let seen = |service: &str, kind| {
+                spans.iter().any(|span| {
+                    span.trace_id == queue_trace && span.service_name == service && span.kind == kind
+                })
+            };
+            seen("carrier-ingress", KIND_CLIENT) && seen("carrier-delivery", KIND_SERVER)
         })
         .await;
     let control_client = spans
