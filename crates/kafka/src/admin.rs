@@ -109,7 +109,6 @@ impl RecordReader {
         timeout: Duration,
         view: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> T + Send + 'static,
     ) -> Result<ReadAt<T>, KafkaError> {
-        use rdkafka::consumer::Consumer;
         use rdkafka::{Offset, TopicPartitionList};
 
         let mut assignment = TopicPartitionList::new();
@@ -124,7 +123,7 @@ impl RecordReader {
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
             let _one_at_a_time = one_at_a_time;
-            consumer.assign(&assignment)?;
+            let _assigned = Assigned::to(&consumer, &assignment)?;
             let deadline = std::time::Instant::now() + timeout;
             while std::time::Instant::now() < deadline {
                 match consumer.poll(Duration::from_millis(100)) {
@@ -196,7 +195,7 @@ impl RecordReader {
             }
             let mut assignment = TopicPartitionList::new();
             assignment.add_partition_offset(&topic, partition, Offset::Offset(from))?;
-            consumer.assign(&assignment)?;
+            let _assigned = Assigned::to(&consumer, &assignment)?;
             let deadline = std::time::Instant::now() + timeout;
             while std::time::Instant::now() < deadline {
                 match consumer.poll(Duration::from_millis(100)) {
@@ -219,6 +218,31 @@ impl RecordReader {
         })
         .await
         .unwrap_or(Ok(Vec::new()))
+    }
+}
+
+/// A reader's assignment for one read, dropped when the read ends: an assignment left in place
+/// would have librdkafka fetch that partition every `fetch_wait_max_ms` until the next read,
+/// forever (against Tansu, a third of an idle broker's CPU).
+struct Assigned<'a>(&'a rdkafka::consumer::BaseConsumer);
+
+impl<'a> Assigned<'a> {
+    fn to(
+        consumer: &'a rdkafka::consumer::BaseConsumer,
+        assignment: &rdkafka::TopicPartitionList,
+    ) -> Result<Self, KafkaError> {
+        use rdkafka::consumer::Consumer;
+        consumer.assign(assignment)?;
+        Ok(Self(consumer))
+    }
+}
+
+impl Drop for Assigned<'_> {
+    fn drop(&mut self) {
+        use rdkafka::consumer::Consumer;
+        if let Err(error) = self.0.unassign() {
+            tracing::debug!(%error, "unassigning a reader failed");
+        }
     }
 }
 
@@ -349,5 +373,16 @@ mod tests {
                 "partition {partition}"
             );
         }
+        // Nothing stays assigned: the reader does not fetch between reads.
+        use rdkafka::consumer::Consumer;
+        assert_eq!(reader.consumer.assignment().unwrap().count(), 0);
+        let range = reader
+            .read_range(&topic, 0, 0, 3, Duration::from_secs(10), |message| {
+                message.offset()
+            })
+            .await
+            .unwrap();
+        assert_eq!(range, vec![0, 1, 2]);
+        assert_eq!(reader.consumer.assignment().unwrap().count(), 0);
     }
 }

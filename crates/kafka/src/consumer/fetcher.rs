@@ -497,6 +497,26 @@ mod tests {
         (topic, settings)
     }
 
+    /// A member's options (cap 100) and librdkafka consumer for `topic`, as `spawn` makes them.
+    fn member_consumer(
+        topic: &str,
+        settings: &carrier_config::KafkaSettings,
+    ) -> (ConsumerOptions, BaseConsumer<Ends>) {
+        let options = ConsumerOptions {
+            topic: topic.to_string(),
+            group_id: topic.to_string(),
+            client_id: "fetcher-test".into(),
+            max_pending_per_partition: 100,
+            handover_timeout: Duration::from_millis(10),
+            drain_timeout: Duration::from_millis(10),
+            commit_interval: Duration::from_millis(200),
+        };
+        let consumer = super::super::client_config(settings, &options)
+            .create_with_context(Ends::new(&options.topic))
+            .unwrap();
+        (options, consumer)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_partition_paused_when_it_was_revoked_is_fetched_again_when_assigned_again() {
         let (topic, settings) = topic_with_records("fetcher-pause", 1, 10).await;
@@ -567,18 +587,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_partition_is_not_fetched_until_a_peek_or_its_doorbell() {
         let (topic, settings) = topic_with_records("fetcher-idle", 1, 2).await;
-        let options = ConsumerOptions {
-            topic: topic.clone(),
-            group_id: topic.clone(),
-            client_id: "fetcher-test".into(),
-            max_pending_per_partition: 100,
-            handover_timeout: Duration::from_millis(10),
-            drain_timeout: Duration::from_millis(10),
-            commit_interval: Duration::from_millis(200),
-        };
-        let consumer: BaseConsumer<Ends> = super::super::client_config(&settings, &options)
-            .create_with_context(Ends::new(&options.topic))
-            .unwrap();
+        let (options, consumer) = member_consumer(&topic, &settings);
         let idle = IdlePolicy {
             after: Some(Duration::from_millis(300)),
             peek_every: Duration::from_millis(1_000),
@@ -656,18 +665,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_position_outside_its_partition_stops_that_partition_only() {
         let (topic, settings) = topic_with_records("fetcher-range", 2, 5).await;
-        let options = ConsumerOptions {
-            topic: topic.clone(),
-            group_id: topic.clone(),
-            client_id: "fetcher-test".into(),
-            max_pending_per_partition: 100,
-            handover_timeout: Duration::from_millis(10),
-            drain_timeout: Duration::from_millis(10),
-            commit_interval: Duration::from_millis(200),
-        };
-        let consumer: BaseConsumer<Ends> = super::super::client_config(&settings, &options)
-            .create_with_context(Ends::new(&options.topic))
-            .unwrap();
+        let (options, consumer) = member_consumer(&topic, &settings);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let fetcher = Arc::new(Fetcher::new(
             consumer,
