@@ -485,16 +485,21 @@ mod tests {
             .unwrap();
         let producer: FutureProducer = client::builder(&settings, Role::Producer).create().unwrap();
         for n in 0..records {
-            let payload = format!("{n}");
-            producer
-                .send(
-                    FutureRecord::<(), _>::to(&topic).payload(&payload).partition(0),
-                    Duration::from_secs(10),
-                )
-                .await
-                .unwrap();
+            write_record(&producer, &topic, n as i64).await;
         }
         (topic, settings)
+    }
+
+    /// Writes `n` (as text) to partition 0 of `topic`.
+    async fn write_record(producer: &FutureProducer, topic: &str, n: i64) {
+        let payload = n.to_string();
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic).payload(&payload).partition(0),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
     }
 
     /// A member's options (cap 100) and librdkafka consumer for `topic`, as `spawn` makes them.
@@ -606,20 +611,6 @@ mod tests {
             std::thread::spawn(move || fetcher.poll_until(stop))
         };
         let producer: FutureProducer = client::builder(&settings, Role::Producer).create().unwrap();
-        let write = |n: i64| {
-            let producer = producer.clone();
-            let topic = topic.clone();
-            async move {
-                let payload = n.to_string();
-                producer
-                    .send(
-                        FutureRecord::<(), _>::to(&topic).payload(&payload).partition(0),
-                        Duration::from_secs(10),
-                    )
-                    .await
-                    .unwrap();
-            }
-        };
         let wait_until = |what: &str, done: &dyn Fn() -> bool| {
             let deadline = Instant::now() + Duration::from_secs(20);
             while !done() {
@@ -640,14 +631,14 @@ mod tests {
         wait_until("the quiet partition left out of fetches", &|| !fetching());
 
         // No doorbell: a peek finds it.
-        write(2).await;
+        write_record(&producer, &topic, 2).await;
         wait_until("the record written while idle, found by a peek", &|| {
             seen.lock().unwrap().contains(&2)
         });
         wait_until("idle again", &|| !fetching());
 
         // Its doorbell: fetched again at once.
-        write(3).await;
+        write_record(&producer, &topic, 3).await;
         fetcher.wake(&[0]);
         assert!(fetching(), "a woken partition is fetched");
         wait_until("the record whose doorbell rang", &|| {
