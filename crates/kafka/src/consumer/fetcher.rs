@@ -35,11 +35,9 @@ pub(crate) struct Slot {
     /// Whether it is in librdkafka's assignment: an idle partition is taken out of it (see
     /// `apply_fetching` for why not paused).
     fetching: bool,
-    /// Where work on it started (where it resumes when nothing was seen since).
+    /// Where work on it started: where it resumes when nothing was seen since, and, when that
+    /// was an offset, the lag's base until the first record is finished.
     assigned_at: Offset,
-    /// Where work on the partition started, when that was an offset: the lag's base until the
-    /// first record is finished.
-    start: Option<i64>,
 }
 
 pub(crate) struct Fetcher {
@@ -96,10 +94,6 @@ impl Fetcher {
                 last_activity: Instant::now(),
                 fetching: true,
                 assigned_at: offset,
-                start: match offset {
-                    Offset::Offset(offset) => Some(offset),
-                    _ => None,
-                },
             },
         );
         Ok(())
@@ -296,7 +290,15 @@ impl Fetcher {
             };
             // Nothing finished yet: from where work started (the partition's start when that
             // was "the beginning").
-            let Some(done) = slot.tracker.committable().or(slot.start).or(seen.low) else {
+            let Some(done) = slot
+                .tracker
+                .committable()
+                .or(match slot.assigned_at {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                })
+                .or(seen.low)
+            else {
                 continue;
             };
             metrics()
