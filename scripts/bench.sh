@@ -7,15 +7,19 @@
 # of its own: CARRIER_BENCH_LOGS sets the size); and `carrier-bench protection` (ingress
 # throughput with and without the rate limiter, with Idempotency-Key, and authentication's CPU
 # cost); and `carrier-bench idle` (the idle stack's CPU and the first message after a quiet
-# spell, with idle partitions fetched always and left out).
-# Results: .run/bench/results.md, idle.md, delivery.md, logs.md and protection.md.
+# spell, with idle partitions fetched always and left out); and `carrier-bench records` (broker
+# records written and fetch requests per delivered message, at fan-out 1 and 10); and
+# `carrier-bench sustained` (the highest rate the pipeline keeps up with, and 2× that for 60 s).
+# Results: .run/bench/results.md, records.md, sustained.md, idle.md, delivery.md, logs.md and
+# protection.md.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
 cd "$REPO"
 
-# `make bench` runs every part; `bash scripts/bench.sh delivery` (or `logs`, `protection`) only that part.
-PARTS="${1:-ingress idle delivery logs protection}"
+# `make bench` runs every part; `bash scripts/bench.sh delivery` (or `records`, `sustained`,
+# `idle`, `logs`, `protection`) only that part.
+PARTS="${1:-ingress records sustained idle delivery logs protection}"
 RUN_DIR="${CARRIER_RUN_DIR:-$REPO/.run}"
 BENCH_BIN="${CARGO_TARGET_DIR:-$REPO/target}/${CARRIER_BENCH_BUILD:-release}/carrier-bench"
 # The benchmark client is one IP sending millions of requests: the limiter stays on (its Redis
@@ -31,6 +35,33 @@ fresh_stack() {
     CARRIER_BUILD="$BUILD" bash "$REPO/scripts/up.sh"
 }
 
+# A second ingress on the stack (NAME PORT ADMIN_PORT [VAR=value ...]): the stack's settings and
+# those given. Its pid goes to .run/pids/ingress-NAME.pid.
+start_extra_ingress() {
+    local name="$1" port="$2" admin_port="$3"
+    shift 3
+    carrier_port_open "$port" && carrier_die "port $port is taken"
+    carrier_port_open "$admin_port" && carrier_die "port $admin_port is taken"
+    env CARRIER_PROFILE=dev CARRIER_HTTP_ADDR="127.0.0.1:$port" CARRIER_ADMIN_ADDR="127.0.0.1:$admin_port" \
+        CARRIER_KAFKA__BROKERS="127.0.0.1:${CARRIER_KAFKA_PORT:-9092}" CARRIER_KAFKA__ENABLE_IDEMPOTENCE=false \
+        CARRIER_DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}" \
+        "$@" setsid "${CARGO_TARGET_DIR:-$REPO/target}/$BUILD/carrier-ingress" </dev/null \
+        >>"$RUN_DIR/logs/ingress-$name.log" 2>&1 &
+    echo $! >"$RUN_DIR/pids/ingress-$name.pid"
+    for _ in $(seq 1 60); do
+        curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    carrier_die "the $name ingress did not become ready (see $RUN_DIR/logs/ingress-$name.log)"
+}
+
+# The broker's and the services' pids, as `name=pid ...` (the broker first).
+pids() {
+    echo "tansu=$(cat "$RUN_DIR/tansu/tansu.pid")" \
+        "ingress=$(cat "$RUN_DIR/pids/ingress.pid")" "router=$(cat "$RUN_DIR/pids/router.pid")" \
+        "delivery=$(cat "$RUN_DIR/pids/delivery.pid")" "notifier=$(cat "$RUN_DIR/pids/notifier.pid")"
+}
+
 carrier_ensure_build_deps
 if [ "${CARRIER_BENCH_BUILD:-release}" = release ]; then cargo build --release -p carrier-bench; else cargo build -p carrier-bench; fi
 for part in $PARTS; do
@@ -42,8 +73,23 @@ for part in $PARTS; do
         carrier_log "building the reference ceiling"
         CARGO_TARGET_DIR="$CEILING_TARGET" cargo build --release --manifest-path "$CEILING_DIR/Cargo.toml"
         fresh_stack
-        CARRIER_BENCH_PAUSE_PIDS="$(cat "$RUN_DIR/pids/delivery.pid" "$RUN_DIR/pids/notifier.pid")" \
+        # Ingress on its own: a second one writing to solo.inbound, which nothing consumes (the
+        # same partitions as carrier.inbound), so the broker takes only its writes, as the
+        # ceiling's; routing and auth still go to the stack's router.
+        INBOUND_PARTITIONS="$(tr ' ' '\n' <<<"${CARRIER_PARTITIONS:-inbound:4}" | sed -n 's/^inbound://p')"
+        CARRIER_PARTITIONS="inbound:${INBOUND_PARTITIONS:-4}" carrier_create_topics "${CARRIER_KAFKA_PORT:-9092}" solo.
+        start_extra_ingress solo 8092 8093 CARRIER_KAFKA__TOPIC_PREFIX=solo.
+        CARRIER_BENCH_SOLO_URL="http://127.0.0.1:8092" \
             CARRIER_CEILING_BIN="$CEILING_TARGET/release/ceiling" "$BENCH_BIN"
+        carrier_stop_pidfile "$RUN_DIR/pids/ingress-solo.pid"
+        ;;
+    sustained)
+        fresh_stack
+        "$BENCH_BIN" sustained
+        ;;
+    records)
+        fresh_stack
+        CARRIER_BENCH_PIDS="$(pids)" "$BENCH_BIN" records
         ;;
     delivery)
         fresh_stack
@@ -52,33 +98,14 @@ for part in $PARTS; do
     protection)
         fresh_stack
         # A second ingress, identical but for the rate limiter, on the same stack.
-        UNLIMITED_PORT=8090
-        carrier_port_open "$UNLIMITED_PORT" && carrier_die "port $UNLIMITED_PORT is taken"
-        UNLIMITED_ADMIN_PORT=8091
-        carrier_port_open "$UNLIMITED_ADMIN_PORT" && carrier_die "port $UNLIMITED_ADMIN_PORT is taken"
-        CARRIER_PROFILE=dev CARRIER_HTTP_ADDR="127.0.0.1:$UNLIMITED_PORT" CARRIER_ADMIN_ADDR="127.0.0.1:$UNLIMITED_ADMIN_PORT" \
-            CARRIER_KAFKA__BROKERS="127.0.0.1:${CARRIER_KAFKA_PORT:-9092}" CARRIER_KAFKA__ENABLE_IDEMPOTENCE=false \
-            CARRIER_DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}" \
-            CARRIER_RATE_LIMIT__ENABLED=false \
-            setsid "${CARGO_TARGET_DIR:-$REPO/target}/release/carrier-ingress" </dev/null \
-            >>"$RUN_DIR/logs/ingress-unlimited.log" 2>&1 &
-        echo $! >"$RUN_DIR/pids/ingress-unlimited.pid"
-        for _ in $(seq 1 60); do
-            curl -fsS "http://127.0.0.1:$UNLIMITED_ADMIN_PORT/readyz" >/dev/null 2>&1 && break
-            sleep 0.5
-        done
+        start_extra_ingress unlimited 8090 8091 CARRIER_RATE_LIMIT__ENABLED=false
         CARRIER_BENCH_PAUSE_PIDS="$(cat "$RUN_DIR/pids/delivery.pid" "$RUN_DIR/pids/notifier.pid")" \
-            CARRIER_BENCH_UNLIMITED_URL="http://127.0.0.1:$UNLIMITED_PORT" "$BENCH_BIN" protection
+            CARRIER_BENCH_UNLIMITED_URL="http://127.0.0.1:8090" "$BENCH_BIN" protection
         carrier_stop_pidfile "$RUN_DIR/pids/ingress-unlimited.pid"
         ;;
     idle)
         # Twice: every partition always fetched, then make up's idle partitions left out
         # (kafka.idle_after_ms); the second run writes the comparison, .run/bench/idle.md.
-        pids() {
-            echo "tansu=$(cat "$RUN_DIR/tansu/tansu.pid")" \
-                "ingress=$(cat "$RUN_DIR/pids/ingress.pid")" "router=$(cat "$RUN_DIR/pids/router.pid")" \
-                "delivery=$(cat "$RUN_DIR/pids/delivery.pid")" "notifier=$(cat "$RUN_DIR/pids/notifier.pid")"
-        }
         CARRIER_KAFKA__IDLE_AFTER_MS=0 fresh_stack
         CARRIER_BENCH_IDLE_PIDS="$(pids)" CARRIER_BENCH_IDLE_LABEL="always fetched (idle_after_ms=0)" \
             CARRIER_BENCH_OUT="$RUN_DIR/bench/idle-always.json" "$BENCH_BIN" idle
@@ -91,6 +118,6 @@ for part in $PARTS; do
         # Needs only Postgres (make up's); drops and fills its own database, carrier_bench_logs.
         "$BENCH_BIN" logs
         ;;
-    *) carrier_die "unknown benchmark part '$part' (ingress, idle, delivery, logs, protection)" ;;
+    *) carrier_die "unknown benchmark part '$part' (ingress, records, sustained, idle, delivery, logs, protection)" ;;
     esac
 done

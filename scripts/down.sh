@@ -5,7 +5,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
 RUN_DIR="${CARRIER_RUN_DIR:-$REPO/.run}"
-for name in ingress ingress-unlimited sample-receiver delivery notifier router; do
+for name in ingress ingress-unlimited ingress-solo sample-receiver delivery notifier router; do
     carrier_stop_pidfile "$RUN_DIR/pids/$name.pid"
     rm -f "$RUN_DIR/pids/$name.pid"
 done

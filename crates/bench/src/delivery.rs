@@ -20,6 +20,8 @@ use axum::routing::post;
 use carrier_testkit::client::{Api, SourceCredentials};
 use serde_json::json;
 
+use crate::signal;
+
 #[derive(Default)]
 struct PathCounter {
     count: AtomicUsize,
@@ -81,13 +83,6 @@ fn machine_cpu() -> (u64, u64) {
     let total: u64 = values.iter().sum();
     let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
     (total - idle, total)
-}
-
-async fn signal(pid: &str, signal: &str) {
-    let _ = tokio::process::Command::new("kill")
-        .args([signal, pid])
-        .status()
-        .await;
 }
 
 /// Sends `count` messages of `data_model` with `senders` concurrent senders; returns how many

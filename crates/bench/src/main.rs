@@ -10,6 +10,10 @@
 //! Results go to stdout and to `CARRIER_BENCH_OUT` (default `.run/bench/results.md`), with the
 //! ratio to the ceiling computed in the run.
 //!
+//! `carrier-bench sustained` finds the highest rate the whole pipeline keeps up with, at fan-out
+//! 1 and 10, and runs twice that for a minute (`sustained.rs`);
+//! `carrier-bench records` counts the broker records written and the fetch requests made per
+//! delivered message, at fan-out 1 and 10 (`records.rs`);
 //! `carrier-bench idle` what an idle stack costs the broker and what the first message after a
 //! quiet spell waits (`idle.rs`);
 //! `carrier-bench delivery` measures isolation, drain rate and memory instead (`delivery.rs`);
@@ -19,9 +23,12 @@
 #![forbid(unsafe_code)]
 
 mod delivery;
+mod hops;
 mod idle;
 mod logs;
 mod protection;
+mod records;
+mod sustained;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -326,6 +333,14 @@ async fn main() -> anyhow::Result<()> {
         let output = env_or("CARRIER_BENCH_OUT", ".run/bench/logs.md");
         return logs::run(&output).await;
     }
+    if std::env::args().nth(1).as_deref() == Some("sustained") {
+        let output = env_or("CARRIER_BENCH_OUT", ".run/bench/sustained.json");
+        return sustained::run(&ingress, &admin_token, &output).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("records") {
+        let output = env_or("CARRIER_BENCH_OUT", ".run/bench/records.json");
+        return records::run(&ingress, &admin_token, &output).await;
+    }
     if std::env::args().nth(1).as_deref() == Some("idle") {
         let output = env_or("CARRIER_BENCH_OUT", ".run/bench/idle.json");
         return idle::run(&ingress, &admin_token, &output).await;
@@ -405,6 +420,14 @@ async fn main() -> anyhow::Result<()> {
     println!("measuring end-to-end latency ({e2e_rate} msg/s, {e2e_seconds} s)");
     let (e2e_accepted, e2e_arrived, e2e_p50, e2e_p99) =
         end_to_end(&api, &token, arrivals.clone(), e2e_rate, e2e_seconds).await?;
+    // What the broker allows: the same two hops bare, on topics of the same partition counts.
+    let topics = carrier_kafka::Topics::new(&settings);
+    let partitions = (
+        carrier_kafka::admin::partition_count(&settings, &topics.inbound).await? as i32,
+        carrier_kafka::admin::partition_count(&settings, &topics.deliveries).await? as i32,
+    );
+    println!("measuring two bare hops ({e2e_rate} msg/s, {e2e_seconds} s, partitions {partitions:?})");
+    let bare = hops::two_hops(&brokers, partitions, e2e_rate, e2e_seconds).await?;
 
     let body = kilobyte_message();
     println!("measuring the ceiling ({connections} connections, {seconds} s)");
@@ -432,28 +455,27 @@ async fn main() -> anyhow::Result<()> {
         false,
     )
     .await;
-    // Ingress on its own: delivery and notifier are stopped (SIGSTOP) so that only ingress, the
-    // router and the broker share the machine, as the ceiling had it; they catch up afterwards.
-    let paused_result = match std::env::var("CARRIER_BENCH_PAUSE_PIDS") {
-        Ok(pids) if !pids.trim().is_empty() => {
-            println!("measuring Carrier ingress with delivery and notifier stopped");
-            signal(&pids, "-STOP").await;
-            let result = load(
-                "carrier /endpoint, delivery and notifier stopped",
-                &format!("{ingress}/endpoint"),
-                Some(&token),
-                body,
-                connections,
-                seconds,
-                false,
+    // Ingress on its own: a second ingress of the stack writes to a topic nothing consumes
+    // (`scripts/bench.sh` starts it), so the broker takes its writes alone, as the ceiling's.
+    let solo_result = match std::env::var("CARRIER_BENCH_SOLO_URL") {
+        Ok(solo) if !solo.trim().is_empty() => {
+            println!("measuring Carrier ingress with nothing consuming its topic");
+            Some(
+                load(
+                    "carrier /endpoint, nothing consuming its topic",
+                    &format!("{solo}/endpoint"),
+                    Some(&token),
+                    body,
+                    connections,
+                    seconds,
+                    false,
+                )
+                .await,
             )
-            .await;
-            signal(&pids, "-CONT").await;
-            Some(result)
         }
         _ => None,
     };
-    let total_accepted = carrier_result.total_ok + paused_result.as_ref().map(|r| r.total_ok).unwrap_or(0);
+    let total_accepted = carrier_result.total_ok;
     // The load's deliveries (one destination, strictly in order) drain before latency is
     // measured; how fast they drain is the single-destination delivery rate.
     let drain_deadline = Instant::now() + Duration::from_secs(300);
@@ -484,7 +506,7 @@ async fn main() -> anyhow::Result<()> {
     report.push_str("| run | accepted msg/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|\n");
     for result in std::iter::once(&ceiling_result)
         .chain([&carrier_result])
-        .chain(paused_result.iter())
+        .chain(solo_result.iter())
     {
         report.push_str(&format!(
             "| {} | {:.0} | {:.2} | {:.2} | {} |\n",
@@ -498,14 +520,24 @@ async fn main() -> anyhow::Result<()> {
     report.push_str(&format!(
         "\ningress / ceiling throughput ratio, whole pipeline running: **{ratio:.2}** (target ≥ 0.80)\n"
     ));
-    if let Some(paused) = &paused_result {
+    if let Some(solo) = &solo_result {
         report.push_str(&format!(
-            "ingress / ceiling throughput ratio, delivery and notifier stopped: **{:.2}**\n",
-            paused.rate() / ceiling_result.rate()
+            "ingress / ceiling throughput ratio, nothing consuming its topic: **{:.2}** (target ≥ 0.80)\n",
+            solo.rate() / ceiling_result.rate()
         ));
     }
     report.push_str(&format!(
         "\nend to end, one destination at {e2e_rate} msg/s for {e2e_seconds} s: {e2e_accepted} accepted, {e2e_arrived} arrived, p50 {e2e_p50:.1} ms, p99 {e2e_p99:.1} ms (target p99 ≤ 25 ms)\n"
+    ));
+    report.push_str(&format!(
+        "two bare produce → consume hops on the same broker (partitions {} then {}), same rate: {} sent, {} arrived, p50 {:.1} ms, p99 {:.1} ms; Carrier's p99 / bare p99: **{:.2}** (target ≤ 1.5)\n",
+        partitions.0,
+        partitions.1,
+        bare.sent,
+        bare.arrived,
+        bare.p50_ms,
+        bare.p99_ms,
+        e2e_p99 / bare.p99_ms
     ));
     report.push_str(&format!(
         "\none destination, strictly in order: {delivered_after_load} of {total_accepted} accepted load-run messages delivered, the last {drain_seconds:.1} s after the load began ({:.0} deliveries/s)\n",

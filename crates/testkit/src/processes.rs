@@ -16,6 +16,8 @@ pub struct ProcessStack {
     pub database_url: String,
     pub ingress_url: String,
     pub ingress_admin_url: String,
+    /// `/metrics` of router, notifier and delivery (ingress's is on `ingress_admin_url`).
+    pub metrics_urls: Vec<(&'static str, String)>,
     pub api: Api,
     children: Vec<(&'static str, tokio::process::Child)>,
     /// Each process's stdout and stderr, `<service>.log` (see [`ProcessStack::log`]).
@@ -82,6 +84,7 @@ impl ProcessStack {
             database_url: database_url.clone(),
             ingress_url: format!("http://{ingress_http}"),
             ingress_admin_url: format!("http://{ingress_admin}"),
+            metrics_urls: Vec::new(),
             children: Vec::new(),
             log_dir: {
                 let dir = std::env::temp_dir().join(crate::unique("carrier-processes-"));
@@ -90,15 +93,15 @@ impl ProcessStack {
             },
         };
         let mut router = common("router");
-        router.push(("CARRIER_HTTP_ADDR".into(), "127.0.0.1:0".into()));
+        router.push(("CARRIER_HTTP_ADDR".into(), stack.metrics_addr("router")));
         router.push(("CARRIER_GRPC_ADDR".into(), router_grpc.clone()));
         stack.spawn("router", "carrier-router", router);
         let mut notifier = common("notifier");
-        notifier.push(("CARRIER_HTTP_ADDR".into(), "127.0.0.1:0".into()));
+        notifier.push(("CARRIER_HTTP_ADDR".into(), stack.metrics_addr("notifier")));
         notifier.push(("CARRIER_OUTBOUND__ALLOW_LOOPBACK".into(), "true".into()));
         stack.spawn("notifier", "carrier-notifier", notifier);
         let mut delivery = common("delivery");
-        delivery.push(("CARRIER_HTTP_ADDR".into(), "127.0.0.1:0".into()));
+        delivery.push(("CARRIER_HTTP_ADDR".into(), stack.metrics_addr("delivery")));
         delivery.push(("CARRIER_CONTROL_ADDR".into(), "127.0.0.1:0".into()));
         delivery.push(("CARRIER_ROUTER_URL".into(), format!("http://{router_grpc}")));
         delivery.push(("CARRIER_OUTBOUND__ALLOW_LOOPBACK".into(), "true".into()));
@@ -129,6 +132,22 @@ impl ProcessStack {
         })
         .await;
         stack
+    }
+
+    /// A free address for `service`'s probes and `/metrics`, remembered in `metrics_urls`.
+    fn metrics_addr(&mut self, service: &'static str) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.metrics_urls
+            .push((service, format!("http://{addr}/metrics")));
+        addr
+    }
+
+    /// The process IDs of the running services, by name.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.children
+            .iter()
+            .filter_map(|(name, child)| Some((*name, child.id()?)))
+            .collect()
     }
 
     fn spawn(&mut self, name: &'static str, binary: &str, env: Vec<(String, String)>) {

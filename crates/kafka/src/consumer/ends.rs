@@ -1,9 +1,11 @@
 //! Each partition's start and end (low and high watermarks) as librdkafka's statistics report
 //! them, for the lag metric (`Fetcher::record_lag`). librdkafka emits its statistics every
 //! `statistics.interval.ms` (set by `client_config`) from the thread that polls the consumer;
-//! the context keeps the last `lo_offset` and `hi_offset` of each partition of the member's topic.
+//! the context keeps the last `lo_offset` and `hi_offset` of each partition of the member's topic,
+//! and counts the Fetch requests the statistics report (`carrier_consumer_fetch_requests_total`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
@@ -18,6 +20,8 @@ pub(crate) const STATISTICS_INTERVAL_MS: u32 = 5_000;
 pub(crate) struct Ends {
     topic: String,
     ends: Arc<Mutex<HashMap<i32, Watermarks>>>,
+    /// Fetch requests counted so far (librdkafka's statistics are totals since the client began).
+    fetches: Arc<AtomicU64>,
 }
 
 /// A partition's first offset (`low`, `None` while unknown) and its end (`high`).
@@ -32,6 +36,7 @@ impl Ends {
         Ends {
             topic: topic.to_owned(),
             ends: Arc::default(),
+            fetches: Arc::default(),
         }
     }
 
@@ -44,6 +49,12 @@ impl Ends {
     #[cfg(test)]
     fn end(&self, partition: i32) -> Option<i64> {
         self.watermarks(partition).map(|w| w.high)
+    }
+
+    /// Counts the Fetch requests past those already counted; returns how many were new.
+    fn count_fetches(&self, total: u64) -> u64 {
+        let before = self.fetches.fetch_max(total, Ordering::Relaxed);
+        total.saturating_sub(before)
     }
 
     /// Keeps the known watermarks among (partition, `lo_offset`, `hi_offset`) of the topic.
@@ -68,6 +79,25 @@ impl Ends {
 struct Seen {
     #[serde(default)]
     topics: HashMap<String, SeenTopic>,
+    #[serde(default)]
+    brokers: HashMap<String, SeenBroker>,
+}
+
+impl Seen {
+    /// Fetch requests sent, over every broker connection.
+    fn fetch_requests(&self) -> u64 {
+        self.brokers
+            .values()
+            .filter_map(|broker| broker.req.get("Fetch"))
+            .sum()
+    }
+}
+
+#[derive(Deserialize)]
+struct SeenBroker {
+    /// Requests sent, by request type.
+    #[serde(default)]
+    req: HashMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +122,13 @@ impl ClientContext for Ends {
     fn stats_raw(&self, statistics: &[u8]) {
         match serde_json::from_slice::<Seen>(statistics) {
             Ok(seen) => {
+                let fetches = self.count_fetches(seen.fetch_requests());
+                if fetches > 0 {
+                    super::metrics::metrics()
+                        .fetch_requests
+                        .with_label_values(&[&self.topic])
+                        .inc_by(fetches);
+                }
                 if let Some(topic) = seen.topics.get(&self.topic) {
                     self.keep(
                         topic
@@ -127,6 +164,29 @@ mod tests {
         assert_eq!((ends.end(0), ends.end(1)), (Some(42), None));
         ends.stats_raw(b"not json");
         assert_eq!(ends.end(0), Some(42), "kept");
+    }
+
+    #[test]
+    fn counts_the_fetch_requests_of_every_broker_once() {
+        let ends = Ends::new("fetched");
+        let statistics = |first: u64, second: u64| {
+            format!(
+                r#"{{"brokers":{{"a:9092/1":{{"req":{{"Fetch":{first},"Produce":9}}}},
+                    "GroupCoordinator":{{"req":{{"Fetch":{second}}}}},"b:9092/bootstrap":{{}}}},"topics":{{}}}}"#
+            )
+        };
+        let counted = || {
+            crate::consumer::metrics::metrics()
+                .fetch_requests
+                .with_label_values(&["fetched"])
+                .get()
+        };
+        ends.stats_raw(statistics(10, 2).as_bytes());
+        assert_eq!(counted(), 12);
+        ends.stats_raw(statistics(15, 2).as_bytes());
+        assert_eq!(counted(), 17, "only the new ones");
+        ends.stats_raw(statistics(15, 2).as_bytes());
+        assert_eq!(counted(), 17, "none new");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub(crate) struct Metrics {
     /// Doorbells heard (`doorbell.rs`), by outcome: `rang` (a producer wrote), `reconnected`
     /// (the listening connection was lost: every partition is fetched again).
     pub doorbells: IntCounterVec,
+    /// Fetch requests this member sent, summed over its brokers (librdkafka's statistics, so
+    /// counted every `ends::STATISTICS_INTERVAL_MS`): what it costs the broker to read.
+    pub fetch_requests: IntCounterVec,
 }
 
 pub(crate) fn metrics() -> &'static Metrics {
@@ -91,6 +94,11 @@ pub(crate) fn metrics() -> &'static Metrics {
             "carrier_consumer_doorbells_total",
             "Doorbells this member heard: rang (a producer wrote to its partitions) or reconnected (the listening connection was lost)",
             &["topic", "outcome"],
+        ),
+        fetch_requests: carrier_telemetry::counter_vec(
+            "carrier_consumer_fetch_requests_total",
+            "Fetch requests this member sent to the brokers (from librdkafka's statistics, every 5 s)",
+            &["topic"],
         ),
     })
 }
