@@ -28,9 +28,32 @@ pub use error::ErrorKind;
 pub use records::v1 as records_v1;
 
 impl records_v1::LogEvent {
+    /// The creation of a route's log, `queued`, at the message's arrival: how the notifier turns
+    /// an inbound message into its logs. No task position yet (delivery's events carry it).
+    pub fn queued(message: &records_v1::InboundMessage, route: &records_v1::Route) -> Self {
+        Self {
+            log_id: route.log_id.clone(),
+            message_id: message.message_id.clone(),
+            destination_id: route.destination_id.clone(),
+            organization_id: message.organization_id.clone(),
+            source_id: message.source_id.clone(),
+            data_model: message.data_model.clone(),
+            event_type: message.event_type.clone(),
+            test: message.test,
+            received_at_ms: message.received_at_ms,
+            status: records_v1::LogStatus::Queued as i32,
+            attempt: None,
+            at_ms: message.received_at_ms,
+            environment: message.environment.clone(),
+            sequence: 0,
+            task_partition: None,
+            task_offset: None,
+        }
+    }
+
     /// An event about the log of `task`, with `status`, and no attempt, sequence or task
-    /// position yet (the writer sets what applies). Router (creation) and delivery (attempts,
-    /// skips) both start from here, so a log's identifying fields are copied in one place.
+    /// position yet (the writer sets what applies): how delivery's events (attempts, skips)
+    /// start, so a log's identifying fields are copied in one place.
     pub fn for_task(
         task: &records_v1::DeliveryTask,
         environment: &str,

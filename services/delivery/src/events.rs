@@ -1,5 +1,8 @@
 //! Log events: one per attempt (and one per operator skip), written to `carrier.log-events`
-//! (keyed by destination).
+//! (keyed by destination). Each says where its task is in `carrier.deliveries` (`TaskPosition`):
+//! that is how the log store learns it, for a manual retry to read the message again. (The
+//! router used to write a `queued` event per task for this; the notifier now creates queued
+//! logs from `carrier.inbound` itself: one broker write fewer per log.)
 
 use carrier_config::KafkaSettings;
 use carrier_kafka::producer::{self, Ordering, ProduceError};
@@ -9,6 +12,20 @@ use carrier_proto::records_v1::{Attempt, AttemptOutcome, DeliveryTask, LogEvent,
 use prost::Message;
 
 use crate::attempt::AttemptResult;
+
+/// Where a task was read: its `carrier.deliveries` partition and offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskPosition {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl TaskPosition {
+    fn stamp(self, event: &mut LogEvent) {
+        event.task_partition = Some(self.partition);
+        event.task_offset = Some(self.offset);
+    }
+}
 
 #[derive(Clone)]
 pub struct LogEvents {
@@ -36,6 +53,7 @@ impl LogEvents {
     pub async fn skipped(
         &self,
         task: &DeliveryTask,
+        position: TaskPosition,
         environment: &str,
         sequence: u32,
     ) -> Result<(), ProduceError> {
@@ -46,6 +64,7 @@ impl LogEvents {
             chrono::Utc::now().timestamp_millis(),
         );
         event.sequence = sequence;
+        position.stamp(&mut event);
         self.write(&event).await
     }
 
@@ -53,6 +72,7 @@ impl LogEvents {
     pub async fn attempt(
         &self,
         task: &DeliveryTask,
+        position: TaskPosition,
         environment: &str,
         number: u32,
         result: &AttemptResult,
@@ -60,6 +80,7 @@ impl LogEvents {
     ) -> Result<(), ProduceError> {
         let finished_at_ms = result.started_at_ms + result.duration.as_millis() as i64;
         let mut event = LogEvent::for_task(task, environment, status, finished_at_ms);
+        position.stamp(&mut event);
         event.attempt = Some(Attempt {
             number,
             started_at_ms: result.started_at_ms,

@@ -1,6 +1,12 @@
+//! Two consumers feed the log store: `carrier.log-events` (delivery's attempts and skips, one
+//! event per record) and `carrier.inbound` (ingress's accepted messages: each route is a log
+//! created `queued`, so a log is in the store before its task is routed, and no stage writes a
+//! creation event to the broker of its own — one write per log fewer). [`Source`] says how a
+//! record becomes events.
+//!
 //! One writer task per assigned partition: events are collected into batches (up to
-//! `batch_size`, or whatever arrived within `batch_wait_ms`), written in one transaction, and
-//! only then are their offsets finished. A failed write is retried; nothing is skipped. The same
+//! `batch_size`, or whatever arrived within `batch_wait_ms`; a record's events always go into
+//! one batch), written in one transaction, and only then are their offsets finished. A failed write is retried; nothing is skipped. The same
 //! transaction updates incident state and raises alerts (`incidents`); a batch that raised any
 //! wakes the alert dispatcher.
 //!
@@ -14,7 +20,7 @@ use std::time::Duration;
 
 use carrier_kafka::consumer::{self, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
 use carrier_kafka::Topics;
-use carrier_proto::records_v1::LogEvent;
+use carrier_proto::records_v1::{InboundMessage, LogEvent};
 use carrier_store::sqlx::{self, PgPool};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -26,7 +32,33 @@ use crate::log_store;
 use crate::metrics::metrics;
 use crate::Config;
 
+/// Which topic a consumer reads, and so how its records become log events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// `carrier.log-events`: one `LogEvent` per record.
+    LogEvents,
+    /// `carrier.inbound`: one `queued` creation event per route of the message.
+    Inbound,
+}
+
+impl Source {
+    fn events(self, payload: &[u8]) -> Result<Vec<LogEvent>, prost::DecodeError> {
+        Ok(match self {
+            Source::LogEvents => vec![LogEvent::decode(payload)?],
+            Source::Inbound => {
+                let message = InboundMessage::decode(payload)?;
+                message
+                    .routes
+                    .iter()
+                    .map(|route| LogEvent::queued(&message, route))
+                    .collect()
+            }
+        })
+    }
+}
+
 struct Batcher {
+    source: Source,
     pool: PgPool,
     topic: String,
     group: String,
@@ -37,15 +69,54 @@ struct Batcher {
     runtime: tokio::runtime::Handle,
 }
 
+/// Starts both consumers; they stop with `shutdown`.
 pub fn start(
     config: &Config,
     pool: PgPool,
     wakeup: Wakeup,
     shutdown: CancellationToken,
+) -> anyhow::Result<[tokio::task::JoinHandle<()>; 2]> {
+    let topics = Topics::new(&config.kafka);
+    Ok([
+        start_one(
+            config,
+            Source::LogEvents,
+            &topics.log_events,
+            &config.consumer_group,
+            &pool,
+            &wakeup,
+            &shutdown,
+        )?,
+        start_one(
+            config,
+            Source::Inbound,
+            &topics.inbound,
+            &inbound_group(&config.consumer_group),
+            &pool,
+            &wakeup,
+            &shutdown,
+        )?,
+    ])
+}
+
+/// The consumer group reading `carrier.inbound` for queued logs: its own, next to the router's,
+/// since both read every inbound record.
+pub fn inbound_group(consumer_group: &str) -> String {
+    format!("{consumer_group}-inbound")
+}
+
+fn start_one(
+    config: &Config,
+    source: Source,
+    topic: &str,
+    group: &str,
+    pool: &PgPool,
+    wakeup: &Wakeup,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let options = ConsumerOptions {
-        topic: Topics::new(&config.kafka).log_events,
-        group_id: config.consumer_group.clone(),
+        topic: topic.to_string(),
+        group_id: group.to_string(),
         client_id: "carrier-notifier".into(),
         max_pending_per_partition: config.batch_size * 20,
         handover_timeout: Duration::from_secs(5),
@@ -53,11 +124,12 @@ pub fn start(
         commit_interval: Duration::from_millis(500),
     };
     let batcher = Batcher {
+        source,
         pool: pool.clone(),
         topic: options.topic.clone(),
         group: options.group_id.clone(),
         failing_after_attempts: config.alerts.failing_after_attempts as i32,
-        wakeup,
+        wakeup: wakeup.clone(),
         batch_size: config.batch_size,
         batch_wait: Duration::from_millis(config.batch_wait_ms),
         runtime: tokio::runtime::Handle::current(),
@@ -66,8 +138,8 @@ pub fn start(
         &config.kafka,
         options,
         Arc::new(batcher),
-        &pool,
-        shutdown,
+        pool,
+        shutdown.clone(),
     )?)
 }
 
@@ -87,6 +159,7 @@ impl Processor for Batcher {
             self.batch_wait,
         ));
         Box::new(PartitionBatcher {
+            source: self.source,
             sender,
             tracker,
             topic: self.topic.clone(),
@@ -95,11 +168,12 @@ impl Processor for Batcher {
     }
 }
 
-/// An event on its way to the log store, with its trace (its CONSUMER span's context: the
-/// batch's write links to it).
-type Queued = (i64, LogEvent, carrier_telemetry::trace::Context);
+/// A record's events on their way to the log store, with its offset and its trace (its CONSUMER
+/// span's context: the batch's write links to it).
+type Queued = (i64, Vec<LogEvent>, carrier_telemetry::trace::Context);
 
 struct PartitionBatcher {
+    source: Source,
     /// Unbounded, but the consumer pauses the partition past `max_pending_per_partition`.
     sender: mpsc::UnboundedSender<Queued>,
     tracker: Arc<OffsetTracker>,
@@ -109,14 +183,17 @@ struct PartitionBatcher {
 
 impl PartitionProcessor for PartitionBatcher {
     fn process(&mut self, record: Record) {
-        match LogEvent::decode(record.payload.as_slice()) {
-            Ok(event) => {
-                // The CONSUMER span (child of the event's writer: router or delivery) ends once
-                // the event is queued for its batch.
+        match self.source.events(record.payload.as_slice()) {
+            Ok(events) if events.is_empty() => self.tracker.finish(record.offset),
+            Ok(events) => {
+                // The CONSUMER span (child of the record's writer: ingress or delivery) ends once
+                // the events are queued for their batch.
                 let span = carrier_kafka::spans::process_span(&record, &self.topic, &self.group);
-                span.record("carrier.log_id", event.log_id.as_str());
+                if let [event] = events.as_slice() {
+                    span.record("carrier.log_id", event.log_id.as_str());
+                }
                 let context = carrier_telemetry::trace::context_of(&span);
-                if self.sender.send((record.offset, event, context)).is_err() {
+                if self.sender.send((record.offset, events, context)).is_err() {
                     tracing::warn!(
                         partition = record.partition,
                         "log writer stopped; event left for the next owner"
@@ -124,7 +201,7 @@ impl PartitionProcessor for PartitionBatcher {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, partition = record.partition, offset = record.offset, "undecodable log event skipped");
+                tracing::error!(%error, topic = %self.topic, partition = record.partition, offset = record.offset, "undecodable record skipped by the log store");
                 self.tracker.finish(record.offset);
             }
         }
@@ -266,6 +343,23 @@ fn log_write_span(events: usize) -> tracing::Span {
     )
 }
 
+/// The records taken into a batch so far.
+#[derive(Default)]
+struct Pending {
+    events: Vec<(i64, LogEvent)>,
+    offsets: Vec<i64>,
+    traces: Vec<carrier_telemetry::trace::Context>,
+}
+
+impl Pending {
+    fn take(&mut self, (offset, events, trace): Queued) {
+        self.events
+            .extend(events.into_iter().map(|event| (offset, event)));
+        self.offsets.push(offset);
+        self.traces.push(trace);
+    }
+}
+
 async fn write_batches(
     writer: Writer,
     mut receiver: mpsc::UnboundedReceiver<Queued>,
@@ -274,40 +368,117 @@ async fn write_batches(
 ) {
     let released = writer.tracker.released_token().clone();
     loop {
-        let mut batch = Vec::with_capacity(batch_size);
-        let mut traces = Vec::new();
+        let mut batch = Pending::default();
         tokio::select! {
             received = receiver.recv() => match received {
-                Some((offset, event, trace)) => {
-                    batch.push((offset, event));
-                    traces.push(trace);
-                }
+                Some(queued) => batch.take(queued),
                 None => return,
             },
             _ = released.cancelled() => return,
         }
         let deadline = tokio::time::Instant::now() + batch_wait;
-        while batch.len() < batch_size {
+        while batch.events.len() < batch_size {
             match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some((offset, event, trace))) => {
-                    batch.push((offset, event));
-                    traces.push(trace);
-                }
+                Ok(Some(queued)) => batch.take(queued),
                 Ok(None) | Err(_) => break,
             }
         }
         let _activity = writer.tracker.activity();
-        // One span for the batch's write, linked to each event's trace (a batch mixes many).
-        let span = log_write_span(batch.len());
-        for trace in &traces {
+        // One span for the batch's write, linked to each record's trace (a batch mixes many).
+        let span = log_write_span(batch.events.len());
+        for trace in &batch.traces {
             carrier_telemetry::trace::add_link(&span, trace);
         }
-        drop(traces);
-        if !writer.write(&batch).instrument(span).await {
+        if !writer.write(&batch.events).instrument(span).await {
             return;
         }
-        for (offset, _) in &batch {
-            writer.tracker.finish(*offset);
+        for offset in batch.offsets {
+            writer.tracker.finish(offset);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carrier_proto::records_v1::{LogStatus, Route};
+
+    fn inbound(routes: &[(&str, &str)]) -> InboundMessage {
+        InboundMessage {
+            message_id: "m-1".into(),
+            received_at_ms: 1_700_000_000_000,
+            organization_id: "o-1".into(),
+            source_id: "s-1".into(),
+            environment: "production".into(),
+            data_model: "Results".into(),
+            event_type: "New".into(),
+            test: true,
+            body: b"{}".to_vec(),
+            routes: routes
+                .iter()
+                .map(|(log_id, destination_id)| Route {
+                    log_id: log_id.to_string(),
+                    destination_id: destination_id.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_inbound_message_is_one_queued_log_per_route() {
+        let message = inbound(&[("l-1", "d-1"), ("l-2", "d-2")]);
+        let events = Source::Inbound.events(&message.encode_to_vec()).expect("decodes");
+        assert_eq!(events.len(), 2);
+        for (event, (log_id, destination_id)) in events.iter().zip([("l-1", "d-1"), ("l-2", "d-2")]) {
+            assert_eq!(
+                (event.log_id.as_str(), event.destination_id.as_str()),
+                (log_id, destination_id)
+            );
+            assert_eq!(event.status, LogStatus::Queued as i32);
+            assert_eq!(event.message_id, "m-1");
+            assert_eq!(
+                (event.organization_id.as_str(), event.source_id.as_str()),
+                ("o-1", "s-1")
+            );
+            assert_eq!(
+                (event.data_model.as_str(), event.event_type.as_str()),
+                ("Results", "New")
+            );
+            assert_eq!(event.environment, "production");
+            assert!(event.test);
+            assert_eq!(
+                (event.received_at_ms, event.at_ms),
+                (1_700_000_000_000, 1_700_000_000_000)
+            );
+            assert_eq!(
+                (event.attempt.clone(), event.sequence),
+                (None, 0),
+                "a creation, below every attempt"
+            );
+            assert_eq!(
+                (event.task_partition, event.task_offset),
+                (None, None),
+                "delivery's events say where the task is"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_without_routes_is_no_log_and_a_log_event_is_itself() {
+        assert!(Source::Inbound
+            .events(&inbound(&[]).encode_to_vec())
+            .expect("decodes")
+            .is_empty());
+        let event = LogEvent::queued(&inbound(&[]), &Route::default());
+        assert_eq!(
+            Source::LogEvents.events(&event.encode_to_vec()).expect("decodes"),
+            vec![event]
+        );
+        assert!(
+            Source::Inbound.events(b"\xff\xff\xff").is_err(),
+            "not a record of ours"
+        );
+        assert!(Source::LogEvents.events(b"\xff\xff\xff").is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! The notifier: reads `carrier.log-events`, writes the log store, detects failing production
-//! destinations and alerts their organizations.
+//! The notifier: reads `carrier.log-events` and `carrier.inbound` (each accepted message's
+//! routes are its queued logs), writes the log store, detects failing production destinations
+//! and alerts their organizations.
 //!
 //! - `log_store`: merges a batch of events per log and upserts logs and attempts in one
 //!   transaction. Replaying an event changes nothing (attempts are keyed by log and number;
@@ -8,8 +9,8 @@
 //!   attempts and raises one `failing` alert per incident and one `recovered` alert when it
 //!   delivers again (state in `destination_incidents`, alerts in `alerts`, one outbox row per
 //!   channel in `alert_deliveries`).
-//! - `batches`: one writer per assigned partition, collecting events into batches; offsets are
-//!   finished only after their batch is committed in Postgres.
+//! - `batches`: the two consumers; one writer per assigned partition, collecting events into
+//!   batches; offsets are finished only after their batch is committed in Postgres.
 //! - `dispatch`: one task per channel sends the outbox (retried with backoff, at least once).
 //! - `channels`: SMTP e-mail, Slack-compatible webhooks (under delivery's outbound policy,
 //!   `carrier-outbound`), the `carrier.notifications` topic.
@@ -282,7 +283,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         wakeup.clone(),
         shutdown.clone(),
     );
-    let consumer =
+    let consumers =
         batches::start(&config, pool.clone(), wakeup.clone(), shutdown.clone()).context("kafka consumer")?;
     let purge = tokio::spawn(retention::run(
         pool.clone(),
@@ -303,7 +304,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     tracing::info!("notifier ready");
     shutdown.cancelled().await;
     readiness.set_ready(false);
-    consumer.await.context("log event consumer")?;
+    for consumer in consumers {
+        consumer.await.context("log store consumer")?;
+    }
     for dispatcher in dispatchers {
         dispatcher.await.context("alert dispatcher")?;
     }

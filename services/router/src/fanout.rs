@@ -3,8 +3,12 @@
 //! Records of a partition are processed in offset order and their writes are issued in that
 //! order on a strict producer (one request in flight, never giving up), so the tasks of one
 //! destination land in `carrier.deliveries` in the order ingress accepted the messages. An inbound
-//! offset is finished once all its tasks and `queued` log events are acknowledged; a crash before
-//! that re-reads the message and writes its tasks again (same log IDs, which delivery dedupes).
+//! offset is finished once all its tasks are acknowledged; a crash before that re-reads the
+//! message and writes its tasks again (same log IDs, which delivery dedupes).
+//!
+//! The router writes no log events: the notifier creates each `queued` log from the inbound
+//! message's routes itself, and delivery's events say where each task landed. One broker write
+//! per log fewer (`carrier-bench records` counts them).
 //!
 //! A write that fails for good (the strict producer retries everything retriable forever, so
 //! this is a refusal: a missing topic, an authorization error) **halts the partition**: no later
@@ -19,7 +23,7 @@ use carrier_kafka::consumer::{self, ConsumerOptions, OffsetTracker, PartitionPro
 use carrier_kafka::producer::{self, Ordering};
 use carrier_kafka::rdkafka::producer::FutureProducer;
 use carrier_kafka::Topics;
-use carrier_proto::records_v1::{DeliveryTask, InboundMessage, LogEvent, LogStatus};
+use carrier_proto::records_v1::{DeliveryTask, InboundMessage};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -160,7 +164,6 @@ impl PartitionProcessor for PartitionFanOut {
         let started = std::time::Instant::now();
         // Issue every task write now, in order, on this (the consumer) thread: the producer
         // queues them in call order. Waiting for acknowledgements happens in a task.
-        // Each task goes with its log's creation event, written once the task's position is known.
         let mut task_acks = Vec::with_capacity(message.routes.len());
         for route in &message.routes {
             let task = DeliveryTask {
@@ -183,12 +186,6 @@ impl PartitionProcessor for PartitionFanOut {
                 tracestate: String::new(),
                 written_at_ms: 0,
             };
-            let created = LogEvent::for_task(
-                &task,
-                &message.environment,
-                LogStatus::Queued,
-                message.received_at_ms,
-            );
             let ack = producer::enqueue(
                 &self.producer,
                 &self.topics.deliveries,
@@ -199,62 +196,24 @@ impl PartitionProcessor for PartitionFanOut {
                 // Refused before it was queued: the next record must not be routed either.
                 self.halt.set(record.partition, offset, error);
             }
-            task_acks.push((created, ack));
+            task_acks.push(ack);
         }
         drop(fanout_entered);
-        let producer = self.producer.clone();
         let deliveries = self.topics.deliveries.clone();
-        let log_events = self.topics.log_events.clone();
         let tracker = self.tracker.clone();
         let halt = self.halt.clone();
         let partition = record.partition;
-        let events_span = {
-            let _process = process_span.enter();
-            carrier_kafka::spans::send_span(&log_events, None)
-        };
         self.runtime.spawn(
             async move {
                 let mut failed = false;
-                // Each log's `queued` event says where its task landed (for manual retries); the
-                // events' order does not matter (a status only moves forward).
-                let mut events = Vec::with_capacity(task_acks.len());
-                for (mut event, ack) in task_acks {
-                    match producer::acknowledged(&deliveries, ack).await {
-                        Ok((partition, task_offset)) => {
-                            event.task_partition = Some(partition);
-                            event.task_offset = Some(task_offset);
-                            let payload = event.encode_to_vec();
-                            events.push((event.destination_id, payload));
-                        }
-                        Err(error) => {
-                            carrier_kafka::spans::record_send_error(&fanout_span, &error);
-                            failed = true;
-                            halt.set(partition, offset, &error);
-                        }
-                    }
-                }
-                drop(fanout_span);
-                events_span.record("messaging.batch.message_count", events.len());
-                let event_acks = events.iter().map(|(key, payload)| {
-                    producer::send(
-                        &producer,
-                        &log_events,
-                        key,
-                        payload,
-                        None,
-                        producer::WhenFull::Wait,
-                    )
-                });
-                for result in futures::future::join_all(event_acks)
-                    .instrument(events_span.clone())
-                    .await
-                {
-                    if let Err(error) = result {
-                        carrier_kafka::spans::record_send_error(&events_span, &error);
+                for ack in task_acks {
+                    if let Err(error) = producer::acknowledged(&deliveries, ack).await {
+                        carrier_kafka::spans::record_send_error(&fanout_span, &error);
                         failed = true;
                         halt.set(partition, offset, &error);
                     }
                 }
+                drop(fanout_span);
                 if failed {
                     // Leave the offset unfinished: the commit stays below it and the message is
                     // routed again by whoever consumes the partition next.
@@ -268,7 +227,6 @@ impl PartitionProcessor for PartitionFanOut {
                     tracing::debug!(offset, routes = message.routes.len(), "message routed");
                     tracker.finish(offset);
                 }
-                drop(events_span);
                 drop(guard);
             }
             .instrument(process_span),

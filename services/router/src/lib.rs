@@ -8,7 +8,7 @@
 //!   (destination settings at send time); only to callers with the internal service token
 //!   (`carrier-internal-auth`: `[internal_auth]`, optionally mutual TLS).
 //! - `fanout` consumes `carrier.inbound` and writes one task per destination to
-//!   `carrier.deliveries`, keyed by destination, plus a `queued` log event for each.
+//!   `carrier.deliveries`, keyed by destination (its queued logs are the notifier's to create).
 #![forbid(unsafe_code)]
 
 mod client_assertion;

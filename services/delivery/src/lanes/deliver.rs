@@ -305,10 +305,11 @@ async fn attempt_until_final(
                 // The attempt's event is written in the background; the log stays queued.
                 let events = shared.events.clone();
                 let event_task = task.clone();
+                let position = queued.task_position(partition);
                 let environment = destination.environment.clone();
                 let event_span = crate::spans::event_span(events.topic(), task, &queued.trace);
                 shared.runtime.spawn(async move {
-                    if let Err(error) = events.attempt(&event_task, &environment, number, &result, LogStatus::Queued).await {
+                    if let Err(error) = events.attempt(&event_task, position, &environment, number, &result, LogStatus::Queued).await {
                         tracing::warn!(%error, log_id = %event_task.log_id, "attempt event could not be written");
                     }
                     drop(activity);
@@ -411,13 +412,14 @@ async fn finish(
     let shared_for_task = shared.clone();
     let partition = partition.clone();
     let event_span = crate::spans::event_span(shared.events.topic(), &queued.task, &queued.trace);
+    let position = queued.task_position(&partition);
     shared.runtime.spawn(async move {
         let events = &shared_for_task.events;
         let written = match &ending {
             Ending::Attempted { number, result, status } => {
-                events.attempt(&queued.task, &environment, *number, result, *status).await
+                events.attempt(&queued.task, position, &environment, *number, result, *status).await
             }
-            Ending::Skipped { sequence } => events.skipped(&queued.task, &environment, *sequence).await,
+            Ending::Skipped { sequence } => events.skipped(&queued.task, position, &environment, *sequence).await,
         };
         match written {
             Ok(()) => complete(&partition, &queued),

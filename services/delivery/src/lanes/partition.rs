@@ -35,6 +35,17 @@ pub(super) struct Queued {
     pub(super) trace: TaskTrace,
 }
 
+impl Queued {
+    /// Where the task is in `carrier.deliveries` (a parked task keeps the offset it was read at),
+    /// for its log events.
+    pub(super) fn task_position(&self, partition: &PartitionState) -> crate::events::TaskPosition {
+        crate::events::TaskPosition {
+            partition: partition.tracker.partition(),
+            offset: self.position.offset,
+        }
+    }
+}
+
 /// Where a task's completion is recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Origin {

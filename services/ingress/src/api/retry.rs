@@ -112,7 +112,9 @@ async fn requeue(state: &AppState, log_id: Uuid, row: &PgRow) -> Result<String, 
     ) else {
         return Err(ApiError::new(
             ErrorKind::Conflict,
-            format!("Log {log_id} is not ready for a retry yet; try again shortly"),
+            // The log store learns where a task is from its first attempt's event: until then
+            // the log is still queued, and its own turn comes without a retry.
+            format!("Log {log_id} has not been attempted yet: it is still queued and will be attempted in its turn"),
         ));
     };
     let topic = &state.topics.deliveries;

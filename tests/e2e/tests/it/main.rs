@@ -4,6 +4,7 @@
 mod access;
 mod alerts;
 mod auth;
+mod bench_smoke;
 mod chaos;
 mod client_assertion;
 mod datastore_tls;

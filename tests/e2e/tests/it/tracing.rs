@@ -117,12 +117,22 @@ async fn one_message_is_one_trace_from_the_senders_span_to_the_receivers_request
                         .iter()
                         .any(|span| span.service_name == service && span.kind == kind)
                 };
+                // The notifier consumes twice: the inbound message (its queued log) and
+                // delivery's attempt event.
+                let notifier_consumed = |topic: &str| {
+                    in_trace.iter().any(|span| {
+                        span.service_name == "carrier-notifier"
+                            && span.kind == KIND_CONSUMER
+                            && span.name.ends_with(topic)
+                    })
+                };
                 in_trace.iter().any(|span| span.span_id == attempt_span_id)
                     && has("carrier-ingress", KIND_SERVER)
                     && has("carrier-router", KIND_CONSUMER)
                     && has("carrier-router", KIND_SERVER)
                     && has("carrier-delivery", KIND_CONSUMER)
-                    && has("carrier-notifier", KIND_CONSUMER)
+                    && notifier_consumed(".inbound")
+                    && notifier_consumed(".log-events")
             },
         )
         .await;
@@ -235,13 +245,29 @@ async fn one_message_is_one_trace_from_the_senders_span_to_the_receivers_request
         "{chain:?}"
     );
 
-    // The notifier consumed the log events of this trace.
+    // The notifier consumed the log events of this trace, and made the log from ingress's
+    // write itself (no stage writes a creation event).
     let event = find(
         "carrier-notifier",
         KIND_CONSUMER,
         &format!("process {}.log-events", stack.prefix),
     );
     assert_eq!(event.attribute("messaging.system"), "kafka");
+    let created = find(
+        "carrier-notifier",
+        KIND_CONSUMER,
+        &format!("process {}.inbound", stack.prefix),
+    );
+    assert_eq!(created.parent_span_id, write.span_id);
+    assert_eq!(
+        created.attribute("messaging.consumer.group.name"),
+        format!("{}-notifier-inbound", stack.prefix)
+    );
+    assert!(
+        !in_trace.iter().any(|span| span.service_name == "carrier-router"
+            && span.name == format!("send {}.log-events", stack.prefix)),
+        "the router writes no log events"
+    );
     // Every span of the trace came from one of the four services, with the resource's attributes.
     for span in &in_trace {
         assert!(span.service_name.starts_with("carrier-"), "{span:?}");
