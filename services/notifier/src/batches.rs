@@ -77,24 +77,47 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<[tokio::task::JoinHandle<()>; 2]> {
     let topics = Topics::new(&config.kafka);
+    let mut kafka = config.kafka.clone();
+    kafka.fetch_wait_max_ms = kafka.fetch_wait_max_ms.max(config.log_fetch_wait_ms);
+    let start_one = |source: Source, topic: &str, group: String| -> anyhow::Result<_> {
+        let options = ConsumerOptions {
+            topic: topic.to_string(),
+            group_id: group,
+            client_id: "carrier-notifier".into(),
+            max_pending_per_partition: config.batch_size * 20,
+            handover_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            commit_interval: Duration::from_millis(500),
+        };
+        let batcher = Batcher {
+            source,
+            pool: pool.clone(),
+            topic: options.topic.clone(),
+            group: options.group_id.clone(),
+            failing_after_attempts: config.alerts.failing_after_attempts as i32,
+            wakeup: wakeup.clone(),
+            batch_size: config.batch_size,
+            batch_wait: Duration::from_millis(config.batch_wait_ms),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        Ok(consumer::spawn(
+            &kafka,
+            options,
+            Arc::new(batcher),
+            &pool,
+            shutdown.clone(),
+        )?)
+    };
     Ok([
         start_one(
-            config,
             Source::LogEvents,
             &topics.log_events,
-            &config.consumer_group,
-            &pool,
-            &wakeup,
-            &shutdown,
+            config.consumer_group.clone(),
         )?,
         start_one(
-            config,
             Source::Inbound,
             &topics.inbound,
-            &inbound_group(&config.consumer_group),
-            &pool,
-            &wakeup,
-            &shutdown,
+            inbound_group(&config.consumer_group),
         )?,
     ])
 }
@@ -103,44 +126,6 @@ pub fn start(
 /// since both read every inbound record.
 pub fn inbound_group(consumer_group: &str) -> String {
     format!("{consumer_group}-inbound")
-}
-
-fn start_one(
-    config: &Config,
-    source: Source,
-    topic: &str,
-    group: &str,
-    pool: &PgPool,
-    wakeup: &Wakeup,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let options = ConsumerOptions {
-        topic: topic.to_string(),
-        group_id: group.to_string(),
-        client_id: "carrier-notifier".into(),
-        max_pending_per_partition: config.batch_size * 20,
-        handover_timeout: Duration::from_secs(5),
-        drain_timeout: Duration::from_secs(10),
-        commit_interval: Duration::from_millis(500),
-    };
-    let batcher = Batcher {
-        source,
-        pool: pool.clone(),
-        topic: options.topic.clone(),
-        group: options.group_id.clone(),
-        failing_after_attempts: config.alerts.failing_after_attempts as i32,
-        wakeup: wakeup.clone(),
-        batch_size: config.batch_size,
-        batch_wait: Duration::from_millis(config.batch_wait_ms),
-        runtime: tokio::runtime::Handle::current(),
-    };
-    Ok(consumer::spawn(
-        &config.kafka,
-        options,
-        Arc::new(batcher),
-        pool,
-        shutdown.clone(),
-    )?)
 }
 
 impl Processor for Batcher {

@@ -61,6 +61,12 @@ pub struct Config {
     pub batch_size: usize,
     /// How long a partial batch waits for more events before it is written.
     pub batch_wait_ms: u64,
+    /// The longest a fetch of the notifier's consumers waits for records (their
+    /// `fetch.wait.max.ms`; never below `kafka.fetch_wait_max_ms`). The log store is not on the
+    /// delivery path: waiting longer than the pipeline's hops costs a log a few tens of ms and
+    /// the broker far fewer fetch requests (on Tansu, which holds every fetch for its whole wait,
+    /// a fetch every `kafka.fetch_wait_max_ms` per consumer while records flow).
+    pub log_fetch_wait_ms: u32,
     /// Logs whose message was received more than this many days ago are deleted, with their
     /// attempts (logs still `queued` are kept until they end). 0 keeps logs forever.
     /// `carrier.deliveries` must retain messages at least this long for manual retry to work
@@ -92,6 +98,7 @@ impl std::fmt::Debug for Config {
             .field("consumer_group", &self.consumer_group)
             .field("batch_size", &self.batch_size)
             .field("batch_wait_ms", &self.batch_wait_ms)
+            .field("log_fetch_wait_ms", &self.log_fetch_wait_ms)
             .field("log_retention_days", &self.log_retention_days)
             .field("log_purge_interval_secs", &self.log_purge_interval_secs)
             .field("log_purge_batch_size", &self.log_purge_batch_size)
@@ -184,6 +191,7 @@ impl Default for Config {
             consumer_group: "carrier-notifier".into(),
             batch_size: 500,
             batch_wait_ms: 20,
+            log_fetch_wait_ms: 100,
             alerts: AlertSettings::default(),
             smtp: SmtpSettings::default(),
             outbound: carrier_outbound::OutboundSettings::default(),
@@ -205,6 +213,11 @@ impl Config {
     pub fn validate(self) -> Result<Self, ConfigError> {
         if self.batch_size == 0 {
             return Err(ConfigError::Invalid("batch_size must be at least 1".into()));
+        }
+        if self.log_fetch_wait_ms > 10_000 {
+            return Err(ConfigError::Invalid(
+                "log_fetch_wait_ms must be at most 10000 (a fetch waiting longer delays shutdown and hand-overs)".into(),
+            ));
         }
         if self.log_purge_interval_secs == 0 {
             return Err(ConfigError::Invalid(
