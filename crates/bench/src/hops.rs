@@ -54,6 +54,25 @@ fn consumer(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<Strea
     Ok(consumer)
 }
 
+/// Hands every record `consumer` reads to `handle` until `stop`.
+fn consume(
+    consumer: StreamConsumer,
+    stop: tokio_util::sync::CancellationToken,
+    mut handle: impl FnMut(&carrier_kafka::rdkafka::message::BorrowedMessage<'_>) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                message = consumer.recv() => message,
+                _ = stop.cancelled() => return,
+            };
+            if let Ok(message) = message {
+                handle(&message);
+            }
+        }
+    })
+}
+
 pub async fn two_hops(
     brokers: &str,
     (first_partitions, second_partitions): (i32, i32),
@@ -76,17 +95,12 @@ pub async fn two_hops(
     let stop = tokio_util::sync::CancellationToken::new();
     // Hop 1 → hop 2: each record forwarded as it comes.
     let forwarder = {
-        let consumer = consumer(brokers, &first, first_partitions)?;
         let producer = producer(brokers)?;
         let second = second.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    message = consumer.recv() => message,
-                    _ = stop.cancelled() => return,
-                };
-                let Ok(message) = message else { continue };
+        consume(
+            consumer(brokers, &first, first_partitions)?,
+            stop.clone(),
+            move |message| {
                 let payload = message.payload().unwrap_or_default().to_vec();
                 let key = message.key().unwrap_or_default().to_vec();
                 let producer = producer.clone();
@@ -99,22 +113,17 @@ pub async fn two_hops(
                         )
                         .await;
                 });
-            }
-        })
+            },
+        )
     };
     // Hop 2's sink: send → arrival of every record.
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     let sink = {
-        let consumer = consumer(brokers, &second, second_partitions)?;
         let arrivals = arrivals.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    message = consumer.recv() => message,
-                    _ = stop.cancelled() => return,
-                };
-                let Ok(message) = message else { continue };
+        consume(
+            consumer(brokers, &second, second_partitions)?,
+            stop.clone(),
+            move |message| {
                 let sent = std::str::from_utf8(message.payload().unwrap_or_default())
                     .ok()
                     .and_then(|text| text.parse::<i64>().ok());
@@ -122,8 +131,8 @@ pub async fn two_hops(
                     let micros = (unix_micros() - sent).max(0) as u64;
                     arrivals.lock().expect("lock").push(Duration::from_micros(micros));
                 }
-            }
-        })
+            },
+        )
     };
 
     let sender = producer(brokers)?;

@@ -21,7 +21,7 @@ use carrier_testkit::client::Api;
 use serde_json::{json, Value};
 
 use crate::delivery::process_cpu;
-use crate::{env_number, env_or, percentile, start_receiver, unix_micros, Arrivals};
+use crate::{env_number, env_or, env_pairs, percentile, start_receiver, unix_micros, Arrivals};
 
 /// Sends one latency message and waits for it to arrive; its send → arrival.
 async fn one_message(
@@ -63,12 +63,11 @@ fn summary(mut latencies: Vec<Duration>) -> Value {
 
 pub async fn run(ingress: &str, admin_token: &str, output: &str) -> anyhow::Result<()> {
     let label = env_or("CARRIER_BENCH_IDLE_LABEL", "this stack");
-    let pids: Vec<(String, String)> = std::env::var("CARRIER_BENCH_IDLE_PIDS")
-        .context("CARRIER_BENCH_IDLE_PIDS (name=pid ...)")?
-        .split_whitespace()
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(name, pid)| (name.to_string(), pid.to_string()))
-        .collect();
+    let pids = env_pairs("CARRIER_BENCH_IDLE_PIDS", "");
+    anyhow::ensure!(
+        !pids.is_empty(),
+        "CARRIER_BENCH_IDLE_PIDS (name=pid ...) is needed"
+    );
     let idle_seconds: u64 = env_number("CARRIER_BENCH_IDLE_SECONDS", 20);
     let samples: usize = env_number("CARRIER_BENCH_IDLE_SAMPLES", 10);
     let quiet = Duration::from_millis(env_number("CARRIER_BENCH_QUIET_MS", 3_000));

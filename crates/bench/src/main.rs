@@ -221,6 +221,34 @@ pub(crate) struct Arrivals {
     pub load: std::sync::atomic::AtomicUsize,
 }
 
+/// The `name=value` pairs of a space-separated environment variable (`default` when unset).
+pub(crate) fn env_pairs(name: &str, default: &str) -> Vec<(String, String)> {
+    env_or(name, default)
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+/// Writes a run's JSON to `output` and its table to `CARRIER_BENCH_REPORT` (by default
+/// `default_report`), both also printed.
+pub(crate) fn write_results(
+    output: &str,
+    result: &Value,
+    default_report: &str,
+    report: &str,
+) -> anyhow::Result<()> {
+    if let Some(parent) = std::path::Path::new(output).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(output, format!("{result}\n"))?;
+    let report_path = env_or("CARRIER_BENCH_REPORT", default_report);
+    println!("\n{report}");
+    std::fs::write(&report_path, report)?;
+    println!("written to {report_path}");
+    Ok(())
+}
+
 pub(crate) fn unix_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }

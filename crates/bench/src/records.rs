@@ -33,7 +33,7 @@ use carrier_testkit::client::Api;
 use serde_json::{json, Value};
 
 use crate::delivery::process_cpu;
-use crate::{env_number, env_or, kilobyte_message, start_receiver, Arrivals};
+use crate::{env_number, env_or, env_pairs, kilobyte_message, start_receiver, write_results, Arrivals};
 
 /// librdkafka's statistics interval (5 s) and a margin: the counters read after this long
 /// include every fetch made before.
@@ -267,19 +267,11 @@ pub async fn run(ingress: &str, admin_token: &str, output: &str) -> anyhow::Resu
         .map(str::parse)
         .collect::<Result<_, _>>()
         .context("CARRIER_BENCH_RECORDS_FANOUTS: numbers")?;
-    let services: Vec<(String, String)> = env_or(
+    let services = env_pairs(
         "CARRIER_BENCH_METRICS",
         "router=http://127.0.0.1:8081/metrics delivery=http://127.0.0.1:8082/metrics notifier=http://127.0.0.1:8083/metrics",
-    )
-    .split_whitespace()
-    .filter_map(|pair| pair.split_once('='))
-    .map(|(name, url)| (name.to_string(), url.to_string()))
-    .collect();
-    let pids: Vec<(String, String)> = env_or("CARRIER_BENCH_PIDS", "")
-        .split_whitespace()
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(name, pid)| (name.to_string(), pid.to_string()))
-        .collect();
+    );
+    let pids = env_pairs("CARRIER_BENCH_PIDS", "");
     let kafka = carrier_config::KafkaSettings {
         brokers: env_or("CARRIER_BENCH_BROKERS", "127.0.0.1:9092"),
         topic_prefix: env_or("CARRIER_BENCH_TOPIC_PREFIX", "carrier."),
@@ -312,16 +304,7 @@ pub async fn run(ingress: &str, admin_token: &str, output: &str) -> anyhow::Resu
         results.push(result);
     }
     let result = json!({ "label": env_or("CARRIER_BENCH_RECORDS_LABEL", "this stack"), "runs": results });
-    if let Some(parent) = std::path::Path::new(output).parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(output, format!("{result}\n"))?;
-    let report_path = env_or("CARRIER_BENCH_REPORT", ".run/bench/records.md");
-    let report = report(&result);
-    println!("\n{report}");
-    std::fs::write(&report_path, report)?;
-    println!("written to {report_path}");
-    Ok(())
+    write_results(output, &result, ".run/bench/records.md", &report(&result))
 }
 
 fn report(result: &Value) -> String {

@@ -29,7 +29,7 @@ use axum::routing::post;
 use carrier_testkit::client::{Api, SourceCredentials};
 use serde_json::{json, Value};
 
-use crate::{env_number, env_or, kilobyte_message, percentile};
+use crate::{env_number, env_or, kilobyte_message, percentile, write_results};
 
 /// The sequences that arrived (each counted once, whatever the retries).
 #[derive(Default)]
@@ -309,16 +309,7 @@ pub async fn run(ingress: &str, admin_token: &str, output: &str) -> anyhow::Resu
         runs.push(result);
     }
     let result = json!({ "runs": runs });
-    if let Some(parent) = std::path::Path::new(output).parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(output, format!("{result}\n"))?;
-    let report_path = env_or("CARRIER_BENCH_REPORT", ".run/bench/sustained.md");
-    let report = report(&result);
-    println!("\n{report}");
-    std::fs::write(&report_path, report)?;
-    println!("written to {report_path}");
-    Ok(())
+    write_results(output, &result, ".run/bench/sustained.md", &report(&result))
 }
 
 fn report(result: &Value) -> String {

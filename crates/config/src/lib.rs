@@ -175,7 +175,7 @@ pub struct KafkaSettings {
     /// Records a consumer prefetches, in KiB (`queued.max.messages.kbytes`): memory a worker
     /// holds beyond its own caps. 16 MiB keeps the fetch pipeline full; against Tansu, 4 MiB
     /// cut delivery's throughput to a third and saved under 1 MiB of peak memory
-    /// (`carrier-bench delivery`, README "Performance").
+    /// (`carrier-bench delivery`, docs/benchmarks.md).
     pub consumer_queue_kbytes: u32,
     /// Room of a producer's local queue, in KiB (`queue.buffering.max.kbytes`): records waiting
     /// to be sent or acknowledged. Ingress answers 503 when a message does not fit.
