@@ -6,9 +6,9 @@
 //!
 //! One writer task per assigned partition: events are collected into batches (up to
 //! `batch_size`, or whatever arrived within `batch_wait_ms`; a record's events always go into
-//! one batch), written in one transaction, and only then are their offsets finished. A failed write is retried; nothing is skipped. The same
-//! transaction updates incident state and raises alerts (`incidents`); a batch that raised any
-//! wakes the alert dispatcher.
+//! one batch), written in one transaction, and only then are their offsets finished. A failed
+//! write is retried; nothing is skipped. The same transaction updates incident state and raises
+//! alerts (`incidents`); a batch that raised any wakes the alert dispatcher.
 //!
 //! One bad event must not hold the batch (and every destination whose events share its
 //! partition): when Postgres refuses the batch's data (SQLSTATE class 22, e.g. a NUL byte in

@@ -236,14 +236,14 @@ mod tests {
     #[test]
     fn a_slack_webhook_url_follows_the_url_rule_and_its_refusal_names_slack_webhook_url() {
         for url in [
-            "https://hooks.slack.com/services/T000/B000/XXXX",
+            "https://hooks.slack.com/services/T0123/B0456/g7h8i9",
             // Any absolute http(s) URL: a relay in front of Slack is fine.
             "http://alerts-relay.internal:8080/slack",
         ] {
             assert!(check_slack_webhook_url(url).is_ok(), "{url}");
         }
         for url in [
-            "hooks.slack.com/services/T000/B000/XXXX",
+            "hooks.slack.com/services/T0123/B0456/g7h8i9",
             "ftp://hooks.slack.com/x",
             "",
         ] {
