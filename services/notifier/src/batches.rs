@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use carrier_kafka::consumer::{self, ConsumerOptions, OffsetTracker, PartitionProcessor, Processor, Record};
 use carrier_kafka::Topics;
-use carrier_proto::records_v1::{InboundMessage, LogEvent};
+use carrier_proto::records_v1::{InboundMessageHeader, LogEvent};
 use carrier_store::sqlx::{self, PgPool};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -46,7 +46,8 @@ impl Source {
         Ok(match self {
             Source::LogEvents => vec![LogEvent::decode(payload)?],
             Source::Inbound => {
-                let message = InboundMessage::decode(payload)?;
+                // Without the body: prost skips it rather than copying it.
+                let message = InboundMessageHeader::decode(payload)?;
                 message
                     .routes
                     .iter()
@@ -386,7 +387,7 @@ async fn write_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use carrier_proto::records_v1::{LogStatus, Route};
+    use carrier_proto::records_v1::{InboundMessage, LogStatus, Route};
 
     fn inbound(routes: &[(&str, &str)]) -> InboundMessage {
         InboundMessage {
@@ -455,7 +456,7 @@ mod tests {
             .events(&inbound(&[]).encode_to_vec())
             .expect("decodes")
             .is_empty());
-        let event = LogEvent::queued(&inbound(&[]), &Route::default());
+        let event = LogEvent::queued(&InboundMessageHeader::default(), &Route::default());
         assert_eq!(
             Source::LogEvents.events(&event.encode_to_vec()).expect("decodes"),
             vec![event]
