@@ -2,6 +2,10 @@
 //! Services convert their domain errors to an [`ErrorKind`]; REST handlers and gRPC servers and
 //! clients all go through the tables below, so a `NotFound` is a 404 and `NOT_FOUND` everywhere.
 
+/// The text of every refusal of a disabled source, by whichever service refuses it (ingress's
+/// token check, the router's credentials and routing): one wording for the sender.
+pub const SOURCE_DISABLED: &str = "Source is disabled";
+
 /// The kinds of failure Carrier reports to callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

@@ -42,8 +42,7 @@ pub const MALFORMED_TOKEN: &str = "Malformed access token (expected a token from
 pub const BAD_SIGNATURE: &str = "Invalid access token: its signature does not verify";
 pub const EXPIRED_TOKEN: &str = "Access token expired; request a new one at /oauth/token";
 
-/// The text of every refusal of a disabled source.
-pub const SOURCE_DISABLED: &str = "Source is disabled";
+pub use carrier_proto::error::SOURCE_DISABLED;
 
 /// The sources this replica knows to be disabled.
 #[derive(Default)]

@@ -15,6 +15,8 @@ mod subscriptions;
 mod validation;
 
 use carrier_proto::config_v1 as pb;
+// The answer to a disabled source, wherever it shows up (token, routing, logs).
+use carrier_proto::error::SOURCE_DISABLED;
 use carrier_proto::ErrorKind;
 use carrier_store::sqlx::types::chrono::{DateTime, Utc};
 use carrier_store::sqlx::{self, PgPool, Row};
@@ -59,9 +61,6 @@ impl From<StoreError> for tonic::Status {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
-
-/// The answer to a disabled source, wherever it shows up (token, routing, logs).
-const SOURCE_DISABLED: &str = "Source is disabled";
 
 /// The configuration store.
 pub struct ConfigStore {
