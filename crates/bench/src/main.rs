@@ -367,11 +367,14 @@ async fn main() -> anyhow::Result<()> {
     }
     if std::env::args().nth(1).as_deref() == Some("hops") {
         // The bare hops alone, on any broker: partition counts from CARRIER_BENCH_HOP_PARTITIONS.
-        let (first, second) = env_or("CARRIER_BENCH_HOP_PARTITIONS", "4 8")
-            .split_once(' ')
-            .map(|(a, b)| (a.parse(), b.parse()))
-            .and_then(|(a, b)| Some((a.ok()?, b.ok()?)))
-            .context("CARRIER_BENCH_HOP_PARTITIONS is two partition counts, e.g. \"4 8\"")?;
+        let counts: Vec<i32> = env_or("CARRIER_BENCH_HOP_PARTITIONS", "4 8")
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .context("CARRIER_BENCH_HOP_PARTITIONS holds partition counts, e.g. \"4 8\"")?;
+        let [first, second] = counts[..] else {
+            anyhow::bail!("CARRIER_BENCH_HOP_PARTITIONS holds two partition counts, e.g. \"4 8\"");
+        };
         let bare = hops::two_hops(&brokers, (first, second), e2e_rate, e2e_seconds).await?;
         println!(
             "bare two hops at {e2e_rate} msg/s: {} of {} arrived, p50 {:.1} ms, p99 {:.1} ms",
