@@ -47,9 +47,24 @@ pub(super) fn check_verification_token(token: &str) -> Result<()> {
     }
 }
 
+/// An address the notifier's SMTP client can take: one `@` between a non-empty local part and a
+/// domain, nothing blank or invisible (a full RFC 5321 check is the mail server's; this refuses
+/// the typos that would otherwise surface only as a failed alert).
+fn is_email_address(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.chars().all(|c| !c.is_whitespace() && !c.is_control())
+}
+
 pub(super) fn check_alert_emails(emails: &[String]) -> Result<()> {
     for email in emails {
-        if !email.contains('@') {
+        if !is_email_address(email) {
             return Err(StoreError::Invalid(format!(
                 "alert_emails: '{email}' is not an e-mail address"
             )));
@@ -214,10 +229,30 @@ mod tests {
     }
 
     #[test]
-    fn every_alert_email_needs_an_at_sign_and_the_first_without_one_is_named() {
+    fn every_alert_email_needs_a_local_part_and_a_domain_and_the_first_without_is_named() {
         assert!(check_alert_emails(&[]).is_ok());
-        let good = ["ops@example.com".to_string(), "oncall@example.org".to_string()];
+        let good = [
+            "ops@example.com".to_string(),
+            "on-call+carrier@hospital.example.org".to_string(),
+            "root@localhost".to_string(),
+        ];
         assert!(check_alert_emails(&good).is_ok());
+        for bad in [
+            "@example.com",
+            "ops@",
+            "ops@@example.com",
+            "ops@example@com",
+            "ops @example.com",
+            "ops@example.com\n",
+            "ops@.example.com",
+            "ops@example.com.",
+        ] {
+            assert_eq!(
+                refusal(check_alert_emails(&[bad.to_string()])),
+                format!("alert_emails: '{bad}' is not an e-mail address"),
+                "{bad:?}"
+            );
+        }
         let mixed = [
             "ops@example.com".to_string(),
             "ops.example.com".to_string(),
