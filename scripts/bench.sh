@@ -8,18 +8,19 @@
 # throughput with and without the rate limiter, with Idempotency-Key, and authentication's CPU
 # cost); and `carrier-bench idle` (the idle stack's CPU and the first message after a quiet
 # spell, with idle partitions fetched always and left out); and `carrier-bench records` (broker
-# records written and fetch requests per delivered message, at fan-out 1 and 10); and
+# records written, fetch requests and CPU per delivered message, at fan-out 1 and 10); the same
+# with the services under callgrind (`instructions`: instructions per message); and
 # `carrier-bench sustained` (the highest rate the pipeline keeps up with, and 2× that for 60 s).
-# Results: .run/bench/results.md, records.md, sustained.md, idle.md, delivery.md, logs.md and
-# protection.md.
+# Results: .run/bench/results.md, records.md, instructions.md, sustained.md, idle.md,
+# delivery.md, logs.md and protection.md.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
 cd "$REPO"
 
-# `make bench` runs every part; `bash scripts/bench.sh delivery` (or `records`, `sustained`,
+# `make bench` runs every part; `bash scripts/bench.sh delivery` (or `records`, `instructions`, `sustained`,
 # `idle`, `logs`, `protection`) only that part.
-PARTS="${1:-ingress records sustained idle delivery logs protection}"
+PARTS="${1:-ingress records instructions sustained idle delivery logs protection}"
 RUN_DIR="${CARRIER_RUN_DIR:-$REPO/.run}"
 BENCH_BIN="${CARGO_TARGET_DIR:-$REPO/target}/${CARRIER_BENCH_BUILD:-release}/carrier-bench"
 # The benchmark client is one IP sending millions of requests: the limiter stays on (its Redis
@@ -91,6 +92,24 @@ for part in $PARTS; do
         fresh_stack
         CARRIER_BENCH_PIDS="$(pids)" "$BENCH_BIN" records
         ;;
+    instructions)
+        # The records run again with the four services under callgrind: instructions executed per
+        # message (less an idle span as long), which the machine's other load does not move as it
+        # moves CPU time. Under valgrind a service runs ~50× slower, hence the few messages.
+        command -v valgrind >/dev/null || carrier_apt_install valgrind
+        export CARRIER_CALLGRIND_DIR="$RUN_DIR/bench/callgrind"
+        rm -rf "$CARRIER_CALLGRIND_DIR" && mkdir -p "$CARRIER_CALLGRIND_DIR"
+        CARRIER_SERVICE_WRAPPER="$REPO/scripts/under-callgrind.sh" fresh_stack
+        CARRIER_BENCH_PIDS="$(pids)" CARRIER_BENCH_CALLGRIND_DIR="$CARRIER_CALLGRIND_DIR" \
+            CARRIER_BENCH_RECORDS_MESSAGES="${CARRIER_BENCH_RECORDS_MESSAGES:-200}" \
+            CARRIER_BENCH_RECORDS_RATE="${CARRIER_BENCH_RECORDS_RATE:-20}" \
+            CARRIER_BENCH_RECORDS_LABEL="the four services under callgrind" \
+            CARRIER_BENCH_OUT="$RUN_DIR/bench/instructions.json" CARRIER_BENCH_REPORT="$RUN_DIR/bench/instructions.md" \
+            "$BENCH_BIN" records
+        # Valgrind's services are slow to stop; the next part starts from a plain stack.
+        bash "$REPO/scripts/down.sh"
+        rm -rf "$CARRIER_CALLGRIND_DIR"
+        ;;
     delivery)
         fresh_stack
         CARRIER_BENCH_DELIVERY_PID="$(cat "$RUN_DIR/pids/delivery.pid")" "$BENCH_BIN" delivery
@@ -118,6 +137,6 @@ for part in $PARTS; do
         # Needs only Postgres (make up's); drops and fills its own database, carrier_bench_logs.
         "$BENCH_BIN" logs
         ;;
-    *) carrier_die "unknown benchmark part '$part' (ingress, records, sustained, idle, delivery, logs, protection)" ;;
+    *) carrier_die "unknown benchmark part '$part' (ingress, records, instructions, sustained, idle, delivery, logs, protection)" ;;
     esac
 done

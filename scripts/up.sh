@@ -58,10 +58,14 @@ start() {
     carrier_log "started $name (pid $!, log $LOG_DIR/$name.log)"
 }
 
-start router 8081 "$BIN/carrier-router"
-start notifier 8083 "$BIN/carrier-notifier"
-start delivery 8082 "$BIN/carrier-delivery"
-start ingress 8080 "$BIN/carrier-ingress"
+# CARRIER_SERVICE_WRAPPER: a command the four services run under, given the binary and its
+# arguments; it must exec it, so the pid is the service's (`make bench`'s instruction counts run
+# them under callgrind: scripts/under-callgrind.sh).
+read -ra WRAPPER <<<"${CARRIER_SERVICE_WRAPPER:-}"
+start router 8081 "${WRAPPER[@]}" "$BIN/carrier-router"
+start notifier 8083 "${WRAPPER[@]}" "$BIN/carrier-notifier"
+start delivery 8082 "${WRAPPER[@]}" "$BIN/carrier-delivery"
+start ingress 8080 "${WRAPPER[@]}" "$BIN/carrier-ingress"
 RECEIVER_ADDR=127.0.0.1:9000 start sample-receiver 9000 "$BIN/carrier-sample-receiver"
 
 # Probes: router, notifier and delivery on their HTTP port; ingress on its operator port (8084),

@@ -25,6 +25,7 @@
 mod delivery;
 mod hops;
 mod idle;
+mod instructions;
 mod logs;
 mod protection;
 mod records;

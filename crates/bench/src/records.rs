@@ -14,8 +14,12 @@
 //!   peeks) are included, which is why the rate is fixed: fetches per message fall as traffic
 //!   rises and batches fill;
 //! - **CPU time** per message of each process of `CARRIER_BENCH_PIDS` (`name=pid ...`, from
-//!   `/proc`), from the first send until the last log is in the store, and of the four Carrier
-//!   services together (every name but `tansu`).
+//!   `/proc`), from the first send until the last log is in the store ("gross": at a low rate
+//!   mostly the services' per-second cost), and the same less what an idle span as long costs
+//!   right after (what a message adds), each process and the four Carrier services together
+//!   (every name but `tansu`);
+//! - **instructions** per message, the same way, when the services run under callgrind
+//!   (`CARRIER_BENCH_CALLGRIND_DIR`, `instructions.rs`; `bash scripts/bench.sh instructions`).
 //!
 //! The JSON of the run goes to `CARRIER_BENCH_OUT`, and the table to `CARRIER_BENCH_REPORT`
 //! (`.run/bench/records.md`).
@@ -33,6 +37,7 @@ use carrier_testkit::client::Api;
 use serde_json::{json, Value};
 
 use crate::delivery::process_cpu;
+use crate::instructions::Callgrind;
 use crate::{env_number, env_or, env_pairs, kilobyte_message, start_receiver, write_results, Arrivals};
 
 /// librdkafka's statistics interval (5 s) and a margin: the counters read after this long
@@ -134,11 +139,34 @@ struct Run<'a> {
     pids: &'a [(String, String)],
     receiver: std::net::SocketAddr,
     arrivals: &'a Arrivals,
+    callgrind: Option<&'a Callgrind>,
     messages: usize,
     rate: u64,
 }
 
 impl Run<'_> {
+    /// CPU seconds so far of each process of `pids`, by name.
+    fn cpu(&self) -> BTreeMap<String, f64> {
+        self.pids
+            .iter()
+            .map(|(name, pid)| (name.clone(), process_cpu(pid).as_secs_f64()))
+            .collect()
+    }
+
+    /// `(busy - idle) × scale / messages` for each name: a span's use less an idle span's of
+    /// the same length, per message.
+    fn per_message_above_idle(
+        &self,
+        busy: &BTreeMap<String, f64>,
+        idle: &BTreeMap<String, f64>,
+        scale: f64,
+    ) -> BTreeMap<String, f64> {
+        growth(idle, busy)
+            .into_iter()
+            .map(|(name, used)| (name, used * scale / self.messages as f64))
+            .collect()
+    }
+
     async fn fan_out(&self, fan_out: usize) -> anyhow::Result<Value> {
         let organization = self
             .api
@@ -196,7 +224,10 @@ impl Run<'_> {
             self.messages, self.rate
         );
         let started = Instant::now();
-        let cpu_before: Vec<Duration> = self.pids.iter().map(|(_, pid)| process_cpu(pid)).collect();
+        let cpu_before = self.cpu();
+        if let Some(callgrind) = self.callgrind {
+            callgrind.zero()?;
+        }
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate as f64));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut sends = Vec::with_capacity(self.messages);
@@ -221,23 +252,38 @@ impl Run<'_> {
         })
         .await?;
         let elapsed = started.elapsed().as_secs_f64();
-        let cpu: BTreeMap<String, f64> = self
-            .pids
-            .iter()
-            .zip(cpu_before)
-            .map(|((name, pid), before)| {
-                let used = process_cpu(pid).saturating_sub(before).as_secs_f64();
-                (name.clone(), used * 1e6 / self.messages as f64)
-            })
-            .collect();
-        let services_cpu: f64 = cpu
-            .iter()
-            .filter(|(name, _)| name.as_str() != "tansu")
-            .map(|(_, micros)| micros)
-            .sum();
+        let busy_cpu = growth(&cpu_before, &self.cpu());
+        let busy_instructions = match self.callgrind {
+            Some(callgrind) => callgrind.read().await?,
+            None => BTreeMap::new(),
+        };
+        // What the same span costs with no message at all (fetch waits, timers, heartbeats),
+        // taken off, so the figure per message is what a message adds, not a per-second cost
+        // shared out over however many messages that second held.
         tokio::time::sleep(SETTLE).await;
         let records = growth(&records_before, &topic_ends(self.kafka).await?);
         let fetches = growth(&fetches_before, &fetch_requests(self.services).await?);
+        let idle_before = self.cpu();
+        if let Some(callgrind) = self.callgrind {
+            callgrind.zero()?;
+        }
+        tokio::time::sleep(Duration::from_secs_f64(elapsed)).await;
+        let idle_cpu = growth(&idle_before, &self.cpu());
+        let idle_instructions = match self.callgrind {
+            Some(callgrind) => callgrind.read().await?,
+            None => BTreeMap::new(),
+        };
+        let gross_cpu = self.per_message_above_idle(&busy_cpu, &BTreeMap::new(), 1e6);
+        let cpu = self.per_message_above_idle(&busy_cpu, &idle_cpu, 1e6);
+        let instructions = self.per_message_above_idle(&busy_instructions, &idle_instructions, 1.0);
+        // The four Carrier services together (null when nothing was counted).
+        let services = |per_message: &BTreeMap<String, f64>| -> Value {
+            let mut services = per_message.iter().filter(|(name, _)| name.as_str() != "tansu");
+            match services.next() {
+                None => Value::Null,
+                Some((_, first)) => json!(first + services.map(|(_, value)| value).sum::<f64>()),
+            }
+        };
         let per_message = |counts: &BTreeMap<String, f64>| -> serde_json::Map<String, Value> {
             counts
                 .iter()
@@ -255,8 +301,14 @@ impl Run<'_> {
             "records_per_message_total": records_total / self.messages as f64,
             "fetches_per_message": per_message(&fetches),
             "fetches_per_message_total": fetches_total / self.messages as f64,
+            "gross_cpu_micros_per_message": gross_cpu,
+            "services_gross_cpu_micros_per_message": services(&gross_cpu),
             "cpu_micros_per_message": cpu,
-            "services_cpu_micros_per_message": services_cpu,
+            "services_cpu_micros_per_message": services(&cpu),
+            "idle_cpu_seconds": idle_cpu,
+            "instructions_per_message": instructions,
+            "services_instructions_per_message": services(&instructions),
+            "idle_instructions": idle_instructions,
         }))
     }
 }
@@ -286,6 +338,7 @@ pub async fn run(ingress: &str, admin_token: &str, output: &str) -> anyhow::Resu
     let arrivals = Arc::new(Arrivals::default());
     let receiver = start_receiver(arrivals.clone()).await?;
     let api = Api::new(ingress, admin_token);
+    let callgrind = Callgrind::from_env(&pids);
     let run = Run {
         api: &api,
         pool: &pool,
@@ -294,6 +347,7 @@ pub async fn run(ingress: &str, admin_token: &str, output: &str) -> anyhow::Resu
         pids: &pids,
         receiver,
         arrivals: &arrivals,
+        callgrind: callgrind.as_ref(),
         messages: env_number("CARRIER_BENCH_RECORDS_MESSAGES", 1_000),
         rate: env_number("CARRIER_BENCH_RECORDS_RATE", 100),
     };
@@ -334,21 +388,38 @@ fn report(result: &Value) -> String {
                 run[&total].as_f64().unwrap_or(f64::NAN)
             ));
         }
-        for (name, micros) in run["cpu_micros_per_message"].as_object().into_iter().flatten() {
+        for (what, key, scale, goal) in [
+            (
+                "CPU µs, first send to last log,",
+                "gross_cpu_micros_per_message",
+                1.0,
+                "",
+            ),
+            (
+                "CPU µs above an idle span as long,",
+                "cpu_micros_per_message",
+                1.0,
+                " (goal at fan-out 1: < 100)",
+            ),
+            (
+                "thousand instructions above an idle span as long (callgrind),",
+                "instructions_per_message",
+                1e-3,
+                "",
+            ),
+        ] {
+            let Some(values) = run[key].as_object().filter(|values| !values.is_empty()) else {
+                continue;
+            };
+            for (name, value) in values {
+                report.push_str(&format!(
+                    "| {what} {name} | {:.0} |\n",
+                    value.as_f64().unwrap_or(f64::NAN) * scale
+                ));
+            }
             report.push_str(&format!(
-                "| CPU µs of {name} | {:.0} |\n",
-                micros.as_f64().unwrap_or(f64::NAN)
-            ));
-        }
-        if run["cpu_micros_per_message"]
-            .as_object()
-            .is_some_and(|cpu| !cpu.is_empty())
-        {
-            report.push_str(&format!(
-                "| **CPU µs of the four services** (goal at fan-out 1: < 100) | **{:.0}** |\n",
-                run["services_cpu_micros_per_message"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN)
+                "| **{what} the four services**{goal} | **{:.0}** |\n",
+                run[&format!("services_{key}")].as_f64().unwrap_or(f64::NAN) * scale
             ));
         }
         report.push('\n');
