@@ -90,25 +90,28 @@ for part in $PARTS; do
         ;;
     records)
         fresh_stack
-        CARRIER_BENCH_PIDS="$(pids)" "$BENCH_BIN" records
+        CARRIER_BENCH_PIDS="$(pids)" CARRIER_BENCH_RECORDS_SECOND_RATE="${CARRIER_BENCH_RECORDS_SECOND_RATE:-200}" \
+            "$BENCH_BIN" records
         ;;
     instructions)
         # The records run again with the four services under callgrind: instructions executed per
-        # message (less an idle span as long), which the machine's other load does not move as it
-        # moves CPU time. Under valgrind a service runs ~50× slower, hence the few messages.
+        # message, gross and marginal (a span at 10 msg/s, then one as long at 20), which the
+        # machine's other load does not move as it moves CPU time. Under valgrind a service runs
+        # ~50× slower, hence the few messages.
         command -v valgrind >/dev/null || carrier_apt_install valgrind
         export CARRIER_CALLGRIND_DIR="$RUN_DIR/bench/callgrind"
         rm -rf "$CARRIER_CALLGRIND_DIR" && mkdir -p "$CARRIER_CALLGRIND_DIR"
         CARRIER_SERVICE_WRAPPER="$REPO/scripts/under-callgrind.sh" fresh_stack
         CARRIER_BENCH_PIDS="$(pids)" CARRIER_BENCH_CALLGRIND_DIR="$CARRIER_CALLGRIND_DIR" \
-            CARRIER_BENCH_RECORDS_MESSAGES="${CARRIER_BENCH_RECORDS_MESSAGES:-200}" \
-            CARRIER_BENCH_RECORDS_RATE="${CARRIER_BENCH_RECORDS_RATE:-20}" \
+            CARRIER_BENCH_RECORDS_MESSAGES="${CARRIER_BENCH_RECORDS_MESSAGES:-100}" \
+            CARRIER_BENCH_RECORDS_RATE="${CARRIER_BENCH_RECORDS_RATE:-10}" \
+            CARRIER_BENCH_RECORDS_SECOND_RATE="${CARRIER_BENCH_RECORDS_SECOND_RATE:-20}" \
             CARRIER_BENCH_RECORDS_LABEL="the four services under callgrind" \
             CARRIER_BENCH_OUT="$RUN_DIR/bench/instructions.json" CARRIER_BENCH_REPORT="$RUN_DIR/bench/instructions.md" \
             "$BENCH_BIN" records
-        # Valgrind's services are slow to stop; the next part starts from a plain stack.
+        # The next part starts from a plain stack. The dumps stay, for callgrind_annotate (where
+        # the instructions go); the next run of this part removes them.
         bash "$REPO/scripts/down.sh"
-        rm -rf "$CARRIER_CALLGRIND_DIR"
         ;;
     delivery)
         fresh_stack

@@ -15,11 +15,15 @@
 //!   rises and batches fill;
 //! - **CPU time** per message of each process of `CARRIER_BENCH_PIDS` (`name=pid ...`, from
 //!   `/proc`), from the first send until the last log is in the store ("gross": at a low rate
-//!   mostly the services' per-second cost), and the same less what an idle span as long costs
-//!   right after (what a message adds), each process and the four Carrier services together
-//!   (every name but `tansu`);
-//! - **instructions** per message, the same way, when the services run under callgrind
-//!   (`CARRIER_BENCH_CALLGRIND_DIR`, `instructions.rs`; `bash scripts/bench.sh instructions`).
+//!   mostly what a flowing pipeline costs per second, every consumer fetching every
+//!   `fetch_wait_max_ms`, shared out over the messages of that second); with
+//!   `CARRIER_BENCH_RECORDS_SECOND_RATE`, a second span as long at that rate, and the
+//!   **marginal** cost: the difference of the two spans' use over the difference of their
+//!   messages, what one more message costs (the per-second costs cancel out). Each process, and
+//!   the four Carrier services together (every name but `tansu`);
+//! - **instructions** per message, gross and marginal the same way, when the services run under
+//!   callgrind (`CARRIER_BENCH_CALLGRIND_DIR`, `instructions.rs`; `bash scripts/bench.sh
+//!   instructions`).
 //!
 //! The JSON of the run goes to `CARRIER_BENCH_OUT`, and the table to `CARRIER_BENCH_REPORT`
 //! (`.run/bench/records.md`).
@@ -142,6 +146,38 @@ struct Run<'a> {
     callgrind: Option<&'a Callgrind>,
     messages: usize,
     rate: u64,
+    /// A second span at this rate, as long as the first: the marginal cost per message is the
+    /// difference of the two spans' use over the difference of their messages.
+    second_rate: Option<u64>,
+}
+
+/// What one span of messages used: CPU seconds and instructions by process.
+struct Used {
+    messages: usize,
+    cpu: BTreeMap<String, f64>,
+    instructions: BTreeMap<String, f64>,
+}
+
+/// The four Carrier services together (null when nothing was counted).
+fn four_services(per_message: &BTreeMap<String, f64>) -> Value {
+    let mut services = per_message.iter().filter(|(name, _)| name.as_str() != "tansu");
+    match services.next() {
+        None => Value::Null,
+        Some((_, first)) => json!(first + services.map(|(_, value)| value).sum::<f64>()),
+    }
+}
+
+/// `(high - low) × scale / messages` for each name.
+fn per_message(
+    high: &BTreeMap<String, f64>,
+    low: &BTreeMap<String, f64>,
+    messages: f64,
+    scale: f64,
+) -> BTreeMap<String, f64> {
+    growth(low, high)
+        .into_iter()
+        .map(|(name, used)| (name, used * scale / messages))
+        .collect()
 }
 
 impl Run<'_> {
@@ -153,21 +189,9 @@ impl Run<'_> {
             .collect()
     }
 
-    /// `(busy - idle) × scale / messages` for each name: a span's use less an idle span's of
-    /// the same length, per message.
-    fn per_message_above_idle(
-        &self,
-        busy: &BTreeMap<String, f64>,
-        idle: &BTreeMap<String, f64>,
-        scale: f64,
-    ) -> BTreeMap<String, f64> {
-        growth(idle, busy)
-            .into_iter()
-            .map(|(name, used)| (name, used * scale / self.messages as f64))
-            .collect()
-    }
-
-    async fn fan_out(&self, fan_out: usize) -> anyhow::Result<Value> {
+    /// One span of `messages` at `rate` msg/s through `fan_out` destinations: its JSON, and
+    /// what it used.
+    async fn fan_out(&self, fan_out: usize, rate: u64, messages: usize) -> anyhow::Result<(Value, Used)> {
         let organization = self
             .api
             .create_organization(&format!("Records fan-out {fan_out}"))
@@ -219,19 +243,16 @@ impl Run<'_> {
 
         let records_before = topic_ends(self.kafka).await?;
         let fetches_before = fetch_requests(self.services).await?;
-        println!(
-            "fan-out {fan_out}: {} messages at {} msg/s",
-            self.messages, self.rate
-        );
+        println!("fan-out {fan_out}: {} messages at {} msg/s", messages, rate);
         let started = Instant::now();
         let cpu_before = self.cpu();
         if let Some(callgrind) = self.callgrind {
             callgrind.zero()?;
         }
-        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate as f64));
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut sends = Vec::with_capacity(self.messages);
-        for _ in 0..self.messages {
+        let mut sends = Vec::with_capacity(messages);
+        for _ in 0..messages {
             ticker.tick().await;
             let api = self.api.clone();
             let token = token.clone();
@@ -242,7 +263,7 @@ impl Run<'_> {
             let status = send.await?;
             anyhow::ensure!(status == 200, "a message was refused: {status}");
         }
-        let deliveries = self.messages * fan_out;
+        let deliveries = messages * fan_out;
         wait_for("the deliveries", Duration::from_secs(600), async || {
             Ok(self.arrivals.load.load(Ordering::Relaxed) - arrived_before >= deliveries + fan_out)
         })
@@ -252,64 +273,44 @@ impl Run<'_> {
         })
         .await?;
         let elapsed = started.elapsed().as_secs_f64();
-        let busy_cpu = growth(&cpu_before, &self.cpu());
-        let busy_instructions = match self.callgrind {
-            Some(callgrind) => callgrind.read().await?,
-            None => BTreeMap::new(),
+        let used = Used {
+            messages,
+            cpu: growth(&cpu_before, &self.cpu()),
+            instructions: match self.callgrind {
+                Some(callgrind) => callgrind.read().await?,
+                None => BTreeMap::new(),
+            },
         };
-        // What the same span costs with no message at all (fetch waits, timers, heartbeats),
-        // taken off, so the figure per message is what a message adds, not a per-second cost
-        // shared out over however many messages that second held.
         tokio::time::sleep(SETTLE).await;
         let records = growth(&records_before, &topic_ends(self.kafka).await?);
         let fetches = growth(&fetches_before, &fetch_requests(self.services).await?);
-        let idle_before = self.cpu();
-        if let Some(callgrind) = self.callgrind {
-            callgrind.zero()?;
-        }
-        tokio::time::sleep(Duration::from_secs_f64(elapsed)).await;
-        let idle_cpu = growth(&idle_before, &self.cpu());
-        let idle_instructions = match self.callgrind {
-            Some(callgrind) => callgrind.read().await?,
-            None => BTreeMap::new(),
-        };
-        let gross_cpu = self.per_message_above_idle(&busy_cpu, &BTreeMap::new(), 1e6);
-        let cpu = self.per_message_above_idle(&busy_cpu, &idle_cpu, 1e6);
-        let instructions = self.per_message_above_idle(&busy_instructions, &idle_instructions, 1.0);
-        // The four Carrier services together (null when nothing was counted).
-        let services = |per_message: &BTreeMap<String, f64>| -> Value {
-            let mut services = per_message.iter().filter(|(name, _)| name.as_str() != "tansu");
-            match services.next() {
-                None => Value::Null,
-                Some((_, first)) => json!(first + services.map(|(_, value)| value).sum::<f64>()),
-            }
-        };
-        let per_message = |counts: &BTreeMap<String, f64>| -> serde_json::Map<String, Value> {
+        let counted = |counts: &BTreeMap<String, f64>| -> serde_json::Map<String, Value> {
             counts
                 .iter()
-                .map(|(name, count)| (name.clone(), json!(count / self.messages as f64)))
+                .map(|(name, count)| (name.clone(), json!(count / messages as f64)))
                 .collect()
         };
+        let gross_cpu = per_message(&used.cpu, &BTreeMap::new(), messages as f64, 1e6);
+        let gross_instructions = per_message(&used.instructions, &BTreeMap::new(), messages as f64, 1.0);
         let records_total: f64 = records.values().sum();
         let fetches_total: f64 = fetches.values().sum();
-        Ok(json!({
-            "fan_out": fan_out,
-            "messages": self.messages,
-            "rate": self.rate,
-            "seconds": elapsed,
-            "records_per_message": per_message(&records),
-            "records_per_message_total": records_total / self.messages as f64,
-            "fetches_per_message": per_message(&fetches),
-            "fetches_per_message_total": fetches_total / self.messages as f64,
-            "gross_cpu_micros_per_message": gross_cpu,
-            "services_gross_cpu_micros_per_message": services(&gross_cpu),
-            "cpu_micros_per_message": cpu,
-            "services_cpu_micros_per_message": services(&cpu),
-            "idle_cpu_seconds": idle_cpu,
-            "instructions_per_message": instructions,
-            "services_instructions_per_message": services(&instructions),
-            "idle_instructions": idle_instructions,
-        }))
+        Ok((
+            json!({
+                "fan_out": fan_out,
+                "messages": messages,
+                "rate": rate,
+                "seconds": elapsed,
+                "records_per_message": counted(&records),
+                "records_per_message_total": records_total / messages as f64,
+                "fetches_per_message": counted(&fetches),
+                "fetches_per_message_total": fetches_total / messages as f64,
+                "gross_cpu_micros_per_message": gross_cpu,
+                "services_gross_cpu_micros_per_message": four_services(&gross_cpu),
+                "gross_instructions_per_message": gross_instructions,
+                "services_gross_instructions_per_message": four_services(&gross_instructions),
+            }),
+            used,
+        ))
     }
 }
 
@@ -350,10 +351,34 @@ pub async fn run(ingress: &str, admin_token: &str, output: &str) -> anyhow::Resu
         callgrind: callgrind.as_ref(),
         messages: env_number("CARRIER_BENCH_RECORDS_MESSAGES", 1_000),
         rate: env_number("CARRIER_BENCH_RECORDS_RATE", 100),
+        second_rate: std::env::var("CARRIER_BENCH_RECORDS_SECOND_RATE")
+            .ok()
+            .map(|rate| rate.parse())
+            .transpose()
+            .context("CARRIER_BENCH_RECORDS_SECOND_RATE: msg/s")?
+            .filter(|rate| *rate > 0),
     };
     let mut results = Vec::new();
     for fan_out in fan_outs {
-        let result = run.fan_out(fan_out).await?;
+        let (mut result, low) = run.fan_out(fan_out, run.rate, run.messages).await?;
+        if let Some(second_rate) = run.second_rate {
+            // As long as the first span: the per-second costs of a flowing pipeline (each
+            // consumer's fetch loop, timers) are the same in both and cancel out.
+            let messages = (run.messages as u64 * second_rate / run.rate) as usize;
+            let (second, high) = run.fan_out(fan_out, second_rate, messages).await?;
+            let more = high.messages as f64 - low.messages as f64;
+            anyhow::ensure!(
+                more > 0.0,
+                "CARRIER_BENCH_RECORDS_SECOND_RATE must be above the first rate"
+            );
+            let cpu = per_message(&high.cpu, &low.cpu, more, 1e6);
+            let instructions = per_message(&high.instructions, &low.instructions, more, 1.0);
+            result["second_span"] = second;
+            result["marginal_cpu_micros_per_message"] = json!(cpu);
+            result["services_marginal_cpu_micros_per_message"] = four_services(&cpu);
+            result["marginal_instructions_per_message"] = json!(instructions);
+            result["services_marginal_instructions_per_message"] = four_services(&instructions);
+        }
         println!("{result}");
         results.push(result);
     }
@@ -363,14 +388,29 @@ pub async fn run(ingress: &str, admin_token: &str, output: &str) -> anyhow::Resu
 
 fn report(result: &Value) -> String {
     let mut report = format!(
-        "# Broker records and fetches per delivered message — {}\n\n{}. Records: growth of each topic's end offsets; fetches: `carrier_consumer_fetch_requests_total` of each consumer, both divided by the messages sent.\n\n",
+        "# Broker records, fetches and the services' work per delivered message — {}\n\n{}. Records: growth of each topic's end offsets; fetches: `carrier_consumer_fetch_requests_total` of each consumer, both divided by the messages sent.\n\n",
         chrono::Utc::now().to_rfc3339(),
         result["label"].as_str().unwrap_or("?"),
     );
     for run in result["runs"].as_array().into_iter().flatten() {
+        let counted_instructions = run["gross_instructions_per_message"]
+            .as_object()
+            .is_some_and(|counts| !counts.is_empty());
         report.push_str(&format!(
-            "## Fan-out {} ({} messages at {} msg/s, {:.1} s to the last log)\n\n| counted | per message |\n|---|---|\n",
-            run["fan_out"], run["messages"], run["rate"], run["seconds"].as_f64().unwrap_or(f64::NAN)
+            "## Fan-out {} ({} messages at {} msg/s, {:.1} s to the last log{})\n\n| counted | per message |\n|---|---|\n",
+            run["fan_out"],
+            run["messages"],
+            run["rate"],
+            run["seconds"].as_f64().unwrap_or(f64::NAN),
+            match run["second_span"].as_object() {
+                Some(second) => format!(
+                    "; then {} at {} msg/s, {:.1} s",
+                    second["messages"],
+                    second["rate"],
+                    second["seconds"].as_f64().unwrap_or(f64::NAN)
+                ),
+                None => String::new(),
+            }
         ));
         for (kind, key) in [
             ("records written to", "records_per_message"),
@@ -396,14 +436,20 @@ fn report(result: &Value) -> String {
                 "",
             ),
             (
-                "CPU µs above an idle span as long,",
-                "cpu_micros_per_message",
+                "marginal CPU µs (second span less the first),",
+                "marginal_cpu_micros_per_message",
                 1.0,
                 " (goal at fan-out 1: < 100)",
             ),
             (
-                "thousand instructions above an idle span as long (callgrind),",
-                "instructions_per_message",
+                "thousand instructions, first send to last log,",
+                "gross_instructions_per_message",
+                1e-3,
+                "",
+            ),
+            (
+                "marginal thousand instructions (second span less the first),",
+                "marginal_instructions_per_message",
                 1e-3,
                 "",
             ),
@@ -411,6 +457,10 @@ fn report(result: &Value) -> String {
             let Some(values) = run[key].as_object().filter(|values| !values.is_empty()) else {
                 continue;
             };
+            // Under valgrind the CPU times are valgrind's; the instruction counts are the figure.
+            if key.contains("cpu") && counted_instructions {
+                continue;
+            }
             for (name, value) in values {
                 report.push_str(&format!(
                     "| {what} {name} | {:.0} |\n",

@@ -64,6 +64,7 @@ async fn the_benchmark_harness_runs_and_counts_the_records_each_message_costs() 
         &[
             ("CARRIER_BENCH_RECORDS_MESSAGES", "20".into()),
             ("CARRIER_BENCH_RECORDS_RATE", "20".into()),
+            ("CARRIER_BENCH_RECORDS_SECOND_RATE", "40".into()),
         ],
     )
     .await;
@@ -93,11 +94,22 @@ async fn the_benchmark_harness_runs_and_counts_the_records_each_message_costs() 
             "fetches are counted: {run}"
         );
         for service in ["ingress", "router", "delivery", "notifier"] {
-            assert!(
-                run["cpu_micros_per_message"][service].as_f64().is_some(),
-                "{service}'s CPU: {run}"
-            );
+            for figure in ["gross_cpu_micros_per_message", "marginal_cpu_micros_per_message"] {
+                assert!(
+                    run[figure][service].as_f64().is_some(),
+                    "{service}'s {figure}: {run}"
+                );
+            }
         }
+        assert_eq!(
+            run["second_span"]["messages"].as_u64(),
+            Some(40),
+            "the second span is as long as the first, at its rate: {run}"
+        );
+        assert!(
+            run["services_gross_instructions_per_message"].is_null(),
+            "no instructions without callgrind: {run}"
+        );
     }
 
     let sustained = bench(
