@@ -462,9 +462,8 @@ async fn main() -> anyhow::Result<()> {
     let mut ceiling = start_ceiling(&ceiling_binary, &brokers, "bench.ceiling", ceiling_addr).await?;
 
     // What the broker allows: the same two hops bare, on topics of the same partition counts,
-    // first, while the broker is quiet. Not explained yet: on make up's broker they come out at
-    // p50 2.9 s even measured first (3.3 s after Carrier's run), while alone on the test broker
-    // (no stack) they gave p50 109 ms, and Carrier's own two hops on make up's broker ~100 ms.
+    // first, while the broker is quiet (on a fresh machine p50 ~50-70 ms; docs/benchmarks.md,
+    // "Runs of 2026-12-03", for the unexplained p50 2.9 s of a broker that had served a day).
     let topics = carrier_kafka::Topics::new(&settings);
     let partitions = (
         carrier_kafka::admin::partition_count(&settings, &topics.inbound).await? as i32,
