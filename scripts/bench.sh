@@ -99,10 +99,11 @@ for part in $PARTS; do
         # machine's other load does not move as it moves CPU time. Under valgrind a service runs
         # ~50× slower, hence the few messages.
         command -v valgrind >/dev/null || carrier_apt_install valgrind
-        export CARRIER_CALLGRIND_DIR="$RUN_DIR/bench/callgrind"
-        rm -rf "$CARRIER_CALLGRIND_DIR" && mkdir -p "$CARRIER_CALLGRIND_DIR"
-        CARRIER_SERVICE_WRAPPER="$REPO/scripts/under-callgrind.sh" fresh_stack
-        CARRIER_BENCH_PIDS="$(pids)" CARRIER_BENCH_CALLGRIND_DIR="$CARRIER_CALLGRIND_DIR" \
+        # One directory, named to both: the wrapper writes the dumps there, carrier-bench reads them.
+        callgrind_dir="$RUN_DIR/bench/callgrind"
+        rm -rf "$callgrind_dir" && mkdir -p "$callgrind_dir"
+        CARRIER_CALLGRIND_DIR="$callgrind_dir" CARRIER_SERVICE_WRAPPER="$REPO/scripts/under-callgrind.sh" fresh_stack
+        CARRIER_BENCH_PIDS="$(pids)" CARRIER_CALLGRIND_DIR="$callgrind_dir" \
             CARRIER_BENCH_RECORDS_MESSAGES="${CARRIER_BENCH_RECORDS_MESSAGES:-100}" \
             CARRIER_BENCH_RECORDS_RATE="${CARRIER_BENCH_RECORDS_RATE:-10}" \
             CARRIER_BENCH_RECORDS_SECOND_RATE="${CARRIER_BENCH_RECORDS_SECOND_RATE:-20}" \

@@ -3,7 +3,7 @@
 //! executed, a figure that does not move with the machine's other load as CPU time does.
 //!
 //! `callgrind_control -z PID` zeroes a process's counters and `callgrind_control -d PID` dumps
-//! them to a new file in `CARRIER_BENCH_CALLGRIND_DIR` (`<name>.<pid>.<n>`, valgrind's
+//! them to a new file in `CARRIER_CALLGRIND_DIR` (`<name>.<pid>.<n>`, valgrind's
 //! `--callgrind-out-file=DIR/<name>.%p`), whose `totals:` line is the instructions executed
 //! since the zeroing, every thread together.
 
@@ -19,10 +19,10 @@ pub struct Callgrind {
 }
 
 impl Callgrind {
-    /// `Some` when `CARRIER_BENCH_CALLGRIND_DIR` is set: every process of `pids` but the broker
-    /// runs under callgrind.
+    /// `Some` when `CARRIER_CALLGRIND_DIR` is set (the directory `scripts/under-callgrind.sh`
+    /// writes to): every process of `pids` but the broker runs under callgrind.
     pub fn from_env(pids: &[(String, String)]) -> Option<Self> {
-        let dir = std::env::var_os("CARRIER_BENCH_CALLGRIND_DIR")?;
+        let dir = std::env::var_os("CARRIER_CALLGRIND_DIR")?;
         Some(Self {
             dir: PathBuf::from(dir),
             pids: pids.iter().filter(|(name, _)| name != "tansu").cloned().collect(),

@@ -22,7 +22,7 @@
 //!   messages, what one more message costs (the per-second costs cancel out). Each process, and
 //!   the four Carrier services together (every name but `tansu`);
 //! - **instructions** per message, gross and marginal the same way, when the services run under
-//!   callgrind (`CARRIER_BENCH_CALLGRIND_DIR`, `instructions.rs`; `bash scripts/bench.sh
+//!   callgrind (`CARRIER_CALLGRIND_DIR`, `instructions.rs`; `bash scripts/bench.sh
 //!   instructions`).
 //!
 //! The JSON of the run goes to `CARRIER_BENCH_OUT`, and the table to `CARRIER_BENCH_REPORT`
