@@ -268,9 +268,10 @@ def ingress() -> Dashboard:
     d.panel("timeseries", "Idempotency-Key outcomes", "Requests with an Idempotency-Key by outcome.",
             [(f"sum by (outcome) (rate(carrier_ingress_idempotency_total{s}[$__rate_interval]))", "{{outcome}}")], unit="reqps")
     d.row("Overload protection")
-    d.panel("timeseries", "In flight and connections", "Requests in progress and HTTP connections open, per replica.",
+    d.panel("timeseries", "In flight and connections", "Requests in progress, HTTP connections open and the adaptive limit on message writes, per replica.",
             [(f"carrier_ingress_requests_in_flight{s}", "in flight {{instance}}"),
-             (f"carrier_ingress_connections_open{s}", "connections {{instance}}")], width=8)
+             (f"carrier_ingress_connections_open{s}", "connections {{instance}}"),
+             (f"carrier_ingress_admission_limit{s}", "admission limit {{instance}}")], width=8)
     d.panel("timeseries", "Shed requests by cap", "Requests answered 503 at once because a cap was reached.",
             [(f"sum by (cap) (rate(carrier_ingress_requests_shed_total{s}[$__rate_interval]))", "{{cap}}")], unit="reqps", width=8)
     d.panel("timeseries", "Timeouts and connection limit", "Requests ended by a deadline (body: 408, request: 504), "

@@ -17,6 +17,9 @@
 //!    and that a 10 s run at half the sustained rate is all accepted again (the stack recovered
 //!    by itself).
 //!
+//! `CARRIER_BENCH_OVERLOAD_RATE` (msg/s) skips step 1 and runs the overload at that rate (the
+//! sustained column then reads 0): for comparing overload behaviour across builds or settings.
+//!
 //! The JSON goes to `CARRIER_BENCH_OUT`, the table to `CARRIER_BENCH_REPORT`
 //! (`.run/bench/sustained.md`). No assertions: the figures are the result.
 
@@ -219,9 +222,12 @@ async fn fan_out(
         next: std::sync::atomic::AtomicU64::new((fan_out as u64) << 40),
     });
 
+    // A fixed overload rate skips the search: overload runs compared across builds or settings
+    // then load the broker the same, whatever step a noisy machine would have held.
+    let fixed_overload: u64 = env_number("CARRIER_BENCH_OVERLOAD_RATE", 0);
     let mut steps = Vec::new();
     let mut sustained = 0u64;
-    for &rate in rates {
+    for &rate in rates.iter().filter(|_| fixed_overload == 0) {
         println!("fan-out {fan_out}: {rate} msg/s for {step_seconds} s");
         let answers = sender.run(rate, step_seconds).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -243,20 +249,24 @@ async fn fan_out(
         }
         sustained = rate;
     }
-    if sustained == 0 {
+    if sustained == 0 && fixed_overload == 0 {
         println!("fan-out {fan_out}: not even the first step held; no overload run");
         return Ok(
             json!({ "fan_out": fan_out, "steps": steps, "sustained_messages_per_s": 0, "sustained_deliveries_per_s": 0 }),
         );
     }
 
-    let overload_rate = sustained * 2;
+    let overload_rate = if fixed_overload > 0 {
+        fixed_overload
+    } else {
+        sustained * 2
+    };
     println!("fan-out {fan_out}: overload, {overload_rate} msg/s for {overload_seconds} s");
     let overload = sender.run(overload_rate, overload_seconds).await;
     let drain_started = Instant::now();
     let lost = wait_delivered(arrived, &overload.accepted, Duration::from_secs(900)).await;
     let drained_in = drain_started.elapsed().as_secs_f64();
-    let recovery_rate = (sustained / 2).max(1);
+    let recovery_rate = (overload_rate / 4).max(1);
     println!("fan-out {fan_out}: recovery, {recovery_rate} msg/s for 10 s");
     let recovery = sender.run(recovery_rate, 10).await;
     let recovery_lost = wait_delivered(arrived, &recovery.accepted, Duration::from_secs(120)).await;

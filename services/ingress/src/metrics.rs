@@ -20,6 +20,8 @@ pub(crate) struct Metrics {
     pub manual_retry_failures: IntCounterVec,
     /// Overload protection: requests in progress, shed by cap, ended by a deadline; connections.
     pub in_flight: IntGauge,
+    /// The adaptive limit on message writes in progress (`overload::adaptive`).
+    pub admission_limit: IntGauge,
     pub shed: IntCounterVec,
     pub timeouts: IntCounterVec,
     pub connections: IntGauge,
@@ -69,10 +71,17 @@ pub(crate) fn metrics() -> &'static Metrics {
             NO_LABELS,
         )
         .with_label_values(NO_LABELS),
+        admission_limit: carrier_telemetry::gauge_vec(
+            "carrier_ingress_admission_limit",
+            "Message writes this replica lets wait for the broker at once now: the adaptive limit \
+             that keeps their latency near limits.admission_target_latency_ms",
+            NO_LABELS,
+        )
+        .with_label_values(NO_LABELS),
         shed: carrier_telemetry::counter_vec(
             "carrier_ingress_requests_shed_total",
             "Requests answered 503 at once because a cap was reached, by cap \
-             (in_flight, source_in_flight, retries_in_flight)",
+             (in_flight, source_in_flight, admission, retries_in_flight)",
             &["cap"],
         ),
         timeouts: carrier_telemetry::counter_vec(

@@ -5,7 +5,8 @@
 //!    past `max_body_bytes` (a declared `Content-Length` over it is refused before reading).
 //! 2. The API parses its own request into a [`Submission`] (data model, event type, test flag,
 //!    chosen destinations) and keeps the original bytes.
-//! 3. [`submit`]: the router's `Resolve` (cached), one log ID per destination, the record to
+//! 3. [`submit`]: a slot under the adaptive limit on writes in progress (503 past it:
+//!    `overload::adaptive`), the router's `Resolve` (cached), one log ID per destination, the record to
 //!    `carrier.inbound` keyed by source, and an answer only once the broker acknowledged it
 //!    with acks=all (a body over `inline_body_bytes` is stored in Postgres first and the record
 //!    carries a reference: `carrier_store::bodies`). Produce failures become 502 / 503 / 504 ([`produce_error`]). With an
@@ -69,6 +70,8 @@ pub async fn submit(
     submission: &Submission,
     body: Bytes,
 ) -> Result<Accepted, ApiError> {
+    // Taken after the body arrived, so slow uploads do not count as a slow broker.
+    let _write_slot = state.gate.write_slot()?;
     let Some(key) = idempotency::key(headers)? else {
         return write(state, headers, source_id, submission, body, None).await;
     };

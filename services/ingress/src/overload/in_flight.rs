@@ -14,15 +14,18 @@ use axum::response::{IntoResponse, Response};
 use carrier_proto::ErrorKind;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::adaptive::{AdaptiveLimit, WriteSlot};
 use super::LimitSettings;
 use crate::error::{Api, ApiError};
 use crate::metrics::metrics;
 use crate::AppState;
 
-/// The slots of one replica: every request, each source's requests, manual retries.
+/// The slots of one replica: every request, each source's requests, message writes (adaptive),
+/// manual retries.
 pub struct Gate {
     limits: LimitSettings,
     requests: Arc<Semaphore>,
+    writes: Option<Arc<AdaptiveLimit>>,
     retries: Arc<Semaphore>,
     by_source: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -32,6 +35,7 @@ impl Gate {
         Self {
             limits: limits.clone(),
             requests: Arc::new(Semaphore::new(limits.max_in_flight)),
+            writes: AdaptiveLimit::new(limits),
             retries: Arc::new(Semaphore::new(limits.max_retries_in_flight)),
             by_source: Arc::default(),
         }
@@ -39,6 +43,11 @@ impl Gate {
 
     pub fn limits(&self) -> &LimitSettings {
         &self.limits
+    }
+
+    /// A slot for one message write under the adaptive limit (`None`: the limit is off), or 503.
+    pub fn write_slot(&self) -> Result<Option<WriteSlot>, ApiError> {
+        self.writes.as_ref().map(|limit| limit.slot()).transpose()
     }
 
     /// A slot for one manual retry request, or 503 when `max_retries_in_flight` are running.

@@ -10,12 +10,17 @@
 //!   Redis, the router or the broker. Each admitted request must have its whole body within
 //!   `body_read_timeout_ms` (408 otherwise) and its answer within `request_timeout_ms` (504).
 //!   Manual retries, which read the broker, are capped on their own (`max_retries_in_flight`).
+//! - `adaptive` caps the messages being written (router, log store, the broker's
+//!   acknowledgement) at a limit that follows how fast the broker acknowledges, so an accepted
+//!   message waits about `admission_target_latency_ms` however slow the broker is today; past
+//!   it, 503 with `Retry-After` (its module says why a fixed cap cannot do this).
 //!
 //! Why shed instead of queueing: a queued request still holds its connection and its memory,
 //! and a sender whose request waits behind thousands of others times out anyway and sends it
 //! again. A 503 with `Retry-After` is an answer the sender can act on now (SPEC: "overloaded,
 //! with Retry-After"); nothing was accepted, so nothing is lost.
 
+pub(crate) mod adaptive;
 pub(crate) mod connections;
 pub(crate) mod in_flight;
 
@@ -41,6 +46,11 @@ pub struct LimitSettings {
     /// Requests in progress at once per source (by its access token), so one busy or slow
     /// sender cannot take every slot: 503 past it.
     pub max_in_flight_per_source: usize,
+    /// The mean time a message's write (route lookup, large-body store, the broker's
+    /// acknowledgement) should take; the adaptive limit on writes in progress follows the broker
+    /// to keep it there (`overload::adaptive`), between 16 and `max_in_flight`. 250 ms keeps the
+    /// p99 of an overloaded Tansu under 1 s. 0 turns the adaptive limit off (fixed caps only).
+    pub admission_target_latency_ms: u64,
     /// Manual retry requests (`POST /v1/logs/{id}/retry`, `POST /v1/logs/retry`) in progress at
     /// once per replica; each reads the broker. 503 past it.
     pub max_retries_in_flight: usize,
@@ -58,6 +68,7 @@ impl Default for LimitSettings {
             request_timeout_ms: 90_000,
             max_in_flight: 2_048,
             max_in_flight_per_source: 256,
+            admission_target_latency_ms: 250,
             max_retries_in_flight: 8,
             bulk_retry_budget_ms: 20_000,
         }
@@ -83,6 +94,13 @@ impl LimitSettings {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{field} must be positive")));
             }
+        }
+        if self.admission_target_latency_ms >= self.request_timeout_ms {
+            return Err(ConfigError::Invalid(
+                "limits.admission_target_latency_ms must be shorter than limits.request_timeout_ms \
+                 (0 turns the adaptive limit off)"
+                    .into(),
+            ));
         }
         if self.bulk_retry_budget_ms >= self.request_timeout_ms {
             return Err(ConfigError::Invalid(

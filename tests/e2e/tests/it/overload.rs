@@ -209,3 +209,144 @@ async fn eventually_status(
     })
     .await
 }
+
+/// Issue 14 §6: the adaptive limit on message writes. When writes slow down (here Postgres,
+/// where an ingress replica stores every body over `inline_body_bytes`, behind a proxy adding
+/// latency), the limit falls and the excess is shed with 503 + `Retry-After` instead of
+/// queueing; what was accepted is delivered; once writes are fast again the limit grows back
+/// and every message is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_writes_lower_the_adaptive_limit_and_it_recovers_when_they_are_fast_again() {
+    use carrier_testkit::fault_proxy::{FaultMode, FaultProxy};
+
+    const WAVE: usize = 40;
+    let mut stack = Stack::start(StackOptions::default()).await;
+    let receiver = Receiver::start().await;
+    let Sender { token, .. } = stack
+        .api
+        .sender("Slow Store Hospital", "production", &receiver.url("a"), "Results")
+        .await;
+    let postgres: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = FaultProxy::start(postgres).await.expect("proxy starts");
+    let proxied_url = stack
+        .database_url
+        .replace("127.0.0.1:5432", &proxy.addr().to_string());
+    let url = stack
+        .start_extra_ingress_with(|config| {
+            config.database_url = proxied_url;
+            config.inline_body_bytes = 16;
+            config.limits.admission_target_latency_ms = 50;
+        })
+        .await;
+    let api = stack.api.at(&url);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // A wave of concurrent messages: (status, Retry-After, error text, sequence) of each.
+    let wave = || {
+        let first = next.fetch_add(WAVE, std::sync::atomic::Ordering::Relaxed);
+        let (api, token) = (api.clone(), token.clone());
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for sequence in first..first + WAVE {
+                let (api, token) = (api.clone(), token.clone());
+                tasks.spawn(async move {
+                    let (status, headers, body) =
+                        api.post_message(&token, &message("Results", sequence)).await;
+                    let retry_after = headers
+                        .get("retry-after")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let text = body["Meta"]["Errors"][0]["Text"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
+                    (status, retry_after, text, sequence)
+                });
+            }
+            tasks.join_all().await
+        }
+    };
+    let mut accepted = Vec::new();
+    let mut keep = |answers: &[(u16, String, String, usize)]| {
+        accepted.extend(
+            answers
+                .iter()
+                .filter(|answer| answer.0 == 200)
+                .map(|answer| answer.3),
+        );
+    };
+
+    // Fast writes: a wave well under the starting limit (64) is all accepted.
+    let answers = wave().await;
+    keep(&answers);
+    assert!(answers.iter().all(|answer| answer.0 == 200), "{answers:?}");
+
+    // Every statement now waits ~0.6 s: the limit falls until waves are partly shed.
+    proxy.set_mode(FaultMode::Delay(Duration::from_millis(300)));
+    let mut shed = None;
+    for _ in 0..40 {
+        let answers = wave().await;
+        keep(&answers);
+        for (status, retry_after, text, _) in &answers {
+            assert!(
+                [200, 503].contains(status),
+                "only accepted or shed: {status} {text}"
+            );
+            if *status == 503 {
+                shed = Some((retry_after.clone(), text.clone()));
+            }
+        }
+        if shed.is_some() {
+            break;
+        }
+    }
+    let (retry_after, text) = shed.expect("slow writes shed part of a wave");
+    assert_eq!(retry_after, "1");
+    assert!(
+        text.starts_with("Carrier is overloaded (durable writes are slow: at most ")
+            && text.ends_with("messages in progress on this replica now); retry after the Retry-After delay"),
+        "{text}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", stack.ingress_admin_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("carrier_ingress_requests_shed_total{cap=\"admission\"}"),
+        "the shed is counted by its cap"
+    );
+
+    // Writes are fast again: the limit grows back and a whole wave is accepted.
+    proxy.set_mode(FaultMode::Pass);
+    for attempt in 0.. {
+        let answers = wave().await;
+        keep(&answers);
+        if answers.iter().all(|answer| answer.0 == 200) {
+            break;
+        }
+        assert!(attempt < 60, "the limit did not recover: {answers:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Everything accepted was delivered.
+    carrier_testkit::eventually(
+        Duration::from_secs(120),
+        "every accepted message delivered",
+        || {
+            let arrived: std::collections::HashSet<u64> = receiver
+                .received()
+                .iter()
+                .filter_map(|received| received.arrival().map(|arrival| arrival.sequence))
+                .collect();
+            let missing = accepted
+                .iter()
+                .filter(|sequence| !arrived.contains(&(**sequence as u64)))
+                .count();
+            async move { (missing == 0).then_some(()) }
+        },
+    )
+    .await;
+    stack.stop().await;
+}
