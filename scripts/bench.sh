@@ -27,17 +27,33 @@ BENCH_BIN="${CARGO_TARGET_DIR:-$REPO/target}/${CARRIER_BENCH_BUILD:-release}/car
 # round trip is part of what is measured) with a limit it never reaches.
 export CARRIER_RATE_LIMIT__LIMIT="${CARRIER_RATE_LIMIT__LIMIT:-1000000000}"
 
-# Each part starts from a freshly started stack, so one part's load (and the memory a worker
-# keeps from it) does not carry into the next: delivery's "idle" memory is a fresh worker's.
+# Each part starts a fresh stack on empty data: a broker directory and a database of the
+# benchmark's own ($STACK_DIR, carrier_bench), deleted before each part, so one part's load
+# (and the memory a process keeps from it) does not carry into the next. Empty data matters: a
+# "fresh" delivery worker started on the records earlier runs left was 64-86 MiB, 37 MiB of it
+# librdkafka's prefetched fetch buffers (valgrind massif, 2026-12-04), and 29 MiB on empty data.
+# `make up`'s stack is stopped first (same ports); its data is kept. The benchmark's stack is
+# stopped and its data deleted when the script ends; the results stay in $RUN_DIR/bench.
 # CARRIER_BENCH_BUILD=debug measures debug builds instead (quicker to build; slower code).
 BUILD="${CARRIER_BENCH_BUILD:-release}"
+STACK_DIR="$RUN_DIR/bench-stack"
+BENCH_DATABASE=carrier_bench
+export CARRIER_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$BENCH_DATABASE"
+stop_bench_stack() {
+    CARRIER_RUN_DIR="$STACK_DIR" bash "$REPO/scripts/down.sh"
+    rm -rf "$STACK_DIR/tansu"
+    carrier_port_open 5432 && dropdb -h 127.0.0.1 -U postgres --if-exists --force "$BENCH_DATABASE"
+    return 0
+}
 fresh_stack() {
     bash "$REPO/scripts/down.sh"
-    CARRIER_BUILD="$BUILD" bash "$REPO/scripts/up.sh"
+    stop_bench_stack
+    CARRIER_RUN_DIR="$STACK_DIR" CARRIER_BUILD="$BUILD" bash "$REPO/scripts/up.sh"
 }
+trap stop_bench_stack EXIT
 
 # A second ingress on the stack (NAME PORT ADMIN_PORT [VAR=value ...]): the stack's settings and
-# those given. Its pid goes to .run/pids/ingress-NAME.pid.
+# those given. Its pid goes to $STACK_DIR/pids/ingress-NAME.pid.
 start_extra_ingress() {
     local name="$1" port="$2" admin_port="$3"
     shift 3
@@ -45,22 +61,22 @@ start_extra_ingress() {
     carrier_port_open "$admin_port" && carrier_die "port $admin_port is taken"
     env CARRIER_PROFILE=dev CARRIER_HTTP_ADDR="127.0.0.1:$port" CARRIER_ADMIN_ADDR="127.0.0.1:$admin_port" \
         CARRIER_KAFKA__BROKERS="127.0.0.1:${CARRIER_KAFKA_PORT:-9092}" CARRIER_KAFKA__ENABLE_IDEMPOTENCE=false \
-        CARRIER_DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}" \
+        CARRIER_DATABASE_URL="$CARRIER_DATABASE_URL" \
         "$@" setsid "${CARGO_TARGET_DIR:-$REPO/target}/$BUILD/carrier-ingress" </dev/null \
-        >>"$RUN_DIR/logs/ingress-$name.log" 2>&1 &
-    echo $! >"$RUN_DIR/pids/ingress-$name.pid"
+        >>"$STACK_DIR/logs/ingress-$name.log" 2>&1 &
+    echo $! >"$STACK_DIR/pids/ingress-$name.pid"
     for _ in $(seq 1 60); do
         curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 && return 0
         sleep 0.5
     done
-    carrier_die "the $name ingress did not become ready (see $RUN_DIR/logs/ingress-$name.log)"
+    carrier_die "the $name ingress did not become ready (see $STACK_DIR/logs/ingress-$name.log)"
 }
 
 # The broker's and the services' pids, as `name=pid ...` (the broker first).
 pids() {
-    echo "tansu=$(cat "$RUN_DIR/tansu/tansu.pid")" \
-        "ingress=$(cat "$RUN_DIR/pids/ingress.pid")" "router=$(cat "$RUN_DIR/pids/router.pid")" \
-        "delivery=$(cat "$RUN_DIR/pids/delivery.pid")" "notifier=$(cat "$RUN_DIR/pids/notifier.pid")"
+    echo "tansu=$(cat "$STACK_DIR/tansu/tansu.pid")" \
+        "ingress=$(cat "$STACK_DIR/pids/ingress.pid")" "router=$(cat "$STACK_DIR/pids/router.pid")" \
+        "delivery=$(cat "$STACK_DIR/pids/delivery.pid")" "notifier=$(cat "$STACK_DIR/pids/notifier.pid")"
 }
 
 carrier_ensure_build_deps
@@ -82,7 +98,7 @@ for part in $PARTS; do
         start_extra_ingress solo 8092 8093 CARRIER_KAFKA__TOPIC_PREFIX=solo.
         CARRIER_BENCH_SOLO_URL="http://127.0.0.1:8092" \
             CARRIER_CEILING_BIN="$CEILING_TARGET/release/ceiling" "$BENCH_BIN"
-        carrier_stop_pidfile "$RUN_DIR/pids/ingress-solo.pid"
+        carrier_stop_pidfile "$STACK_DIR/pids/ingress-solo.pid"
         ;;
     sustained)
         fresh_stack
@@ -91,7 +107,7 @@ for part in $PARTS; do
     records)
         fresh_stack
         CARRIER_BENCH_PIDS="$(pids)" CARRIER_BENCH_RECORDS_SECOND_RATE="${CARRIER_BENCH_RECORDS_SECOND_RATE:-200}" \
-            "$BENCH_BIN" records
+            CARRIER_BENCH_DATABASE_URL="$CARRIER_DATABASE_URL" "$BENCH_BIN" records
         ;;
     instructions)
         # The records run again with the four services under callgrind: instructions executed per
@@ -109,22 +125,22 @@ for part in $PARTS; do
             CARRIER_BENCH_RECORDS_SECOND_RATE="${CARRIER_BENCH_RECORDS_SECOND_RATE:-20}" \
             CARRIER_BENCH_RECORDS_LABEL="the four services under callgrind" \
             CARRIER_BENCH_OUT="$RUN_DIR/bench/instructions.json" CARRIER_BENCH_REPORT="$RUN_DIR/bench/instructions.md" \
-            "$BENCH_BIN" records
+            CARRIER_BENCH_DATABASE_URL="$CARRIER_DATABASE_URL" "$BENCH_BIN" records
         # The next part starts from a plain stack. The dumps stay, for callgrind_annotate (where
         # the instructions go); the next run of this part removes them.
-        bash "$REPO/scripts/down.sh"
+        stop_bench_stack
         ;;
     delivery)
         fresh_stack
-        CARRIER_BENCH_DELIVERY_PID="$(cat "$RUN_DIR/pids/delivery.pid")" "$BENCH_BIN" delivery
+        CARRIER_BENCH_DELIVERY_PID="$(cat "$STACK_DIR/pids/delivery.pid")" "$BENCH_BIN" delivery
         ;;
     protection)
         fresh_stack
         # A second ingress, identical but for the rate limiter, on the same stack.
         start_extra_ingress unlimited 8090 8091 CARRIER_RATE_LIMIT__ENABLED=false
-        CARRIER_BENCH_PAUSE_PIDS="$(cat "$RUN_DIR/pids/delivery.pid" "$RUN_DIR/pids/notifier.pid")" \
+        CARRIER_BENCH_PAUSE_PIDS="$(cat "$STACK_DIR/pids/delivery.pid" "$STACK_DIR/pids/notifier.pid")" \
             CARRIER_BENCH_UNLIMITED_URL="http://127.0.0.1:8090" "$BENCH_BIN" protection
-        carrier_stop_pidfile "$RUN_DIR/pids/ingress-unlimited.pid"
+        carrier_stop_pidfile "$STACK_DIR/pids/ingress-unlimited.pid"
         ;;
     idle)
         # Twice: every partition always fetched, then make up's idle partitions left out

@@ -24,14 +24,18 @@ PREFIX="${CARRIER_KAFKA__TOPIC_PREFIX:-carrier.}"
 export CARRIER_PARTITIONS="${CARRIER_PARTITIONS:-inbound:4 deliveries:8 log-events:4 notifications:1}"
 carrier_create_topics "$KAFKA_PORT" "$PREFIX"
 
-if [ "$(psql -h 127.0.0.1 -U postgres -Atqc "select 1 from pg_database where datname = 'carrier'")" != 1 ]; then
-    createdb -h 127.0.0.1 -U postgres carrier
-    carrier_log "created database carrier"
+# The database CARRIER_DATABASE_URL names (`carrier` by default; `make bench` uses its own).
+DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}"
+DATABASE="${DATABASE_URL##*/}"
+DATABASE="${DATABASE%%\?*}"
+if [ "$(psql -h 127.0.0.1 -U postgres -Atqc "select 1 from pg_database where datname = '$DATABASE'")" != 1 ]; then
+    createdb -h 127.0.0.1 -U postgres "$DATABASE"
+    carrier_log "created database $DATABASE"
 fi
 
 cat >&2 <<SUMMARY
 carrier: infrastructure is up
-  postgres  postgres://postgres@127.0.0.1:5432/carrier
+  postgres  $DATABASE_URL
   redis     redis://127.0.0.1:6379
   kafka     127.0.0.1:$KAFKA_PORT  (Tansu, sqlite $RUN_DIR/tansu/tansu.db, pid $(cat "$RUN_DIR/tansu/tansu.pid"), log $RUN_DIR/tansu/tansu.log)
   topics    prefix $PREFIX, partitions $CARRIER_PARTITIONS
