@@ -88,6 +88,17 @@ pub fn scratch_dir_and_port(prefix: &str) -> (std::path::PathBuf, u16) {
     (dir, port)
 }
 
+/// The `/metrics` page of a service's operator port (`admin_url`, e.g. a stack's
+/// `ingress_admin_url`).
+pub async fn metrics_page(admin_url: &str) -> String {
+    reqwest::get(format!("{admin_url}/metrics"))
+        .await
+        .expect("the operator port answers")
+        .text()
+        .await
+        .expect("a metrics page")
+}
+
 /// A short random name part, for isolation.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])

@@ -288,6 +288,20 @@ impl Stack {
     }
 
     /// The token URL client assertions name as their audience (`aud`).
+    /// A proxy in front of the test Postgres and the stack's database URL through it, for a
+    /// service started with it (`start_delivery_with`, `start_extra_ingress_with`) whose
+    /// Postgres a test then slows, partitions or cuts.
+    pub async fn database_behind_proxy(&self) -> (crate::fault_proxy::FaultProxy, String) {
+        let postgres: std::net::SocketAddr = "127.0.0.1:5432".parse().expect("addr");
+        let proxy = crate::fault_proxy::FaultProxy::start(postgres)
+            .await
+            .expect("proxy starts");
+        let url = self
+            .database_url
+            .replace("127.0.0.1:5432", &proxy.addr().to_string());
+        (proxy, url)
+    }
+
     pub fn token_url(&self) -> String {
         format!("{}/oauth/token", self.ingress_url)
     }

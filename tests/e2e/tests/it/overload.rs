@@ -217,7 +217,7 @@ async fn eventually_status(
 /// and every message is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_writes_lower_the_adaptive_limit_and_it_recovers_when_they_are_fast_again() {
-    use carrier_testkit::fault_proxy::{FaultMode, FaultProxy};
+    use carrier_testkit::fault_proxy::FaultMode;
 
     const WAVE: usize = 40;
     let mut stack = Stack::start(StackOptions::default()).await;
@@ -226,11 +226,7 @@ async fn slow_writes_lower_the_adaptive_limit_and_it_recovers_when_they_are_fast
         .api
         .sender("Slow Store Hospital", "production", &receiver.url("a"), "Results")
         .await;
-    let postgres: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
-    let proxy = FaultProxy::start(postgres).await.expect("proxy starts");
-    let proxied_url = stack
-        .database_url
-        .replace("127.0.0.1:5432", &proxy.addr().to_string());
+    let (proxy, proxied_url) = stack.database_behind_proxy().await;
     let url = stack
         .start_extra_ingress_with(|config| {
             config.database_url = proxied_url;
@@ -307,12 +303,7 @@ async fn slow_writes_lower_the_adaptive_limit_and_it_recovers_when_they_are_fast
             && text.ends_with("messages in progress on this replica now); retry after the Retry-After delay"),
         "{text}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", stack.ingress_admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = carrier_testkit::metrics_page(&stack.ingress_admin_url).await;
     assert!(
         metrics.contains("carrier_ingress_requests_shed_total{cap=\"admission\"}"),
         "the shed is counted by its cap"

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use carrier_testkit::client::message;
-use carrier_testkit::fault_proxy::{FaultMode, FaultProxy};
+use carrier_testkit::fault_proxy::FaultMode;
 use carrier_testkit::receiver::Receiver;
 use carrier_testkit::stack::{Stack, StackOptions};
 
@@ -24,11 +24,7 @@ async fn a_pause_that_cannot_park_during_a_postgres_outage_is_parked_once_postgr
         ..StackOptions::default()
     })
     .await;
-    let postgres: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
-    let proxy = FaultProxy::start(postgres).await.expect("proxy starts");
-    let proxied_url = stack
-        .database_url
-        .replace("127.0.0.1:5432", &proxy.addr().to_string());
+    let (proxy, proxied_url) = stack.database_behind_proxy().await;
     stack
         .start_delivery_with(|config| config.database_url = proxied_url)
         .await;

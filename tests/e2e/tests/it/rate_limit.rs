@@ -391,12 +391,7 @@ async fn losing_redis_mid_stream_refuses_and_loses_nothing_and_the_limit_returns
         "every message answered 200 arrives once, in answer order; no refused one arrives"
     );
 
-    let metrics = reqwest::get(format!("{}/metrics", stack.ingress_admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = carrier_testkit::metrics_page(&stack.ingress_admin_url).await;
     let unavailable: u64 = metrics
         .lines()
         .filter_map(|line| line.strip_prefix("carrier_ingress_rate_limit_unavailable_total{"))

@@ -399,12 +399,7 @@ async fn without_an_endpoint_nothing_is_exported_and_delivery_is_unchanged() {
         "",
         "no trace context is sent on when tracing is off"
     );
-    let metrics = reqwest::get(format!("{}/metrics", stack.ingress_admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = carrier_testkit::metrics_page(&stack.ingress_admin_url).await;
     assert!(
         !metrics.contains("carrier_trace_spans_dropped_total"),
         "no export queue exists without an endpoint"
