@@ -54,6 +54,43 @@ fn memory_kib(pid: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The highest resident memory (VmRSS, sampled every 100 ms) of a process in each phase of the
+/// run: which phase sets the peak (VmHWM says only how high it went).
+struct RssByPhase {
+    phase: AtomicUsize,
+    peaks_kib: Mutex<Vec<u64>>,
+}
+
+impl RssByPhase {
+    fn start(pid: &str, phases: usize) -> Arc<Self> {
+        let sampler = Arc::new(Self {
+            phase: AtomicUsize::new(0),
+            peaks_kib: Mutex::new(vec![0; phases]),
+        });
+        let (pid, sampling) = (pid.to_string(), sampler.clone());
+        tokio::spawn(async move {
+            loop {
+                let rss = memory_kib(&pid, "VmRSS:");
+                let phase = sampling.phase.load(Ordering::Relaxed);
+                if let Some(peak) = sampling.peaks_kib.lock().expect("lock").get_mut(phase) {
+                    *peak = (*peak).max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        sampler
+    }
+
+    fn enter(&self, phase: usize) {
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    fn peaks_mib(&self) -> Vec<f64> {
+        let peaks = self.peaks_kib.lock().expect("lock");
+        peaks.iter().map(|kib| *kib as f64 / 1024.0).collect()
+    }
+}
+
 /// CPU time (user + system) a process has used so far.
 pub(crate) fn process_cpu(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -269,6 +306,8 @@ pub async fn run(
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_kib = memory_kib(delivery_pid, "VmRSS:");
+    // Phases: 0 healthy, 1 parking, 2 healthy with the backlog, 3 drain, 4 plain client.
+    let rss = RssByPhase::start(delivery_pid, 5);
     println!("healthy throughput without a held destination");
     let baseline = healthy_rate(&api, &source, delivery_pid, &healthy, healthy_messages).await;
 
@@ -281,6 +320,7 @@ pub async fn run(
         )
         .await;
     anyhow::ensure!(status == 200, "pause refused: {status}");
+    rss.enter(1);
     let queued = send_many(&api, &source, "Backlog", backlog, 32).await;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -298,11 +338,13 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let parked_rss_kib = memory_kib(delivery_pid, "VmRSS:");
+    rss.enter(2);
     println!("healthy throughput with {queued} parked behind a paused destination in the same partition");
     let with_backlog = healthy_rate(&api, &source, delivery_pid, &healthy, healthy_messages).await;
 
     println!("resuming: draining {queued} messages");
     let p = counters.path("/p");
+    rss.enter(3);
     let resumed = Instant::now();
     let drain_cpu_before = process_cpu(delivery_pid);
     let machine_before = machine_cpu();
@@ -325,6 +367,7 @@ pub async fn run(
     let machine_busy =
         (machine_after.0 - machine_before.0) as f64 / (machine_after.1 - machine_before.1).max(1) as f64;
 
+    rss.enter(4);
     // The reference: one keep-alive connection posting the same body in sequence.
     let client = reqwest::Client::new();
     let body = serde_json::to_vec(
@@ -344,6 +387,7 @@ pub async fn run(
     }
     let plain_rate = sequential as f64 / started.elapsed().as_secs_f64();
     let peak_kib = memory_kib(delivery_pid, "VmHWM:");
+    let phase_peaks = rss.peaks_mib();
 
     let report = format!(
         "# Carrier delivery benchmark — {} (receiver delay {} ms)\n\n\
@@ -356,7 +400,8 @@ pub async fn run(
          | drain ratio (target ≥ 0.80) | **{:.2}** |\n\
          | delivery CPU per drained message (µs) / machine busy during the drain | {drain_cpu_us:.0} / {:.0} % |\n\
          | delivery RSS idle / with backlog parked / peak (MiB) | {:.1} / {:.1} / {:.1} |\n\
-         | peak ÷ idle (target ≤ 2) | **{:.2}** |\n",
+         | peak ÷ idle (target ≤ 2) | **{:.2}** |\n\
+         | delivery RSS highest while healthy / parking / healthy with backlog / draining (MiB, sampled every 100 ms) | {:.1} / {:.1} / {:.1} / {:.1} |\n",
         chrono::Utc::now().to_rfc3339(),
         receiver_delay.as_millis(),
         with_backlog / baseline,
@@ -366,6 +411,10 @@ pub async fn run(
         parked_rss_kib as f64 / 1024.0,
         peak_kib as f64 / 1024.0,
         peak_kib as f64 / idle_kib.max(1) as f64,
+        phase_peaks[0],
+        phase_peaks[1],
+        phase_peaks[2],
+        phase_peaks[3],
     );
     println!("\n{report}");
     if let Some(parent) = std::path::Path::new(output).parent() {
