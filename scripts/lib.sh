@@ -271,6 +271,40 @@ carrier_ensure_promtool() {
     echo "$bin"
 }
 
+# ------------------------------------------------------ console browser tests
+
+# The console's browser tests (tests/console/, run by tests/e2e/tests/it/console.rs) drive
+# Debian's chromium headless with playwright-core from npm (the library alone: it downloads no
+# browser of its own). The package is installed once into $CARRIER_PLAYWRIGHT_DIR, outside the
+# repository, at the pinned version.
+CARRIER_PLAYWRIGHT_VERSION="${CARRIER_PLAYWRIGHT_VERSION:-1.65.2}"
+CARRIER_PLAYWRIGHT_DIR="${CARRIER_PLAYWRIGHT_DIR:-/var/cache/carrier/playwright}"
+
+# Prints the path of a chromium binary, installing Debian's package when missing.
+carrier_ensure_chromium() {
+    if [ -n "${CARRIER_TEST_CHROMIUM:-}" ] && [ -x "$CARRIER_TEST_CHROMIUM" ]; then
+        echo "$CARRIER_TEST_CHROMIUM"; return
+    fi
+    command -v chromium >/dev/null 2>&1 || carrier_apt_install chromium || return 1
+    command -v chromium
+}
+
+# Prints the directory whose node_modules holds playwright-core $CARRIER_PLAYWRIGHT_VERSION,
+# installing Node.js (Debian's) and the package when missing. A second call costs one `node -e`.
+carrier_ensure_playwright() {
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || carrier_apt_install nodejs npm || return 1
+    local dir="$CARRIER_PLAYWRIGHT_DIR" installed
+    installed="$(cd "$dir" 2>/dev/null && node -e 'console.log(require("playwright-core/package.json").version)' 2>/dev/null || true)"
+    if [ "$installed" != "$CARRIER_PLAYWRIGHT_VERSION" ]; then
+        carrier_log "installing playwright-core $CARRIER_PLAYWRIGHT_VERSION (npm) into $dir"
+        mkdir -p "$dir"
+        [ -f "$dir/package.json" ] || echo '{"name":"carrier-console-tests","private":true}' > "$dir/package.json"
+        (cd "$dir" && npm install --silent --no-audit --no-fund --save-exact "playwright-core@$CARRIER_PLAYWRIGHT_VERSION" >&2) ||
+            { carrier_die "npm install playwright-core failed"; return 1; }
+    fi
+    echo "$dir"
+}
+
 # --------------------------------------------------------------------- Tansu
 
 # Prints the path of a tansu binary, building it once if needed.

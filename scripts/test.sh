@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: starts what the tests need (Postgres, Redis, a throwaway Tansu broker, Python's
 # aiosmtpd for the alert e-mail tests, Prometheus for the monitoring test), builds the binaries the fault tests launch, and runs
-# every test with nextest, after `cargo fmt --check` and clippy (warnings are errors). schemathesis (PyPI) runs in the e2e test `openapi_conformance`.
+# every test with nextest, after `cargo fmt --check` and clippy (warnings are errors). schemathesis (PyPI) runs in the e2e test `openapi_conformance`, chromium with playwright-core (npm) in `console`.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 source "$REPO/scripts/lib.sh"
@@ -28,6 +28,13 @@ export CARRIER_TEST_SCHEMATHESIS
 CARRIER_TEST_PROMETHEUS="$(dirname "$(carrier_ensure_promtool)")/prometheus"
 [ -x "$CARRIER_TEST_PROMETHEUS" ] || CARRIER_TEST_PROMETHEUS="$(command -v prometheus || true)"
 export CARRIER_TEST_PROMETHEUS
+
+# The console's browser test (tests/e2e/tests/it/console.rs): Debian's chromium driven by
+# playwright-core from npm.
+CARRIER_TEST_CHROMIUM="$(carrier_ensure_chromium)"
+CARRIER_TEST_PLAYWRIGHT_DIR="$(carrier_ensure_playwright)"
+CARRIER_TEST_NODE="$(command -v node)"
+export CARRIER_TEST_CHROMIUM CARRIER_TEST_PLAYWRIGHT_DIR CARRIER_TEST_NODE
 
 # A fresh broker per run: tests create topics of their own under random prefixes.
 carrier_stop_pidfile "$TEST_BROKER_DIR/tansu.pid"

@@ -85,6 +85,7 @@ cat <<MSG
 
 Carrier is up.
   ingress          http://127.0.0.1:8080   (admin token: dev-admin-token)
+  console          http://127.0.0.1:8080/console/   (sign in with the admin token, or a source's client ID and secret)
   metrics          http://127.0.0.1:{8084,8081,8082,8083}/metrics  (8084: ingress's operator port)
   sample receiver  http://127.0.0.1:9000   (what it received: $LOG_DIR/sample-receiver.log)
   logs             $LOG_DIR/

@@ -36,6 +36,7 @@
 mod api;
 /// Access tokens and callers; public for the benchmark of authentication's cost.
 pub mod auth;
+mod console;
 mod delivery_control;
 mod error;
 mod http_metrics;
@@ -456,7 +457,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             async move { carrier_store::bodies::purge_older_than(&pool, retention).await }
         },
     ));
-    let app = api::router(state.clone());
+    // The console's files beside the API, outside its limits (see console.rs).
+    let app = api::router(state.clone()).merge(console::router());
     readiness.set_ready(true);
     tracing::info!(addr = %listeners.api.local_addr()?, "ingress ready");
     overload::connections::serve(listeners.api, app, &state.config.limits, shutdown.clone())

@@ -7,6 +7,7 @@ mod auth;
 mod bench_smoke;
 mod chaos;
 mod client_assertion;
+mod console;
 mod datastore_tls;
 mod faults;
 mod fhir;
