@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use carrier_internal_auth::{AuthenticatedChannel, InternalAuth};
 use carrier_proto::delivery_v1::delivery_control_client::DeliveryControlClient;
+use carrier_proto::delivery_v1::{QueueRequest, QueueState};
 use carrier_proto::ErrorKind;
 use carrier_store::sqlx::{self, PgPool, Row};
 use tracing::Instrument;
@@ -136,5 +137,19 @@ impl DeliveryControl {
                 "No delivery worker could be reached; try again shortly",
             )
         }))
+    }
+
+    /// A destination's queue state, from the delivery worker that owns it (`GET
+    /// /v1/destinations/{id}/queue` answers it; a manual retry asks whether its log is the held
+    /// head).
+    pub async fn queue_state(&self, pool: &PgPool, destination_id: &str) -> Result<QueueState, ApiError> {
+        self.call(pool, destination_id, "GetQueue", |mut client| async move {
+            client
+                .get_queue(QueueRequest {
+                    destination_id: destination_id.to_string(),
+                })
+                .await
+        })
+        .await
     }
 }

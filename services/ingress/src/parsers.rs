@@ -157,5 +157,5 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = api::idempotency::MAX_KEY_LEN;
 
 /// Refuses a declared `Content-Length` over `limit` (413) before the body is read.
 pub fn declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
-    api::check_declared_length(headers, limit)
+    api::body::check_declared_length(headers, limit)
 }

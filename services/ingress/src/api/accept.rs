@@ -25,29 +25,11 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::idempotency::{self, Claim};
+use super::submission::{Accepted, Submission};
 use crate::auth;
 use crate::error::{Api, ApiError};
 use crate::metrics::{metrics, NO_LABELS};
 use crate::AppState;
-
-/// What an API extracted from a request: enough to route it, and the body to carry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Submission {
-    pub data_model: String,
-    pub event_type: String,
-    pub test: bool,
-    /// Empty: every subscribed destination.
-    pub destination_ids: Vec<String>,
-}
-
-/// A message the broker acknowledged.
-pub struct Accepted {
-    pub message_id: String,
-    /// One log per destination, in routing order.
-    pub routes: Vec<Route>,
-    /// The answer of an earlier request with the same `Idempotency-Key` (nothing was written).
-    pub replayed: bool,
-}
 
 /// The calling source (`source_id`) and the whole body, at most `max_body_bytes`.
 pub async fn authenticated_body(
@@ -57,8 +39,8 @@ pub async fn authenticated_body(
 ) -> Result<(String, Bytes), ApiError> {
     let source_id = auth::source(headers, &state.tokens)?.source_id;
     let limit = state.config.max_body_bytes;
-    super::check_declared_length(headers, limit)?;
-    let body = super::read_body(body, limit).await?;
+    super::body::check_declared_length(headers, limit)?;
+    let body = super::body::read_body(body, limit).await?;
     Ok((source_id, body))
 }
 

@@ -24,7 +24,7 @@ async fn operator_json<T: DeserializeOwned>(
     body: Body,
 ) -> Result<T, ApiError> {
     auth::operator(headers, state.config.admin_token.as_deref().expect("validated"))?;
-    let body = super::read_body(body, 1024 * 1024).await?;
+    let body = super::body::read_body(body, 1024 * 1024).await?;
     serde_json::from_slice(&body)
         .map_err(|error| ApiError::bad_request(format!("Invalid request body: {error}")))
 }
@@ -425,7 +425,7 @@ pub async fn rotate_secret(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     auth::operator(&headers, state.config.admin_token.as_deref().expect("validated"))?;
-    let body = super::read_body(body, 64 * 1024).await?;
+    let body = super::body::read_body(body, 64 * 1024).await?;
     let rotation: SecretRotation = if body.iter().all(u8::is_ascii_whitespace) {
         SecretRotation::default()
     } else {

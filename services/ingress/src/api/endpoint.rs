@@ -15,7 +15,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::accept::Submission;
+use super::submission::Submission;
 use crate::error::{Api, ApiError};
 use crate::AppState;
 
@@ -35,7 +35,7 @@ const MAX_DESTINATIONS: usize = 100;
 
 /// Validates the body of a Data Model API request. Every error names the field.
 pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
-    super::require_json_object(body)?;
+    super::body::require_json_object(body)?;
     let envelope: Envelope = serde_json::from_slice(body)
         .map_err(|error| ApiError::bad_request(format!("Request body is not valid JSON: {error}")))?;
     let meta = match envelope.meta {
@@ -56,9 +56,9 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
         }
     };
     let data_model = required_string("DataModel")?;
-    super::check_routing_field("Meta.DataModel", &data_model)?;
+    super::submission::check_routing_field("Meta.DataModel", &data_model)?;
     let event_type = required_string("EventType")?;
-    super::check_routing_field("Meta.EventType", &event_type)?;
+    super::submission::check_routing_field("Meta.EventType", &event_type)?;
     let test = match meta.get("Test") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(test)) => *test,
@@ -83,7 +83,7 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
                         )))
                     }
                 };
-                super::check_routing_field(&format!("Meta.Destinations[{index}].ID"), &id)?;
+                super::submission::check_routing_field(&format!("Meta.Destinations[{index}].ID"), &id)?;
                 // Named twice is sent once (and a long repeated list cannot grow the route cache).
                 if !destination_ids.contains(&id) {
                     destination_ids.push(id);

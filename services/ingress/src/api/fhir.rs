@@ -30,7 +30,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::accept::Submission;
+use super::submission::Submission;
 use crate::error::{fhir_json, Api, ApiError};
 use crate::AppState;
 
@@ -237,7 +237,7 @@ pub fn parse(path_type: &str, headers: &HeaderMap, body: &[u8]) -> Result<Submis
             ))
         }
     };
-    super::require_json_object(body)?;
+    super::body::require_json_object(body)?;
     let head: Head = serde_json::from_slice(body)
         .map_err(|error| ApiError::bad_request(format!("Request body is not valid JSON: {error}")))?;
     let resource_type = match head.resource_type {

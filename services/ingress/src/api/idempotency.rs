@@ -32,7 +32,7 @@ use carrier_store::sqlx::{self, PgPool, Row};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::accept::{Accepted, Submission};
+use super::submission::{Accepted, Submission};
 use crate::error::ApiError;
 
 /// The request header (case-insensitive, as every HTTP header).

@@ -16,34 +16,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::log_search::{Limits, LogFilter, Order, Scope};
-use crate::auth::{self, Caller};
+use super::log_access::{caller_scope, visible_log};
+use super::log_search::{Limits, LogFilter, Order};
 use crate::error::ApiError;
 use crate::AppState;
 
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// What a caller's searches are restricted to: `None` for the operator (every log), the
-/// source's organization and environment for a source token.
-pub(crate) fn caller_scope(state: &AppState, headers: &HeaderMap) -> Result<Option<Scope>, ApiError> {
-    let caller = auth::caller(
-        headers,
-        &state.tokens,
-        state.config.admin_token.as_deref().expect("validated"),
-    )?;
-    match caller {
-        Caller::Operator => Ok(None),
-        Caller::Source(source) => {
-            let organization_id = Uuid::parse_str(&source.organization_id)
-                .map_err(|_| ApiError::internal("A signed token names an organization that is not a UUID"))?;
-            Ok(Some(Scope {
-                organization_id,
-                environment: source.environment,
-            }))
-        }
-    }
 }
 
 /// A log's fields as every logs route answers them (without its attempts).
@@ -63,27 +42,6 @@ pub(crate) fn log_json(row: &PgRow) -> Value {
         "received_at": rfc3339(row.get("received_at")),
         "updated_at": rfc3339(row.get("updated_at")),
     })
-}
-
-/// The log `id` if the caller may see it: the operator sees every log, a source only its
-/// organization's of its own environment (others get the same 404 as a log that does not exist).
-pub(crate) async fn visible_log(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: &str,
-) -> Result<(Uuid, PgRow), ApiError> {
-    let scope = caller_scope(state, headers)?;
-    let not_found = || ApiError::not_found(format!("Log {id} not found"));
-    let log_id = Uuid::parse_str(id).map_err(|_| not_found())?;
-    let row = sqlx::query("SELECT * FROM logs WHERE id = $1")
-        .bind(log_id)
-        .fetch_optional(&state.log_store)
-        .await?
-        .ok_or_else(not_found)?;
-    if scope.is_some_and(|scope| !scope.covers(&row)) {
-        return Err(not_found());
-    }
-    Ok((log_id, row))
 }
 
 #[utoipa::path(

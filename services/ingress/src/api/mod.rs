@@ -3,9 +3,11 @@
 
 mod accept;
 pub(crate) mod admin;
+pub(crate) mod body;
 pub(crate) mod endpoint;
 pub(crate) mod fhir;
 pub(crate) mod idempotency;
+pub(crate) mod log_access;
 pub(crate) mod log_search;
 pub(crate) mod logs;
 pub(crate) mod oauth;
@@ -13,10 +15,10 @@ pub(crate) mod oauth;
 mod parsers_fuzz;
 pub(crate) mod queues;
 pub(crate) mod retry;
+pub(crate) mod submission;
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::routing::{get, patch, post};
 use axum::Router;
@@ -95,85 +97,4 @@ async fn method_not_allowed(request: Request) -> ApiError {
         format!("Method {} is not allowed on {path}", request.method()),
     )
     .for_api(Api::of_path(path))
-}
-
-/// Refuses a body that is not a JSON object before parsing it (the parsers would otherwise
-/// report a type mismatch in serde's words).
-pub(crate) fn require_json_object(body: &[u8]) -> Result<(), ApiError> {
-    match body.iter().find(|byte| !byte.is_ascii_whitespace()) {
-        Some(b'{') => Ok(()),
-        None => Err(ApiError::bad_request("Request body is empty")),
-        Some(_) => Err(ApiError::bad_request("Request body must be a JSON object")),
-    }
-}
-
-/// The longest routing field a sender may name (a data model, an event type, a destination ID).
-pub(crate) const MAX_ROUTING_FIELD_CHARS: usize = 64;
-
-/// Checks a routing field a sender names (`field` is its name in errors): it is sent to
-/// receivers as an HTTP header value and stored in the log store's text columns, so it must be
-/// 1 to 64 printable ASCII characters (a NUL stopped the log store; a character a header cannot
-/// carry failed every attempt).
-pub(crate) fn check_routing_field(field: &str, value: &str) -> Result<(), ApiError> {
-    let printable = value.chars().all(|c| c.is_ascii_graphic() || c == ' ');
-    if printable && !value.is_empty() && value.len() <= MAX_ROUTING_FIELD_CHARS {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "{field} must be 1 to {MAX_ROUTING_FIELD_CHARS} printable ASCII characters"
-        )))
-    }
-}
-
-/// Reads a whole body of at most `limit` bytes. A larger body is refused as it streams in
-/// (413), without being buffered whole; a `Content-Length` over the limit is refused at once.
-/// A body still arriving at its deadline (`limits.body_read_timeout_ms`) is refused with 408.
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let error = error.into_inner();
-        if error.is::<http_body_util::LengthLimitError>() {
-            return ApiError::new(
-                carrier_proto::ErrorKind::PayloadTooLarge,
-                format!("Request body exceeds the limit of {limit} bytes"),
-            );
-        }
-        if let Some(deadline) = find_cause::<crate::overload::in_flight::BodyDeadline>(&*error) {
-            deadline.record();
-            return ApiError::new(
-                carrier_proto::ErrorKind::RequestTimeout,
-                format!("Request body was not received in time ({deadline})"),
-            );
-        }
-        ApiError::bad_request(format!("Request body could not be read: {error}"))
-    })
-}
-
-/// The first error of type `T` in `error`'s chain of sources (the body's own error arrives
-/// wrapped by axum once or twice).
-fn find_cause<'a, T: std::error::Error + 'static>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if let Some(found) = error.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = error.source();
-    }
-    None
-}
-
-/// Refuses a declared `Content-Length` over the limit before reading anything.
-pub(crate) fn check_declared_length(headers: &axum::http::HeaderMap, limit: usize) -> Result<(), ApiError> {
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    match declared {
-        Some(length) if length > limit as u64 => Err(ApiError::new(
-            carrier_proto::ErrorKind::PayloadTooLarge,
-            format!("Request body of {length} bytes exceeds the limit of {limit} bytes"),
-        )),
-        _ => Ok(()),
-    }
 }

@@ -109,7 +109,7 @@ fn form_urlencoded(text: &str) -> HashMap<String, String> {
     )
 )]
 pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let body = match super::read_body(body, 64 * 1024).await {
+    let body = match super::body::read_body(body, 64 * 1024).await {
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };

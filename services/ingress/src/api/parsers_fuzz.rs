@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::accept::Submission;
+use super::submission::Submission;
 use crate::error::ApiError;
 
 fn cases() -> ProptestConfig {
@@ -210,7 +210,7 @@ proptest! {
         refused_with_4xx(crate::auth::source(&request, &signer))?;
         refused_with_4xx(crate::auth::caller(&request, &signer, "operator-token-123"))?;
         refused_with_4xx(super::idempotency::key(&request))?;
-        refused_with_4xx(super::check_declared_length(&request, 10 * 1024 * 1024))?;
+        refused_with_4xx(super::body::check_declared_length(&request, 10 * 1024 * 1024))?;
         let trusted = [crate::rate_limit::client_ip::parse_trusted_proxy("127.0.0.0/8").unwrap()];
         let peer = "127.0.0.1".parse().unwrap();
         crate::rate_limit::client_ip::client_ip(

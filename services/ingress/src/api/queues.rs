@@ -60,16 +60,6 @@ fn queue_request(id: &str) -> QueueRequest {
     }
 }
 
-/// The queue's state from the delivery worker that owns it.
-pub(crate) async fn queue_state(state: &AppState, id: &str) -> Result<QueueState, ApiError> {
-    state
-        .delivery_control
-        .call(&state.log_store, id, "GetQueue", |mut client| async move {
-            client.get_queue(queue_request(id)).await
-        })
-        .await
-}
-
 #[utoipa::path(
     get,
     path = "/v1/destinations/{id}/queue",
@@ -93,7 +83,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     auth::operator(&headers, admin_token(&state))?;
-    Ok(Json(queue_json(&queue_state(&state, &id).await?)))
+    let queue = state.delivery_control.queue_state(&state.log_store, &id).await?;
+    Ok(Json(queue_json(&queue)))
 }
 
 async fn set_paused(

@@ -71,11 +71,14 @@ pub async fn retry(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (log_id, row) = super::logs::visible_log(&state, &headers, &id).await?;
+    let (log_id, row) = super::log_access::visible_log(&state, &headers, &id).await?;
     let destination_id: Uuid = row.get("destination_id");
 
     let destination = destination_id.to_string();
-    let queue = super::queues::queue_state(&state, &destination).await?;
+    let queue = state
+        .delivery_control
+        .queue_state(&state.log_store, &destination)
+        .await?;
     if queue.head_log_id == log_id.to_string() {
         state
             .delivery_control
@@ -258,7 +261,7 @@ pub async fn retry_matching(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let scope = super::logs::caller_scope(&state, &headers)?;
+    let scope = super::log_access::caller_scope(&state, &headers)?;
     let _slot = state.gate.retry_slot()?;
     let budget = Duration::from_millis(state.gate.limits().bulk_retry_budget_ms);
     let started = tokio::time::Instant::now();

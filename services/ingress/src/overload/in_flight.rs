@@ -172,7 +172,7 @@ pub async fn admit(State(state): State<Arc<AppState>>, request: Request, next: N
     response
 }
 
-/// The error a body reports once its deadline passed; `api::read_body` answers it with 408.
+/// The error a body reports once its deadline passed; `api::body::read_body` answers it with 408.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {} ms", .0.as_millis())]
 pub struct BodyDeadline(pub Duration);
