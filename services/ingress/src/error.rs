@@ -12,6 +12,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use carrier_proto::ErrorKind;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Which API a request used, so its errors come back in that API's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +54,63 @@ pub fn fhir_issue(kind: ErrorKind) -> (&'static str, &'static str) {
         ErrorKind::QueueRejected => ("error", "transient"),
         ErrorKind::Overloaded => ("error", "transient"),
         ErrorKind::Timeout => ("error", "timeout"),
+    }
+}
+
+/// The body of every error outside `/fhir/` (and in the OAuth errors, beside RFC 6749's fields).
+#[derive(Serialize, ToSchema)]
+pub struct DataModelError {
+    #[serde(rename = "Meta")]
+    pub meta: DataModelErrors,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DataModelErrors {
+    #[serde(rename = "Errors")]
+    pub errors: Vec<ErrorText>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorText {
+    /// What went wrong, naming the field (e.g. `Required field missing - Meta.DataModel`).
+    #[serde(rename = "Text")]
+    pub text: String,
+}
+
+/// Every answer of the FHIR API: `issue` is empty on success, one issue on an error.
+#[derive(Serialize, ToSchema)]
+pub struct OperationOutcome {
+    /// Always `OperationOutcome`.
+    #[serde(rename = "resourceType")]
+    pub resource_type: String,
+    pub issue: Vec<Issue>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Issue {
+    /// `error`, or `fatal` for 500.
+    pub severity: String,
+    /// FHIR issue type: `invalid`, `security`, `forbidden`, `not-found`, `not-supported`,
+    /// `conflict`, `too-costly`, `throttled`, `exception`, `transient`, `timeout`.
+    pub code: String,
+    pub details: IssueDetails,
+    /// `HTTP <status> <reason>`.
+    pub diagnostics: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IssueDetails {
+    /// The same text the Data Model API gives.
+    pub text: String,
+}
+
+impl OperationOutcome {
+    /// The FHIR API's answer to an accepted message: no issues.
+    pub fn success() -> Self {
+        Self {
+            resource_type: "OperationOutcome".into(),
+            issue: Vec::new(),
+        }
     }
 }
 
@@ -149,24 +208,28 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut response = match self.api {
             Api::DataModel => {
-                let body = serde_json::json!({ "Meta": { "Errors": [ { "Text": self.text } ] } });
+                let body = DataModelError {
+                    meta: DataModelErrors {
+                        errors: vec![ErrorText { text: self.text }],
+                    },
+                };
                 (status, Json(body)).into_response()
             }
             Api::Fhir => {
                 let (severity, code) = fhir_issue(self.kind);
-                let body = serde_json::json!({
-                    "resourceType": "OperationOutcome",
-                    "issue": [ {
-                        "severity": severity,
-                        "code": code,
-                        "details": { "text": self.text },
-                        "diagnostics": format!(
+                let body = OperationOutcome {
+                    resource_type: "OperationOutcome".into(),
+                    issue: vec![Issue {
+                        severity: severity.into(),
+                        code: code.into(),
+                        details: IssueDetails { text: self.text },
+                        diagnostics: format!(
                             "HTTP {} {}",
                             status.as_u16(),
                             status.canonical_reason().unwrap_or("")
                         ),
-                    } ],
-                });
+                    }],
+                };
                 fhir_json(status, &body)
             }
         };
@@ -185,14 +248,15 @@ impl IntoResponse for ApiError {
 }
 
 /// A FHIR JSON answer (`application/fhir+json`).
-pub fn fhir_json(status: StatusCode, body: &serde_json::Value) -> Response {
+pub fn fhir_json(status: StatusCode, body: &impl Serialize) -> Response {
+    let body = serde_json::to_string(body).expect("an answer serializes");
     (
         status,
         [(
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/fhir+json"),
         )],
-        body.to_string(),
+        body,
     )
         .into_response()
 }

@@ -25,8 +25,9 @@
 //!   every call carrying the internal service token (`carrier-internal-auth`: `[internal_auth]`,
 //!   optionally mutual TLS).
 //!
-//! - `openapi`       `GET /openapi.json` — the OpenAPI 3 document generated from the handlers
-//!   (committed at `docs/openapi.json`; a test keeps the two equal).
+//! - `openapi`       `GET /openapi.json` — the OpenAPI 3 document generated from the handlers;
+//!   `api::router` registers and documents every public route from one list (committed at
+//!   `docs/openapi.json`; a test keeps the two equal).
 //!
 //! Every error answer is an `error::ApiError`: one status table, rendered in the shape of the API
 //! the request used (`{"Meta": {"Errors": [{"Text": ...}]}}`, or a FHIR `OperationOutcome`

@@ -1,18 +1,23 @@
-//! The OpenAPI 3 document of ingress's public routes, generated from the handlers'
-//! `#[utoipa::path]` annotations and the schemas below. Served at `GET /openapi.json` and
-//! committed at `docs/openapi.json`; a unit test fails when the committed file differs from
-//! what the code generates (`CARRIER_UPDATE_OPENAPI=1 cargo test -p carrier-ingress openapi`
-//! rewrites it).
+//! The parts of ingress's OpenAPI 3 document that no one route owns: its title, tags and
+//! security scheme ([`ApiDoc`]), the answers every route can give ([`EveryRouteErrors`],
+//! [`BodyErrors`]), and the request schemas of the inbound APIs. The routes add their own
+//! operations on top (`api::router`, which registers and documents every route from one list);
+//! the whole document is served at `GET /openapi.json` and committed at `docs/openapi.json`
+//! (`CARRIER_UPDATE_OPENAPI=1 cargo test -p carrier-ingress openapi` rewrites it).
 //!
-//! The schemas document the wire format only: the handlers read bodies with their own parsers
-//! (`api::endpoint::parse_meta`, `api::fhir::parse`), which keep unknown fields untouched.
-#![allow(dead_code)] // schema types are never built; they describe JSON
+//! This module imports no handler: the handlers use its types, and the document is assembled
+//! where the routes are listed.
+//!
+//! The request schemas document the wire format only: the handlers read bodies with their own
+//! parsers (`api::endpoint::parse_meta`, `api::fhir::parse`), which keep unknown fields
+//! untouched. Response bodies are the types the handlers serialize, beside each handler.
+#![allow(dead_code)] // request schema types are never built; they describe JSON
 
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+
+use crate::error::{DataModelError, DataModelErrors, ErrorText, Issue, IssueDetails, OperationOutcome};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,48 +25,9 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
         title = "Carrier ingress",
         description = "Inbound messages (Data Model API and FHIR API), OAuth tokens, logs and the admin API. Error bodies follow the API the request used: `Meta.Errors` or a FHIR OperationOutcome."
     ),
-    paths(
-        crate::api::oauth::token,
-        crate::api::endpoint::post,
-        crate::api::fhir::post,
-        crate::api::logs::search,
-        crate::api::logs::get_one,
-        crate::api::retry::retry_matching,
-        crate::api::retry::retry,
-        crate::api::admin::create_organization,
-        crate::api::admin::get_organization,
-        crate::api::admin::update_organization,
-        crate::api::admin::create_source,
-        crate::api::admin::get_source,
-        crate::api::admin::rotate_secret,
-        crate::api::admin::update_source,
-        crate::api::admin::create_destination,
-        crate::api::admin::get_destination,
-        crate::api::admin::update_destination,
-        crate::api::admin::create_subscription,
-        crate::api::queues::get,
-        crate::api::queues::pause,
-        crate::api::queues::resume,
-        crate::api::queues::skip,
-        openapi_json,
-    ),
-    components(schemas(
-        DataModelMessage,
-        DataModelMeta,
-        DestinationRef,
-        DataModelAccepted,
-        DataModelAcceptedMeta,
-        MessageRef,
-        LogRef,
-        DataModelError,
-        DataModelErrors,
-        ErrorText,
-        OperationOutcome,
-        Issue,
-        IssueDetails,
-        TokenRequest,
-        TokenResponse,
-    )),
+    // The error bodies are named by the response sets below, whose schemas utoipa does not
+    // collect by itself.
+    components(schemas(DataModelError, DataModelErrors, ErrorText, OperationOutcome, Issue, IssueDetails)),
     modifiers(&BearerToken),
     tags(
         (name = "Data Model API", description = "`POST /endpoint`"),
@@ -83,27 +49,6 @@ impl Modify for BearerToken {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
-}
-
-/// The document as pretty JSON.
-pub fn document() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .expect("the OpenAPI document serializes")
-}
-
-/// `GET /openapi.json`.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "OAuth",
-    responses(
-        (status = 200, description = "This document", body = serde_json::Value, content_type = "application/json"),
-        EveryRouteErrors,
-    )
-)]
-pub async fn openapi_json() -> axum::response::Response {
-    ([(CONTENT_TYPE, "application/json")], document()).into_response()
 }
 
 /// What every public route can answer besides its own statuses: the per-client rate limit, the
@@ -231,53 +176,6 @@ pub struct LogRef {
     destination_id: String,
 }
 
-/// Every error outside `/fhir/`.
-#[derive(Serialize, ToSchema)]
-pub struct DataModelError {
-    #[serde(rename = "Meta")]
-    meta: DataModelErrors,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DataModelErrors {
-    #[serde(rename = "Errors")]
-    errors: Vec<ErrorText>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorText {
-    /// What went wrong, naming the field (e.g. `Required field missing - Meta.DataModel`).
-    #[serde(rename = "Text")]
-    text: String,
-}
-
-/// Every answer of the FHIR API: `issue` is empty on success, one issue on an error.
-#[derive(Serialize, ToSchema)]
-pub struct OperationOutcome {
-    /// Always `OperationOutcome`.
-    #[serde(rename = "resourceType")]
-    resource_type: String,
-    issue: Vec<Issue>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Issue {
-    /// `error`, or `fatal` for 500.
-    severity: String,
-    /// FHIR issue type: `invalid`, `security`, `forbidden`, `not-found`, `not-supported`,
-    /// `too-costly`, `throttled`, `exception`, `transient`, `timeout`.
-    code: String,
-    details: IssueDetails,
-    /// `HTTP <status> <reason>`.
-    diagnostics: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct IssueDetails {
-    /// The same text the Data Model API gives.
-    text: String,
-}
-
 /// Client-credentials grant, as a form (`application/x-www-form-urlencoded`) or JSON.
 #[derive(Serialize, ToSchema)]
 pub struct TokenRequest {
@@ -295,50 +193,4 @@ pub struct TokenResponse {
     token_type: String,
     /// Seconds.
     expires_in: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `docs/openapi.json` is what the code generates: the committed document cannot drift.
-    #[test]
-    fn the_committed_openapi_document_matches_the_code() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
-        let generated = format!("{}\n", document());
-        if std::env::var_os("CARRIER_UPDATE_OPENAPI").is_some() {
-            std::fs::write(path, &generated).expect("write docs/openapi.json");
-        }
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "docs/openapi.json differs from the code; regenerate it with \
-             CARRIER_UPDATE_OPENAPI=1 cargo test -p carrier-ingress openapi"
-        );
-    }
-
-    #[test]
-    fn every_inbound_route_is_documented() {
-        let document: serde_json::Value = serde_json::from_str(&document()).unwrap();
-        for path in [
-            "/endpoint",
-            "/fhir/R4/{resource_type}",
-            "/oauth/token",
-            "/v1/logs/{id}",
-        ] {
-            assert!(
-                document["paths"][path]["post"].is_object() || document["paths"][path]["get"].is_object(),
-                "{path}"
-            );
-        }
-        let fhir_success = &document["paths"]["/fhir/R4/{resource_type}"]["post"]["responses"]["200"];
-        assert!(
-            fhir_success["headers"]["Carrier-Log-Ids"].is_object(),
-            "{fhir_success}"
-        );
-        assert!(
-            fhir_success["content"]["application/fhir+json"].is_object(),
-            "{fhir_success}"
-        );
-    }
 }

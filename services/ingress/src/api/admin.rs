@@ -127,10 +127,10 @@ pub struct NewOrganization {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The organization", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::BodyErrors,
         crate::openapi::EveryRouteErrors,
     )
@@ -163,10 +163,10 @@ pub async fn create_organization(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The organization", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]
@@ -210,10 +210,10 @@ pub struct OrganizationChanges {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated organization", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::BodyErrors,
         crate::openapi::EveryRouteErrors,
     )
@@ -270,10 +270,10 @@ pub struct NewSource {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The source with its client secret (shown once)", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::BodyErrors,
         crate::openapi::EveryRouteErrors,
     )
@@ -308,10 +308,10 @@ pub async fn create_source(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The source", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]
@@ -357,10 +357,10 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated source", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::BodyErrors,
         crate::openapi::EveryRouteErrors,
     )
@@ -410,10 +410,10 @@ const DEFAULT_SECRET_OVERLAP_SECS: u32 = 24 * 60 * 60;
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The source, its new client_secret (shown once) and previous_secret_valid_until (RFC 3339, or null)", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::BodyErrors,
         crate::openapi::EveryRouteErrors,
     )
@@ -471,10 +471,10 @@ pub struct NewDestination {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The destination with its signing secret", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::BodyErrors,
         crate::openapi::EveryRouteErrors,
     )
@@ -510,10 +510,10 @@ pub async fn create_destination(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The destination", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]
@@ -555,10 +555,10 @@ pub struct DestinationChanges {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated destination", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::BodyErrors,
         crate::openapi::EveryRouteErrors,
     )
@@ -604,10 +604,10 @@ pub struct NewSubscription {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The subscription", body = serde_json::Value),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::BodyErrors,
         crate::openapi::EveryRouteErrors,
     )

@@ -28,10 +28,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::submission::Submission;
-use crate::error::{fhir_json, Api, ApiError};
+use crate::error::{fhir_json, Api, ApiError, OperationOutcome};
 use crate::AppState;
 
 /// The event type of a single resource: posting to `/fhir/R4/{type}` is FHIR's `create`.
@@ -290,19 +290,19 @@ pub fn parse(path_type: &str, headers: &HeaderMap, body: &[u8]) -> Result<Submis
     request_body(content = serde_json::Value, content_type = "application/fhir+json", description = "A FHIR resource whose resourceType is the path's, or a Bundle"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Written to Kafka with acks=all; empty issue list", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json",
+        (status = 200, description = "Written to Kafka with acks=all; empty issue list", body = crate::error::OperationOutcome, content_type = "application/fhir+json",
             headers(
                 ("Carrier-Message-Id" = String, description = "The message ID"),
                 ("Carrier-Log-Ids" = String, description = "One log ID per destination, comma-separated"),
             )),
-        (status = 400, description = "Malformed or missing required data", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 403, description = "Not allowed", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 405, description = "Method not allowed", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 409, description = "A request with the same Idempotency-Key is in progress (with Retry-After)", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 500, description = "Unknown internal error", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
-        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 400, description = "Malformed or missing required data", body = crate::error::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 403, description = "Not allowed", body = crate::error::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 405, description = "Method not allowed", body = crate::error::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 409, description = "A request with the same Idempotency-Key is in progress (with Retry-After)", body = crate::error::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 500, description = "Unknown internal error", body = crate::error::OperationOutcome, content_type = "application/fhir+json"),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::error::OperationOutcome, content_type = "application/fhir+json"),
         crate::openapi::FhirEveryRouteErrors,
     )
 )]
@@ -336,10 +336,7 @@ async fn accept(
         .iter()
         .map(|route| route.log_id.as_str())
         .collect();
-    let mut response = fhir_json(
-        StatusCode::OK,
-        &json!({ "resourceType": "OperationOutcome", "issue": [] }),
-    );
+    let mut response = fhir_json(StatusCode::OK, &OperationOutcome::success());
     super::accept::mark_replayed(&accepted, &mut response);
     let headers = response.headers_mut();
     for (name, value) in [

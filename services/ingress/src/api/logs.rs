@@ -53,8 +53,8 @@ pub(crate) fn log_json(row: &PgRow) -> Value {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The log with its attempts", body = serde_json::Value),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]
@@ -113,8 +113,8 @@ const SEARCH_LIMITS: Limits = Limits {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of matching logs, newest first (fields as GET /v1/logs/{id}, without attempts), and next_cursor (null on the last page)", body = serde_json::Value),
-        (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
+        (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]

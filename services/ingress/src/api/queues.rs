@@ -69,11 +69,11 @@ fn queue_request(id: &str) -> QueueRequest {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The queue state", body = serde_json::Value),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
-        (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
-        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
+        (status = 409, description = "Conflicts with the current state", body = crate::error::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]
@@ -124,11 +124,11 @@ async fn set_paused(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Paused", body = serde_json::Value),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
-        (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
-        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
+        (status = 409, description = "Conflicts with the current state", body = crate::error::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]
@@ -149,11 +149,11 @@ pub async fn pause(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Resumed", body = serde_json::Value),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
-        (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
-        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
+        (status = 409, description = "Conflicts with the current state", body = crate::error::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]
@@ -176,11 +176,11 @@ pub async fn resume(
     security(("bearer" = [])),
     responses(
         (status = 202, description = "The held head was cancelled", body = serde_json::Value),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 403, description = "Not allowed", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
-        (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
-        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 403, description = "Not allowed", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
+        (status = 409, description = "Conflicts with the current state", body = crate::error::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]

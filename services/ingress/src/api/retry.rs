@@ -59,10 +59,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
     security(("bearer" = [])),
     responses(
         (status = 202, description = "A new attempt is queued", body = serde_json::Value),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::openapi::DataModelError),
-        (status = 409, description = "Conflicts with the current state", body = crate::openapi::DataModelError),
-        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
+        (status = 409, description = "Conflicts with the current state", body = crate::error::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]
@@ -250,9 +250,9 @@ const BULK_LIMITS: Limits = Limits {
     security(("bearer" = [])),
     responses(
         (status = 202, description = "retried (count), log_ids (queued, oldest first), not_retried ([{log_id, error}]), next_cursor (more logs match: call again with it; null when done)", body = serde_json::Value),
-        (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::openapi::DataModelError),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::DataModelError),
-        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::openapi::DataModelError),
+        (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::error::DataModelError),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
+        (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
     )
 )]
