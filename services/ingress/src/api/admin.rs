@@ -9,14 +9,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use carrier_proto::config_v1 as pb;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::auth;
 use crate::error::ApiError;
 use crate::AppState;
 
-type Created = (StatusCode, Json<Value>);
+type Created<T> = (StatusCode, Json<T>);
 
 async fn operator_json<T: DeserializeOwned>(
     state: &AppState,
@@ -29,20 +30,40 @@ async fn operator_json<T: DeserializeOwned>(
         .map_err(|error| ApiError::bad_request(format!("Invalid request body: {error}")))
 }
 
-fn organization_json(organization: pb::Organization) -> Value {
-    json!({
-        "id": organization.id,
-        "name": organization.name,
-        "alert_emails": organization.alert_emails,
-        "slack_webhook_url": organization.slack_webhook_url,
-        "backlog_alert": backlog_json(organization.backlog_alert),
-        "created_at_ms": organization.created_at_ms,
-    })
+/// An organization, as every admin route answers it.
+#[derive(Serialize, ToSchema)]
+pub struct Organization {
+    id: String,
+    name: String,
+    /// Where its alerts are e-mailed.
+    alert_emails: Vec<String>,
+    /// The Slack-compatible webhook its alerts are posted to; `null` when none.
+    slack_webhook_url: Option<String>,
+    /// The default backlog-alert thresholds of its destinations.
+    backlog_alert: BacklogThresholds,
+    /// Milliseconds since the Unix epoch.
+    created_at_ms: i64,
+}
+
+impl From<pb::Organization> for Organization {
+    fn from(organization: pb::Organization) -> Self {
+        Self {
+            id: organization.id,
+            name: organization.name,
+            alert_emails: organization.alert_emails,
+            slack_webhook_url: organization.slack_webhook_url,
+            backlog_alert: organization.backlog_alert.unwrap_or_default().into(),
+            created_at_ms: organization.created_at_ms,
+        }
+    }
 }
 
 /// Backlog-alert thresholds (`null` fields inherit: a destination's from its organization, an
 /// organization's from the notifier's configuration; 0 turns a criterion off).
-#[derive(Deserialize, Default)]
+///
+/// The same shape in requests and answers (answers always carry both fields, `null` when
+/// inherited).
+#[derive(Deserialize, Serialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct BacklogThresholds {
     /// A held head older than this many seconds raises the alert.
@@ -60,22 +81,67 @@ impl From<BacklogThresholds> for pb::BacklogAlert {
     }
 }
 
-fn backlog_json(thresholds: Option<pb::BacklogAlert>) -> Value {
-    let thresholds = thresholds.unwrap_or_default();
-    json!({ "after_secs": thresholds.after_secs, "depth": thresholds.depth })
+impl From<pb::BacklogAlert> for BacklogThresholds {
+    fn from(alert: pb::BacklogAlert) -> Self {
+        BacklogThresholds {
+            after_secs: alert.after_secs,
+            depth: alert.depth,
+        }
+    }
 }
 
-fn source_json(source: pb::Source) -> Value {
-    json!({
-        "id": source.id,
-        "organization_id": source.organization_id,
-        "name": source.name,
-        "environment": source.environment,
-        "client_id": source.client_id,
-        "enabled": source.enabled,
-        "public_jwk": serde_json::from_str::<Value>(&source.public_jwk).unwrap_or(Value::Null),
-        "created_at_ms": source.created_at_ms,
-    })
+/// A source, as every admin route answers it (without its client secret).
+#[derive(Serialize, ToSchema)]
+pub struct Source {
+    id: String,
+    organization_id: String,
+    name: String,
+    environment: String,
+    /// The `client_id` of `POST /oauth/token`.
+    client_id: String,
+    /// A disabled source gets no tokens, and its tokens are refused.
+    enabled: bool,
+    /// The public key (JWK) of its `private_key_jwt` client assertions; `null` when none.
+    #[schema(value_type = Option<Object>)]
+    public_jwk: Option<Value>,
+    /// Milliseconds since the Unix epoch.
+    created_at_ms: i64,
+}
+
+impl From<pb::Source> for Source {
+    fn from(source: pb::Source) -> Self {
+        Self {
+            // The JSON text the router checked; empty when none is registered.
+            public_jwk: serde_json::from_str(&source.public_jwk).ok(),
+            id: source.id,
+            organization_id: source.organization_id,
+            name: source.name,
+            environment: source.environment,
+            client_id: source.client_id,
+            enabled: source.enabled,
+            created_at_ms: source.created_at_ms,
+        }
+    }
+}
+
+/// A new source with its client secret: the only time the secret is shown (only its hash is
+/// kept).
+#[derive(Serialize, ToSchema)]
+pub struct CreatedSource {
+    #[serde(flatten)]
+    source: Source,
+    client_secret: String,
+}
+
+/// A source with its new client secret (shown once).
+#[derive(Serialize, ToSchema)]
+pub struct RotatedSecret {
+    #[serde(flatten)]
+    source: Source,
+    client_secret: String,
+    /// Until when the replaced secret keeps working (RFC 3339); `null` when it stopped at once.
+    #[schema(format = DateTime)]
+    previous_secret_valid_until: Option<String>,
 }
 
 /// A JWK given in a request body, as the JSON text the router stores (`null` removes it).
@@ -89,21 +155,74 @@ fn jwk_text(jwk: Option<Value>) -> Option<String> {
     })
 }
 
-fn destination_json(destination: pb::Destination) -> Value {
-    json!({
-        "id": destination.id,
-        "organization_id": destination.organization_id,
-        "name": destination.name,
-        "url": destination.url,
-        "environment": destination.environment,
-        "verification_token": destination.verification_token,
-        "signing_secret": destination.signing_secret,
-        "timeout_ms": destination.timeout_ms,
-        "backlog_alert": backlog_json(destination.backlog_alert),
-        "paused_by_operator": destination.paused_by_operator,
-        "created_at_ms": destination.created_at_ms,
-        "updated_at_ms": destination.updated_at_ms,
-    })
+/// A destination, as every admin route answers it.
+#[derive(Serialize, ToSchema)]
+pub struct Destination {
+    id: String,
+    organization_id: String,
+    name: String,
+    url: String,
+    environment: String,
+    /// Sent to the receiver in the `verification-token` header.
+    verification_token: String,
+    /// The secret that signs its deliveries (Standard Webhooks `webhook-signature`).
+    signing_secret: String,
+    /// Per-attempt timeout.
+    timeout_ms: u32,
+    /// Its own backlog-alert thresholds (a `null` field inherits the organization's).
+    backlog_alert: BacklogThresholds,
+    /// Held by an operator (`POST /v1/destinations/{id}/pause`).
+    paused_by_operator: bool,
+    /// Milliseconds since the Unix epoch.
+    created_at_ms: i64,
+    /// Milliseconds since the Unix epoch.
+    updated_at_ms: i64,
+}
+
+impl From<pb::Destination> for Destination {
+    fn from(destination: pb::Destination) -> Self {
+        Self {
+            id: destination.id,
+            organization_id: destination.organization_id,
+            name: destination.name,
+            url: destination.url,
+            environment: destination.environment,
+            verification_token: destination.verification_token,
+            signing_secret: destination.signing_secret,
+            timeout_ms: destination.timeout_ms,
+            backlog_alert: destination.backlog_alert.unwrap_or_default().into(),
+            paused_by_operator: destination.paused_by_operator,
+            created_at_ms: destination.created_at_ms,
+            updated_at_ms: destination.updated_at_ms,
+        }
+    }
+}
+
+/// A subscription: `source_id`'s messages of `data_model` (and of `event_types`, when not
+/// empty) go to `destination_id`.
+#[derive(Serialize, ToSchema)]
+pub struct Subscription {
+    id: String,
+    source_id: String,
+    destination_id: String,
+    data_model: String,
+    /// Empty: every event type.
+    event_types: Vec<String>,
+    /// Milliseconds since the Unix epoch.
+    created_at_ms: i64,
+}
+
+impl From<pb::Subscription> for Subscription {
+    fn from(subscription: pb::Subscription) -> Self {
+        Self {
+            id: subscription.id,
+            source_id: subscription.source_id,
+            destination_id: subscription.destination_id,
+            data_model: subscription.data_model,
+            event_types: subscription.event_types,
+            created_at_ms: subscription.created_at_ms,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -126,7 +245,7 @@ pub struct NewOrganization {
     request_body(content = serde_json::Value, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The organization", body = serde_json::Value),
+        (status = 201, description = "The organization", body = Organization),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -139,7 +258,7 @@ pub async fn create_organization(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Created, ApiError> {
+) -> Result<Created<Organization>, ApiError> {
     let request: NewOrganization = operator_json(&state, &headers, body).await?;
     let organization = state
         .router
@@ -152,7 +271,7 @@ pub async fn create_organization(
         })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(organization_json(organization))))
+    Ok((StatusCode::CREATED, Json(organization.into())))
 }
 
 #[utoipa::path(
@@ -162,7 +281,7 @@ pub async fn create_organization(
     params(("id" = String, Path, description = "Organization ID")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The organization", body = serde_json::Value),
+        (status = 200, description = "The organization", body = Organization),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -174,7 +293,7 @@ pub async fn get_organization(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Organization>, ApiError> {
     auth::operator(&headers, state.config.admin_token.as_deref().expect("validated"))?;
     let organization = state
         .router
@@ -182,7 +301,7 @@ pub async fn get_organization(
         .get_organization(pb::GetByIdRequest { id })
         .await?
         .into_inner();
-    Ok(Json(organization_json(organization)))
+    Ok(Json(organization.into()))
 }
 
 #[derive(Deserialize)]
@@ -209,7 +328,7 @@ pub struct OrganizationChanges {
     request_body(content = serde_json::Value, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The updated organization", body = serde_json::Value),
+        (status = 200, description = "The updated organization", body = Organization),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -223,7 +342,7 @@ pub async fn update_organization(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Organization>, ApiError> {
     let changes: OrganizationChanges = operator_json(&state, &headers, body).await?;
     let slack_webhook_url = match changes.slack_webhook_url {
         None => None,
@@ -249,7 +368,7 @@ pub async fn update_organization(
         })
         .await?
         .into_inner();
-    Ok(Json(organization_json(organization)))
+    Ok(Json(organization.into()))
 }
 
 #[derive(Deserialize)]
@@ -269,7 +388,7 @@ pub struct NewSource {
     request_body(content = serde_json::Value, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The source with its client secret (shown once)", body = serde_json::Value),
+        (status = 201, description = "The source with its client secret (shown once)", body = CreatedSource),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -282,7 +401,7 @@ pub async fn create_source(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Created, ApiError> {
+) -> Result<Created<CreatedSource>, ApiError> {
     let request: NewSource = operator_json(&state, &headers, body).await?;
     let created = state
         .router
@@ -295,9 +414,13 @@ pub async fn create_source(
         })
         .await?
         .into_inner();
-    let mut body = source_json(created.source.unwrap_or_default());
-    body["client_secret"] = json!(created.client_secret);
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedSource {
+            source: created.source.unwrap_or_default().into(),
+            client_secret: created.client_secret,
+        }),
+    ))
 }
 
 #[utoipa::path(
@@ -307,7 +430,7 @@ pub async fn create_source(
     params(("id" = String, Path, description = "Source ID")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The source", body = serde_json::Value),
+        (status = 200, description = "The source", body = Source),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -319,7 +442,7 @@ pub async fn get_source(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Source>, ApiError> {
     auth::operator(&headers, state.config.admin_token.as_deref().expect("validated"))?;
     let source = state
         .router
@@ -327,7 +450,7 @@ pub async fn get_source(
         .get_source(pb::GetByIdRequest { id })
         .await?
         .into_inner();
-    Ok(Json(source_json(source)))
+    Ok(Json(source.into()))
 }
 
 #[derive(Deserialize)]
@@ -356,7 +479,7 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
     request_body(content = serde_json::Value, content_type = "application/json", description = "name, enabled, public_jwk (null removes it)"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The updated source", body = serde_json::Value),
+        (status = 200, description = "The updated source", body = Source),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -370,7 +493,7 @@ pub async fn update_source(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Source>, ApiError> {
     let changes: SourceChanges = operator_json(&state, &headers, body).await?;
     let source = state
         .router
@@ -384,7 +507,7 @@ pub async fn update_source(
         .await?
         .into_inner();
     state.tokens.disabled_sources().set(&source.id, !source.enabled);
-    Ok(Json(source_json(source)))
+    Ok(Json(source.into()))
 }
 
 #[derive(Deserialize, Default)]
@@ -409,7 +532,7 @@ const DEFAULT_SECRET_OVERLAP_SECS: u32 = 24 * 60 * 60;
     request_body(content = serde_json::Value, content_type = "application/json", description = "Optional: {\"overlap_secs\": 0 to 604800} (default 86400)"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The source, its new client_secret (shown once) and previous_secret_valid_until (RFC 3339, or null)", body = serde_json::Value),
+        (status = 200, description = "The source, its new client_secret (shown once) and previous_secret_valid_until (RFC 3339, or null)", body = RotatedSecret),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -423,7 +546,7 @@ pub async fn rotate_secret(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RotatedSecret>, ApiError> {
     auth::operator(&headers, state.config.admin_token.as_deref().expect("validated"))?;
     let body = super::body::read_body(body, 64 * 1024).await?;
     let rotation: SecretRotation = if body.iter().all(u8::is_ascii_whitespace) {
@@ -441,14 +564,16 @@ pub async fn rotate_secret(
         })
         .await?
         .into_inner();
-    let mut answer = source_json(rotated.source.unwrap_or_default());
-    answer["client_secret"] = json!(rotated.client_secret);
-    answer["previous_secret_valid_until"] = match rotated.previous_valid_until_ms {
-        0 => Value::Null,
-        until => json!(chrono::DateTime::from_timestamp_millis(until)
-            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))),
+    let previous_secret_valid_until = match rotated.previous_valid_until_ms {
+        0 => None,
+        until => chrono::DateTime::from_timestamp_millis(until)
+            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     };
-    Ok(Json(answer))
+    Ok(Json(RotatedSecret {
+        source: rotated.source.unwrap_or_default().into(),
+        client_secret: rotated.client_secret,
+        previous_secret_valid_until,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -470,7 +595,7 @@ pub struct NewDestination {
     request_body(content = serde_json::Value, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The destination with its signing secret", body = serde_json::Value),
+        (status = 201, description = "The destination with its signing secret", body = Destination),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -483,7 +608,7 @@ pub async fn create_destination(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Created, ApiError> {
+) -> Result<Created<Destination>, ApiError> {
     let request: NewDestination = operator_json(&state, &headers, body).await?;
     let destination = state
         .router
@@ -499,7 +624,7 @@ pub async fn create_destination(
         })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(destination_json(destination))))
+    Ok((StatusCode::CREATED, Json(destination.into())))
 }
 
 #[utoipa::path(
@@ -509,7 +634,7 @@ pub async fn create_destination(
     params(("id" = String, Path, description = "Destination ID")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The destination", body = serde_json::Value),
+        (status = 200, description = "The destination", body = Destination),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -521,7 +646,7 @@ pub async fn get_destination(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Destination>, ApiError> {
     auth::operator(&headers, state.config.admin_token.as_deref().expect("validated"))?;
     let destination = state
         .router
@@ -529,7 +654,7 @@ pub async fn get_destination(
         .get_destination(pb::GetByIdRequest { id })
         .await?
         .into_inner();
-    Ok(Json(destination_json(destination)))
+    Ok(Json(destination.into()))
 }
 
 #[derive(Deserialize)]
@@ -554,7 +679,7 @@ pub struct DestinationChanges {
     request_body(content = serde_json::Value, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The updated destination", body = serde_json::Value),
+        (status = 200, description = "The updated destination", body = Destination),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -568,7 +693,7 @@ pub async fn update_destination(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Destination>, ApiError> {
     let changes: DestinationChanges = operator_json(&state, &headers, body).await?;
     let destination = state
         .router
@@ -583,7 +708,7 @@ pub async fn update_destination(
         })
         .await?
         .into_inner();
-    Ok(Json(destination_json(destination)))
+    Ok(Json(destination.into()))
 }
 
 #[derive(Deserialize)]
@@ -603,7 +728,7 @@ pub struct NewSubscription {
     request_body(content = serde_json::Value, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The subscription", body = serde_json::Value),
+        (status = 201, description = "The subscription", body = Subscription),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -616,7 +741,7 @@ pub async fn create_subscription(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Created, ApiError> {
+) -> Result<Created<Subscription>, ApiError> {
     let request: NewSubscription = operator_json(&state, &headers, body).await?;
     let subscription = state
         .router
@@ -629,15 +754,5 @@ pub async fn create_subscription(
         })
         .await?
         .into_inner();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": subscription.id,
-            "source_id": subscription.source_id,
-            "destination_id": subscription.destination_id,
-            "data_model": subscription.data_model,
-            "event_types": subscription.event_types,
-            "created_at_ms": subscription.created_at_ms,
-        })),
-    ))
+    Ok((StatusCode::CREATED, Json(subscription.into())))
 }

@@ -13,7 +13,8 @@ use axum::Json;
 use carrier_store::sqlx::postgres::PgRow;
 use carrier_store::sqlx::{self, Row};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::log_access::{caller_scope, visible_log};
@@ -25,23 +26,94 @@ fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// A log's fields as every logs route answers them (without its attempts).
-pub(crate) fn log_json(row: &PgRow) -> Value {
-    json!({
-        "id": row.get::<Uuid, _>("id").to_string(),
-        "message_id": row.get::<Uuid, _>("message_id").to_string(),
-        "destination_id": row.get::<Uuid, _>("destination_id").to_string(),
-        "source_id": row.get::<Uuid, _>("source_id").to_string(),
-        "organization_id": row.get::<Uuid, _>("organization_id").to_string(),
-        "data_model": row.get::<String, _>("data_model"),
-        "event_type": row.get::<String, _>("event_type"),
-        "environment": row.get::<String, _>("environment"),
-        "test": row.get::<bool, _>("test"),
-        "status": row.get::<String, _>("status"),
-        "attempt_count": row.get::<i32, _>("attempts"),
-        "received_at": rfc3339(row.get("received_at")),
-        "updated_at": rfc3339(row.get("updated_at")),
-    })
+/// A log: one message's delivery to one destination, as every logs route answers it.
+#[derive(Serialize, ToSchema)]
+pub struct Log {
+    id: String,
+    message_id: String,
+    destination_id: String,
+    source_id: String,
+    organization_id: String,
+    data_model: String,
+    event_type: String,
+    environment: String,
+    test: bool,
+    /// `queued`, `delivered`, `failed` or `cancelled`.
+    #[schema(pattern = "^(queued|delivered|failed|cancelled)$")]
+    status: String,
+    attempt_count: i32,
+    #[schema(format = DateTime)]
+    received_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+impl Log {
+    fn of_row(row: &PgRow) -> Log {
+        Log {
+            id: row.get::<Uuid, _>("id").to_string(),
+            message_id: row.get::<Uuid, _>("message_id").to_string(),
+            destination_id: row.get::<Uuid, _>("destination_id").to_string(),
+            source_id: row.get::<Uuid, _>("source_id").to_string(),
+            organization_id: row.get::<Uuid, _>("organization_id").to_string(),
+            data_model: row.get("data_model"),
+            event_type: row.get("event_type"),
+            environment: row.get("environment"),
+            test: row.get("test"),
+            status: row.get("status"),
+            attempt_count: row.get("attempts"),
+            received_at: rfc3339(row.get("received_at")),
+            updated_at: rfc3339(row.get("updated_at")),
+        }
+    }
+}
+
+/// One log with its delivery attempts, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct LogWithAttempts {
+    #[serde(flatten)]
+    log: Log,
+    attempts: Vec<Attempt>,
+}
+
+/// One delivery attempt of a log.
+#[derive(Serialize, ToSchema)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    number: i32,
+    #[schema(format = DateTime)]
+    started_at: String,
+    duration_ms: i32,
+    /// `success` or `failure`.
+    #[schema(pattern = "^(success|failure)$")]
+    outcome: String,
+    /// The receiver's HTTP status; `null` when none came back.
+    status_code: Option<i32>,
+    error: Option<String>,
+    /// The start of the receiver's answer.
+    response_excerpt: Option<String>,
+}
+
+impl Attempt {
+    fn of_row(row: &PgRow) -> Attempt {
+        Attempt {
+            number: row.get("number"),
+            started_at: rfc3339(row.get("started_at")),
+            duration_ms: row.get("duration_ms"),
+            outcome: row.get("outcome"),
+            status_code: row.get("status_code"),
+            error: row.get("error"),
+            response_excerpt: row.get("response_excerpt"),
+        }
+    }
+}
+
+/// One page of a search, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct LogPage {
+    logs: Vec<Log>,
+    /// The `cursor` of the next page; `null` on the last page.
+    next_cursor: Option<String>,
 }
 
 #[utoipa::path(
@@ -52,7 +124,7 @@ pub(crate) fn log_json(row: &PgRow) -> Value {
     params(("id" = String, Path, description = "Log ID")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The log with its attempts", body = serde_json::Value),
+        (status = 200, description = "The log with its attempts", body = LogWithAttempts),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
@@ -62,29 +134,16 @@ pub async fn get_one(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogWithAttempts>, ApiError> {
     let (log_id, row) = visible_log(&state, &headers, &id).await?;
     let attempts = sqlx::query("SELECT * FROM attempts WHERE log_id = $1 ORDER BY number")
         .bind(log_id)
         .fetch_all(&state.log_store)
         .await?;
-    let attempts: Vec<Value> = attempts
-        .iter()
-        .map(|attempt| {
-            json!({
-                "number": attempt.get::<i32, _>("number"),
-                "started_at": rfc3339(attempt.get("started_at")),
-                "duration_ms": attempt.get::<i32, _>("duration_ms"),
-                "outcome": attempt.get::<String, _>("outcome"),
-                "status_code": attempt.get::<Option<i32>, _>("status_code"),
-                "error": attempt.get::<Option<String>, _>("error"),
-                "response_excerpt": attempt.get::<Option<String>, _>("response_excerpt"),
-            })
-        })
-        .collect();
-    let mut log = log_json(&row);
-    log["attempts"] = Value::Array(attempts);
-    Ok(Json(log))
+    Ok(Json(LogWithAttempts {
+        log: Log::of_row(&row),
+        attempts: attempts.iter().map(Attempt::of_row).collect(),
+    }))
 }
 
 /// Page sizes of `GET /v1/logs`.
@@ -112,7 +171,7 @@ const SEARCH_LIMITS: Limits = Limits {
     ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "One page of matching logs, newest first (fields as GET /v1/logs/{id}, without attempts), and next_cursor (null on the last page)", body = serde_json::Value),
+        (status = 200, description = "One page of matching logs, newest first, and next_cursor (null on the last page)", body = LogPage),
         (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         crate::openapi::EveryRouteErrors,
@@ -122,14 +181,14 @@ pub async fn search(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogPage>, ApiError> {
     let scope = caller_scope(&state, &headers)?;
     let filter = LogFilter::parse(query, Order::NewestFirst, SEARCH_LIMITS)?;
     let (rows, next) = filter
         .page(&state.log_store, scope.as_ref(), Order::NewestFirst)
         .await?;
-    Ok(Json(json!({
-        "logs": rows.iter().map(log_json).collect::<Vec<_>>(),
-        "next_cursor": next.map(|cursor| cursor.encode(Order::NewestFirst)),
-    })))
+    Ok(Json(LogPage {
+        logs: rows.iter().map(Log::of_row).collect(),
+        next_cursor: next.map(|cursor| cursor.encode(Order::NewestFirst)),
+    }))
 }

@@ -11,43 +11,75 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use carrier_proto::delivery_v1::{HeadRequest, QueueRequest, QueueState};
 use chrono::{DateTime, SecondsFormat};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth;
 use crate::error::ApiError;
 use crate::AppState;
 
-fn rfc3339(ms: i64) -> Value {
-    match DateTime::from_timestamp_millis(ms).filter(|_| ms > 0) {
-        Some(at) => json!(at.to_rfc3339_opts(SecondsFormat::Millis, true)),
-        None => Value::Null,
+fn rfc3339(ms: i64) -> Option<String> {
+    DateTime::from_timestamp_millis(ms)
+        .filter(|_| ms > 0)
+        .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+fn text(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// A destination's queue, as the delivery worker that owns it sees it.
+#[derive(Serialize, ToSchema)]
+pub struct Queue {
+    destination_id: String,
+    /// Held, by a failing head or by an operator.
+    paused: bool,
+    /// `failing` or `operator`; `null` when not paused.
+    paused_reason: Option<String>,
+    #[schema(format = DateTime)]
+    paused_since: Option<String>,
+    /// Messages waiting for the destination, the held head included.
+    depth: i64,
+    /// The held head; `null` when nothing is held.
+    head_log_id: Option<String>,
+    /// Attempts of the held head so far; `null` when nothing is held.
+    head_attempts: Option<u32>,
+    /// When the held head is attempted again; `null` when no retry is scheduled.
+    #[schema(format = DateTime)]
+    next_attempt_at: Option<String>,
+    last_error: Option<String>,
+    /// The partition of `carrier.deliveries` the destination's tasks are in.
+    partition: i32,
+    /// The worker that answered from its live lane; `null` when the answer comes from the
+    /// stored state.
+    owner_worker_id: Option<String>,
+}
+
+impl From<&QueueState> for Queue {
+    fn from(queue: &QueueState) -> Self {
+        let held = !queue.head_log_id.is_empty();
+        Queue {
+            destination_id: queue.destination_id.clone(),
+            paused: queue.paused,
+            paused_reason: text(&queue.paused_reason),
+            paused_since: rfc3339(queue.paused_since_ms),
+            depth: queue.depth,
+            head_log_id: text(&queue.head_log_id),
+            head_attempts: held.then_some(queue.head_attempts),
+            next_attempt_at: rfc3339(queue.next_attempt_at_ms),
+            last_error: text(&queue.last_error),
+            partition: queue.partition,
+            owner_worker_id: text(&queue.owner_worker_id),
+        }
     }
 }
 
-fn text(value: &str) -> Value {
-    if value.is_empty() {
-        Value::Null
-    } else {
-        json!(value)
-    }
-}
-
-/// The REST shape of a queue's state.
-pub(crate) fn queue_json(queue: &QueueState) -> Value {
-    let held = !queue.head_log_id.is_empty();
-    json!({
-        "destination_id": queue.destination_id,
-        "paused": queue.paused,
-        "paused_reason": text(&queue.paused_reason),
-        "paused_since": rfc3339(queue.paused_since_ms),
-        "depth": queue.depth,
-        "head_log_id": text(&queue.head_log_id),
-        "head_attempts": if held { json!(queue.head_attempts) } else { Value::Null },
-        "next_attempt_at": rfc3339(queue.next_attempt_at_ms),
-        "last_error": text(&queue.last_error),
-        "partition": queue.partition,
-        "owner_worker_id": text(&queue.owner_worker_id),
-    })
+/// The answer of `POST /v1/destinations/{id}/skip`.
+#[derive(Serialize, ToSchema)]
+pub struct Skipped {
+    destination_id: String,
+    /// The held head that was cancelled.
+    skipped_log_id: String,
 }
 
 fn admin_token(state: &AppState) -> &str {
@@ -68,7 +100,7 @@ fn queue_request(id: &str) -> QueueRequest {
     params(("id" = String, Path, description = "Destination ID")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The queue state", body = serde_json::Value),
+        (status = 200, description = "The queue state", body = Queue),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
@@ -81,10 +113,10 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Queue>, ApiError> {
     auth::operator(&headers, admin_token(&state))?;
     let queue = state.delivery_control.queue_state(&state.log_store, &id).await?;
-    Ok(Json(queue_json(&queue)))
+    Ok(Json(Queue::from(&queue)))
 }
 
 async fn set_paused(
@@ -92,7 +124,7 @@ async fn set_paused(
     headers: &HeaderMap,
     id: String,
     paused: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Queue>, ApiError> {
     auth::operator(headers, admin_token(state))?;
     let queue = state
         .delivery_control
@@ -112,7 +144,7 @@ async fn set_paused(
             },
         )
         .await?;
-    Ok(Json(queue_json(&queue)))
+    Ok(Json(Queue::from(&queue)))
 }
 
 #[utoipa::path(
@@ -123,7 +155,7 @@ async fn set_paused(
     params(("id" = String, Path, description = "Destination ID")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Paused", body = serde_json::Value),
+        (status = 200, description = "Paused: the queue state", body = Queue),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
@@ -136,7 +168,7 @@ pub async fn pause(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Queue>, ApiError> {
     set_paused(&state, &headers, id, true).await
 }
 
@@ -148,7 +180,7 @@ pub async fn pause(
     params(("id" = String, Path, description = "Destination ID")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Resumed", body = serde_json::Value),
+        (status = 200, description = "Resumed: the queue state", body = Queue),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
@@ -161,7 +193,7 @@ pub async fn resume(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Queue>, ApiError> {
     set_paused(&state, &headers, id, false).await
 }
 
@@ -175,7 +207,7 @@ pub async fn resume(
     params(("id" = String, Path, description = "Destination ID")),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "The held head was cancelled", body = serde_json::Value),
+        (status = 202, description = "The held head was cancelled", body = Skipped),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
@@ -188,7 +220,7 @@ pub async fn skip(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Skipped>), ApiError> {
     auth::operator(&headers, admin_token(&state))?;
     let reply = state
         .delivery_control
@@ -202,6 +234,9 @@ pub async fn skip(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "destination_id": id, "skipped_log_id": reply.log_id })),
+        Json(Skipped {
+            destination_id: id,
+            skipped_log_id: reply.log_id,
+        }),
     ))
 }

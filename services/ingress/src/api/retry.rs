@@ -39,13 +39,45 @@ use carrier_proto::ErrorKind;
 use carrier_store::sqlx::postgres::PgRow;
 use carrier_store::sqlx::Row;
 use prost::Message;
-use serde_json::{json, Value};
+use serde::Serialize;
 use tracing::Instrument as _;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::log_search::{Limits, LogFilter, Order};
 use crate::error::ApiError;
 use crate::AppState;
+
+/// The answer of `POST /v1/logs/{id}/retry`.
+#[derive(Serialize, ToSchema)]
+pub struct Retried {
+    log_id: String,
+    /// The new attempt's task: absent when the log is its queue's held head, attempted now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_id: Option<String>,
+    /// The log was its queue's held head: the delivery worker attempts it now instead of
+    /// queueing a new task.
+    attempting_now: bool,
+}
+
+/// The answer of `POST /v1/logs/retry`.
+#[derive(Serialize, ToSchema)]
+pub struct BulkRetried {
+    /// How many logs were queued again (the length of `log_ids`).
+    retried: usize,
+    /// The logs queued again, oldest first.
+    log_ids: Vec<String>,
+    /// Logs this request could not retry, and why.
+    not_retried: Vec<NotRetried>,
+    /// More logs match: call again with this `cursor` to continue; `null` when done.
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NotRetried {
+    log_id: String,
+    error: String,
+}
 
 /// How long a retry waits for its message to be read back from `carrier.deliveries`.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,7 +90,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
     params(("id" = String, Path, description = "Log ID")),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "A new attempt is queued", body = serde_json::Value),
+        (status = 202, description = "A new attempt is queued", body = Retried),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
         (status = 409, description = "Conflicts with the current state", body = crate::error::DataModelError),
@@ -70,7 +102,7 @@ pub async fn retry(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Retried>), ApiError> {
     let (log_id, row) = super::log_access::visible_log(&state, &headers, &id).await?;
     let destination_id: Uuid = row.get("destination_id");
 
@@ -92,7 +124,11 @@ pub async fn retry(
             .await?;
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({ "log_id": id, "attempting_now": true })),
+            Json(Retried {
+                log_id: id,
+                retry_id: None,
+                attempting_now: true,
+            }),
         ));
     }
 
@@ -101,7 +137,11 @@ pub async fn retry(
     tracing::info!(%log_id, retry_id, "manual retry queued");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "log_id": id, "retry_id": retry_id, "attempting_now": false })),
+        Json(Retried {
+            log_id: id,
+            retry_id: Some(retry_id),
+            attempting_now: false,
+        }),
     ))
 }
 
@@ -249,7 +289,7 @@ const BULK_LIMITS: Limits = Limits {
     ),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "retried (count), log_ids (queued, oldest first), not_retried ([{log_id, error}]), next_cursor (more logs match: call again with it; null when done)", body = serde_json::Value),
+        (status = 202, description = "What was retried, what could not be, and where to continue", body = BulkRetried),
         (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 502, description = "The queue rejected or dropped the write, or a peer is unreachable", body = crate::error::DataModelError),
@@ -260,7 +300,7 @@ pub async fn retry_matching(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<BulkRetried>), ApiError> {
     let scope = super::log_access::caller_scope(&state, &headers)?;
     let _slot = state.gate.retry_slot()?;
     let budget = Duration::from_millis(state.gate.limits().bulk_retry_budget_ms);
@@ -299,13 +339,19 @@ pub async fn retry_matching(
                         ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Internal
                     ) =>
                 {
-                    not_retried.push(json!({ "log_id": log_id.to_string(), "error": error.text }));
+                    not_retried.push(NotRetried {
+                        log_id: log_id.to_string(),
+                        error: error.text,
+                    });
                 }
                 // The queue is failing: stop here, and let the caller continue from this log.
                 Err(error) if retried.is_empty() && not_retried.is_empty() => return Err(error),
                 Err(error) => {
                     tracing::warn!(error = %error.text, %log_id, "bulk retry stopped by a queue failure");
-                    not_retried.push(json!({ "log_id": log_id.to_string(), "error": error.text }));
+                    not_retried.push(NotRetried {
+                        log_id: log_id.to_string(),
+                        error: error.text,
+                    });
                     next = (index > 0).then(|| super::log_search::Cursor::of_row(&rows[index - 1]));
                     break;
                 }
@@ -320,11 +366,11 @@ pub async fn retry_matching(
     );
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "retried": retried.len(),
-            "log_ids": retried,
-            "not_retried": not_retried,
-            "next_cursor": next.map(|cursor| cursor.encode(Order::OldestFirst)),
-        })),
+        Json(BulkRetried {
+            retried: retried.len(),
+            log_ids: retried,
+            not_retried,
+            next_cursor: next.map(|cursor| cursor.encode(Order::OldestFirst)),
+        }),
     ))
 }

@@ -218,6 +218,30 @@ mod tests {
         );
     }
 
+    /// Every success answer names a schema (a `$ref` to a type a handler serializes), not a
+    /// free-form `{}`; only `/openapi.json`, the document itself, is any JSON.
+    #[test]
+    fn every_success_answer_has_a_typed_schema() {
+        let document = parsed();
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                for (status, response) in operation["responses"].as_object().expect("responses") {
+                    if !status.starts_with('2') || path == "/openapi.json" {
+                        continue;
+                    }
+                    let content = response["content"].as_object().expect("a body");
+                    for (content_type, media) in content {
+                        assert!(
+                            media["schema"]["$ref"].is_string(),
+                            "{method} {path} {status} {content_type}: {}",
+                            media["schema"]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Every schema a `$ref` names is in the document's components.
     #[test]
     fn every_schema_reference_resolves() {
