@@ -137,45 +137,6 @@ pub struct DestinationRef {
     id: String,
 }
 
-/// The answer once the broker acknowledged the message (acks=all).
-#[derive(Serialize, ToSchema)]
-pub struct DataModelAccepted {
-    #[serde(rename = "Meta")]
-    meta: DataModelAcceptedMeta,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DataModelAcceptedMeta {
-    #[serde(rename = "DataModel")]
-    data_model: String,
-    #[serde(rename = "EventType")]
-    event_type: String,
-    #[serde(rename = "Test")]
-    test: bool,
-    #[serde(rename = "Message")]
-    message: MessageRef,
-    /// One log per destination.
-    #[serde(rename = "Logs")]
-    logs: Vec<LogRef>,
-    /// Always empty on success.
-    #[serde(rename = "Errors")]
-    errors: Vec<ErrorText>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct MessageRef {
-    #[serde(rename = "ID")]
-    id: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LogRef {
-    #[serde(rename = "ID")]
-    id: String,
-    #[serde(rename = "DestinationID")]
-    destination_id: String,
-}
-
 /// Client-credentials grant, as a form (`application/x-www-form-urlencoded`) or JSON.
 #[derive(Serialize, ToSchema)]
 pub struct TokenRequest {
@@ -184,13 +145,4 @@ pub struct TokenRequest {
     grant_type: String,
     client_id: String,
     client_secret: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenResponse {
-    access_token: String,
-    /// `Bearer`.
-    token_type: String,
-    /// Seconds.
-    expires_in: u64,
 }

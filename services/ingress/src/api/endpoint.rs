@@ -12,11 +12,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::submission::Submission;
-use crate::error::{Api, ApiError};
+use crate::error::{Api, ApiError, ErrorText};
 use crate::AppState;
 
 /// The fields of a Data Model API request that Carrier reads (`Meta.DataModel`,
@@ -100,6 +101,45 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
     })
 }
 
+/// The answer once the broker acknowledged the message (acks=all).
+#[derive(Serialize, ToSchema)]
+pub struct DataModelAccepted {
+    #[serde(rename = "Meta")]
+    meta: DataModelAcceptedMeta,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DataModelAcceptedMeta {
+    #[serde(rename = "DataModel")]
+    data_model: String,
+    #[serde(rename = "EventType")]
+    event_type: String,
+    #[serde(rename = "Test")]
+    test: bool,
+    #[serde(rename = "Message")]
+    message: MessageRef,
+    /// One log per destination.
+    #[serde(rename = "Logs")]
+    logs: Vec<LogRef>,
+    /// Always empty on success.
+    #[serde(rename = "Errors")]
+    errors: Vec<ErrorText>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessageRef {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LogRef {
+    #[serde(rename = "ID")]
+    id: String,
+    #[serde(rename = "DestinationID")]
+    destination_id: String,
+}
+
 #[utoipa::path(
     post,
     path = "/endpoint",
@@ -111,7 +151,7 @@ pub fn parse_meta(body: &[u8]) -> Result<Meta, ApiError> {
     request_body(content = crate::openapi::DataModelMessage, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Written to Kafka with acks=all", body = crate::openapi::DataModelAccepted),
+        (status = 200, description = "Written to Kafka with acks=all", body = DataModelAccepted),
         (status = 400, description = "Malformed or missing required data", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
@@ -139,21 +179,26 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     let (source_id, body) = super::accept::authenticated_body(state, headers, body).await?;
     let meta = parse_meta(&body)?;
     let accepted = super::accept::submit(state, headers, &source_id, &meta, body).await?;
-    let logs: Vec<Value> = accepted
+    let logs = accepted
         .routes
         .iter()
-        .map(|route| json!({ "ID": route.log_id, "DestinationID": route.destination_id }))
+        .map(|route| LogRef {
+            id: route.log_id.clone(),
+            destination_id: route.destination_id.clone(),
+        })
         .collect();
-    let mut response = Json(json!({
-        "Meta": {
-            "DataModel": meta.data_model,
-            "EventType": meta.event_type,
-            "Test": meta.test,
-            "Message": { "ID": accepted.message_id },
-            "Logs": logs,
-            "Errors": [],
-        }
-    }))
+    let mut response = Json(DataModelAccepted {
+        meta: DataModelAcceptedMeta {
+            data_model: meta.data_model,
+            event_type: meta.event_type,
+            test: meta.test,
+            message: MessageRef {
+                id: accepted.message_id.clone(),
+            },
+            logs,
+            errors: Vec::new(),
+        },
+    })
     .into_response();
     super::accept::mark_replayed(&accepted, &mut response);
     Ok(response)

@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use carrier_proto::config_v1::AuthenticateRequest;
 use carrier_proto::ErrorKind;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::auth;
 use crate::error::ApiError;
@@ -94,6 +96,16 @@ fn form_urlencoded(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// An access token (RFC 6749 §5.1).
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    access_token: String,
+    /// `Bearer`.
+    token_type: String,
+    /// Seconds.
+    expires_in: u64,
+}
+
 #[utoipa::path(
     post,
     path = "/oauth/token",
@@ -101,7 +113,7 @@ fn form_urlencoded(text: &str) -> HashMap<String, String> {
     tag = "OAuth",
     request_body(content = crate::openapi::TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "A short-lived access token", body = crate::openapi::TokenResponse),
+        (status = 200, description = "A short-lived access token", body = TokenResponse),
         (status = 400, description = "Missing or unsupported parameters (RFC 6749 error plus Meta.Errors)"),
         (status = 401, description = "Unknown client, wrong secret or disabled source"),
         crate::openapi::BodyErrors,
@@ -212,11 +224,11 @@ pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
                     (axum::http::header::CACHE_CONTROL, "no-store"),
                     (axum::http::header::PRAGMA, "no-cache"),
                 ],
-                Json(json!({
-                    "access_token": access_token,
-                    "token_type": "Bearer",
-                    "expires_in": state.tokens.ttl_secs(),
-                })),
+                Json(TokenResponse {
+                    access_token,
+                    token_type: "Bearer".into(),
+                    expires_in: state.tokens.ttl_secs(),
+                }),
             )
                 .into_response()
         }
