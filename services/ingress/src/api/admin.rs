@@ -225,7 +225,7 @@ impl From<pb::Subscription> for Subscription {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrganization {
     name: String,
@@ -242,7 +242,7 @@ pub struct NewOrganization {
     post,
     path = "/v1/organizations",
     tag = "Admin",
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body(content = NewOrganization, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The organization", body = Organization),
@@ -304,7 +304,7 @@ pub async fn get_organization(
     Ok(Json(organization.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrganizationChanges {
     name: Option<String>,
@@ -312,6 +312,7 @@ pub struct OrganizationChanges {
     alert_emails: Option<Vec<String>>,
     /// Replaces the Slack-compatible webhook URL; `null` removes it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     slack_webhook_url: Option<Value>,
     /// Replaces both thresholds (a field left out or `null` inherits again).
     backlog_alert: Option<BacklogThresholds>,
@@ -325,7 +326,7 @@ pub struct OrganizationChanges {
     path = "/v1/organizations/{id}",
     tag = "Admin",
     params(("id" = String, Path, description = "Organization ID")),
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body(content = OrganizationChanges, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated organization", body = Organization),
@@ -371,13 +372,14 @@ pub async fn update_organization(
     Ok(Json(organization.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSource {
     organization_id: String,
     name: String,
     environment: String,
     /// The public key (JWK) of `private_key_jwt` client assertions.
+    #[schema(value_type = Option<Object>)]
     public_jwk: Option<Value>,
 }
 
@@ -385,7 +387,7 @@ pub struct NewSource {
     post,
     path = "/v1/sources",
     tag = "Admin",
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body(content = NewSource, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The source with its client secret (shown once)", body = CreatedSource),
@@ -453,13 +455,14 @@ pub async fn get_source(
     Ok(Json(source.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceChanges {
     name: Option<String>,
     enabled: Option<bool>,
     /// A public JWK to register for client assertions; `null` removes it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
     public_jwk: Option<Value>,
 }
 
@@ -476,7 +479,7 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
     path = "/v1/sources/{id}",
     tag = "Admin",
     params(("id" = String, Path, description = "Source ID")),
-    request_body(content = serde_json::Value, content_type = "application/json", description = "name, enabled, public_jwk (null removes it)"),
+    request_body(content = SourceChanges, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated source", body = Source),
@@ -510,10 +513,12 @@ pub async fn update_source(
     Ok(Json(source.into()))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRotation {
     /// How long the replaced secret keeps working, at most 604800 (7 days); 0 ends it now.
+    /// Default 86400.
+    #[schema(maximum = 604800)]
     overlap_secs: Option<u32>,
 }
 
@@ -529,7 +534,7 @@ const DEFAULT_SECRET_OVERLAP_SECS: u32 = 24 * 60 * 60;
     operation_id = "rotate_client_secret",
     tag = "Admin",
     params(("id" = String, Path, description = "Source ID")),
-    request_body(content = serde_json::Value, content_type = "application/json", description = "Optional: {\"overlap_secs\": 0 to 604800} (default 86400)"),
+    request_body(content = SecretRotation, content_type = "application/json", description = "Optional: an empty body takes the default overlap"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The source, its new client_secret (shown once) and previous_secret_valid_until (RFC 3339, or null)", body = RotatedSecret),
@@ -576,7 +581,7 @@ pub async fn rotate_secret(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDestination {
     organization_id: String,
@@ -592,7 +597,7 @@ pub struct NewDestination {
     post,
     path = "/v1/destinations",
     tag = "Admin",
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body(content = NewDestination, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The destination with its signing secret", body = Destination),
@@ -657,7 +662,7 @@ pub async fn get_destination(
     Ok(Json(destination.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationChanges {
     name: Option<String>,
@@ -676,7 +681,7 @@ pub struct DestinationChanges {
     path = "/v1/destinations/{id}",
     tag = "Admin",
     params(("id" = String, Path, description = "Destination ID")),
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body(content = DestinationChanges, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated destination", body = Destination),
@@ -711,7 +716,7 @@ pub async fn update_destination(
     Ok(Json(destination.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSubscription {
     source_id: String,
@@ -725,7 +730,7 @@ pub struct NewSubscription {
     post,
     path = "/v1/subscriptions",
     tag = "Admin",
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body(content = NewSubscription, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The subscription", body = Subscription),
