@@ -761,3 +761,65 @@ pub async fn create_subscription(
         .into_inner();
     Ok((StatusCode::CREATED, Json(subscription.into())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::router::assert_matches_schema;
+
+    fn source(public_jwk: &str) -> pb::Source {
+        pb::Source {
+            id: "s1".into(),
+            organization_id: "o1".into(),
+            name: "Clinic".into(),
+            environment: "production".into(),
+            client_id: "c1".into(),
+            enabled: true,
+            created_at_ms: 1,
+            public_jwk: public_jwk.into(),
+        }
+    }
+
+    /// What the admin routes send is what the document says they send.
+    #[test]
+    fn every_admin_answer_matches_its_documented_schema() {
+        let organization = pb::Organization {
+            slack_webhook_url: Some("https://hooks.example/x".into()),
+            alert_emails: vec!["ops@example.org".into()],
+            backlog_alert: Some(pb::BacklogAlert {
+                after_secs: Some(60),
+                depth: None,
+            }),
+            ..Default::default()
+        };
+        assert_matches_schema("Organization", &Organization::from(organization));
+        assert_matches_schema("Organization", &Organization::from(pb::Organization::default()));
+        for jwk in ["", r#"{"kty":"OKP","crv":"Ed25519","x":"abc"}"#] {
+            assert_matches_schema("Source", &Source::from(source(jwk)));
+            let created = CreatedSource {
+                source: source(jwk).into(),
+                client_secret: "secret".into(),
+            };
+            assert_matches_schema("CreatedSource", &created);
+        }
+        for valid_until in [None, Some("2026-12-05T10:00:00Z".to_string())] {
+            let rotated = RotatedSecret {
+                source: source("").into(),
+                client_secret: "secret".into(),
+                previous_secret_valid_until: valid_until,
+            };
+            assert_matches_schema("RotatedSecret", &rotated);
+        }
+        let destination = pb::Destination {
+            timeout_ms: 5_000,
+            paused_by_operator: true,
+            ..Default::default()
+        };
+        assert_matches_schema("Destination", &Destination::from(destination));
+        let subscription = pb::Subscription {
+            event_types: vec!["Arrival".into()],
+            ..Default::default()
+        };
+        assert_matches_schema("Subscription", &Subscription::from(subscription));
+    }
+}

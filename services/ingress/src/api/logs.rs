@@ -192,3 +192,60 @@ pub async fn search(
         next_cursor: next.map(|cursor| cursor.encode(Order::NewestFirst)),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::router::assert_matches_schema;
+
+    fn log() -> Log {
+        Log {
+            id: Uuid::now_v7().to_string(),
+            message_id: Uuid::now_v7().to_string(),
+            destination_id: Uuid::now_v7().to_string(),
+            source_id: Uuid::now_v7().to_string(),
+            organization_id: Uuid::now_v7().to_string(),
+            data_model: "Results".into(),
+            event_type: "New".into(),
+            environment: "production".into(),
+            test: false,
+            status: "failed".into(),
+            attempt_count: 2,
+            received_at: rfc3339(Utc::now()),
+            updated_at: rfc3339(Utc::now()),
+        }
+    }
+
+    /// What the logs routes send is what the document says they send.
+    #[test]
+    fn every_logs_answer_matches_its_documented_schema() {
+        let attempts = vec![
+            Attempt {
+                number: 1,
+                started_at: rfc3339(Utc::now()),
+                duration_ms: 12,
+                outcome: "failure".into(),
+                status_code: None,
+                error: Some("connection refused".into()),
+                response_excerpt: None,
+            },
+            Attempt {
+                number: 2,
+                started_at: rfc3339(Utc::now()),
+                duration_ms: 30,
+                outcome: "success".into(),
+                status_code: Some(200),
+                error: None,
+                response_excerpt: Some("ok".into()),
+            },
+        ];
+        assert_matches_schema("LogWithAttempts", &LogWithAttempts { log: log(), attempts });
+        for next_cursor in [None, Some("bjE3.x".to_string())] {
+            let page = LogPage {
+                logs: vec![log(), log()],
+                next_cursor,
+            };
+            assert_matches_schema("LogPage", &page);
+        }
+    }
+}

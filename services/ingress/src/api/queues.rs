@@ -240,3 +240,36 @@ pub async fn skip(
         }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::router::assert_matches_schema;
+
+    /// What the queue routes send is what the document says they send: a queue that holds
+    /// nothing (its nulls) and one held at a failing head.
+    #[test]
+    fn every_queue_answer_matches_its_documented_schema() {
+        assert_matches_schema("Queue", &Queue::from(&QueueState::default()));
+        let held = QueueState {
+            destination_id: "d1".into(),
+            paused: true,
+            paused_reason: "failing".into(),
+            paused_since_ms: 1_764_000_000_000,
+            depth: 3,
+            head_log_id: "l1".into(),
+            head_attempts: 4,
+            next_attempt_at_ms: 1_764_000_060_000,
+            last_error: "HTTP 500".into(),
+            partition: 2,
+            owner_worker_id: "w1".into(),
+            ..Default::default()
+        };
+        assert_matches_schema("Queue", &Queue::from(&held));
+        let skipped = Skipped {
+            destination_id: "d1".into(),
+            skipped_log_id: "l1".into(),
+        };
+        assert_matches_schema("Skipped", &skipped);
+    }
+}

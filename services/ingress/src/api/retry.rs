@@ -374,3 +374,32 @@ pub async fn retry_matching(
         }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::router::assert_matches_schema;
+
+    /// What the retry routes send is what the document says they send.
+    #[test]
+    fn every_retry_answer_matches_its_documented_schema() {
+        for (retry_id, attempting_now) in [(None, true), (Some("r1".to_string()), false)] {
+            let retried = Retried {
+                log_id: "l1".into(),
+                retry_id,
+                attempting_now,
+            };
+            assert_matches_schema("Retried", &retried);
+        }
+        let bulk = BulkRetried {
+            retried: 1,
+            log_ids: vec!["l1".into()],
+            not_retried: vec![NotRetried {
+                log_id: "l2".into(),
+                error: "Log l2 has not been attempted yet".into(),
+            }],
+            next_cursor: None,
+        };
+        assert_matches_schema("BulkRetried", &bulk);
+    }
+}

@@ -138,6 +138,116 @@ async fn method_not_allowed(request: Request) -> ApiError {
     .for_api(Api::of_path(path))
 }
 
+/// Checks in unit tests that a value a handler serializes matches the schema the document gives
+/// it: the types, the required and the allowed fields, through `$ref`, `allOf` and the
+/// `oneOf [null, ...]` of optional references (what utoipa generates for ingress's types).
+#[cfg(test)]
+pub(crate) fn assert_matches_schema(schema_name: &str, value: &impl serde::Serialize) {
+    use serde_json::Value;
+    fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
+        match schema["$ref"].as_str() {
+            Some(target) => {
+                let name = target.trim_start_matches("#/components/schemas/");
+                resolve(document, &document["components"]["schemas"][name])
+            }
+            None => schema,
+        }
+    }
+    fn type_of(value: &Value) -> &'static str {
+        match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(number) if number.is_f64() => "number",
+            Value::Number(_) => "integer",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+    /// Checks `value` against `schema`, adding the object fields it documents to `known` (an
+    /// `allOf`'s parts each document some).
+    fn check(document: &Value, schema: &Value, value: &Value, at: &str, known: &mut Vec<String>) {
+        let schema = resolve(document, schema);
+        if let Some(parts) = schema["allOf"].as_array() {
+            let mut fields = Vec::new();
+            for part in parts {
+                check(document, part, value, at, &mut fields);
+            }
+            known.extend(fields);
+            return;
+        }
+        if let Some(choices) = schema["oneOf"].as_array() {
+            let matching = choices.iter().filter(|choice| {
+                let choice = resolve(document, choice);
+                choice["type"] == "null" && value.is_null() || choice["type"] != "null" && !value.is_null()
+            });
+            for choice in matching {
+                check(document, choice, value, at, known);
+            }
+            return;
+        }
+        let allowed: Vec<&str> = match &schema["type"] {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            _ => return, // any JSON
+        };
+        let actual = type_of(value);
+        assert!(
+            allowed.contains(&actual) || actual == "integer" && allowed.contains(&"number"),
+            "{at}: a {actual} where the schema allows {allowed:?}: {value}"
+        );
+        match value {
+            Value::Object(object) => {
+                if schema["properties"].is_null() && schema["additionalProperties"] != Value::Bool(false) {
+                    known.extend(object.keys().cloned()); // a free-form object (a JWK)
+                    return;
+                }
+                let properties = schema["properties"].as_object().cloned().unwrap_or_default();
+                for required in schema["required"].as_array().into_iter().flatten() {
+                    let required = required.as_str().unwrap_or_default();
+                    assert!(
+                        object.contains_key(required),
+                        "{at}: {required} is required: {value}"
+                    );
+                }
+                for (name, field) in object {
+                    if let Some(field_schema) = properties.get(name) {
+                        check_closed(document, field_schema, field, &format!("{at}.{name}"));
+                        known.push(name.clone());
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    check_closed(document, &schema["items"], item, &format!("{at}[{index}]"));
+                }
+            }
+            _ => {}
+        }
+    }
+    /// [`check`], and every field of an object is one the schema (all its parts) documents.
+    fn check_closed(document: &Value, schema: &Value, value: &Value, at: &str) {
+        let mut known = Vec::new();
+        check(document, schema, value, at, &mut known);
+        for name in value
+            .as_object()
+            .map(|object| object.keys())
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                known.contains(name),
+                "{at}.{name} is sent but not documented: {value}"
+            );
+        }
+    }
+    let document: Value = serde_json::from_str(document()).expect("the document is JSON");
+    let value = serde_json::to_value(value).expect("the value serializes");
+    let schema = &document["components"]["schemas"][schema_name];
+    assert!(schema.is_object(), "no schema {schema_name}");
+    check_closed(&document, schema, &value, schema_name);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +350,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The schema check fails on what a handler must not send: a field of the wrong type, one
+    /// the schema does not document, a required one missing.
+    #[test]
+    #[should_panic(expected = "ErrorText.Text: a integer where the schema allows")]
+    fn the_schema_check_refuses_a_field_of_the_wrong_type() {
+        assert_matches_schema("ErrorText", &serde_json::json!({ "Text": 7 }));
+    }
+
+    #[test]
+    #[should_panic(expected = "ErrorText.Code is sent but not documented")]
+    fn the_schema_check_refuses_an_undocumented_field() {
+        assert_matches_schema("ErrorText", &serde_json::json!({ "Text": "x", "Code": "y" }));
+    }
+
+    #[test]
+    #[should_panic(expected = "DataModelError: Meta is required")]
+    fn the_schema_check_refuses_a_missing_required_field() {
+        assert_matches_schema("DataModelError", &serde_json::json!({}));
     }
 
     /// Every schema a `$ref` names is in the document's components.
