@@ -7,6 +7,7 @@
 //   SOURCE_A_ID/SECRET     a source of organization A (which sent LOG_ID's message)
 //   SOURCE_B_ID/SECRET     a source of organization B
 //   LOG_ID, DESTINATION_ID the delivered log and its destination (organization A)
+//   HELD_DESTINATION_ID    a destination of A whose receiver answers 500, held at HELD_LOG_ID
 //   CHROMIUM, PLAYWRIGHT_DIR, SCREENSHOT_DIR
 //
 // Each step says what it checks; the first failure ends the run with a screenshot beside the
@@ -162,6 +163,47 @@ try {
     await page.getByRole("status").filter({ hasText: "Retried 1 log; 0 not retried." }).waitFor();
   });
 
+  await step("a held destination is highlighted with why and its last error", async () => {
+    await page.goto(`${url}#/destinations/${env("HELD_DESTINATION_ID")}`);
+    const queue = page.locator(".queue.held");
+    await queue.getByRole("heading", { name: "Held: its head is failing" }).waitFor();
+    await queue.getByText(env("HELD_LOG_ID")).waitFor();
+    const lastError = await queue.locator(".error-text").textContent();
+    check(lastError.includes("500"), `the last error says what the receiver answered: ${lastError}`);
+    await page.screenshot({ path: path.join(screenshots, "destination-held.png"), fullPage: true });
+  });
+
+  await step("pause, skip (the confirmation names the log) and resume", async () => {
+    const dialog = page.getByRole("dialog");
+    await page.getByRole("button", { name: "Pause…" }).click();
+    await dialog.getByRole("button", { name: "Pause" }).click();
+    await page.getByRole("heading", { name: "Held: paused by an operator" }).waitFor();
+    await page.getByRole("button", { name: "Skip the head…" }).click();
+    const question = await dialog.textContent();
+    check(question.includes(`Skip log ${env("HELD_LOG_ID")}?`), `the confirmation names the log: ${question}`);
+    await dialog.getByRole("button", { name: "Skip it" }).click();
+    await page.getByRole("status").filter({ hasText: `Log ${env("HELD_LOG_ID")} was cancelled.` }).waitFor();
+    await page.getByRole("button", { name: "Resume…" }).click();
+    await dialog.getByRole("button", { name: "Resume" }).click();
+    await page.getByRole("heading", { name: "Delivering" }).waitFor();
+    await page.goto(`${url}#/logs/${env("HELD_LOG_ID")}`);
+    await page.locator("dl.summary .badge").filter({ hasText: "cancelled" }).waitFor();
+  });
+
+  await step("an edit the API refuses shows its text beside the field", async () => {
+    await page.goto(`${url}#/destinations/${env("HELD_DESTINATION_ID")}`);
+    await page.getByLabel("Verification token").fill("two words");
+    await page.getByRole("button", { name: "Save" }).click();
+    const beside = page.locator("#field-verification_token-error");
+    await beside.waitFor();
+    check((await beside.textContent()).startsWith("verification_token must be"), "the API's text is beside the field");
+    await page.getByLabel("Timeout (ms)").fill("7000");
+    await page.getByLabel("Verification token").fill("a-new-token");
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.getByRole("status").filter({ hasText: "Saved." }).waitFor();
+    await page.screenshot({ path: path.join(screenshots, "destination.png"), fullPage: true });
+  });
+
   await step("the layout works in a narrow window", async () => {
     await page.setViewportSize({ width: 400, height: 800 });
     await page.goto(`${url}#/logs`);
@@ -181,6 +223,10 @@ try {
     await signInAsSource(env("SOURCE_A_ID"), env("SOURCE_A_SECRET"));
     await page.locator(`a[data-log="${logId}"]`).waitFor();
     check((await page.getByLabel("Organization ID").count()) === 0, "a source is not offered an organization filter");
+    // The queue routes take the operator token: a source sees the API's refusal.
+    await page.goto(`${url}#/destinations/${destinationId}`);
+    await page.getByRole("alert").first().waitFor();
+    await page.goto(`${url}#/logs`);
     await signOut();
   });
 

@@ -2,6 +2,7 @@
 // so every page has an address while the server serves one document).
 
 import { current, onSessionChange, signInOperator, signInSource, signOut, takeSignOutReason } from "./api.js";
+import { destinationPage, lookupPage } from "./destinations.js";
 import { logPage, searchPage } from "./logs.js";
 import { field, h, notice, show } from "./ui.js";
 
@@ -14,6 +15,8 @@ function route(hash) {
   const params = new URLSearchParams(search ?? "");
   const parts = path.split("/").filter(Boolean);
   if (parts[0] === "logs" && parts[1]) return logPage(main, decodeURIComponent(parts[1]));
+  if (parts[0] === "destinations" && parts[1]) return destinationPage(main, decodeURIComponent(parts[1]));
+  if (parts[0] === "destinations") return lookupPage(main);
   return searchPage(main, params);
 }
 

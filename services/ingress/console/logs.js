@@ -259,7 +259,7 @@ function summary(log) {
     { class: "summary" },
     row("Status", badge(log.status)),
     row("Message", h("code", {}, log.message_id)),
-    row("Destination", h("code", {}, log.destination_id)),
+    row("Destination", h("a", { href: `#/destinations/${log.destination_id}` }, h("code", {}, log.destination_id))),
     row("Source", h("code", {}, log.source_id)),
     row("Organization", h("code", {}, log.organization_id)),
     row("Data model / event", `${log.data_model} / ${log.event_type}`),

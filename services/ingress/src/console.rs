@@ -36,6 +36,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../console/logs.js"),
     ),
     (
+        "destinations.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/destinations.js"),
+    ),
+    (
         "ui.js",
         "text/javascript; charset=utf-8",
         include_str!("../console/ui.js"),

@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use carrier_proto::delivery_v1::{HeadRequest, QueueRequest, QueueState};
 use chrono::{DateTime, SecondsFormat};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth;
 use crate::error::ApiError;
@@ -197,17 +198,28 @@ pub async fn resume(
     set_paused(&state, &headers, id, false).await
 }
 
+/// `POST /v1/destinations/{id}/skip`'s query.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SkipQuery {
+    /// Skip only if this log is still the held head (409 otherwise): what a confirmation named
+    /// is what gets cancelled, even if the head changed since the queue was read.
+    log_id: Option<String>,
+}
+
 /// Cancels the held head of the queue. 409 when no head is held (nothing is failing or paused
-/// at a message right now).
+/// at a message right now), or when `log_id` names another log than the head.
 #[utoipa::path(
     post,
     path = "/v1/destinations/{id}/skip",
     operation_id = "skip_destination_head",
     tag = "Admin",
-    params(("id" = String, Path, description = "Destination ID")),
+    params(("id" = String, Path, description = "Destination ID"), SkipQuery),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "The held head was cancelled", body = Skipped),
+        (status = 400, description = "A query parameter is unknown or malformed (the text names it)", body = crate::error::DataModelError),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::DataModelError),
         (status = 403, description = "Not allowed", body = crate::error::DataModelError),
         (status = 404, description = "Unknown route, data model, destination or resource", body = crate::error::DataModelError),
@@ -220,14 +232,17 @@ pub async fn skip(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<SkipQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Skipped>), ApiError> {
     auth::operator(&headers, admin_token(&state))?;
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let expected_head = query.log_id.unwrap_or_default();
     let reply = state
         .delivery_control
         .call(&state.log_store, &id, "Skip", |mut client| {
             let request = HeadRequest {
                 destination_id: id.clone(),
-                log_id: String::new(),
+                log_id: expected_head.clone(),
             };
             async move { client.skip(request).await }
         })

@@ -8,6 +8,8 @@
 //!
 //! Not in the public document, on purpose: `/healthz`, `/readyz` and `/metrics` are served on
 //! the operator's port (`admin_addr`, `carrier_telemetry::serve_probes` in `run`), never here.
+//! The console's static files (`/`, `/console/…`, `crate::console`) are merged beside this
+//! router in `run`: pages, not API operations; the console itself calls only routes of this list.
 
 use std::sync::{Arc, OnceLock};
 

@@ -1,7 +1,7 @@
 //! The console in a real browser (issue 15 §7): Debian's chromium, headless, driven by
 //! playwright-core through `tests/console/console.test.mjs`, against a whole stack. This test
-//! makes what the browser needs (two organizations, a delivered log) and runs the script; the
-//! script's steps say what they check. Screenshots of the main pages land in `.run/console/`.
+//! makes what the browser needs (two organizations, a delivered log, a destination held by a
+//! receiver answering 500) and runs the script; the script's steps say what they check. Screenshots of the main pages land in `.run/console/`.
 //!
 //! Skipped, saying so, only outside CI when Node.js, playwright-core or chromium is missing
 //! (`make test` installs them).
@@ -61,7 +61,7 @@ fn repository() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_console_signs_in_both_ways_finds_a_log_retries_it_and_keeps_organizations_apart() {
+async fn the_console_signs_in_both_ways_finds_retries_and_holds_and_keeps_organizations_apart() {
     let Some(tools) = browser() else {
         return;
     };
@@ -78,6 +78,41 @@ async fn the_console_signs_in_both_ways_finds_a_log_retries_it_and_keeps_organiz
     let b = api
         .sender("Console Clinic B", "production", &receiver.url("b"), "Results")
         .await;
+    // A second destination of A, whose receiver fails: held at its first message.
+    let failing = Receiver::start().await;
+    failing.respond_with(500, "down for maintenance");
+    let held = api
+        .subscribed_destination(
+            &a.organization,
+            &a.source,
+            &failing.url("held"),
+            "production",
+            "Orders",
+        )
+        .await;
+    let held_id = held["id"].as_str().expect("destination id").to_string();
+    let (status, response) = api.send(&a.token, &message("Orders", 0)).await;
+    assert_eq!(status, 200, "{response}");
+    let held_log = response["Meta"]["Logs"][0]["ID"]
+        .as_str()
+        .expect("a log")
+        .to_string();
+    carrier_testkit::eventually(
+        Duration::from_secs(30),
+        "the destination held at its head",
+        || async {
+            let (_, queue) = api
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/v1/destinations/{held_id}/queue"),
+                    None,
+                )
+                .await;
+            (queue["head_log_id"] == held_log.as_str() && queue["last_error"].is_string()).then_some(())
+        },
+    )
+    .await;
+
     let (status, response) = api.send(&a.token, &message("Results", 0)).await;
     assert_eq!(status, 200, "{response}");
     let log_id = response["Meta"]["Logs"][0]["ID"]
@@ -104,6 +139,8 @@ async fn the_console_signs_in_both_ways_finds_a_log_retries_it_and_keeps_organiz
             "DESTINATION_ID",
             a.destination["id"].as_str().expect("destination id"),
         )
+        .env("HELD_DESTINATION_ID", &held_id)
+        .env("HELD_LOG_ID", &held_log)
         .env("CHROMIUM", &tools.chromium)
         .env("PLAYWRIGHT_DIR", &tools.playwright_dir)
         .env("SCREENSHOT_DIR", &screenshots)

@@ -117,8 +117,18 @@ async fn an_operator_sees_a_held_queue_skips_its_head_pauses_and_resumes_it() {
     .await;
     assert_eq!(state["partition"].as_i64(), Some(recorded), "{state}");
 
-    // Skip the failing head: it is cancelled and the next message becomes the head.
-    let (status, body) = control(api, &destination_id, "skip").await;
+    // A skip that names another log than the head is refused: nothing is cancelled.
+    let (status, body) = control(api, &destination_id, &format!("skip?log_id={}", log_ids[1])).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["Meta"]["Errors"][0]["Text"]
+            .as_str()
+            .is_some_and(|text| text.contains(&format!("the head is {}", log_ids[0]))),
+        "{body}"
+    );
+    // Skip the failing head (named, as the console does): it is cancelled and the next message
+    // becomes the head.
+    let (status, body) = control(api, &destination_id, &format!("skip?log_id={}", log_ids[0])).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["skipped_log_id"], log_ids[0].as_str());
     queue_until(api, &destination_id, "the next message to be the head", |state| {
