@@ -33,6 +33,9 @@ export CARRIER_KAFKA__ENABLE_IDEMPOTENCE=false
 # are left out of fetches, woken by their producers' doorbells (docs/production.md, "Tansu").
 # Without it the idle broker spends a core; `0` fetches always (`make bench` part `idle`).
 export CARRIER_KAFKA__IDLE_AFTER_MS="${CARRIER_KAFKA__IDLE_AFTER_MS:-2000}"
+# Two glibc malloc arenas per process, as the image sets it (Dockerfile): delivery's peak
+# memory with a large backlog is 12 % lower (docs/benchmarks.md, "Delivery memory").
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 export CARRIER_DATABASE_URL="${CARRIER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/carrier}"
 # Delivery (and the notifier's Slack webhooks) refuse loopback in production; the sample
 # receiver is on 127.0.0.1.
