@@ -4,9 +4,7 @@
 // sees the API's refusal.
 
 import { call } from "./api.js";
-import { busy, confirm, field, h, notice, show, time } from "./ui.js";
-
-const POLL_MS = 4000;
+import { confirm, field, h, notice, poll, show, time } from "./ui.js";
 
 /** The lookup page: a destination by its ID (the list comes with the API's list route). */
 export function lookupPage(main) {
@@ -168,10 +166,7 @@ export function destinationPage(main, id) {
   );
   loadQueue();
   loadSettings();
-  const timer = setInterval(() => {
-    if (document.visibilityState === "visible" && !busy()) loadQueue();
-  }, POLL_MS);
-  return () => clearInterval(timer);
+  return poll(loadQueue);
 }
 
 /**

@@ -2,7 +2,7 @@
 // with its attempts; manual retry of one log and bulk retry of a search.
 
 import { ApiError, call, isOperator } from "./api.js";
-import { badge, busy, confirm, field, h, notice, select, show, table, time } from "./ui.js";
+import { badge, confirm, field, h, notice, poll, select, show, table, time } from "./ui.js";
 
 /** The filters of GET /v1/logs, in the order the form shows them. */
 const FILTERS = ["destination_id", "source_id", "organization_id", "status", "data_model", "test", "since", "until"];
@@ -15,19 +15,8 @@ const STATUSES = [
   ["cancelled", "cancelled"],
 ];
 
-/** How often an open page asks again (ms). */
-const POLL_MS = 4000;
-
 /** Bulk retry counts the matching logs first, up to this many pages of 500. */
 const COUNT_PAGES = 10;
-
-/** Starts `refresh` every POLL_MS while the page is visible and no confirmation is open. */
-function poll(refresh) {
-  const timer = setInterval(() => {
-    if (document.visibilityState === "visible" && !busy()) refresh();
-  }, POLL_MS);
-  return () => clearInterval(timer);
-}
 
 /** "2026-12-04T10:00" (a datetime-local value, the viewer's zone) as RFC 3339 UTC. */
 function toRfc3339(local) {

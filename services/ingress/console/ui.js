@@ -125,6 +125,20 @@ export function confirm(text, confirmLabel = "Confirm") {
 }
 
 /** True while a confirmation is open: polling waits, so the page does not move under it. */
-export function busy() {
+function busy() {
   return document.getElementById("confirm").open;
+}
+
+/** How often an open page asks again (ms). */
+const POLL_MS = 4000;
+
+/**
+ * Calls `refresh` every few seconds while the page is visible and no confirmation is open;
+ * returns the function that stops it.
+ */
+export function poll(refresh) {
+  const timer = setInterval(() => {
+    if (document.visibilityState === "visible" && !busy()) refresh();
+  }, POLL_MS);
+  return () => clearInterval(timer);
 }
